@@ -1,0 +1,17 @@
+//! # immortal-handler-sdk
+//!
+//! Write an AWS Lambda handler once; run it in Lambda and, when an invocation would
+//! time out, in the immortal runner, with the same event and context.
+//!
+//! This crate also owns the contracts every part of immortal shares: the
+//! [invocation envelope](envelope), the [container variable names](container),
+//! and the overflow queue [record formats](record).
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms)]
+
+pub mod container;
+pub mod envelope;
+mod error;
+
+pub use envelope::{Envelope, InvocationContext, Overflow, OverflowSource};
+pub use error::EnvelopeError;

@@ -1,0 +1,1 @@
+//! Streamed, resumable download of code locations (remote mode).

@@ -1,0 +1,294 @@
+//! The bootstrap: finding it, the environment Lambda gives it, and the child process
+//! with its signals.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use immortal_handler_sdk::container;
+
+use crate::error::CodeError;
+use crate::invocation::Invocation;
+
+/// Where the code lives: the task root (`/var/task` in Lambda) and the layers root (`/opt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeLayout {
+    /// The unpacked function code.
+    pub task_root: PathBuf,
+    /// The unpacked layers, when there are any.
+    pub opt_dir: Option<PathBuf>,
+}
+
+impl CodeLayout {
+    /// Finds the executable `bootstrap` in Lambda's order: the task root, then the layers root.
+    pub fn bootstrap(&self) -> Result<PathBuf, CodeError> {
+        let candidates = std::iter::once(self.task_root.join("bootstrap"))
+            .chain(self.opt_dir.as_ref().map(|opt| opt.join("bootstrap")));
+        for path in candidates {
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let mode = meta.permissions().mode();
+            if mode & 0o111 == 0 {
+                return Err(CodeError::NotExecutable {
+                    path,
+                    mode: mode & 0o7777,
+                });
+            }
+            return Ok(path);
+        }
+        Err(CodeError::NoBootstrap {
+            task_root: self.task_root.clone(),
+            opt: self
+                .opt_dir
+                .as_ref()
+                .map(|o| format!(", nor in {}", o.display()))
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// Everything the bootstrap's environment is made of.
+#[derive(Debug, Clone)]
+pub struct LaunchConfig<'a> {
+    /// The resolved invocation.
+    pub invocation: &'a Invocation,
+    /// Where the code is.
+    pub layout: &'a CodeLayout,
+    /// `_HANDLER`.
+    pub handler: &'a str,
+    /// The Lambda runtime identifier, for `AWS_EXECUTION_ENV` (e.g. `provided.al2023`).
+    pub runtime: &'a str,
+    /// `host:port` of the local Runtime API.
+    pub runtime_api: &'a str,
+    /// The function's own `Environment.Variables`.
+    pub function_env: &'a BTreeMap<String, String>,
+    /// True when the invocation has no time limit.
+    pub unlimited: bool,
+}
+
+/// Lambda's default PATH for `provided` runtimes, used when the runner has none.
+const LAMBDA_PATH: &str = "/usr/local/bin:/usr/bin/:/bin";
+
+/// The bootstrap's environment: the runner's own (credentials, endpoint overrides)
+/// minus the envelope variables, then the function's variables, then Lambda's reserved
+/// ones, which a function cannot override in Lambda either.
+pub fn environment(cfg: &LaunchConfig<'_>) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| {
+            ![
+                container::EVENT_VAR,
+                container::CONTEXT_VAR,
+                container::ENVELOPE_URL_VAR,
+            ]
+            .contains(&k.as_str())
+        })
+        .collect();
+    env.extend(cfg.function_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+    let inv = cfg.invocation;
+    let task_root = cfg.layout.task_root.display().to_string();
+    let opt = cfg.layout.opt_dir.as_ref().map(|o| o.display().to_string());
+    let mut path = std::env::var("PATH").unwrap_or_else(|_| LAMBDA_PATH.to_owned());
+    let mut ld_path: Vec<String> = std::env::var("LD_LIBRARY_PATH")
+        .ok()
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
+    ld_path.push(task_root.clone());
+    ld_path.push(format!("{task_root}/lib"));
+    if let Some(opt) = &opt {
+        path.push_str(&format!(":{opt}/bin"));
+        ld_path.push(format!("{opt}/lib"));
+    }
+    let reserved = [
+        ("AWS_LAMBDA_RUNTIME_API", cfg.runtime_api.to_owned()),
+        ("LAMBDA_TASK_ROOT", task_root.clone()),
+        ("LAMBDA_RUNTIME_DIR", task_root),
+        ("_HANDLER", cfg.handler.to_owned()),
+        ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{}", cfg.runtime)),
+        ("AWS_LAMBDA_FUNCTION_NAME", inv.function_name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", inv.function_version.clone()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", inv.memory_mb.to_string()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", inv.log_group.clone()),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", inv.log_stream.clone()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
+        ("AWS_REGION", inv.region.clone()),
+        ("AWS_DEFAULT_REGION", inv.region.clone()),
+        ("TZ", ":UTC".to_owned()),
+        ("PATH", path),
+        ("LD_LIBRARY_PATH", ld_path.join(":")),
+        (container::RUNNER_VAR, env!("CARGO_PKG_VERSION").to_owned()),
+    ];
+    env.extend(reserved.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    env.entry("LANG".to_owned()).or_insert_with(|| "en_US.UTF-8".to_owned());
+    env.remove(container::NO_DEADLINE_VAR);
+    env.remove(container::OVERFLOW_VAR);
+    if cfg.unlimited {
+        env.insert(container::NO_DEADLINE_VAR.to_owned(), "1".to_owned());
+    }
+    if let Some(overflow) = &inv.overflow {
+        env.insert(
+            container::OVERFLOW_VAR.to_owned(),
+            serde_json::to_string(overflow).unwrap_or_default(),
+        );
+    }
+    env
+}
+
+/// The running bootstrap, in a process group of its own so that signals reach
+/// everything it started (as stopping a Lambda sandbox would).
+pub struct Bootstrap {
+    child: tokio::process::Child,
+    pgid: i32,
+    status: Option<ExitStatus>,
+}
+
+impl Bootstrap {
+    /// Starts `program` in `cwd` with exactly `env`. Its stdout and stderr both go to the
+    /// runner's stderr: the runner's stdout carries only the response.
+    pub fn spawn(program: &Path, cwd: &Path, env: &BTreeMap<String, String>) -> std::io::Result<Bootstrap> {
+        let stderr_for_stdout = std::io::stderr().lock();
+        let stdout = Stdio::from(std::os::fd::AsFd::as_fd(&stderr_for_stdout).try_clone_to_owned()?);
+        drop(stderr_for_stdout);
+        let child = tokio::process::Command::new(program)
+            .current_dir(cwd)
+            .env_clear()
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()?;
+        let pgid = child.id().map(|id| id as i32).unwrap_or(0);
+        Ok(Bootstrap {
+            child,
+            pgid,
+            status: None,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.pgid
+    }
+
+    /// Sends `signal` to the bootstrap's whole process group.
+    pub fn signal(&self, signal: i32) {
+        if self.pgid > 0 && self.status.is_none() {
+            // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+            unsafe {
+                libc::kill(-self.pgid, signal);
+            }
+        }
+    }
+
+    /// Waits for the bootstrap to exit (cancel-safe; remembers the status).
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let status = self.child.wait().await?;
+        self.status = Some(status);
+        Ok(status)
+    }
+
+    /// Whether it has exited already.
+    pub fn exited(&self) -> Option<ExitStatus> {
+        self.status
+    }
+
+    /// SIGTERM, then SIGKILL after `grace` if it is still there. Returns its exit status.
+    pub async fn stop(&mut self, grace: Duration) -> std::io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            self.kill_group();
+            return Ok(status);
+        }
+        self.signal(libc::SIGTERM);
+        let status = match tokio::time::timeout(grace, self.wait()).await {
+            Ok(status) => status?,
+            Err(_) => {
+                tracing::warn!(
+                    grace_ms = grace.as_millis() as u64,
+                    "bootstrap ignored SIGTERM; sending SIGKILL"
+                );
+                self.signal(libc::SIGKILL);
+                self.wait().await?
+            }
+        };
+        self.kill_group();
+        Ok(status)
+    }
+
+    /// SIGKILL now (the timeout case: Lambda does not ask politely either).
+    pub async fn kill(&mut self) -> std::io::Result<ExitStatus> {
+        self.signal(libc::SIGKILL);
+        let status = self.wait().await?;
+        self.kill_group();
+        Ok(status)
+    }
+
+    /// Leaves no stragglers: whatever the bootstrap started dies with it.
+    fn kill_group(&self) {
+        if self.pgid > 0 {
+            // SAFETY: as in `signal`; the group may already be gone (ESRCH), which is fine.
+            unsafe {
+                libc::kill(-self.pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// `exit status 3` / `signal: killed`, as Lambda words a runtime's end.
+pub fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("signal: {}", crate::outcome::signal_name(signal)),
+        _ => "unknown exit".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(dir: &Path) -> CodeLayout {
+        CodeLayout {
+            task_root: dir.to_owned(),
+            opt_dir: None,
+        }
+    }
+
+    #[test]
+    fn finds_and_checks_the_bootstrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = layout(dir.path()).bootstrap().unwrap_err();
+        assert!(err.to_string().contains("no `bootstrap` in"), "{err}");
+        let path = dir.path().join("bootstrap");
+        std::fs::write(&path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = layout(dir.path()).bootstrap().unwrap_err();
+        assert!(err.to_string().contains("is not executable (mode 644)"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(layout(dir.path()).bootstrap().unwrap(), path);
+    }
+
+    #[test]
+    fn falls_back_to_the_layers_root() {
+        let task = tempfile::tempdir().unwrap();
+        let opt = tempfile::tempdir().unwrap();
+        let path = opt.path().join("bootstrap");
+        std::fs::write(&path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let layout = CodeLayout {
+            task_root: task.path().to_owned(),
+            opt_dir: Some(opt.path().to_owned()),
+        };
+        assert_eq!(layout.bootstrap().unwrap(), path);
+    }
+}

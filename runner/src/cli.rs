@@ -1,0 +1,108 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use immortal_handler_sdk::container;
+
+use crate::artifact::unpack::LAMBDA_UNPACKED_LIMIT;
+use crate::exit::EXIT_CODES_HELP;
+
+/// Run an AWS Lambda function's own `bootstrap` with its original event and context,
+/// with no time limit.
+///
+/// The runner serves the Lambda Runtime API on 127.0.0.1, starts the function's
+/// unmodified bootstrap with Lambda's environment, hands it the event, and prints the
+/// response on stdout (logs go to stderr).
+///
+/// Local code:  runner --artifact bootstrap.zip --event @event.json
+/// Lambda code: runner --event @event.json --context @context.json
+///              (fetches the function named by the context's invoked_function_arn)
+/// In the ECS task, IMMORTAL_EVENT / IMMORTAL_CONTEXT or IMMORTAL_ENVELOPE_URL
+/// replace the two options.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "runner", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// A code zip (as `cargo lambda build --output-format zip` makes) or an unpacked
+    /// folder holding `bootstrap`. Without it, the code is fetched from Lambda
+    /// (GetFunction).
+    #[arg(long, value_name = "ZIP|DIR")]
+    pub artifact: Option<PathBuf>,
+
+    /// The event: inline JSON, @FILE, or - for stdin.
+    #[arg(long, value_name = "JSON|@FILE|-", env = container::EVENT_VAR, hide_env_values = true)]
+    pub event: Option<String>,
+
+    /// The invocation context: inline JSON, @FILE, or - for stdin. Missing fields get
+    /// defaults (a fresh request id, the function's name, $LATEST, 128 MB...).
+    #[arg(long, value_name = "JSON|@FILE|-", env = container::CONTEXT_VAR, hide_env_values = true)]
+    pub context: Option<String>,
+
+    /// A whole stored envelope ({"event":...,"context":...}): s3://BUCKET/KEY or @FILE.
+    /// Takes the place of --event and --context.
+    #[arg(long, value_name = "URL", env = container::ENVELOPE_URL_VAR, conflicts_with_all = ["event", "context"])]
+    pub envelope: Option<String>,
+
+    /// The function to fetch (name, NAME:QUALIFIER or ARN). Default: the context's
+    /// invoked_function_arn, else its function_name.
+    #[arg(long, value_name = "NAME|ARN", conflicts_with = "artifact")]
+    pub function: Option<String>,
+
+    /// Version or alias to fetch; overrides the one in the ARN.
+    #[arg(long, value_name = "QUALIFIER", conflicts_with = "artifact")]
+    pub qualifier: Option<String>,
+
+    /// The value of _HANDLER. Default: the function's configured handler, else "bootstrap".
+    #[arg(long, value_name = "HANDLER")]
+    pub handler: Option<String>,
+
+    /// Emulate Lambda's limit: at the deadline the bootstrap is killed and the result is
+    /// Lambda's Sandbox.Timedout error (exit 5). Default: no limit.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub timeout: Option<f64>,
+
+    /// How long the bootstrap may take to exit after SIGTERM before it gets SIGKILL.
+    #[arg(long, value_name = "SECONDS", default_value = "2", env = "IMMORTAL_GRACE_PERIOD", value_parser = parse_seconds)]
+    pub grace_period: f64,
+
+    /// Write the response (or error JSON) here instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Where unpacked code is cached, by SHA-256. Default: ~/.cache/immortal.
+    #[arg(long, value_name = "DIR", env = "IMMORTAL_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// The layers root (/opt in Lambda). Default: a folder in the cache per layer set.
+    #[arg(long, value_name = "DIR", env = "IMMORTAL_OPT_DIR")]
+    pub opt_dir: Option<PathBuf>,
+
+    /// Refuse code or layer zips that unpack to more than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = LAMBDA_UNPACKED_LIMIT, env = "IMMORTAL_MAX_UNPACKED_SIZE")]
+    pub max_unpacked_size: u64,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
+        _ => Err(format!("`{text}` is not a positive number of seconds")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("128+N"), "{help}");
+        assert!(help.contains("IMMORTAL_EVENT"), "{help}");
+    }
+}

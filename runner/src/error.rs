@@ -1,0 +1,144 @@
+//! The runner's typed errors, each mapped to one exit code.
+
+use std::path::PathBuf;
+
+use crate::exit::Exit;
+
+/// Everything that can stop the runner before or around an invocation.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// Bad usage or bad input (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The code could not be obtained, verified or unpacked (exit 3).
+    #[error(transparent)]
+    Code(#[from] CodeError),
+    /// The Lambda API refused or failed (exit 3: the code could not be obtained).
+    #[error("{0}")]
+    Function(String),
+    /// Could not set up the local Runtime API or start the bootstrap (exit 4).
+    #[error("{0}")]
+    Start(String),
+    /// A local I/O failure writing the result (exit 1 would lie; reported as usage of a bad --output).
+    #[error("cannot write the result to {path}: {source}")]
+    Output {
+        /// Where we tried to write.
+        path: PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+impl RunnerError {
+    /// The exit code this error ends the run with.
+    pub fn exit(&self) -> Exit {
+        match self {
+            RunnerError::Usage(_) | RunnerError::Output { .. } => Exit::Usage,
+            RunnerError::Code(_) | RunnerError::Function(_) => Exit::Code,
+            RunnerError::Start(_) => Exit::Init,
+        }
+    }
+}
+
+/// Why the function's code could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CodeError {
+    /// The `--artifact` path does not exist.
+    #[error("the artifact {path} does not exist; pass a code zip (cargo lambda build --output-format zip) or an unpacked folder")]
+    MissingArtifact {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The artifact is neither a folder nor a readable zip.
+    #[error("the artifact {path} is not a zip archive ({reason}); pass a code zip or an unpacked folder")]
+    NotAZip {
+        /// The path given.
+        path: PathBuf,
+        /// The zip reader's complaint.
+        reason: String,
+    },
+    /// No bootstrap where Lambda looks for one.
+    #[error("no `bootstrap` in {task_root}{opt}; a custom-runtime function needs an executable file named bootstrap at the root of its zip")]
+    NoBootstrap {
+        /// The task root searched.
+        task_root: PathBuf,
+        /// ", nor in <opt>" when a layers root was searched too.
+        opt: String,
+    },
+    /// The bootstrap exists but cannot be executed.
+    #[error("{path} is not executable (mode {mode:o}); set its executable bit (chmod 755) before zipping")]
+    NotExecutable {
+        /// The bootstrap found.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// An entry would land outside the target folder.
+    #[error("refusing to unpack {archive}: entry `{entry}` {why}")]
+    UnsafeEntry {
+        /// The archive being unpacked.
+        archive: String,
+        /// The offending entry name.
+        entry: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The archive unpacks to more than the limit.
+    #[error("refusing to unpack {archive}: it unpacks to more than {limit} bytes (the limit; Lambda's is 250 MB unzipped); raise --max-unpacked-size if this is expected")]
+    TooLarge {
+        /// The archive being unpacked.
+        archive: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The download's hash differs from the one Lambda reports.
+    #[error("the code of {what} does not match its CodeSha256: expected {expected}, downloaded {actual}; nothing was unpacked")]
+    HashMismatch {
+        /// Function or layer.
+        what: String,
+        /// CodeSha256 from Lambda.
+        expected: String,
+        /// Hash of the bytes received.
+        actual: String,
+    },
+    /// Downloading failed after all retries.
+    #[error("could not download the code of {what} from {url}: {reason}")]
+    Download {
+        /// Function or layer.
+        what: String,
+        /// The location (query string removed: it may carry a signature).
+        url: String,
+        /// The last failure.
+        reason: String,
+    },
+    /// The function is built for another CPU.
+    #[error("{function} is built for {wanted}, but this machine is {machine}; run the runner on a {wanted} host (Fargate: runtimePlatform.cpuArchitecture = {fargate})")]
+    Architecture {
+        /// The function.
+        function: String,
+        /// Its architecture (x86_64 or arm64).
+        wanted: String,
+        /// This machine's.
+        machine: String,
+        /// The Fargate name for it.
+        fargate: String,
+    },
+    /// A local file-system failure while unpacking or caching.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl CodeError {
+    /// Wraps an I/O error with what was being done where.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CodeError {
+        let path = path.into();
+        move |source| CodeError::Io { action, path, source }
+    }
+}

@@ -1,0 +1,185 @@
+//! One invocation, fully resolved: the envelope's context with every gap filled, and
+//! what Lambda would tell the runtime about it (headers and environment).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use immortal_handler_sdk::envelope::{Envelope, FunctionRef, Overflow};
+
+/// Account id used in ARNs when nothing better is known (the documentation placeholder).
+pub const DEFAULT_ACCOUNT: &str = "123456789012";
+/// Memory size used when neither the context nor the function configuration says.
+pub const DEFAULT_MEMORY_MB: u32 = 128;
+/// How far ahead the deadline header points when there is no time limit: 21 days, the
+/// largest round figure whose remaining milliseconds still fit a signed 32-bit integer
+/// (Java's `Context.getRemainingTimeInMillis()` returns `int`).
+pub const NO_DEADLINE: Duration = Duration::from_secs(21 * 24 * 3600);
+
+/// What is known about the function apart from the envelope (from the artifact name or GetFunction).
+#[derive(Debug, Clone, Default)]
+pub struct FunctionFacts {
+    /// The function's name.
+    pub name: Option<String>,
+    /// The version that runs.
+    pub version: Option<String>,
+    /// The qualified ARN, as GetFunction reports it.
+    pub arn: Option<String>,
+    /// Configured memory.
+    pub memory_mb: Option<u32>,
+}
+
+/// An invocation with every field Lambda would have.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    /// The request id (the original one, kept).
+    pub request_id: String,
+    /// Qualified or unqualified function ARN as the caller invoked it.
+    pub invoked_function_arn: String,
+    /// Function name.
+    pub function_name: String,
+    /// Executed version.
+    pub function_version: String,
+    /// Memory in MB.
+    pub memory_mb: u32,
+    /// AWS region.
+    pub region: String,
+    /// X-Ray trace header.
+    pub trace_id: Option<String>,
+    /// Client context, JSON text.
+    pub client_context: Option<String>,
+    /// Cognito identity, JSON text.
+    pub identity: Option<String>,
+    /// Tenant id.
+    pub tenant_id: Option<String>,
+    /// CloudWatch log group.
+    pub log_group: String,
+    /// CloudWatch log stream.
+    pub log_stream: String,
+    /// Overflow details, when this is an overflow run.
+    pub overflow: Option<Overflow>,
+    /// The event, exact bytes.
+    pub event: bytes::Bytes,
+}
+
+impl Invocation {
+    /// Fills the gaps of `envelope.context` from `facts`, then from Lambda-like defaults.
+    pub fn resolve(envelope: &Envelope, facts: &FunctionFacts, region: &str) -> Invocation {
+        let ctx = &envelope.context;
+        let arn_ref = ctx
+            .invoked_function_arn
+            .as_deref()
+            .and_then(|a| FunctionRef::parse(a).ok());
+        let function_name = facts
+            .name
+            .clone()
+            .or_else(|| ctx.function_name.clone())
+            .or_else(|| arn_ref.as_ref().map(|f| f.name.clone()))
+            .unwrap_or_else(|| "function".to_owned());
+        let region = arn_ref
+            .as_ref()
+            .and_then(|f| f.region.clone())
+            .unwrap_or_else(|| region.to_owned());
+        let function_version = facts
+            .version
+            .clone()
+            .or_else(|| ctx.function_version.clone())
+            .unwrap_or_else(|| "$LATEST".to_owned());
+        let invoked_function_arn = ctx
+            .invoked_function_arn
+            .clone()
+            .or_else(|| facts.arn.clone())
+            .unwrap_or_else(|| {
+                FunctionRef {
+                    name: function_name.clone(),
+                    qualifier: None,
+                    region: None,
+                    account: None,
+                }
+                .arn(&region, DEFAULT_ACCOUNT)
+            });
+        let log_group = ctx
+            .log_group_name
+            .clone()
+            .unwrap_or_else(|| format!("/aws/lambda/{function_name}"));
+        let log_stream = ctx
+            .log_stream_name
+            .clone()
+            .unwrap_or_else(|| default_log_stream(&function_version));
+        Invocation {
+            request_id: ctx
+                .request_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            invoked_function_arn,
+            function_name,
+            function_version,
+            memory_mb: ctx.memory_limit_in_mb.or(facts.memory_mb).unwrap_or(DEFAULT_MEMORY_MB),
+            region,
+            trace_id: ctx.xray_trace_id.clone(),
+            client_context: ctx.client_context.as_ref().map(|v| v.to_string()),
+            identity: ctx.identity.as_ref().map(|v| v.to_string()),
+            tenant_id: ctx.tenant_id.clone(),
+            log_group,
+            log_stream,
+            overflow: ctx.overflow.clone(),
+            event: bytes::Bytes::copy_from_slice(envelope.event.get().as_bytes()),
+        }
+    }
+}
+
+/// `YYYY/MM/DD/[VERSION]<32 hex>`, Lambda's log stream name shape.
+fn default_log_stream(version: &str) -> String {
+    let date = &aws_smithy_types::DateTime::from(SystemTime::now())
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_else(|_| "1970-01-01".into())[..10];
+    format!(
+        "{}/[{version}]{}",
+        date.replace('-', "/"),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Milliseconds since the epoch, `at` from now.
+pub fn epoch_ms_after(after: Duration) -> u64 {
+    (SystemTime::now() + after)
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_an_empty_context() {
+        let envelope = Envelope::from_parts("{}", "").unwrap();
+        let facts = FunctionFacts {
+            name: Some("thumb".into()),
+            ..Default::default()
+        };
+        let inv = Invocation::resolve(&envelope, &facts, "eu-west-1");
+        assert_eq!(inv.function_name, "thumb");
+        assert_eq!(inv.function_version, "$LATEST");
+        assert_eq!(inv.memory_mb, 128);
+        assert_eq!(
+            inv.invoked_function_arn,
+            "arn:aws:lambda:eu-west-1:123456789012:function:thumb"
+        );
+        assert_eq!(inv.log_group, "/aws/lambda/thumb");
+        assert!(inv.log_stream.contains("/[$LATEST]"), "{}", inv.log_stream);
+        assert_eq!(inv.request_id.len(), 36);
+    }
+
+    #[test]
+    fn context_wins_over_defaults() {
+        let ctx = r#"{"request_id":"r-1","invoked_function_arn":"arn:aws:lambda:ap-south-1:1:function:f:live",
+            "memory_limit_in_mb":1024,"client_context":{"custom":{"a":"b"}}}"#;
+        let envelope = Envelope::from_parts("{}", ctx).unwrap();
+        let inv = Invocation::resolve(&envelope, &FunctionFacts::default(), "us-east-1");
+        assert_eq!(inv.request_id, "r-1");
+        assert_eq!(inv.function_name, "f");
+        assert_eq!(inv.region, "ap-south-1");
+        assert_eq!(inv.memory_mb, 1024);
+        assert_eq!(inv.client_context.as_deref(), Some(r#"{"custom":{"a":"b"}}"#));
+    }
+}

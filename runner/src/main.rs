@@ -1,0 +1,21 @@
+//! `runner`: parse the command line, run, map the result to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use immortal_runner::{cli::Cli, logging, signals};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::from(immortal_runner::exit::Exit::Usage.code());
+        }
+    };
+    runtime
+        .block_on(async { immortal_runner::run(cli, signals::install()).await })
+        .into()
+}

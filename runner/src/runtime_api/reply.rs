@@ -1,0 +1,59 @@
+//! Response shapes of the Runtime API (as the Runtime Interface Emulator renders them).
+
+use bytes::Bytes;
+use http::{header, Method, Response, StatusCode};
+use http_body_util::Full;
+
+/// A JSON reply; like Lambda's (Go's json.Encoder) it ends with a newline.
+pub(crate) fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut body = value.to_string();
+    body.push('\n');
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+/// `202 {"status":"OK"}`: the runtime's report was accepted.
+pub(crate) fn accepted() -> Response<Full<Bytes>> {
+    json(StatusCode::ACCEPTED, serde_json::json!({ "status": "OK" }))
+}
+
+/// An error reply in Lambda's `{"errorMessage", "errorType"}` shape.
+pub(crate) fn error(status: StatusCode, error_type: &str, message: &str) -> Response<Full<Bytes>> {
+    json(
+        status,
+        serde_json::json!({ "errorMessage": message, "errorType": error_type }),
+    )
+}
+
+/// `400 InvalidRequestID`: the id in the path is not the current invocation's.
+pub(crate) fn invalid_request_id() -> Response<Full<Bytes>> {
+    error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID")
+}
+
+/// `403 InvalidStateTransition`, worded as Lambda words it.
+pub(crate) fn invalid_transition(from: &str, to: &str) -> Response<Full<Bytes>> {
+    let message =
+        format!("State transition from {from} to {to} failed for runtime. Error: State transition is not allowed");
+    error(StatusCode::FORBIDDEN, "InvalidStateTransition", &message)
+}
+
+/// `404`: not a Runtime API path.
+pub(crate) fn not_found(path: &str) -> Response<Full<Bytes>> {
+    error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("no Runtime API endpoint at {path}"),
+    )
+}
+
+/// `405`: a known path with the wrong method.
+pub(crate) fn method_not_allowed(method: &Method) -> Response<Full<Bytes>> {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        &format!("{method} is not allowed here"),
+    )
+}

@@ -1,0 +1,229 @@
+//! Runs the real `runner` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The workspace's target profile folder (`target/debug`), from this test binary's path.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> → target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .to_owned()
+}
+
+/// Builds the workspace's binaries and libraries once per test process (a no-op when
+/// `scripts/test` already did; the same command, so the same feature set) and returns
+/// the path of `artifact` (a binary such as `runner`, or a library file name).
+pub fn workspace_artifact(artifact: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let dir = profile_dir();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--workspace"]);
+        // Variables cargo set for this test process would look like a changed build
+        // environment to build scripts (ring's, via cc) and force rebuilds.
+        for (key, _) in std::env::vars() {
+            let keep = ["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&key.as_str()) || key.starts_with("CARGO_BUILD_");
+            if (key.starts_with("CARGO_") && !keep) || key == "OUT_DIR" {
+                cmd.env_remove(key);
+            }
+        }
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo build");
+        assert!(status.success(), "cargo build --workspace failed");
+    });
+    let path = dir.join(artifact);
+    assert!(
+        path.is_file(),
+        "{} missing after cargo build --workspace",
+        path.display()
+    );
+    path
+}
+
+/// The `runner` binary.
+pub fn runner_bin() -> PathBuf {
+    workspace_artifact("runner")
+}
+
+/// What a finished runner did.
+#[derive(Debug)]
+pub struct Ran {
+    /// Exit code (None if killed by a signal).
+    pub code: Option<i32>,
+    /// Everything on stdout (the response).
+    pub stdout: Vec<u8>,
+    /// Everything on stderr (logs).
+    pub stderr: String,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl Ran {
+    /// stdout as text.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// stdout parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr:\n{}",
+                self.stdout_text(),
+                self.stderr
+            )
+        })
+    }
+
+    /// Panics with the logs unless the exit code is `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit code\nstdout: {}\nstderr:\n{}",
+            self.stdout_text(),
+            self.stderr
+        );
+        self
+    }
+}
+
+/// A runner command line under construction.
+pub struct RunnerCmd {
+    cmd: Command,
+    cache: Option<tempfile::TempDir>,
+}
+
+impl Default for RunnerCmd {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RunnerCmd {
+    /// `runner` with a private cache folder and no inherited IMMORTAL_* variables.
+    pub fn new() -> Self {
+        let mut cmd = Command::new(runner_bin());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("IMMORTAL_") {
+                cmd.env_remove(key);
+            }
+        }
+        let cache = tempfile::tempdir().expect("cache dir");
+        cmd.env("IMMORTAL_CACHE_DIR", cache.path());
+        RunnerCmd {
+            cmd,
+            cache: Some(cache),
+        }
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    /// Uses `dir` as the cache (shared across runs), instead of a private one.
+    pub fn cache(mut self, dir: &Path) -> Self {
+        self.cmd.env("IMMORTAL_CACHE_DIR", dir);
+        self.cache = None;
+        self
+    }
+
+    /// Starts it with piped stdout/stderr.
+    pub fn spawn(mut self) -> Running {
+        let started = Instant::now();
+        let child = self
+            .cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start runner");
+        Running {
+            child,
+            started,
+            _cache: self.cache,
+        }
+    }
+
+    /// Runs it to the end (at most `limit`).
+    pub fn run(self) -> Ran {
+        self.spawn().wait(Duration::from_secs(120))
+    }
+
+    /// Runs it with `input` on stdin.
+    pub fn run_with_stdin(mut self, input: &[u8]) -> Ran {
+        use std::io::Write;
+        let started = Instant::now();
+        let mut child = self
+            .cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start runner");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        Running {
+            child,
+            started,
+            _cache: self.cache,
+        }
+        .wait(Duration::from_secs(120))
+    }
+}
+
+/// A runner still running.
+pub struct Running {
+    /// The process.
+    pub child: std::process::Child,
+    started: Instant,
+    _cache: Option<tempfile::TempDir>,
+}
+
+impl Running {
+    /// Sends a signal to the runner.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Waits for the end, killing it after `limit`.
+    pub fn wait(mut self, limit: Duration) -> Ran {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.child.try_wait().expect("try_wait").is_some() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let out = self.child.wait_with_output().expect("runner output");
+        Ran {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: self.started.elapsed(),
+        }
+    }
+}

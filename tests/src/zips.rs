@@ -1,0 +1,47 @@
+//! Builds code zips in tests.
+
+use std::io::Write;
+use std::path::Path;
+
+use zip::write::SimpleFileOptions;
+
+/// One entry of a zip under construction.
+pub enum Entry<'a> {
+    /// A regular file with its mode.
+    File(&'a str, &'a [u8], u32),
+    /// A directory.
+    Dir(&'a str),
+    /// A symlink and its target.
+    Symlink(&'a str, &'a str),
+}
+
+/// Writes a zip with `entries` to `path`, deflated like cargo lambda's.
+pub fn write_zip(path: &Path, entries: &[Entry<'_>]) {
+    let file = std::fs::File::create(path).expect("create zip");
+    let mut zip = zip::ZipWriter::new(file);
+    for entry in entries {
+        match entry {
+            Entry::File(name, data, mode) => {
+                let options = SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Deflated)
+                    .unix_permissions(*mode);
+                zip.start_file(*name, options).expect("start file");
+                zip.write_all(data).expect("write entry");
+            }
+            Entry::Dir(name) => {
+                zip.add_directory(*name, SimpleFileOptions::default()).expect("add dir");
+            }
+            Entry::Symlink(name, target) => {
+                zip.add_symlink(*name, *target, SimpleFileOptions::default())
+                    .expect("add symlink");
+            }
+        }
+    }
+    zip.finish().expect("finish zip");
+}
+
+/// A zip holding `binary` as an executable `bootstrap`, as cargo lambda packages it.
+pub fn bootstrap_zip(binary: &Path, dest: &Path) {
+    let data = std::fs::read(binary).expect("read binary");
+    write_zip(dest, &[Entry::File("bootstrap", &data, 0o755)]);
+}

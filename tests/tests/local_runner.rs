@@ -1,0 +1,517 @@
+//! The runner in local mode (`--artifact`) with real bootstraps: every path of the
+//! Runtime API as an unmodified function sees it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use immortal_tests::runner::RunnerCmd;
+use immortal_tests::zips::{bootstrap_zip, write_zip, Entry};
+use serde_json::{json, Value};
+
+fn fixture(name: &str) -> PathBuf {
+    let path = match name {
+        "echo" => env!("CARGO_BIN_EXE_fixture-echo"),
+        "fail" => env!("CARGO_BIN_EXE_fixture-fail"),
+        "init-panic" => env!("CARGO_BIN_EXE_fixture-init-panic"),
+        "stream" => env!("CARGO_BIN_EXE_fixture-stream"),
+        "sleep" => env!("CARGO_BIN_EXE_fixture-sleep"),
+        "ignore-sigterm" => env!("CARGO_BIN_EXE_fixture-ignore-sigterm"),
+        other => panic!("no fixture {other}"),
+    };
+    PathBuf::from(path)
+}
+
+/// A zip of the fixture as `bootstrap`, in `dir`.
+fn zip_of(name: &str, dir: &Path) -> PathBuf {
+    let zip = dir.join(format!("{name}.zip"));
+    bootstrap_zip(&fixture(name), &zip);
+    zip
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[test]
+fn an_unmodified_lambda_runtime_function_sees_lambda_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = zip_of("echo", dir.path());
+    let event = json!({"bucket": "videos", "key": "clip_00-03.mp4", "n": [1, 2.5, null]});
+    let context = json!({
+        "request_id": "6f1c8e3a-0000-4000-8000-000000000001",
+        "invoked_function_arn": "arn:aws:lambda:eu-west-1:111122223333:function:echo:live",
+        "function_version": "7",
+        "memory_limit_in_mb": 1024,
+        "xray_trace_id": "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1",
+        "client_context": {"client": {"installation_id": "i", "app_title": "t", "app_version_name": "n",
+            "app_version_code": "c", "app_package_name": "p"}, "custom": {"k": "v"}, "environment": {}},
+        "identity": {"cognitoIdentityId": "id-1", "cognitoIdentityPoolId": "pool-1"},
+        "log_group_name": "/aws/lambda/echo",
+        "log_stream_name": "2026/11/22/[7]abc"
+    });
+    let before = now_ms();
+    let cache = tempfile::tempdir().unwrap();
+    let ran = RunnerCmd::new()
+        .cache(cache.path())
+        .args(["--artifact".as_ref(), zip.as_os_str()])
+        .args(["--event", &event.to_string(), "--context", &context.to_string()])
+        .run();
+    ran.expect_code(0);
+    let seen = ran.json();
+    assert_eq!(seen["event"], event);
+    assert_eq!(seen["request_id"], context["request_id"]);
+    assert_eq!(seen["invoked_function_arn"], context["invoked_function_arn"]);
+    assert_eq!(seen["xray_trace_id"], context["xray_trace_id"]);
+    assert_eq!(seen["client_context"]["custom"]["k"], "v");
+    assert_eq!(seen["identity"]["identityId"], "id-1");
+    assert_eq!(seen["identity"]["identityPoolId"], "pool-1");
+    assert_eq!(seen["function_name"], "echo");
+    assert_eq!(seen["memory"], 1024);
+    assert_eq!(seen["version"], "7");
+    // No time limit: the deadline lies weeks ahead, yet fits a 32-bit millisecond count.
+    let remaining = seen["deadline_ms"].as_u64().unwrap() - before;
+    assert!(remaining > 20 * 24 * 3600 * 1000, "deadline only {remaining} ms away");
+    assert!(remaining < i32::MAX as u64, "remaining {remaining} ms overflows an int");
+
+    let env = &seen["env"];
+    let api = env["AWS_LAMBDA_RUNTIME_API"].as_str().unwrap();
+    assert!(
+        api.starts_with("127.0.0.1:") && !api.contains('/'),
+        "host:port only, got {api}"
+    );
+    assert_eq!(env["AWS_LAMBDA_FUNCTION_NAME"], "echo");
+    assert_eq!(env["AWS_LAMBDA_FUNCTION_VERSION"], "7");
+    assert_eq!(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "1024");
+    assert_eq!(env["AWS_LAMBDA_LOG_GROUP_NAME"], "/aws/lambda/echo");
+    assert_eq!(env["AWS_LAMBDA_LOG_STREAM_NAME"], "2026/11/22/[7]abc");
+    assert_eq!(env["AWS_REGION"], "eu-west-1");
+    assert_eq!(env["_HANDLER"], "bootstrap");
+    assert_eq!(env["AWS_EXECUTION_ENV"], "AWS_Lambda_provided.al2023");
+    assert_eq!(env["IMMORTAL_NO_DEADLINE"], "1");
+    let task_root = env["LAMBDA_TASK_ROOT"].as_str().unwrap();
+    assert_eq!(seen["cwd"], task_root, "the bootstrap runs in the task root");
+    assert!(Path::new(task_root).join("bootstrap").is_file());
+    assert!(
+        task_root.starts_with(cache.path().to_str().unwrap()),
+        "a zip is unpacked into the cache"
+    );
+    assert!(env["LD_LIBRARY_PATH"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("{task_root}/lib")));
+    assert!(env.get("IMMORTAL_EVENT").is_none(), "the envelope is not passed on");
+}
+
+#[test]
+fn defaults_fill_a_missing_context_and_the_environment_passes_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = zip_of("echo", dir.path());
+    let ran = RunnerCmd::new()
+        .env("IMMORTAL_EVENT", r#"{"from":"env"}"#)
+        .env("AWS_REGION", "ap-southeast-2")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+        .args(["--artifact".as_ref(), zip.as_os_str()])
+        .run();
+    ran.expect_code(0);
+    let seen = ran.json();
+    assert_eq!(seen["event"], json!({"from": "env"}));
+    assert_eq!(seen["function_name"], "echo");
+    assert_eq!(seen["version"], "$LATEST");
+    assert_eq!(seen["memory"], 128);
+    assert_eq!(
+        seen["invoked_function_arn"],
+        "arn:aws:lambda:ap-southeast-2:123456789012:function:echo"
+    );
+    assert_eq!(seen["request_id"].as_str().unwrap().len(), 36);
+    assert_eq!(seen["env"]["AWS_ENDPOINT_URL"], "http://127.0.0.1:1");
+}
+
+#[test]
+fn events_come_from_files_and_stdin_and_responses_go_to_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = zip_of("echo", dir.path());
+    let event_file = dir.path().join("event.json");
+    std::fs::write(&event_file, r#"{"file": true}"#).unwrap();
+    let out = dir.path().join("out.json");
+    let ran = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            format!("@{}", event_file.display()).as_ref(),
+        ])
+        .args(["--output".as_ref(), out.as_os_str()])
+        .run();
+    ran.expect_code(0);
+    assert!(ran.stdout.is_empty());
+    let seen: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(seen["event"], json!({"file": true}));
+
+    let ran = RunnerCmd::new()
+        .args(["--artifact".as_ref(), zip.as_os_str(), "--event".as_ref(), "-".as_ref()])
+        .run_with_stdin(br#"{"stdin": 1}"#);
+    ran.expect_code(0);
+    assert_eq!(ran.json()["event"], json!({"stdin": 1}));
+}
+
+#[test]
+fn an_unpacked_folder_works_as_the_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("echo"), dir.path().join("bootstrap")).unwrap();
+    let ran = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            dir.path().as_os_str(),
+            "--event".as_ref(),
+            "[]".as_ref(),
+        ])
+        .run();
+    ran.expect_code(0);
+    assert_eq!(
+        ran.json()["env"]["LAMBDA_TASK_ROOT"],
+        dir.path().canonicalize().unwrap().display().to_string()
+    );
+}
+
+#[test]
+fn a_function_error_is_exit_1_with_the_error_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = zip_of("fail", dir.path());
+    let ran = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            r#"{"reason":"disk full"}"#.as_ref(),
+        ])
+        .run();
+    ran.expect_code(1);
+    assert_eq!(
+        ran.json(),
+        json!({"errorType": "Fixture.Failed", "errorMessage": "disk full"})
+    );
+}
+
+#[test]
+fn a_panic_during_init_is_exit_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = zip_of("init-panic", dir.path());
+    let ran = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            "{}".as_ref(),
+        ])
+        .run();
+    ran.expect_code(4);
+    let error = ran.json();
+    assert_eq!(error["errorType"], "Runtime.ExitError");
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .unwrap()
+            .ends_with("Runtime exited with error: exit status 101"),
+        "{error}"
+    );
+    assert!(ran.stderr.contains("before asking for the event"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("init failed: TABLE_NAME"),
+        "the bootstrap's own output is on stderr"
+    );
+}
+
+#[test]
+fn a_streamed_response_arrives_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = zip_of("stream", dir.path());
+    let ran = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            r#"{"chunks":["one ","two ","three"]}"#.as_ref(),
+        ])
+        .run();
+    ran.expect_code(0);
+    // lambda_runtime frames a stream as Lambda expects: metadata prelude, 8 NULs, the chunks.
+    let text = ran.stdout_text();
+    let (prelude, body) = text.split_once("\0\0\0\0\0\0\0\0").expect("prelude separator");
+    let prelude: Value = serde_json::from_str(prelude).unwrap();
+    assert_eq!(prelude["statusCode"], 200);
+    assert_eq!(body, "one two three");
+}
+
+#[test]
+fn past_the_timeout_the_result_is_lambdas_sandbox_timedout() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = zip_of("sleep", dir.path());
+    let ran = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            r#"{"seconds":30}"#.as_ref(),
+        ])
+        .args(["--timeout", "1", "--context", r#"{"request_id":"req-t"}"#])
+        .run();
+    ran.expect_code(5);
+    assert_eq!(
+        ran.json(),
+        json!({"errorType": "Sandbox.Timedout", "errorMessage": "RequestId: req-t Error: Task timed out after 1.00 seconds"})
+    );
+    assert!(ran.elapsed < Duration::from_secs(10), "took {:?}", ran.elapsed);
+}
+
+#[test]
+fn with_a_timeout_the_deadline_header_is_the_real_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = zip_of("echo", dir.path());
+    let before = now_ms();
+    let ran = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            "{}".as_ref(),
+            "--timeout".as_ref(),
+            "30".as_ref(),
+        ])
+        .run();
+    ran.expect_code(0);
+    let seen = ran.json();
+    let deadline = seen["deadline_ms"].as_u64().unwrap();
+    assert!(
+        deadline >= before + 29_000 && deadline <= now_ms() + 30_000,
+        "deadline {deadline}"
+    );
+    assert!(seen["env"].get("IMMORTAL_NO_DEADLINE").is_none());
+}
+
+#[test]
+fn a_bootstrap_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = zip_of("ignore-sigterm", dir.path());
+    let ran = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            "{}".as_ref(),
+            "--grace-period".as_ref(),
+            "0.5".as_ref(),
+        ])
+        .run();
+    ran.expect_code(0);
+    let pid = ran.json()["pid"].as_u64().unwrap();
+    assert!(ran.stderr.contains("SIGKILL"), "{}", ran.stderr);
+    assert!(ran.elapsed < Duration::from_secs(8), "took {:?}", ran.elapsed);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "bootstrap {pid} still exists"
+    );
+}
+
+#[test]
+fn sigterm_to_the_runner_reaches_the_bootstrap_and_exits_143() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = zip_of("sleep", dir.path());
+    let pid_file = dir.path().join("pid");
+    let marker = dir.path().join("marker");
+    let event = json!({"seconds": 60, "pid_file": pid_file, "marker": marker});
+    let running = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            event.to_string().as_ref(),
+        ])
+        .spawn();
+    wait_for_file(&pid_file);
+    running.signal(libc::SIGTERM);
+    let ran = running.wait(Duration::from_secs(20));
+    ran.expect_code(143);
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "SIGTERM",
+        "the bootstrap got SIGTERM"
+    );
+}
+
+#[test]
+fn a_sigterm_ignoring_bootstrap_does_not_hold_up_a_stopped_runner() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = zip_of("ignore-sigterm", dir.path());
+    let running = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            r#"{"hang":true}"#.as_ref(),
+        ])
+        .args(["--grace-period", "1"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(700));
+    running.signal(libc::SIGINT);
+    let ran = running.wait(Duration::from_secs(20));
+    ran.expect_code(130);
+    assert!(ran.elapsed < Duration::from_secs(10), "took {:?}", ran.elapsed);
+}
+
+#[test]
+fn a_bootstrap_killed_by_sigkill_is_exit_137_naming_the_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = zip_of("sleep", dir.path());
+    let pid_file = dir.path().join("pid");
+    let event = json!({"seconds": 60, "pid_file": pid_file});
+    let running = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            event.to_string().as_ref(),
+        ])
+        .args(["--context", r#"{"request_id":"req-k"}"#])
+        .spawn();
+    let pid: i32 = wait_for_file(&pid_file).parse().unwrap();
+    // SAFETY: kill(2) on the fixture's own pid, as the OOM killer would.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let ran = running.wait(Duration::from_secs(20));
+    ran.expect_code(137);
+    assert_eq!(
+        ran.json(),
+        json!({"errorType": "Runtime.ExitError", "errorMessage": "RequestId: req-k Error: Runtime exited with error: signal: killed"})
+    );
+    assert!(
+        ran.stderr.contains("killed by killed") || ran.stderr.contains("signal: killed"),
+        "{}",
+        ran.stderr
+    );
+}
+
+fn wait_for_file(path: &Path) -> String {
+    for _ in 0..1000 {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if !text.is_empty() {
+                return text;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+// ---- bad input: one line naming the problem, exit 2 or 3 ----
+
+fn one_line_error(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{stderr}");
+    lines[0].to_owned()
+}
+
+#[test]
+fn malformed_event_json_is_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = zip_of("echo", dir.path());
+    let ran = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            "{nope".as_ref(),
+        ])
+        .run();
+    ran.expect_code(2);
+    assert!(
+        one_line_error(&ran.stderr).contains("the event is not valid JSON"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn a_missing_event_is_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = zip_of("echo", dir.path());
+    let ran = RunnerCmd::new().args(["--artifact".as_ref(), zip.as_os_str()]).run();
+    ran.expect_code(2);
+    assert!(one_line_error(&ran.stderr).contains("no event given"), "{}", ran.stderr);
+}
+
+#[test]
+fn a_missing_artifact_is_exit_3() {
+    let ran = RunnerCmd::new()
+        .args(["--artifact", "/nonexistent/fn.zip", "--event", "{}"])
+        .run();
+    ran.expect_code(3);
+    assert!(
+        one_line_error(&ran.stderr).contains("the artifact /nonexistent/fn.zip does not exist"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn a_zip_without_bootstrap_is_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("nob.zip");
+    write_zip(&zip, &[Entry::File("handler.py", b"def fn(e, c): pass\n", 0o644)]);
+    let ran = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            "{}".as_ref(),
+        ])
+        .run();
+    ran.expect_code(3);
+    assert!(
+        one_line_error(&ran.stderr).contains("no `bootstrap` in"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn a_non_executable_bootstrap_is_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("noexec.zip");
+    write_zip(&zip, &[Entry::File("bootstrap", b"#!/bin/sh\n", 0o644)]);
+    let ran = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            "{}".as_ref(),
+        ])
+        .run();
+    ran.expect_code(3);
+    assert!(
+        one_line_error(&ran.stderr).contains("is not executable (mode 644)"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_zip_is_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("fake.zip");
+    std::fs::write(&zip, "not a zip").unwrap();
+    let ran = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            "{}".as_ref(),
+        ])
+        .run();
+    ran.expect_code(3);
+    assert!(
+        one_line_error(&ran.stderr).contains("is not a zip archive"),
+        "{}",
+        ran.stderr
+    );
+}
