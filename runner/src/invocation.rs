@@ -68,11 +68,12 @@ impl Invocation {
             .invoked_function_arn
             .as_deref()
             .and_then(|a| FunctionRef::parse(a).ok());
-        let function_name = facts
-            .name
+        // What the invocation says first; the artifact's name is only a guess.
+        let function_name = ctx
+            .function_name
             .clone()
-            .or_else(|| ctx.function_name.clone())
             .or_else(|| arn_ref.as_ref().map(|f| f.name.clone()))
+            .or_else(|| facts.name.clone())
             .unwrap_or_else(|| "function".to_owned());
         let region = arn_ref
             .as_ref()
