@@ -211,6 +211,44 @@ impl FunctionRef {
     }
 }
 
+/// An object in S3, written `s3://BUCKET/KEY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// The bucket.
+    pub bucket: String,
+    /// The key (may contain slashes).
+    pub key: String,
+}
+
+impl S3Location {
+    /// Parses `s3://BUCKET/KEY`.
+    ///
+    /// ```
+    /// use immortal_handler_sdk::envelope::S3Location;
+    /// let at = S3Location::parse("s3://payloads/envelopes/r-1.json").unwrap();
+    /// assert_eq!((at.bucket.as_str(), at.key.as_str()), ("payloads", "envelopes/r-1.json"));
+    /// assert_eq!(at.to_string(), "s3://payloads/envelopes/r-1.json");
+    /// ```
+    pub fn parse(text: &str) -> Result<Self, EnvelopeError> {
+        let bad = || EnvelopeError::Location { value: text.to_owned() };
+        let rest = text.strip_prefix("s3://").ok_or_else(bad)?;
+        let (bucket, key) = rest.split_once('/').ok_or_else(bad)?;
+        if bucket.is_empty() || key.is_empty() {
+            return Err(bad());
+        }
+        Ok(S3Location {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for S3Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +287,13 @@ mod tests {
             err.to_string().starts_with("the context is not a valid JSON object"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn s3_locations() {
+        assert!(S3Location::parse("s3://b").is_err());
+        assert!(S3Location::parse("s3:///k").is_err());
+        assert!(S3Location::parse("https://b/k").is_err());
     }
 
     #[test]

@@ -9,6 +9,8 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod container;
 pub mod envelope;
 mod error;

@@ -77,6 +77,11 @@ pub struct Cli {
     #[arg(long, value_name = "DIR", env = "IMMORTAL_OPT_DIR")]
     pub opt_dir: Option<PathBuf>,
 
+    /// Only fetch, verify and unpack the code and layers into the cache, print the task
+    /// root, and exit (e.g. to warm the cache in an image build). Needs no event.
+    #[arg(long)]
+    pub fetch_only: bool,
+
     /// Refuse code or layer zips that unpack to more than this many bytes.
     #[arg(long, value_name = "BYTES", default_value_t = LAMBDA_UNPACKED_LIMIT, env = "IMMORTAL_MAX_UNPACKED_SIZE")]
     pub max_unpacked_size: u64,

@@ -13,8 +13,10 @@
 pub mod artifact;
 pub mod bootstrap;
 pub mod cli;
+pub mod code;
 pub mod error;
 pub mod exit;
+pub mod function;
 pub mod input;
 pub mod invocation;
 pub mod invoke;
@@ -26,14 +28,15 @@ pub mod signals;
 use std::sync::Arc;
 use std::time::Duration;
 
-use immortal_handler_sdk::Envelope;
+use immortal_handler_sdk::envelope::S3Location;
+use immortal_handler_sdk::{aws, container, Envelope};
 
-use crate::bootstrap::CodeLayout;
 use crate::cli::Cli;
+use crate::code::CodeOptions;
 use crate::error::RunnerError;
 use crate::exit::Exit;
 use crate::input::Source;
-use crate::invocation::{FunctionFacts, Invocation};
+use crate::invocation::Invocation;
 use crate::invoke::{InvokeOptions, StopSignal};
 use crate::outcome::Outcome;
 use crate::runtime_api::ResponseSink;
@@ -50,49 +53,38 @@ pub async fn run(cli: Cli, stop: StopSignal) -> Exit {
 }
 
 async fn run_once(cli: &Cli, stop: StopSignal) -> Result<Exit, RunnerError> {
-    let envelope = load_envelope(cli).await?;
-    let cache = artifact::Cache::new(cli.cache_dir.clone().unwrap_or_else(artifact::Cache::default_root));
-    let region = default_region();
-
-    let (layout, facts, mut options) = match &cli.artifact {
-        Some(path) => {
-            let limit = cli.max_unpacked_size;
-            let (path, cache2) = (path.clone(), cache.clone());
-            let task_root = tokio::task::spawn_blocking(move || artifact::local(&path, &cache2, limit))
-                .await
-                .map_err(|e| RunnerError::Start(format!("unpacking panicked: {e}")))??;
-            let facts = FunctionFacts {
-                name: cli.artifact.as_deref().map(artifact_name),
-                ..Default::default()
-            };
-            let layout = CodeLayout {
-                task_root,
-                opt_dir: cli.opt_dir.clone(),
-            };
-            let options = InvokeOptions {
-                timeout: None,
-                grace: Duration::ZERO,
-                handler: "bootstrap".to_owned(),
-                runtime: "provided.al2023".to_owned(),
-                function_env: Default::default(),
-            };
-            (layout, facts, options)
-        }
+    let envelope = if cli.fetch_only && cli.event.is_none() && cli.envelope.is_none() {
+        Envelope::from_parts("{}", cli.context.as_deref().unwrap_or(""))
+            .map_err(|e| RunnerError::Usage(e.to_string()))?
+    } else {
+        load_envelope(cli).await?
+    };
+    let code_options = CodeOptions {
+        cache: artifact::Cache::new(cli.cache_dir.clone().unwrap_or_else(artifact::Cache::default_root)),
+        opt_dir: cli.opt_dir.clone(),
+        max_unpacked: cli.max_unpacked_size,
+    };
+    let prepared = match &cli.artifact {
+        Some(path) => code::local(path, &code_options).await?,
         None => {
-            return Err(RunnerError::Usage(
-                "no --artifact given and fetching the function from Lambda is not available in this build".into(),
-            ))
+            let function = code::function_ref(cli.function.as_deref(), cli.qualifier.as_deref(), &envelope)?;
+            code::remote(&function, &code_options).await?
         }
     };
-    options.timeout = cli.timeout.map(Duration::from_secs_f64);
-    options.grace = Duration::from_secs_f64(cli.grace_period);
-    if let Some(handler) = &cli.handler {
-        options.handler = handler.clone();
+    if cli.fetch_only {
+        println!("{}", prepared.layout.task_root.display());
+        return Ok(Exit::Success);
     }
-
-    let invocation = Arc::new(Invocation::resolve(&envelope, &facts, &region));
+    let options = InvokeOptions {
+        timeout: cli.timeout.map(Duration::from_secs_f64),
+        grace: Duration::from_secs_f64(cli.grace_period),
+        handler: cli.handler.clone().unwrap_or(prepared.handler),
+        runtime: prepared.runtime,
+        function_env: prepared.env,
+    };
+    let invocation = Arc::new(Invocation::resolve(&envelope, &prepared.facts, &default_region()));
     let sink = open_sink(cli).await?;
-    let outcome = invoke::invoke(&layout, invocation, &options, sink.clone(), stop).await?;
+    let outcome = invoke::invoke(&prepared.layout, invocation, &options, sink.clone(), stop).await?;
     write_outcome(&sink, &outcome, cli).await?;
     Ok(outcome.exit())
 }
@@ -100,13 +92,10 @@ async fn run_once(cli: &Cli, stop: StopSignal) -> Result<Exit, RunnerError> {
 /// The envelope from --envelope, or from --event and --context.
 async fn load_envelope(cli: &Cli) -> Result<Envelope, RunnerError> {
     if let Some(location) = &cli.envelope {
-        let text = match location.strip_prefix('@') {
-            Some(_) => Source::parse(location).read("envelope")?,
-            None => {
-                return Err(RunnerError::Usage(format!(
-                    "cannot read the envelope at {location}: only @FILE is supported in this build"
-                )))
-            }
+        let text = if location.starts_with('@') || location == "-" {
+            Source::parse(location).read("envelope")?
+        } else {
+            read_s3_envelope(location).await?
         };
         return Envelope::from_json(&text).map_err(|e| RunnerError::Usage(e.to_string()));
     }
@@ -130,29 +119,27 @@ async fn load_envelope(cli: &Cli) -> Result<Envelope, RunnerError> {
     Envelope::from_parts(&event, &context).map_err(|e| RunnerError::Usage(e.to_string()))
 }
 
-/// The function name a local artifact suggests: `thumb.zip` → `thumb`; for cargo lambda's
-/// `target/lambda/thumb/bootstrap.zip`, the folder's name.
-fn artifact_name(path: &std::path::Path) -> String {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if stem == "bootstrap" || stem.is_empty() {
-        if let Some(parent) = path
-            .canonicalize()
-            .ok()
-            .as_deref()
-            .and_then(|p| p.parent())
-            .and_then(|p| p.file_name())
-        {
-            return parent.to_string_lossy().into_owned();
-        }
-    }
-    if stem.is_empty() {
-        "function".to_owned()
-    } else {
-        stem
-    }
+/// Reads an envelope the forwarder stored because it was too large for the task overrides.
+async fn read_s3_envelope(location: &str) -> Result<String, RunnerError> {
+    let at = S3Location::parse(location)
+        .map_err(|e| RunnerError::Usage(format!("{e} (from {})", container::ENVELOPE_URL_VAR)))?;
+    let s3 = aws::s3_client(&aws::load().await);
+    let unreadable = |reason: String| RunnerError::Usage(format!("cannot read the envelope at {at}: {reason}"));
+    let object = s3
+        .get_object()
+        .bucket(&at.bucket)
+        .key(&at.key)
+        .send()
+        .await
+        .map_err(|e| unreadable(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| unreadable(e.to_string()))?
+        .into_bytes();
+    tracing::info!(envelope = %at, bytes = bytes.len(), "envelope read from S3");
+    String::from_utf8(bytes.to_vec()).map_err(|_| unreadable("not UTF-8 text".into()))
 }
 
 /// The region from the standard variables, else us-east-1.
@@ -185,15 +172,4 @@ async fn write_outcome(sink: &ResponseSink, outcome: &Outcome, cli: &Cli) -> Res
         path: cli.output.clone().unwrap_or_else(|| "stdout".into()),
         source,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn artifact_names() {
-        assert_eq!(artifact_name(std::path::Path::new("/x/thumb.zip")), "thumb");
-        assert_eq!(artifact_name(std::path::Path::new("fn-dir")), "fn-dir");
-    }
 }

@@ -12,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn api() -> RuntimeApi {
     let envelope = Envelope::from_parts(r#"{"k":1}"#, r#"{"request_id":"req-1"}"#).unwrap();
     let invocation = Invocation::resolve(&envelope, &FunctionFacts::default(), "us-east-1");
-    RuntimeApi::start(Arc::new(invocation), None, ResponseSink::discard()).await.unwrap()
+    RuntimeApi::start(Arc::new(invocation), None, ResponseSink::discard())
+        .await
+        .unwrap()
 }
 
 fn url(api: &RuntimeApi, path: &str) -> String {
@@ -20,7 +22,12 @@ fn url(api: &RuntimeApi, path: &str) -> String {
 }
 
 async fn post(api: &RuntimeApi, path: &str, body: &str) -> (u16, Value) {
-    let res = reqwest::Client::new().post(url(api, path)).body(body.to_owned()).send().await.unwrap();
+    let res = reqwest::Client::new()
+        .post(url(api, path))
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
     let status = res.status().as_u16();
     let text = res.text().await.unwrap();
     assert!(text.ends_with('\n'), "Lambda's JSON replies end with a newline");
@@ -38,17 +45,28 @@ async fn next_then_response_then_a_second_response_is_refused() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["lambda-runtime-aws-request-id"], "req-1");
     assert!(res.headers().contains_key("lambda-runtime-deadline-ms"));
-    assert!(!res.headers().contains_key("lambda-runtime-trace-id"), "absent values are omitted");
+    assert!(
+        !res.headers().contains_key("lambda-runtime-trace-id"),
+        "absent values are omitted"
+    );
     assert_eq!(res.text().await.unwrap(), r#"{"k":1}"#);
     assert!(matches!(api.events.recv().await, Some(ApiEvent::Delivered)));
 
     let (status, body) = post(&api, "/invocation/other-id/response", "{}").await;
-    assert_eq!((status, body), (400, json!({"errorMessage": "Invalid request ID", "errorType": "InvalidRequestID"})));
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"errorMessage": "Invalid request ID", "errorType": "InvalidRequestID"})
+        )
+    );
 
     let (status, body) = post(&api, "/invocation/req-1/response", r#"{"ok":true}"#).await;
     assert_eq!((status, body), (202, json!({"status": "OK"})));
     match api.events.recv().await {
-        Some(ApiEvent::Finished(Outcome::Response { body, streamed: false })) => assert_eq!(&body[..], br#"{"ok":true}"#),
+        Some(ApiEvent::Finished(Outcome::Response { body, streamed: false })) => {
+            assert_eq!(&body[..], br#"{"ok":true}"#)
+        }
         other => panic!("unexpected {other:?}"),
     }
 
@@ -81,9 +99,15 @@ async fn an_error_report_is_passed_on_unchanged_or_wrapped_when_not_json() {
         .unwrap();
     assert_eq!(res.status(), 202);
     match api.events.recv().await {
-        Some(ApiEvent::Finished(Outcome::Failed { kind: Failure::Function, body })) => {
+        Some(ApiEvent::Finished(Outcome::Failed {
+            kind: Failure::Function,
+            body,
+        })) => {
             let body: Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(body, json!({"errorType": "Function.BadThing", "errorMessage": "plain text failure"}));
+            assert_eq!(
+                body,
+                json!({"errorType": "Function.BadThing", "errorMessage": "plain text failure"})
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -92,7 +116,12 @@ async fn an_error_report_is_passed_on_unchanged_or_wrapped_when_not_json() {
 #[tokio::test]
 async fn after_an_init_error_next_is_refused() {
     let mut api = api().await;
-    let (status, _) = post(&api, "/init/error", r#"{"errorType":"Runtime.X","errorMessage":"boom"}"#).await;
+    let (status, _) = post(
+        &api,
+        "/init/error",
+        r#"{"errorType":"Runtime.X","errorMessage":"boom"}"#,
+    )
+    .await;
     assert_eq!(status, 202);
     match api.events.recv().await {
         Some(ApiEvent::InitError(body)) => assert_eq!(&body[..], br#"{"errorType":"Runtime.X","errorMessage":"boom"}"#),
@@ -107,9 +136,15 @@ async fn after_an_init_error_next_is_refused() {
 #[tokio::test]
 async fn unknown_paths_and_methods() {
     let api = api().await;
-    let res = reqwest::get(format!("http://{}/2018-06-01/runtime/nope", api.address())).await.unwrap();
+    let res = reqwest::get(format!("http://{}/2018-06-01/runtime/nope", api.address()))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
-    let res = reqwest::Client::new().post(url(&api, "/invocation/next")).send().await.unwrap();
+    let res = reqwest::Client::new()
+        .post(url(&api, "/invocation/next"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 405);
     next(&api).await;
     let (status, body) = {
@@ -120,7 +155,10 @@ async fn unknown_paths_and_methods() {
             .send()
             .await
             .unwrap();
-        (res.status().as_u16(), serde_json::from_str::<Value>(&res.text().await.unwrap()).unwrap())
+        (
+            res.status().as_u16(),
+            serde_json::from_str::<Value>(&res.text().await.unwrap()).unwrap(),
+        )
     };
     assert_eq!(status, 400);
     assert_eq!(body["errorType"], "InvalidFunctionResponseMode");
@@ -164,14 +202,21 @@ async fn an_error_in_the_stream_trailers_fails_the_invocation() {
     api.events.recv().await;
     // base64 of {"errorType":"Function.Midstream","errorMessage":"lost the source"}
     let body = "eyJlcnJvclR5cGUiOiJGdW5jdGlvbi5NaWRzdHJlYW0iLCJlcnJvck1lc3NhZ2UiOiJsb3N0IHRoZSBzb3VyY2UifQ==";
-    let trailers =
-        format!("Lambda-Runtime-Function-Error-Type: Function.Midstream\r\nLambda-Runtime-Function-Error-Body: {body}\r\n");
+    let trailers = format!(
+        "Lambda-Runtime-Function-Error-Type: Function.Midstream\r\nLambda-Runtime-Function-Error-Body: {body}\r\n"
+    );
     let reply = stream(&api, &["partial"], &trailers).await;
     assert!(reply.starts_with("HTTP/1.1 202"), "{reply}");
     match api.events.recv().await {
-        Some(ApiEvent::Finished(Outcome::Failed { kind: Failure::Function, body })) => {
+        Some(ApiEvent::Finished(Outcome::Failed {
+            kind: Failure::Function,
+            body,
+        })) => {
             let body: Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(body, json!({"errorType": "Function.Midstream", "errorMessage": "lost the source"}));
+            assert_eq!(
+                body,
+                json!({"errorType": "Function.Midstream", "errorMessage": "lost the source"})
+            );
         }
         other => panic!("unexpected {other:?}"),
     }

@@ -1,7 +1,11 @@
 //! The test harness: real binaries, real zips, a real local AWS emulator.
 //!
 //! - [`runner`]: builds and runs the `runner` binary and captures what it did.
+//! - [`emulator`]: moto's server on a free port; [`server`]: a programmable HTTP server.
 //! - [`zips`]: code zips the way `cargo lambda build --output-format zip` makes them.
 
+pub mod emulator;
+pub mod lambda;
 pub mod runner;
+pub mod server;
 pub mod zips;

@@ -227,3 +227,18 @@ impl Running {
         }
     }
 }
+
+/// A fixture bootstrap built in this workspace (`fixture-echo`, `fixture-sleep`...).
+pub fn fixture(name: &str) -> PathBuf {
+    workspace_artifact(&format!("fixture-{name}"))
+}
+
+impl RunnerCmd {
+    /// Sets several environment variables.
+    pub fn envs(mut self, vars: impl IntoIterator<Item = (&'static str, String)>) -> Self {
+        for (k, v) in vars {
+            self.cmd.env(k, v);
+        }
+        self
+    }
+}

@@ -45,3 +45,19 @@ pub fn bootstrap_zip(binary: &Path, dest: &Path) {
     let data = std::fs::read(binary).expect("read binary");
     write_zip(dest, &[Entry::File("bootstrap", &data, 0o755)]);
 }
+
+/// A zip (in memory) holding `binary` as an executable `bootstrap`.
+pub fn bootstrap_zip_bytes(binary: &Path) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("code.zip");
+    bootstrap_zip(binary, &path);
+    std::fs::read(path).expect("read zip")
+}
+
+/// A zip (in memory) with `entries`.
+pub fn zip_bytes(entries: &[Entry<'_>]) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("code.zip");
+    write_zip(&path, entries);
+    std::fs::read(path).expect("read zip")
+}

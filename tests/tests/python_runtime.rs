@@ -14,13 +14,19 @@ fn awslambdaric_gets_the_event_and_context_and_its_response_comes_back() {
     let ran = RunnerCmd::new()
         .args(["--artifact".as_ref(), python_function().as_os_str()])
         .args(["--handler", "handler.ok", "--event", r#"{"video":"a.mp4"}"#])
-        .args(["--context", r#"{"request_id":"py-1","invoked_function_arn":"arn:aws:lambda:us-east-1:123456789012:function:py:3"}"#])
+        .args([
+            "--context",
+            r#"{"request_id":"py-1","invoked_function_arn":"arn:aws:lambda:us-east-1:123456789012:function:py:3"}"#,
+        ])
         .run();
     ran.expect_code(0);
     let seen = ran.json();
     assert_eq!(seen["event"], json!({"video": "a.mp4"}));
     assert_eq!(seen["request_id"], "py-1");
-    assert_eq!(seen["invoked_function_arn"], "arn:aws:lambda:us-east-1:123456789012:function:py:3");
+    assert_eq!(
+        seen["invoked_function_arn"],
+        "arn:aws:lambda:us-east-1:123456789012:function:py:3"
+    );
     assert_eq!(seen["function_name"], "py");
     assert_eq!(seen["memory_limit_in_mb"], "128");
     assert!(seen["remaining_ms"].as_i64().unwrap() > 20 * 24 * 3600 * 1000);
@@ -48,5 +54,8 @@ fn an_awslambdaric_import_error_is_an_init_error() {
     ran.expect_code(4);
     let error = ran.json();
     assert_eq!(error["errorType"], "Runtime.ImportModuleError");
-    assert!(error["errorMessage"].as_str().unwrap().contains("no_such_module"), "{error}");
+    assert!(
+        error["errorMessage"].as_str().unwrap().contains("no_such_module"),
+        "{error}"
+    );
 }

@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 pub use cache::Cache;
 
 use crate::error::CodeError;
+use crate::function::CodeRef;
+use fetch::Fetcher;
 
 /// The task root for a local `--artifact`: the folder itself, or the zip unpacked into
 /// the cache (keyed by the zip's SHA-256, so an unchanged zip is unpacked once).
@@ -32,6 +34,137 @@ pub fn local(artifact: &Path, cache: &Cache, limit: u64) -> Result<PathBuf, Code
     let (dir, hit) = cache.get_or_fill(&key, |dir| unpack::unpack(artifact, dir, limit).map(|_| ()))?;
     tracing::info!(artifact = %artifact.display(), cache = %dir.display(), cache_hit = hit, "code ready");
     Ok(dir)
+}
+
+/// The folder holding `code` unpacked: from the cache when its CodeSha256 was seen
+/// before (nothing is downloaded), else downloaded, verified, unpacked and cached.
+/// `kind` is `code` or `layer`.
+pub async fn obtain(
+    fetcher: &Fetcher,
+    code: &CodeRef,
+    cache: &Cache,
+    kind: &str,
+    limit: u64,
+) -> Result<PathBuf, CodeError> {
+    use base64::Engine;
+    let digest = base64::engine::general_purpose::STANDARD
+        .decode(code.sha256.trim())
+        .map_err(|_| CodeError::HashMismatch {
+            what: code.what.clone(),
+            expected: code.sha256.clone(),
+            actual: "(CodeSha256 is not base64)".into(),
+        })?;
+    let key = format!("{kind}/{}", hex(&digest));
+    if let Some(dir) = cache.get(&key) {
+        tracing::info!(what = %code.what, cache = %dir.display(), cache_hit = true, "code ready");
+        return Ok(dir);
+    }
+    let downloads = cache.root().join(".downloads");
+    std::fs::create_dir_all(&downloads).map_err(CodeError::io("cannot create", &downloads))?;
+    let zip =
+        tempfile::NamedTempFile::new_in(&downloads).map_err(CodeError::io("cannot create a file in", &downloads))?;
+    let got = fetcher.download(code, zip.path()).await?;
+    let cache = cache.clone();
+    let (dir, _) = tokio::task::spawn_blocking(move || {
+        cache.get_or_fill(&key, |dir| unpack::unpack(zip.path(), dir, limit).map(|_| ()))
+    })
+    .await
+    .expect("unpacking does not panic")?;
+    tracing::info!(what = %code.what, cache = %dir.display(), cache_hit = false, bytes = got.bytes, requests = got.requests, "code ready");
+    Ok(dir)
+}
+
+/// Lambda's `/opt`: the layers unpacked in order, later ones overwriting earlier ones.
+/// Without `explicit`, a cache folder per layer set; with it, that folder (rebuilt when
+/// the layer set changes, refused when it holds something the runner did not put there).
+pub async fn layers_root(
+    fetcher: &Fetcher,
+    layers: &[CodeRef],
+    cache: &Cache,
+    explicit: Option<&Path>,
+    limit: u64,
+) -> Result<PathBuf, CodeError> {
+    let mut dirs = Vec::with_capacity(layers.len());
+    for layer in layers {
+        dirs.push(obtain(fetcher, layer, cache, "layer", limit).await?);
+    }
+    let set: String = layers.iter().map(|l| l.sha256.as_str()).collect::<Vec<_>>().join(",");
+    let set_key = hex(&Sha256::digest(set.as_bytes()));
+    let cache = cache.clone();
+    let explicit = explicit.map(Path::to_owned);
+    tokio::task::spawn_blocking(move || match explicit {
+        None => cache
+            .get_or_fill(&format!("opt/{set_key}"), |root| fill_layers(&dirs, root))
+            .map(|(root, _)| root),
+        Some(root) => {
+            let marker = root.join(LAYERS_MARKER);
+            if std::fs::read_to_string(&marker).is_ok_and(|m| m == set_key) {
+                return Ok(root);
+            }
+            std::fs::create_dir_all(&root).map_err(CodeError::io("cannot create", &root))?;
+            let entries: Vec<_> = std::fs::read_dir(&root)
+                .map_err(CodeError::io("cannot list", &root))?
+                .flatten()
+                .collect();
+            if !entries.is_empty() && !marker.exists() {
+                return Err(CodeError::Io {
+                    action: "refusing to unpack layers into",
+                    path: root,
+                    source: std::io::Error::other(
+                        "the folder is not empty and was not filled by the runner; pass an empty --opt-dir",
+                    ),
+                });
+            }
+            for entry in entries {
+                let path = entry.path();
+                let _ = if path.is_dir() && !path.is_symlink() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            }
+            fill_layers(&dirs, &root)?;
+            std::fs::write(&marker, &set_key).map_err(CodeError::io("cannot write", &marker))?;
+            Ok(root)
+        }
+    })
+    .await
+    .expect("copying layers does not panic")
+}
+
+/// Marks a layers root filled by the runner, with the layer set it holds.
+const LAYERS_MARKER: &str = ".immortal-layers";
+
+fn fill_layers(dirs: &[PathBuf], root: &Path) -> Result<(), CodeError> {
+    for dir in dirs {
+        copy_tree(dir, root)?;
+    }
+    Ok(())
+}
+
+/// Copies `src` into `dst` (modes and symlinks kept; existing files replaced).
+fn copy_tree(src: &Path, dst: &Path) -> Result<(), CodeError> {
+    std::fs::create_dir_all(dst).map_err(CodeError::io("cannot create", dst))?;
+    for entry in std::fs::read_dir(src).map_err(CodeError::io("cannot list", src))? {
+        let entry = entry.map_err(CodeError::io("cannot list", src))?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let kind = entry.file_type().map_err(CodeError::io("cannot inspect", &from))?;
+        if kind.is_dir() {
+            copy_tree(&from, &to)?;
+            continue;
+        }
+        if std::fs::symlink_metadata(&to).is_ok_and(|m| !m.is_dir()) {
+            std::fs::remove_file(&to).map_err(CodeError::io("cannot replace", &to))?;
+        }
+        if kind.is_symlink() {
+            let target = std::fs::read_link(&from).map_err(CodeError::io("cannot read", &from))?;
+            std::os::unix::fs::symlink(target, &to).map_err(CodeError::io("cannot create", &to))?;
+        } else {
+            std::fs::copy(&from, &to).map_err(CodeError::io("cannot copy to", &to))?;
+        }
+    }
+    Ok(())
 }
 
 /// The cache key for code with this SHA-256.

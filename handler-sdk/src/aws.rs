@@ -1,0 +1,44 @@
+//! One AWS SDK configuration for every part: the default credential and region chain,
+//! `AWS_ENDPOINT_URL*` honoured, rustls on ring, and patient retries.
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+
+/// Attempts per AWS call (first try included) unless `AWS_MAX_ATTEMPTS` says otherwise.
+/// Standard retry mode backs off exponentially with jitter on throttling and 5xx.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// Loads the SDK configuration the way the AWS CLI would (environment, profiles,
+/// container and instance credentials).
+pub async fn load() -> SdkConfig {
+    loader().load().await
+}
+
+/// The loader behind [`load`], for callers that set more (tests point it at an emulator).
+pub fn loader() -> aws_config::ConfigLoader {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+    if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() {
+        loader = loader.retry_config(RetryConfig::standard().with_max_attempts(DEFAULT_MAX_ATTEMPTS));
+    }
+    loader
+}
+
+/// The endpoint override for `service` (e.g. `S3`), as the SDK reads it:
+/// `AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL`.
+pub fn endpoint_override(service: &str) -> Option<String> {
+    std::env::var(format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase()))
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// An S3 client; path-style addressing when the endpoint is overridden (local
+/// emulators cannot resolve `bucket.127.0.0.1`).
+pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
+    let builder = aws_sdk_s3::config::Builder::from(config).force_path_style(endpoint_override("S3").is_some());
+    aws_sdk_s3::Client::from_conf(builder.build())
+}

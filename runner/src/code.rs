@@ -1,0 +1,215 @@
+//! Gets the function ready to run: its code (local `--artifact`, or fetched from
+//! Lambda), layers, configuration and environment.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use immortal_handler_sdk::envelope::FunctionRef;
+use immortal_handler_sdk::{aws, Envelope};
+
+use crate::artifact::{self, fetch::Fetcher, Cache};
+use crate::bootstrap::CodeLayout;
+use crate::error::{CodeError, RunnerError};
+use crate::function;
+use crate::invocation::FunctionFacts;
+
+/// Everything about the function except the invocation itself.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Where the code and layers are.
+    pub layout: CodeLayout,
+    /// Name, version, ARN, memory.
+    pub facts: FunctionFacts,
+    /// `_HANDLER`.
+    pub handler: String,
+    /// Lambda runtime identifier.
+    pub runtime: String,
+    /// The function's own environment variables.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Settings for getting code.
+#[derive(Debug, Clone)]
+pub struct CodeOptions {
+    /// The code cache.
+    pub cache: Cache,
+    /// An explicit layers root.
+    pub opt_dir: Option<std::path::PathBuf>,
+    /// Per-archive unpacked size limit.
+    pub max_unpacked: u64,
+}
+
+/// A local artifact: a zip (unpacked into the cache) or a folder.
+pub async fn local(artifact: &Path, options: &CodeOptions) -> Result<Prepared, RunnerError> {
+    let (path, cache, limit) = (artifact.to_owned(), options.cache.clone(), options.max_unpacked);
+    let task_root = tokio::task::spawn_blocking(move || artifact::local(&path, &cache, limit))
+        .await
+        .map_err(|e| RunnerError::Start(format!("unpacking panicked: {e}")))??;
+    Ok(Prepared {
+        layout: CodeLayout {
+            task_root,
+            opt_dir: options.opt_dir.clone(),
+        },
+        facts: FunctionFacts {
+            name: Some(artifact_name(artifact)),
+            ..Default::default()
+        },
+        handler: "bootstrap".to_owned(),
+        runtime: "provided.al2023".to_owned(),
+        env: BTreeMap::new(),
+    })
+}
+
+/// Which function to fetch: `--function` (and `--qualifier`), else the context's ARN,
+/// else its function name.
+pub fn function_ref(
+    function: Option<&str>,
+    qualifier: Option<&str>,
+    envelope: &Envelope,
+) -> Result<FunctionRef, RunnerError> {
+    let ctx = &envelope.context;
+    let text = function.or(ctx.invoked_function_arn.as_deref()).or(ctx.function_name.as_deref()).ok_or_else(|| {
+        RunnerError::Usage(
+            "no function to run: pass --artifact ZIP|DIR for local code, or --function NAME|ARN (or a context with invoked_function_arn) to fetch it from Lambda".into(),
+        )
+    })?;
+    let mut function = FunctionRef::parse(text).map_err(|e| RunnerError::Usage(e.to_string()))?;
+    if let Some(q) = qualifier {
+        function.qualifier = Some(q.to_owned());
+    }
+    Ok(function)
+}
+
+/// The function's own code, layers and configuration, from Lambda.
+pub async fn remote(function: &FunctionRef, options: &CodeOptions) -> Result<Prepared, RunnerError> {
+    let sdk = aws::load().await;
+    let lambda = function::client(&sdk, function);
+    let spec = function::get_function(&lambda, function).await?;
+    tracing::info!(
+        function = spec.facts.arn.as_deref().unwrap_or(&function.name),
+        version = spec.facts.version.as_deref().unwrap_or("$LATEST"),
+        runtime = spec.runtime.as_deref().unwrap_or("?"),
+        lambda_timeout_s = spec.timeout_s,
+        layers = spec.layers.len(),
+        "function found (its Lambda timeout is not enforced here)"
+    );
+    check_architecture(&function.name, &spec.architecture)?;
+    let s3_endpoint = aws::endpoint_override("S3");
+    let fetcher = Fetcher::new(Some(aws::s3_client(&sdk)), s3_endpoint);
+    let task_root = artifact::obtain(&fetcher, &spec.code, &options.cache, "code", options.max_unpacked).await?;
+    let opt_dir = if spec.layers.is_empty() {
+        options.opt_dir.clone()
+    } else {
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        for arn in &spec.layers {
+            layers.push(function::get_layer(&lambda, arn).await?);
+        }
+        Some(
+            artifact::layers_root(
+                &fetcher,
+                &layers,
+                &options.cache,
+                options.opt_dir.as_deref(),
+                options.max_unpacked,
+            )
+            .await?,
+        )
+    };
+    Ok(Prepared {
+        layout: CodeLayout { task_root, opt_dir },
+        facts: spec.facts,
+        handler: spec.handler.unwrap_or_else(|| "bootstrap".to_owned()),
+        runtime: spec.runtime.unwrap_or_else(|| "provided.al2023".to_owned()),
+        env: spec.env,
+    })
+}
+
+/// Lambda's name for this machine's CPU.
+pub fn machine_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn check_architecture(function: &str, wanted: &str) -> Result<(), CodeError> {
+    let machine = machine_architecture();
+    if wanted == machine {
+        return Ok(());
+    }
+    Err(CodeError::Architecture {
+        function: function.to_owned(),
+        wanted: wanted.to_owned(),
+        machine: machine.to_owned(),
+        fargate: if wanted == "arm64" { "ARM64" } else { "X86_64" }.to_owned(),
+    })
+}
+
+/// The function name a local artifact suggests: `thumb.zip` → `thumb`; for cargo lambda's
+/// `target/lambda/thumb/bootstrap.zip`, the folder's name.
+pub fn artifact_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if stem == "bootstrap" || stem.is_empty() {
+        if let Some(parent) = path
+            .canonicalize()
+            .ok()
+            .as_deref()
+            .and_then(|p| p.parent())
+            .and_then(|p| p.file_name())
+        {
+            return parent.to_string_lossy().into_owned();
+        }
+    }
+    if stem.is_empty() {
+        "function".to_owned()
+    } else {
+        stem
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_names() {
+        assert_eq!(artifact_name(Path::new("/x/thumb.zip")), "thumb");
+        assert_eq!(artifact_name(Path::new("fn-dir")), "fn-dir");
+    }
+
+    #[test]
+    fn architecture_mismatch_names_both() {
+        let other = if machine_architecture() == "arm64" {
+            "x86_64"
+        } else {
+            "arm64"
+        };
+        let err = check_architecture("thumb", other).unwrap_err().to_string();
+        assert!(err.contains(other) && err.contains(machine_architecture()), "{err}");
+        assert!(check_architecture("thumb", machine_architecture()).is_ok());
+    }
+
+    #[test]
+    fn the_function_comes_from_the_flag_then_the_context() {
+        let envelope = Envelope::from_parts(
+            "{}",
+            r#"{"invoked_function_arn":"arn:aws:lambda:eu-west-1:1:function:f:live"}"#,
+        )
+        .unwrap();
+        let f = function_ref(None, None, &envelope).unwrap();
+        assert_eq!(
+            (f.name.as_str(), f.qualifier.as_deref(), f.region.as_deref()),
+            ("f", Some("live"), Some("eu-west-1"))
+        );
+        let f = function_ref(Some("g"), Some("3"), &envelope).unwrap();
+        assert_eq!((f.name.as_str(), f.qualifier.as_deref()), ("g", Some("3")));
+        let none = Envelope::from_parts("{}", "").unwrap();
+        assert!(function_ref(None, None, &none)
+            .unwrap_err()
+            .to_string()
+            .contains("no function to run"));
+    }
+}

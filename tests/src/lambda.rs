@@ -1,0 +1,94 @@
+//! Functions in the emulator, made the way the runner can fetch them back.
+
+use std::collections::HashMap;
+
+use aws_config::SdkConfig;
+use aws_sdk_lambda::types::{Environment, FunctionCode, Runtime};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+/// The bucket Lambda's `Code.Location` URLs point at, in the emulator's region.
+pub const TASKS_BUCKET: &str = "awslambda-us-east-1-tasks";
+
+/// base64 SHA-256, as Lambda's CodeSha256.
+pub fn code_sha256(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
+}
+
+/// A deployed function.
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    /// Its ARN (unqualified).
+    pub arn: String,
+    /// Its CodeSha256.
+    pub sha256: String,
+}
+
+/// Creates function `name` from `zip`, with `env`. The zip is stored public-read in the
+/// tasks bucket, so the emulator's `Code.Location` serves it (see shared/notes/local-aws.md).
+pub async fn deploy(sdk: &SdkConfig, name: &str, zip: &[u8], env: &[(&str, &str)]) -> Deployed {
+    let role = test_role(sdk).await;
+    let s3 = immortal_handler_sdk::aws::s3_client(sdk);
+    let _ = s3.create_bucket().bucket(TASKS_BUCKET).send().await;
+    let key = format!("{name}-{}.zip", uuid_like());
+    s3.put_object()
+        .bucket(TASKS_BUCKET)
+        .key(&key)
+        .acl(aws_sdk_s3::types::ObjectCannedAcl::PublicRead)
+        .body(zip.to_vec().into())
+        .send()
+        .await
+        .expect("put code zip");
+    let variables: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let out = aws_sdk_lambda::Client::new(sdk)
+        .create_function()
+        .function_name(name)
+        .runtime(Runtime::Providedal2023)
+        .role(role)
+        .handler("bootstrap")
+        .code(FunctionCode::builder().s3_bucket(TASKS_BUCKET).s3_key(&key).build())
+        .environment(Environment::builder().set_variables(Some(variables)).build())
+        .memory_size(512)
+        .timeout(3)
+        .send()
+        .await
+        .expect("create function");
+    Deployed {
+        arn: out.function_arn.unwrap(),
+        sha256: out.code_sha256.unwrap(),
+    }
+}
+
+/// The execution role every test function uses (created once; creation may race).
+pub async fn test_role(sdk: &SdkConfig) -> String {
+    let iam = aws_sdk_iam::Client::new(sdk);
+    let name = "immortal-test-fn";
+    let created = iam
+        .create_role()
+        .role_name(name)
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+        .send()
+        .await;
+    match created {
+        Ok(out) => out.role.expect("role").arn,
+        Err(_) => {
+            iam.get_role()
+                .role_name(name)
+                .send()
+                .await
+                .expect("get role")
+                .role
+                .expect("role")
+                .arn
+        }
+    }
+}
+
+/// A short unique suffix.
+pub fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}{:x}{n}", t, std::process::id())
+}

@@ -1,0 +1,346 @@
+//! The runner's remote mode: the function's own code, layers and configuration,
+//! fetched from Lambda (the local emulator, or a test server playing the parts the
+//! emulator cannot), verified, unpacked safely and cached.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use immortal_tests::emulator::{aws_env, Emulator};
+use immortal_tests::lambda::{code_sha256, deploy, uuid_like};
+use immortal_tests::runner::{fixture, Ran, RunnerCmd};
+use immortal_tests::server::{Reply, Seen, TestServer};
+use immortal_tests::zips::{bootstrap_zip_bytes, zip_bytes, Entry};
+use serde_json::{json, Value};
+
+async fn run(cmd: RunnerCmd) -> Ran {
+    tokio::task::spawn_blocking(move || cmd.run()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_function_in_the_emulator_runs_with_its_own_environment_and_is_cached() {
+    let emulator = Emulator::shared();
+    let sdk = emulator.sdk_config().await;
+    let zip = bootstrap_zip_bytes(&fixture("echo"));
+    let name = format!("remote-echo-{}", uuid_like());
+    let function = deploy(
+        &sdk,
+        &name,
+        &zip,
+        &[("GREETING", "hello from the function's configuration")],
+    )
+    .await;
+    assert_eq!(function.sha256, code_sha256(&zip));
+
+    let cache = tempfile::tempdir().unwrap();
+    let context = json!({"request_id": "req-remote", "invoked_function_arn": format!("{}:$LATEST", function.arn)});
+    let cmd = || {
+        RunnerCmd::new().cache(cache.path()).envs(emulator.env()).args([
+            "--event",
+            r#"{"n":1}"#,
+            "--context",
+            &context.to_string(),
+        ])
+    };
+    let first = run(cmd()).await;
+    first.expect_code(0);
+    let seen = first.json();
+    assert_eq!(seen["event"], json!({"n": 1}));
+    assert_eq!(seen["request_id"], "req-remote");
+    assert_eq!(seen["env"]["GREETING"], "hello from the function's configuration");
+    assert_eq!(seen["function_name"], name);
+    assert_eq!(seen["memory"], 512, "memory from the function's configuration");
+    assert!(first.stderr.contains(r#""cache_hit":false"#), "{}", first.stderr);
+    assert!(first.stderr.contains(r#""message":"downloaded""#), "{}", first.stderr);
+
+    let second = run(cmd()).await;
+    second.expect_code(0);
+    assert!(second.stderr.contains(r#""cache_hit":true"#), "{}", second.stderr);
+    assert!(
+        !second.stderr.contains(r#""message":"downloaded""#),
+        "the second run downloads nothing:\n{}",
+        second.stderr
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_function_is_exit_3_and_says_what_to_check() {
+    let emulator = Emulator::shared();
+    let ran = run(RunnerCmd::new()
+        .envs(emulator.env())
+        .args(["--event", "{}", "--function", "no-such-function"]))
+    .await;
+    ran.expect_code(3);
+    assert!(
+        ran.stderr.contains("GetFunction(no-such-function) failed"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("check --function"), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn without_artifact_or_function_it_is_a_usage_error() {
+    let ran = run(RunnerCmd::new().args(["--event", "{}"])).await;
+    ran.expect_code(2);
+    assert!(ran.stderr.contains("no function to run"), "{}", ran.stderr);
+}
+
+/// A Lambda API of the test's own: GetFunction and GetLayerVersion answer with code
+/// locations on the same server, whose downloads the test controls.
+struct FakeLambda {
+    server: TestServer,
+}
+
+#[derive(Clone, Default)]
+struct FakeSpec {
+    code: Bytes,
+    sha256: Option<String>,
+    layer: Option<Bytes>,
+    cut_first_download_at: Option<usize>,
+}
+
+impl FakeLambda {
+    fn start(spec: FakeSpec) -> FakeLambda {
+        let base = Arc::new(Mutex::new(String::new()));
+        let downloads = Arc::new(Mutex::new(0));
+        let (base2, spec2) = (base.clone(), spec.clone());
+        let server = TestServer::start(None, move |req: &Seen| {
+            let base = base2.lock().unwrap().clone();
+            let spec = &spec2;
+            if req.path.starts_with("/2015-03-31/functions/") {
+                let layers: Vec<Value> = spec
+                    .layer
+                    .iter()
+                    .map(|l| json!({"Arn": "arn:aws:lambda:us-east-1:123456789012:layer:tools:1", "CodeSize": l.len()}))
+                    .collect();
+                return Reply::json(
+                    200,
+                    &json!({
+                        "Configuration": {
+                            "FunctionName": "fake", "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:fake",
+                            "Runtime": "provided.al2023", "Handler": "bootstrap", "Version": "$LATEST",
+                            "MemorySize": 256, "Timeout": 3, "CodeSize": spec.code.len(),
+                            "CodeSha256": spec.sha256.clone().unwrap_or_else(|| code_sha256(&spec.code)),
+                            "Environment": {"Variables": {"FROM": "fake"}}, "Layers": layers,
+                            "PackageType": "Zip", "Architectures": ["x86_64"]
+                        },
+                        "Code": {"RepositoryType": "S3", "Location": format!("{base}/code/fn.zip?X-Amz-Signature=s")}
+                    }),
+                );
+            }
+            if req.path.starts_with("/2018-10-31/layers/") {
+                let layer = spec.layer.clone().unwrap_or_default();
+                return Reply::json(
+                    200,
+                    &json!({"Content": {"Location": format!("{base}/code/layer.zip"), "CodeSha256": code_sha256(&layer), "CodeSize": layer.len()},
+                            "LayerArn": "arn:aws:lambda:us-east-1:123456789012:layer:tools", "Version": 1}),
+                );
+            }
+            if req.path == "/code/fn.zip" {
+                let mut n = downloads.lock().unwrap();
+                *n += 1;
+                if let (1, Some(cut_at)) = (*n, spec.cut_first_download_at) {
+                    return Reply::Cut {
+                        status: 200,
+                        headers: vec![],
+                        body: spec.code.clone(),
+                        cut_at,
+                    };
+                }
+                return Reply::file(req, &spec.code);
+            }
+            if req.path == "/code/layer.zip" {
+                return Reply::file(req, &spec.layer.clone().unwrap_or_default());
+            }
+            Reply::Full {
+                status: 404,
+                headers: vec![],
+                body: Bytes::from_static(b"not found"),
+            }
+        });
+        *base.lock().unwrap() = server.url.clone();
+        FakeLambda { server }
+    }
+
+    fn runner(&self, event: &str) -> RunnerCmd {
+        let mut env = aws_env("http://127.0.0.1:1");
+        env.push(("AWS_ENDPOINT_URL_LAMBDA", self.server.url.clone()));
+        RunnerCmd::new()
+            .envs(env)
+            .args(["--event", event, "--function", "fake"])
+    }
+}
+
+#[tokio::test]
+async fn a_download_cut_midway_resumes_with_a_range_request_and_verifies() {
+    let code = Bytes::from(bootstrap_zip_bytes(&fixture("echo")));
+    let half = code.len() / 2;
+    let fake = FakeLambda::start(FakeSpec {
+        code,
+        cut_first_download_at: Some(half),
+        ..Default::default()
+    });
+    let ran = run(fake.runner("{}")).await;
+    ran.expect_code(0);
+    assert_eq!(ran.json()["env"]["FROM"], "fake");
+    let downloads: Vec<Seen> = fake
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/code/fn.zip")
+        .collect();
+    assert_eq!(downloads.len(), 2, "one cut download, one resumed");
+    assert_eq!(downloads[1].header("range"), Some(format!("bytes={half}-").as_str()));
+    assert!(ran.stderr.contains("retrying"), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn a_wrong_hash_is_refused_with_both_hashes_and_nothing_unpacked() {
+    let code = Bytes::from(bootstrap_zip_bytes(&fixture("echo")));
+    let wrong = code_sha256(b"something else");
+    let fake = FakeLambda::start(FakeSpec {
+        code: code.clone(),
+        sha256: Some(wrong.clone()),
+        ..Default::default()
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let ran = run(fake.runner("{}").cache(cache.path())).await;
+    ran.expect_code(3);
+    assert!(
+        ran.stderr.contains(&wrong) && ran.stderr.contains(&code_sha256(&code)),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("nothing was unpacked"), "{}", ran.stderr);
+    assert!(!cache.path().join("code").exists(), "no cache entry");
+    assert_eq!(files_named(cache.path(), "bootstrap"), 0);
+}
+
+/// How many files called `name` exist under `root`.
+fn files_named(root: &Path, name: &str) -> usize {
+    let mut count = 0;
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_name() == name {
+                count += 1;
+            }
+            if path.is_dir() && !path.is_symlink() {
+                stack.push(path);
+            }
+        }
+    }
+    count
+}
+
+async fn refused(entries: &[Entry<'_>], extra_args: &[&str], reason: &str) {
+    let fake = FakeLambda::start(FakeSpec {
+        code: Bytes::from(zip_bytes(entries)),
+        ..Default::default()
+    });
+    let outer = tempfile::tempdir().unwrap();
+    let cache = outer.path().join("cache");
+    let ran = run(fake.runner("{}").cache(&cache).args(extra_args)).await;
+    ran.expect_code(3);
+    assert!(ran.stderr.contains(reason), "expected `{reason}` in:\n{}", ran.stderr);
+    assert_eq!(files_named(outer.path(), "evil"), 0, "something was written outside");
+    assert!(!cache
+        .join("code")
+        .read_dir()
+        .map(|mut d| d.any(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')))
+        .unwrap_or(false));
+}
+
+#[tokio::test]
+async fn zips_that_escape_their_folder_or_are_too_large_are_refused() {
+    let boot: &[u8] = b"#!/bin/sh\n";
+    refused(
+        &[
+            Entry::File("bootstrap", boot, 0o755),
+            Entry::File("../evil", b"x", 0o644),
+        ],
+        &[],
+        "path traversal",
+    )
+    .await;
+    refused(
+        &[
+            Entry::File("bootstrap", boot, 0o755),
+            Entry::File("/tmp/evil", b"x", 0o644),
+        ],
+        &[],
+        "is an absolute path",
+    )
+    .await;
+    refused(
+        &[
+            Entry::File("bootstrap", boot, 0o755),
+            Entry::Symlink("link", "../../.."),
+            Entry::File("link/evil", b"x", 0o644),
+        ],
+        &[],
+        "symlink pointing outside",
+    )
+    .await;
+    refused(
+        &[
+            Entry::File("bootstrap", boot, 0o755),
+            Entry::Symlink("lib", "."),
+            Entry::File("lib/evil", b"x", 0o644),
+        ],
+        &[],
+        "passes through a symlink",
+    )
+    .await;
+    let big = vec![0u8; 2 * 1024 * 1024];
+    refused(
+        &[
+            Entry::File("bootstrap", boot, 0o755),
+            Entry::File("big.bin", &big, 0o644),
+        ],
+        &["--max-unpacked-size", "1000000"],
+        "unpacks to more than 1000000 bytes",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_layer_lands_in_the_layers_root_and_its_binary_is_on_path() {
+    let code = Bytes::from(bootstrap_zip_bytes(&fixture("echo")));
+    let layer = Bytes::from(zip_bytes(&[
+        Entry::Dir("bin/"),
+        Entry::File("bin/layer-tool", b"#!/bin/sh\necho from-the-layer\n", 0o755),
+        Entry::File("lib/data.txt", b"layer data", 0o644),
+    ]));
+    let fake = FakeLambda::start(FakeSpec {
+        code,
+        layer: Some(layer),
+        ..Default::default()
+    });
+    let opt = tempfile::tempdir().unwrap();
+    let ran = run(fake
+        .runner(r#"{"run":"layer-tool"}"#)
+        .args(["--opt-dir".as_ref(), opt.path().as_os_str()]))
+    .await;
+    ran.expect_code(0);
+    let seen = ran.json();
+    assert_eq!(seen["run"], "from-the-layer");
+    assert!(opt.path().join("bin/layer-tool").is_file());
+    assert_eq!(
+        std::fs::read_to_string(opt.path().join("lib/data.txt")).unwrap(),
+        "layer data"
+    );
+    assert!(seen["env"]["LD_LIBRARY_PATH"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("{}/lib", opt.path().display())));
+    let layer_calls = fake
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/2018-10-31/layers/"))
+        .count();
+    assert_eq!(layer_calls, 1, "GetLayerVersion once");
+}
