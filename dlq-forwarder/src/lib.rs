@@ -1,1 +1,14 @@
+//! # immortal-dlq-forwarder
+//!
+//! A Lambda function on the overflow queue: every timed-out invocation becomes exactly
+//! one ECS Fargate task of the immortal runner, and no message is lost.
+//!
+//! [`config`] (validated at init), [`forward`] (one batch), [`launch`] (RunTask, the
+//! overrides budget, the idempotency token), [`queue_function`] (queue → function).
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms)]
 
+pub mod config;
+pub mod forward;
+pub mod launch;
+pub mod queue_function;

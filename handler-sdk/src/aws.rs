@@ -42,3 +42,25 @@ pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
     let builder = aws_sdk_s3::config::Builder::from(config).force_path_style(endpoint_override("S3").is_some());
     aws_sdk_s3::Client::from_conf(builder.build())
 }
+
+/// An AWS call's failure on one line: `Code: message` for service errors, the cause
+/// chain for transport errors.
+pub fn describe_error<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if let Some(service) = err.as_service_error() {
+        if let Some(code) = service.code() {
+            return format!("{code}: {}", service.message().unwrap_or("(no message)"));
+        }
+    }
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -12,8 +12,13 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod container;
+pub mod destination;
 pub mod envelope;
 mod error;
+pub mod init_error;
+#[cfg(feature = "runtime")]
+pub mod logging;
+pub mod record;
 
 pub use envelope::{Envelope, InvocationContext, Overflow, OverflowSource};
 pub use error::EnvelopeError;

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_lambda::error::{DisplayErrorContext, SdkError};
+use aws_sdk_lambda::error::SdkError;
+use immortal_handler_sdk::aws::describe_error;
 use immortal_handler_sdk::envelope::FunctionRef;
 
 use crate::error::RunnerError;
@@ -190,7 +191,7 @@ where
         }
         _ => "",
     };
-    RunnerError::Function(format!("{call}({what}) failed: {}{hint}", DisplayErrorContext(&err)))
+    RunnerError::Function(format!("{call}({what}) failed: {}{hint}", describe_error(&err)))
 }
 
 #[cfg(test)]

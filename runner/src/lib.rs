@@ -131,7 +131,7 @@ async fn read_s3_envelope(location: &str) -> Result<String, RunnerError> {
         .key(&at.key)
         .send()
         .await
-        .map_err(|e| unreadable(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+        .map_err(|e| unreadable(aws::describe_error(&e)))?;
     let bytes = object
         .body
         .collect()

@@ -4,8 +4,10 @@
 //! - [`emulator`]: moto's server on a free port; [`server`]: a programmable HTTP server.
 //! - [`zips`]: code zips the way `cargo lambda build --output-format zip` makes them.
 
+pub mod ecs;
 pub mod emulator;
 pub mod lambda;
+pub mod queue;
 pub mod runner;
 pub mod server;
 pub mod zips;

@@ -242,3 +242,10 @@ impl RunnerCmd {
         self
     }
 }
+
+/// A workspace binary packaged as a Lambda zip (`bootstrap` inside), in `dir`.
+pub fn lambda_zip(binary: &str, dir: &Path) -> PathBuf {
+    let zip = dir.join(format!("{binary}.zip"));
+    crate::zips::bootstrap_zip(&workspace_artifact(binary), &zip);
+    zip
+}

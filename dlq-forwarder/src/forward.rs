@@ -1,0 +1,245 @@
+//! One batch of queue messages: each recognised, judged by the relaunch policy, and
+//! launched as a task, or reported as a batch item failure so SQS delivers it again
+//! (and, after maxReceiveCount, parks it). Nothing is deleted that did not start a task.
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use immortal_handler_sdk::envelope::S3Location;
+use immortal_handler_sdk::record::{self, MessageAttribute, QueueMessage, Record};
+use immortal_handler_sdk::Envelope;
+
+use crate::config::Config;
+use crate::launch::{self, Carrier, TaskRequest};
+use crate::queue_function::QueueFunctions;
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// A task was started.
+    Launched {
+        /// Its ARN.
+        task_arn: String,
+    },
+    /// The policy does not relaunch this kind of failure.
+    Declined {
+        /// The failure class.
+        class: &'static str,
+    },
+    /// Something went wrong; SQS will deliver the message again.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The forwarder: configuration and AWS clients.
+pub struct Forwarder {
+    config: Config,
+    ecs: aws_sdk_ecs::Client,
+    s3: aws_sdk_s3::Client,
+    functions: QueueFunctions,
+}
+
+impl Forwarder {
+    /// A forwarder with clients made from `sdk`.
+    pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Self {
+        let functions = QueueFunctions::new(config.function_map.clone(), aws_sdk_sqs::Client::new(sdk));
+        Forwarder {
+            config,
+            ecs: aws_sdk_ecs::Client::new(sdk),
+            s3: immortal_handler_sdk::aws::s3_client(sdk),
+            functions,
+        }
+    }
+
+    /// Handles a batch; the response lists the messages SQS must deliver again.
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        for message in &event.records {
+            let message = queue_message(message);
+            let decision = self.forward(&message).await;
+            let retry = match &decision {
+                Decision::Launched { .. } => false,
+                // Left for the parking queue, where a person can see it.
+                Decision::Declined { .. } => true,
+                Decision::Failed { .. } => true,
+            };
+            if retry {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = message.message_id.clone();
+                response.batch_item_failures.push(failure);
+            }
+        }
+        response
+    }
+
+    /// Decides and acts on one message, and logs one line about it.
+    pub async fn forward(&self, message: &QueueMessage) -> Decision {
+        let (decision, request_id, function) = self.decide(message).await;
+        let request_id = request_id.unwrap_or_default();
+        let function = function.unwrap_or_default();
+        match &decision {
+            Decision::Launched { task_arn } => {
+                tracing::info!(message_id = %message.message_id, request_id, function, decision = "launched", task_arn = %task_arn, "record forwarded")
+            }
+            Decision::Declined { class } => {
+                tracing::warn!(message_id = %message.message_id, request_id, function, decision = "declined", class, "not relaunched by IMMORTAL_RELAUNCH; left for the parking queue")
+            }
+            Decision::Failed { reason } => {
+                tracing::error!(message_id = %message.message_id, request_id, function, decision = "failed", reason = %reason, "record not forwarded; SQS will deliver it again")
+            }
+        }
+        decision
+    }
+
+    async fn decide(&self, message: &QueueMessage) -> (Decision, Option<String>, Option<String>) {
+        let failed = |reason: String| Decision::Failed { reason };
+        let record = match record::parse(message) {
+            Ok(record) => record,
+            Err(e) => return (failed(e.to_string()), None, None),
+        };
+        let request_id = Some(record.request_id().to_owned());
+        let class = record.class();
+        let function = match &record {
+            Record::Destination(_) => record.function_arn().map(str::to_owned),
+            Record::DeadLetter(_) => match message.queue_arn.as_deref() {
+                Some(queue) => match self.functions.function_for(queue).await {
+                    Ok(function) => function,
+                    Err(reason) => return (failed(reason), request_id, None),
+                },
+                None => None,
+            },
+        };
+        if !self.config.relaunch.relaunches(class) {
+            return (Decision::Declined { class: class.name() }, request_id, function);
+        }
+        let envelope = match record.to_envelope(message, function.as_deref()) {
+            Ok(envelope) => envelope,
+            Err(e) => return (failed(e.to_string()), request_id, function),
+        };
+        let carrier = match self.carrier(&envelope, &message.message_id).await {
+            Ok(carrier) => carrier,
+            Err(reason) => return (failed(reason), request_id, function),
+        };
+        let label = envelope.context.invoked_function_arn.clone().unwrap_or_default();
+        let request = TaskRequest {
+            environment: carrier.environment(),
+            token: launch::client_token(&message.message_id),
+            request_id: record.request_id(),
+            function: &label,
+        };
+        let decision = match launch::run_task(&self.ecs, &self.config, &request).await {
+            Ok(task_arn) => Decision::Launched { task_arn },
+            Err(e) => failed(e.to_string()),
+        };
+        (decision, request_id, Some(label))
+    }
+
+    /// Inline overrides when they fit, else the envelope stored in the payload bucket.
+    async fn carrier(&self, envelope: &Envelope, message_id: &str) -> Result<Carrier, String> {
+        if let Some(carrier) = launch::inline_carrier(&self.config.container_name, envelope) {
+            return Ok(carrier);
+        }
+        let Some(bucket) = &self.config.payload_bucket else {
+            return Err(format!(
+                "the envelope is too large for ECS's {}-character overrides limit and IMMORTAL_PAYLOAD_BUCKET is not set; set it to a bucket the forwarder can write and the runner can read",
+                launch::OVERRIDES_LIMIT
+            ));
+        };
+        let request_id = envelope.context.request_id.as_deref().unwrap_or("unknown");
+        let at = S3Location {
+            bucket: bucket.clone(),
+            key: format!("envelopes/{request_id}/{message_id}.json"),
+        };
+        self.s3
+            .put_object()
+            .bucket(&at.bucket)
+            .key(&at.key)
+            .content_type("application/json")
+            .body(envelope.to_json().into_bytes().into())
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot store the envelope at {at}: {}",
+                    immortal_handler_sdk::aws::describe_error(&e)
+                )
+            })?;
+        Ok(Carrier::Stored(at))
+    }
+}
+
+/// The parser's view of a Lambda SQS event record.
+pub fn queue_message(message: &SqsMessage) -> QueueMessage {
+    QueueMessage {
+        message_id: message.message_id.clone().unwrap_or_default(),
+        body: message.body.clone().unwrap_or_default(),
+        attributes: message
+            .message_attributes
+            .iter()
+            .map(|(name, a)| {
+                (
+                    name.clone(),
+                    MessageAttribute {
+                        data_type: a.data_type.clone().unwrap_or_default(),
+                        string_value: a.string_value.clone(),
+                    },
+                )
+            })
+            .collect(),
+        queue_arn: message.event_source_arn.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use immortal_handler_sdk::record::FailureClass;
+
+    fn fixture(text: &str) -> QueueMessage {
+        queue_message(&serde_json::from_str::<SqsMessage>(text).unwrap())
+    }
+
+    #[test]
+    fn lambda_sqs_records_keep_number_attributes_and_the_queue() {
+        let message = fixture(include_str!("../../handler-sdk/fixtures/sqs-dlq-timeout-new.json"));
+        assert_eq!(
+            message.attributes["ErrorCode"],
+            MessageAttribute {
+                data_type: "Number".into(),
+                string_value: Some("200".into())
+            }
+        );
+        assert_eq!(
+            message.queue_arn.as_deref(),
+            Some("arn:aws:sqs:us-east-1:123456789012:thumbnail-dlq")
+        );
+        let record = record::parse(&message).unwrap();
+        assert_eq!(record.class(), FailureClass::Timeout);
+    }
+
+    #[test]
+    fn every_fixture_parses_or_fails_clearly() {
+        for (text, class) in [
+            (
+                include_str!("../../handler-sdk/fixtures/sqs-dlq-timeout-old.json"),
+                Some(FailureClass::Timeout),
+            ),
+            (
+                include_str!("../../handler-sdk/fixtures/sqs-dlq-function-error.json"),
+                Some(FailureClass::Error),
+            ),
+            (
+                include_str!("../../handler-sdk/fixtures/sqs-destination-retries-exhausted.json"),
+                Some(FailureClass::Timeout),
+            ),
+            (
+                include_str!("../../handler-sdk/fixtures/sqs-destination-event-age-exceeded.json"),
+                Some(FailureClass::Timeout),
+            ),
+            (include_str!("../../handler-sdk/fixtures/sqs-malformed.json"), None),
+        ] {
+            let parsed = record::parse(&fixture(text));
+            assert_eq!(parsed.as_ref().ok().map(Record::class), class, "{parsed:?}");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! An ECS cluster and the runner's task definition in the emulator, and what its
+//! tasks were started with.
+
+use std::collections::BTreeMap;
+
+use aws_config::SdkConfig;
+use aws_sdk_ecs::types::{ContainerDefinition, Task, TaskField};
+
+/// A cluster with the runner's task definition.
+#[derive(Clone)]
+pub struct Cluster {
+    /// The client.
+    pub ecs: aws_sdk_ecs::Client,
+    /// Cluster name.
+    pub name: String,
+    /// Task definition family.
+    pub task_definition: String,
+    /// The runner's container name.
+    pub container: String,
+}
+
+impl Cluster {
+    /// Creates cluster `name` and task definition `name-runner` with container `runner`.
+    pub async fn create(sdk: &SdkConfig, name: &str) -> Cluster {
+        let ecs = aws_sdk_ecs::Client::new(sdk);
+        ecs.create_cluster()
+            .cluster_name(name)
+            .capacity_providers("FARGATE")
+            .capacity_providers("FARGATE_SPOT")
+            .send()
+            .await
+            .expect("create cluster");
+        let family = format!("{name}-runner");
+        ecs.register_task_definition()
+            .family(&family)
+            .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+            .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+            .cpu("1024")
+            .memory("2048")
+            // The emulator needs container-level memory (see shared/notes/local-aws.md).
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("runner")
+                    .image("immortal-runner:latest")
+                    .memory(2048)
+                    .essential(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("register task definition");
+        Cluster {
+            ecs,
+            name: name.to_owned(),
+            task_definition: family,
+            container: "runner".into(),
+        }
+    }
+
+    /// The forwarder settings that target this cluster (in the default VPC).
+    pub fn forwarder_env(&self) -> Vec<(&'static str, String)> {
+        let (subnet, group) = default_network();
+        vec![
+            ("IMMORTAL_CLUSTER", self.name.clone()),
+            ("IMMORTAL_TASK_DEFINITION", self.task_definition.clone()),
+            ("IMMORTAL_CONTAINER_NAME", self.container.clone()),
+            ("IMMORTAL_SUBNETS", subnet),
+            ("IMMORTAL_SECURITY_GROUPS", group),
+        ]
+    }
+
+    /// Every task started in the cluster, with tags.
+    pub async fn tasks(&self) -> Vec<Task> {
+        let arns = self
+            .ecs
+            .list_tasks()
+            .cluster(&self.name)
+            .send()
+            .await
+            .expect("list tasks")
+            .task_arns
+            .unwrap_or_default();
+        if arns.is_empty() {
+            return vec![];
+        }
+        let mut tasks = Vec::new();
+        for chunk in arns.chunks(100) {
+            let out = self
+                .ecs
+                .describe_tasks()
+                .cluster(&self.name)
+                .set_tasks(Some(chunk.to_vec()))
+                .include(TaskField::Tags)
+                .send()
+                .await
+                .expect("describe tasks");
+            tasks.extend(out.tasks.unwrap_or_default());
+        }
+        tasks
+    }
+}
+
+/// The environment overrides of the runner's container in `task`.
+pub fn task_env(task: &Task) -> BTreeMap<String, String> {
+    task.overrides()
+        .map(|o| o.container_overrides())
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|c| c.environment())
+        .filter_map(|kv| Some((kv.name()?.to_owned(), kv.value()?.to_owned())))
+        .collect()
+}
+
+/// A task's tag.
+pub fn task_tag(task: &Task, key: &str) -> Option<String> {
+    task.tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value().map(str::to_owned))
+}
+
+/// A subnet and the security group of the emulator's default VPC (RunTask checks they
+/// exist). Read with EC2's query API directly: the emulator does not check signatures,
+/// and this spares the tests the EC2 SDK.
+pub fn default_network() -> (String, String) {
+    static NETWORK: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    NETWORK
+        .get_or_init(|| {
+            let url = &crate::emulator::Emulator::shared().url;
+            let query = |action: &str, tag: &str| -> String {
+                let body = std::process::Command::new("curl")
+                    .args(["-s", "-X", "POST", "-d", &format!("Action={action}&Version=2016-11-15"), url])
+                    .args(["-H", "Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=x"])
+                    .output()
+                    .expect("curl");
+                let text = String::from_utf8_lossy(&body.stdout).into_owned();
+                let start = text.find(&format!("<{tag}>")).unwrap_or_else(|| panic!("no {tag} in {action}: {text}")) + tag.len() + 2;
+                let end = text[start..].find('<').unwrap() + start;
+                text[start..end].to_owned()
+            };
+            (query("DescribeSubnets", "subnetId"), query("DescribeSecurityGroups", "groupId"))
+        })
+        .clone()
+}

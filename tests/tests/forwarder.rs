@@ -1,0 +1,266 @@
+//! The dlq-forwarder as a real Lambda bootstrap (run by our own runner) against the
+//! emulator: real queues with tags, a real cluster and task definition.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use immortal_tests::ecs::{task_env, task_tag, Cluster};
+use immortal_tests::emulator::Emulator;
+use immortal_tests::lambda::{deploy, uuid_like};
+use immortal_tests::queue::Queue;
+use immortal_tests::runner::{fixture, lambda_zip, Ran, RunnerCmd};
+use immortal_tests::zips::bootstrap_zip_bytes;
+use serde_json::{json, Value};
+
+const S3_EVENT: &str = include_str!("../../handler-sdk/fixtures/s3-put.json");
+
+/// Runs the forwarder once on `event` (an SQS event), with `extra` settings.
+async fn forward(event: &Value, cluster: &Cluster, extra: &[(&'static str, String)]) -> Ran {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = lambda_zip("dlq-forwarder", dir.path());
+    let cmd = RunnerCmd::new()
+        .envs(Emulator::shared().env())
+        .envs(cluster.forwarder_env())
+        .envs(extra.iter().cloned())
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            event.to_string().as_ref(),
+        ]);
+    let ran = tokio::task::spawn_blocking(move || cmd.run()).await.unwrap();
+    drop(dir);
+    ran
+}
+
+async fn setup(tags: &[(&str, &str)]) -> (aws_config::SdkConfig, Cluster, Queue) {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let cluster = Cluster::create(&sdk, &format!("c-{id}")).await;
+    let queue = Queue::create(
+        &sdk,
+        &format!("dlq-{id}"),
+        tags,
+        &[(QueueAttributeName::VisibilityTimeout, "1")],
+    )
+    .await;
+    (sdk, cluster, queue)
+}
+
+#[tokio::test]
+async fn a_timeout_in_a_tagged_dead_letter_queue_becomes_one_task_carrying_the_exact_envelope() {
+    let (_sdk, cluster, queue) = setup(&[("immortal:function", "thumbnail")]).await;
+    let message_id = queue
+        .send_dead_letter(
+            S3_EVENT,
+            "req-dlq-1",
+            "RequestId: req-dlq-1 Error: Task timed out after 900.00 seconds",
+        )
+        .await;
+    let messages = queue.receive(10, 1).await;
+    let ran = forward(&queue.lambda_event(&messages), &cluster, &[]).await;
+    ran.expect_code(0);
+    assert_eq!(ran.json(), json!({"batchItemFailures": []}));
+    queue.settle(&messages, &ran.json()).await;
+    assert_eq!(
+        queue.depth().await,
+        0,
+        "the message left the queue once the task was accepted"
+    );
+
+    let tasks = cluster.tasks().await;
+    assert_eq!(tasks.len(), 1);
+    let env = task_env(&tasks[0]);
+    let event: Value = serde_json::from_str(&env["IMMORTAL_EVENT"]).unwrap();
+    assert_eq!(
+        event,
+        serde_json::from_str::<Value>(S3_EVENT).unwrap(),
+        "the event, unchanged"
+    );
+    let context: Value = serde_json::from_str(&env["IMMORTAL_CONTEXT"]).unwrap();
+    assert_eq!(context["request_id"], "req-dlq-1");
+    assert_eq!(
+        context["invoked_function_arn"],
+        "arn:aws:lambda:us-east-1:123456789012:function:thumbnail"
+    );
+    assert_eq!(context["overflow"]["source"], "dlq");
+    assert_eq!(context["overflow"]["error_type"], "Sandbox.Timedout");
+    assert_eq!(task_tag(&tasks[0], "immortal:request-id").as_deref(), Some("req-dlq-1"));
+    assert_eq!(tasks[0].started_by(), Some("immortal-forwarder"));
+    assert!(
+        ran.stderr.contains(r#""decision":"launched""#) && ran.stderr.contains(&message_id),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_destination_record_on_a_shared_queue_names_its_own_function() {
+    let (_sdk, cluster, queue) = setup(&[]).await;
+    let record = include_str!("../../handler-sdk/fixtures/destination-retries-exhausted-timeout.json");
+    queue.send(record).await;
+    let messages = queue.receive(10, 1).await;
+    let ran = forward(&queue.lambda_event(&messages), &cluster, &[]).await;
+    ran.expect_code(0);
+    assert_eq!(ran.json(), json!({"batchItemFailures": []}));
+    let tasks = cluster.tasks().await;
+    assert_eq!(tasks.len(), 1);
+    let context: Value = serde_json::from_str(&task_env(&tasks[0])["IMMORTAL_CONTEXT"]).unwrap();
+    assert_eq!(
+        context["invoked_function_arn"],
+        "arn:aws:lambda:us-east-1:123456789012:function:thumbnail:$LATEST"
+    );
+    assert_eq!(context["overflow"]["attempt"], 2);
+    assert_eq!(context["overflow"]["source"], "destination");
+}
+
+#[tokio::test]
+async fn a_runtask_failure_is_a_batch_item_failure_and_the_message_stays_queued() {
+    let (_sdk, cluster, queue) = setup(&[("immortal:function", "thumbnail")]).await;
+    let message_id = queue
+        .send_dead_letter("{}", "req-fail", "Task timed out after 3.00 seconds")
+        .await;
+    let messages = queue.receive(10, 1).await;
+    let ran = forward(
+        &queue.lambda_event(&messages),
+        &cluster,
+        &[("IMMORTAL_TASK_DEFINITION", "no-such-task-definition".into())],
+    )
+    .await;
+    ran.expect_code(0);
+    assert_eq!(
+        ran.json(),
+        json!({"batchItemFailures": [{"itemIdentifier": message_id}]})
+    );
+    assert!(
+        ran.stderr.contains("RunTask failed"),
+        "the log carries ECS's reason:\n{}",
+        ran.stderr
+    );
+    queue.settle(&messages, &ran.json()).await;
+    assert!(cluster.tasks().await.is_empty());
+    let again = queue.receive(10, 3).await;
+    assert_eq!(
+        again.iter().map(|m| m.message_id.clone().unwrap()).collect::<Vec<_>>(),
+        [message_id],
+        "still queued"
+    );
+}
+
+#[tokio::test]
+async fn untagged_dead_letter_queues_unknown_formats_and_declined_errors_are_never_dropped() {
+    let (_sdk, cluster, queue) = setup(&[]).await;
+    let untagged = queue
+        .send_dead_letter("{}", "req-untagged", "Task timed out after 3.00 seconds")
+        .await;
+    let junk = queue.send("hello, not an overflow record").await;
+    let messages = queue.receive(10, 1).await;
+    assert_eq!(messages.len(), 2);
+    let ran = forward(&queue.lambda_event(&messages), &cluster, &[]).await;
+    ran.expect_code(0);
+    let mut failed: Vec<String> = ran.json()["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned())
+        .collect();
+    failed.sort();
+    let mut expected = vec![untagged, junk];
+    expected.sort();
+    assert_eq!(failed, expected);
+    assert!(ran.stderr.contains("tag the queue"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("neither a dead-letter message"), "{}", ran.stderr);
+
+    let (_sdk, cluster, queue) = setup(&[("immortal:function", "thumbnail")]).await;
+    let error = queue
+        .send_dead_letter("{}", "req-err", "Cannot read properties of undefined")
+        .await;
+    let messages = queue.receive(10, 1).await;
+    let ran = forward(&queue.lambda_event(&messages), &cluster, &[]).await;
+    assert_eq!(ran.json(), json!({"batchItemFailures": [{"itemIdentifier": error}]}));
+    assert!(ran.stderr.contains(r#""decision":"declined""#), "{}", ran.stderr);
+    assert!(cluster.tasks().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_setting_fails_init_naming_it() {
+    let (_sdk, cluster, _queue) = setup(&[]).await;
+    let ran = forward(
+        &json!({"Records": []}),
+        &cluster,
+        &[("IMMORTAL_CLUSTER", String::new())],
+    )
+    .await;
+    ran.expect_code(4);
+    let error = ran.json();
+    assert_eq!(error["errorType"], "Immortal.Config");
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .unwrap()
+            .starts_with("IMMORTAL_CLUSTER is not set"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_event_too_large_for_the_overrides_travels_through_s3_and_the_runner_reads_it_back() {
+    let emulator = Emulator::shared();
+    let (sdk, cluster, _) = setup(&[]).await;
+    let id = uuid_like();
+    let function = format!("echo-{id}");
+    deploy(&sdk, &function, &bootstrap_zip_bytes(&fixture("echo")), &[]).await;
+    let queue = Queue::create(&sdk, &format!("big-{id}"), &[("immortal:function", &function)], &[]).await;
+    let bucket = format!("payloads-{id}");
+    immortal_handler_sdk::aws::s3_client(&sdk)
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+
+    let event = json!({"blob": "x".repeat(10_000), "unicode": "é→✓"});
+    queue
+        .send_dead_letter(&event.to_string(), "req-big", "Task timed out after 3.00 seconds")
+        .await;
+    let messages = queue.receive(10, 1).await;
+    let ran = forward(
+        &queue.lambda_event(&messages),
+        &cluster,
+        &[("IMMORTAL_PAYLOAD_BUCKET", bucket.clone())],
+    )
+    .await;
+    assert_eq!(ran.json(), json!({"batchItemFailures": []}), "{}", ran.stderr);
+    let tasks = cluster.tasks().await;
+    let env: BTreeMap<String, String> = task_env(&tasks[0]);
+    assert_eq!(env.keys().collect::<Vec<_>>(), ["IMMORTAL_ENVELOPE_URL"]);
+    assert!(env["IMMORTAL_ENVELOPE_URL"].starts_with(&format!("s3://{bucket}/envelopes/req-big/")));
+
+    // The runner, as the task would run it: only the task's environment.
+    let task_env_vars: Vec<(&'static str, String)> =
+        vec![("IMMORTAL_ENVELOPE_URL", env["IMMORTAL_ENVELOPE_URL"].clone())];
+    let cmd = RunnerCmd::new().envs(emulator.env()).envs(task_env_vars);
+    let ran = tokio::task::spawn_blocking(move || cmd.run()).await.unwrap();
+    ran.expect_code(0);
+    let seen = ran.json();
+    assert_eq!(seen["event"], event);
+    assert_eq!(seen["request_id"], "req-big");
+    assert_eq!(seen["function_name"], function);
+}
+
+#[tokio::test]
+async fn without_a_payload_bucket_a_too_large_event_fails_and_says_so() {
+    let (_sdk, cluster, queue) = setup(&[("immortal:function", "thumbnail")]).await;
+    let event = json!({"blob": "x".repeat(10_000)});
+    let id = queue
+        .send_dead_letter(&event.to_string(), "req-big2", "Task timed out after 3.00 seconds")
+        .await;
+    let messages = queue.receive(10, 1).await;
+    let ran = forward(&queue.lambda_event(&messages), &cluster, &[]).await;
+    assert_eq!(ran.json(), json!({"batchItemFailures": [{"itemIdentifier": id}]}));
+    assert!(
+        ran.stderr.contains("IMMORTAL_PAYLOAD_BUCKET is not set"),
+        "{}",
+        ran.stderr
+    );
+}
