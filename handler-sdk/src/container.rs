@@ -16,6 +16,10 @@ pub const RUNNER_VAR: &str = "IMMORTAL_RUNNER";
 /// Set by the runner for the bootstrap to `1` when the invocation has no time limit
 /// (the deadline header then carries a far-future placeholder).
 pub const NO_DEADLINE_VAR: &str = "IMMORTAL_NO_DEADLINE";
+/// How far ahead the deadline header points when there is no time limit: 21 days, the
+/// largest round figure whose remaining milliseconds still fit a signed 32-bit integer
+/// (Java's `Context.getRemainingTimeInMillis()` returns `int`).
+pub const NO_DEADLINE_SECS: u64 = 21 * 24 * 3600;
 /// Set by the runner for the bootstrap, only in overflow runs: the context's
 /// `overflow` object as JSON (attempt, original error, source).
 pub const OVERFLOW_VAR: &str = "IMMORTAL_OVERFLOW";

@@ -15,10 +15,19 @@ pub mod container;
 pub mod destination;
 pub mod envelope;
 mod error;
+pub mod ffi;
+#[cfg(feature = "runtime")]
+pub mod handler;
 pub mod init_error;
 #[cfg(feature = "runtime")]
 pub mod logging;
 pub mod record;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 
 pub use envelope::{Envelope, InvocationContext, Overflow, OverflowSource};
 pub use error::EnvelopeError;
+#[cfg(feature = "runtime")]
+pub use handler::{Context, Error, Handler, OverflowError};
+#[cfg(feature = "runtime")]
+pub use runtime::{run, Runtime};

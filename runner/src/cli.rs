@@ -23,11 +23,16 @@ use crate::exit::EXIT_CODES_HELP;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "runner", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
 pub struct Cli {
-    /// A code zip (as `cargo lambda build --output-format zip` makes) or an unpacked
-    /// folder holding `bootstrap`. Without it, the code is fetched from Lambda
-    /// (GetFunction).
-    #[arg(long, value_name = "ZIP|DIR")]
+    /// A code zip (as `cargo lambda build --output-format zip` makes), an unpacked
+    /// folder holding `bootstrap`, or the bootstrap executable itself. Without it, the
+    /// code is fetched from Lambda (GetFunction).
+    #[arg(long, value_name = "ZIP|DIR|EXE")]
     pub artifact: Option<PathBuf>,
+
+    /// Run a handler exported from a cdylib (immortal_handler_sdk::export_handler!)
+    /// in-process instead of a bootstrap: same envelope, outputs and exit codes.
+    #[arg(long, value_name = "LIB.so", conflicts_with_all = ["artifact", "function", "qualifier", "fetch_only"])]
+    pub lib: Option<PathBuf>,
 
     /// The event: inline JSON, @FILE, or - for stdin.
     #[arg(long, value_name = "JSON|@FILE|-", env = container::EVENT_VAR, hide_env_values = true)]

@@ -50,7 +50,7 @@ pub enum CodeError {
         path: PathBuf,
     },
     /// The artifact is neither a folder nor a readable zip.
-    #[error("the artifact {path} is not a zip archive ({reason}); pass a code zip or an unpacked folder")]
+    #[error("the artifact {path} is not a zip archive ({reason}); pass a code zip, an unpacked folder, or the bootstrap executable itself")]
     NotAZip {
         /// The path given.
         path: PathBuf,
@@ -122,6 +122,14 @@ pub enum CodeError {
         machine: String,
         /// The Fargate name for it.
         fargate: String,
+    },
+    /// A `--lib` handler library that cannot be used.
+    #[error("cannot use the handler library {path}: {reason}")]
+    Library {
+        /// The library.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// A local file-system failure while unpacking or caching.
     #[error("{action} {path}: {source}")]

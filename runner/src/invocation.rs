@@ -3,16 +3,16 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use immortal_handler_sdk::envelope::{Envelope, FunctionRef, Overflow};
+use immortal_handler_sdk::container;
+use immortal_handler_sdk::envelope::{Envelope, FunctionRef, InvocationContext, Overflow};
 
 /// Account id used in ARNs when nothing better is known (the documentation placeholder).
 pub const DEFAULT_ACCOUNT: &str = "123456789012";
 /// Memory size used when neither the context nor the function configuration says.
 pub const DEFAULT_MEMORY_MB: u32 = 128;
-/// How far ahead the deadline header points when there is no time limit: 21 days, the
-/// largest round figure whose remaining milliseconds still fit a signed 32-bit integer
-/// (Java's `Context.getRemainingTimeInMillis()` returns `int`).
-pub const NO_DEADLINE: Duration = Duration::from_secs(21 * 24 * 3600);
+/// How far ahead the deadline header points when there is no time limit (see
+/// [`container::NO_DEADLINE_SECS`]).
+pub const NO_DEADLINE: Duration = Duration::from_secs(container::NO_DEADLINE_SECS);
 
 /// What is known about the function apart from the envelope (from the artifact name or GetFunction).
 #[derive(Debug, Clone, Default)]
@@ -123,6 +123,30 @@ impl Invocation {
             log_stream,
             overflow: ctx.overflow.clone(),
             event: bytes::Bytes::copy_from_slice(envelope.event.get().as_bytes()),
+        }
+    }
+}
+
+impl Invocation {
+    /// The resolved context as an envelope context (every field filled).
+    pub fn to_context(&self) -> InvocationContext {
+        InvocationContext {
+            request_id: Some(self.request_id.clone()),
+            invoked_function_arn: Some(self.invoked_function_arn.clone()),
+            function_name: Some(self.function_name.clone()),
+            function_version: Some(self.function_version.clone()),
+            memory_limit_in_mb: Some(self.memory_mb),
+            xray_trace_id: self.trace_id.clone(),
+            client_context: self
+                .client_context
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok()),
+            identity: self.identity.as_deref().and_then(|c| serde_json::from_str(c).ok()),
+            tenant_id: self.tenant_id.clone(),
+            log_group_name: Some(self.log_group.clone()),
+            log_stream_name: Some(self.log_stream.clone()),
+            overflow: self.overflow.clone(),
+            extra: Default::default(),
         }
     }
 }

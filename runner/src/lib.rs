@@ -17,6 +17,7 @@ pub mod code;
 pub mod error;
 pub mod exit;
 pub mod function;
+pub mod inproc;
 pub mod input;
 pub mod invocation;
 pub mod invoke;
@@ -64,6 +65,9 @@ async fn run_once(cli: &Cli, stop: StopSignal) -> Result<Exit, RunnerError> {
         opt_dir: cli.opt_dir.clone(),
         max_unpacked: cli.max_unpacked_size,
     };
+    if let Some(lib) = &cli.lib {
+        return run_in_process(cli, lib, &envelope, stop).await;
+    }
     let prepared = match &cli.artifact {
         Some(path) => code::local(path, &code_options).await?,
         None => {
@@ -85,6 +89,55 @@ async fn run_once(cli: &Cli, stop: StopSignal) -> Result<Exit, RunnerError> {
     let invocation = Arc::new(Invocation::resolve(&envelope, &prepared.facts, &default_region()));
     let sink = open_sink(cli).await?;
     let outcome = invoke::invoke(&prepared.layout, invocation, &options, sink.clone(), stop).await?;
+    write_outcome(&sink, &outcome, cli).await?;
+    Ok(outcome.exit())
+}
+
+/// `--lib`: the handler library in-process, with Lambda's environment set in this process.
+async fn run_in_process(
+    cli: &Cli,
+    lib: &std::path::Path,
+    envelope: &Envelope,
+    stop: StopSignal,
+) -> Result<Exit, RunnerError> {
+    let library = Arc::new(inproc::HandlerLibrary::load(lib)?);
+    let facts = invocation::FunctionFacts {
+        name: Some(code::artifact_name(lib).trim_start_matches("lib").to_owned()),
+        ..Default::default()
+    };
+    let invocation = Invocation::resolve(envelope, &facts, &default_region());
+    let layout = bootstrap::CodeLayout {
+        task_root: lib.parent().map(|p| p.to_owned()).unwrap_or_else(|| ".".into()),
+        opt_dir: cli.opt_dir.clone(),
+    };
+    let env = bootstrap::environment(&bootstrap::LaunchConfig {
+        invocation: &invocation,
+        layout: &layout,
+        handler: cli.handler.as_deref().unwrap_or("bootstrap"),
+        runtime: "provided.al2023",
+        runtime_api: "",
+        function_env: &Default::default(),
+        unlimited: cli.timeout.is_none(),
+    });
+    for (key, value) in env.iter().filter(|(k, _)| k.as_str() != "AWS_LAMBDA_RUNTIME_API") {
+        // The handler reads its configuration from the process environment, as in Lambda;
+        // nothing else runs yet that could read it concurrently.
+        std::env::set_var(key, value);
+    }
+    let resolved = Envelope {
+        event: envelope.event.clone(),
+        context: invocation.to_context(),
+    };
+    tracing::info!(library = %lib.display(), request_id = %invocation.request_id, "invoking in-process");
+    let sink = open_sink(cli).await?;
+    let outcome = inproc::invoke(
+        library,
+        resolved.to_json().into_bytes(),
+        &invocation.request_id,
+        cli.timeout.map(Duration::from_secs_f64),
+        stop,
+    )
+    .await;
     write_outcome(&sink, &outcome, cli).await?;
     Ok(outcome.exit())
 }

@@ -10,4 +10,5 @@ pub mod lambda;
 pub mod queue;
 pub mod runner;
 pub mod server;
+pub mod video;
 pub mod zips;

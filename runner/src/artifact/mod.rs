@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod unpack;
 
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -28,6 +29,9 @@ pub fn local(artifact: &Path, cache: &Cache, limit: u64) -> Result<PathBuf, Code
         return artifact
             .canonicalize()
             .map_err(CodeError::io("cannot resolve", artifact));
+    }
+    if !is_zip(artifact) && meta.permissions().mode() & 0o111 != 0 {
+        return bare_bootstrap(artifact, cache);
     }
     let digest = sha256_file(artifact)?;
     let key = code_key(&digest);
@@ -165,6 +169,28 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), CodeError> {
         }
     }
     Ok(())
+}
+
+/// Whether the file starts like a zip archive.
+fn is_zip(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"PK\x03\x04"
+}
+
+/// A bare executable given as the artifact: a task root holding a link to it as
+/// `bootstrap` (so `target/debug/my-fn` runs without zipping it first).
+fn bare_bootstrap(executable: &Path, cache: &Cache) -> Result<PathBuf, CodeError> {
+    let real = executable
+        .canonicalize()
+        .map_err(CodeError::io("cannot resolve", executable))?;
+    let key = format!("exe/{}", hex(&Sha256::digest(real.as_os_str().as_encoded_bytes())));
+    let (dir, _) = cache.get_or_fill(&key, |dir| {
+        std::os::unix::fs::symlink(&real, dir.join("bootstrap")).map_err(CodeError::io("cannot link", dir))
+    })?;
+    Ok(dir)
 }
 
 /// The cache key for code with this SHA-256.

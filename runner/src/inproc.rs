@@ -1,0 +1,131 @@
+//! In-process mode (`--lib`): a handler exported from a `cdylib` with
+//! `immortal_handler_sdk::export_handler!`, loaded with libloading and called with the
+//! same envelope a bootstrap would get, with the same outcomes and exit codes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use immortal_handler_sdk::ffi::{self, Buffer, Status};
+
+use crate::error::{CodeError, RunnerError};
+use crate::invoke::{stop_requested, StopSignal};
+use crate::outcome::{timeout_message, Failure, Outcome};
+
+type VersionFn = unsafe extern "C" fn() -> u32;
+type InvokeFn = unsafe extern "C" fn(*const u8, usize, *mut Buffer) -> i32;
+type FreeFn = unsafe extern "C" fn(Buffer);
+
+/// A loaded handler library.
+pub struct HandlerLibrary {
+    invoke: InvokeFn,
+    free: FreeFn,
+    // Keeps the code mapped while the function pointers are used.
+    _library: libloading::Library,
+}
+
+impl HandlerLibrary {
+    /// Loads `path` and checks it speaks this runner's ABI version.
+    pub fn load(path: &Path) -> Result<HandlerLibrary, RunnerError> {
+        let unusable = |reason: String| {
+            RunnerError::Code(CodeError::Library {
+                path: path.to_owned(),
+                reason,
+            })
+        };
+        if !path.is_file() {
+            return Err(RunnerError::Code(CodeError::MissingArtifact { path: path.to_owned() }));
+        }
+        // SAFETY: loading runs the library's initialisers; the user asked for this library.
+        let library = unsafe { libloading::Library::new(path) }.map_err(|e| unusable(e.to_string()))?;
+        // SAFETY: the symbol types are the ones ffi documents; a library exporting these
+        // names with other signatures breaks the contract export_handler! upholds.
+        let version = unsafe {
+            let version = library.get::<VersionFn>(ffi::VERSION_SYMBOL).map_err(|_| {
+                unusable(
+                    "it exports no immortal_abi_version: export the handler with immortal_handler_sdk::export_handler!"
+                        .into(),
+                )
+            })?;
+            version()
+        };
+        if version != ffi::ABI_VERSION {
+            return Err(unusable(format!(
+                "it speaks handler ABI version {version}, this runner speaks version {}; rebuild it against immortal-handler-sdk {}",
+                ffi::ABI_VERSION,
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        let missing = |name: &str| unusable(format!("it exports no {name} (ABI version {version})"));
+        // SAFETY: as above.
+        let (invoke, free) = unsafe {
+            (
+                *library
+                    .get::<InvokeFn>(ffi::INVOKE_SYMBOL)
+                    .map_err(|_| missing("immortal_invoke"))?,
+                *library
+                    .get::<FreeFn>(ffi::FREE_SYMBOL)
+                    .map_err(|_| missing("immortal_free"))?,
+            )
+        };
+        Ok(HandlerLibrary {
+            invoke,
+            free,
+            _library: library,
+        })
+    }
+
+    /// Calls the handler with `envelope` (JSON), on a blocking thread.
+    fn call(&self, envelope: &[u8]) -> (Option<Status>, Bytes) {
+        let mut out = Buffer::empty();
+        // SAFETY: envelope is a valid slice and out a valid Buffer, as the ABI requires.
+        let raw = unsafe { (self.invoke)(envelope.as_ptr(), envelope.len(), &mut out) };
+        let bytes = if out.ptr.is_null() {
+            Bytes::new()
+        } else {
+            // SAFETY: the library filled `out` with `len` initialised bytes.
+            Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(out.ptr, out.len) })
+        };
+        // SAFETY: `out` came from this library's immortal_invoke and is freed once.
+        unsafe { (self.free)(out) };
+        (Status::from_raw(raw), bytes)
+    }
+}
+
+/// Runs one invocation in-process. A timeout or a stop request cannot interrupt a
+/// thread, so they end the invocation (and the runner exits with their code).
+pub async fn invoke(
+    library: Arc<HandlerLibrary>,
+    envelope: Vec<u8>,
+    request_id: &str,
+    timeout: Option<Duration>,
+    mut stop: StopSignal,
+) -> Outcome {
+    let call = tokio::task::spawn_blocking(move || library.call(&envelope));
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = call => match result {
+            Ok((Some(Status::Response), body)) => Outcome::Response { body, streamed: false },
+            Ok((Some(Status::InitError), body)) => Outcome::Failed { kind: Failure::Init, body },
+            Ok((Some(Status::FunctionError), body)) | Ok((Some(Status::BadEnvelope), body)) => Outcome::Failed { kind: Failure::Function, body },
+            Ok((None, _)) => Outcome::failed(Failure::Function, "Runtime.ExitError", "the handler library returned an unknown status"),
+            Err(e) => Outcome::failed(Failure::Function, "Runtime.ExitError", &format!("the handler thread failed: {e}")),
+        },
+        _ = deadline => Outcome::failed(
+            Failure::Timeout,
+            immortal_handler_sdk::container::TIMEOUT_ERROR_TYPE,
+            &timeout_message(request_id, timeout.unwrap_or_default().as_secs_f64()),
+        ),
+        Some(signal) = stop_requested(&mut stop) => Outcome::failed(
+            Failure::Signal(signal),
+            "Runtime.ExitError",
+            &format!("RequestId: {request_id} Error: the runner was stopped by {} during an in-process invocation", crate::outcome::signal_name(signal)),
+        ),
+    }
+}
