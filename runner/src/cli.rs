@@ -12,16 +12,16 @@ use crate::exit::EXIT_CODES_HELP;
 /// with no time limit.
 ///
 /// The runner serves the Lambda Runtime API on 127.0.0.1, starts the function's
-/// unmodified bootstrap with Lambda's environment, hands it the event, and prints the
-/// response on stdout (logs go to stderr).
+/// unmodified bootstrap with Lambda's environment, hands it the event, and prints
+/// the response on stdout (logs go to stderr).
 ///
-/// Local code:  runner --artifact bootstrap.zip --event @event.json
-/// Lambda code: runner --event @event.json --context @context.json
-///              (fetches the function named by the context's invoked_function_arn)
-/// In the ECS task, IMMORTAL_EVENT / IMMORTAL_CONTEXT or IMMORTAL_ENVELOPE_URL
-/// replace the two options.
+///   local code:   runner --artifact bootstrap.zip --event @event.json
+///   Lambda code:  runner --event @event.json --context @context.json
+///                 (fetches the function named by the context's invoked_function_arn)
+///   ECS task:     IMMORTAL_EVENT and IMMORTAL_CONTEXT (or IMMORTAL_ENVELOPE_URL)
+///                 replace --event and --context
 #[derive(Debug, Clone, Parser)]
-#[command(name = "runner", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
+#[command(name = "runner", version, after_help = EXIT_CODES_HELP, max_term_width = 100, verbatim_doc_comment)]
 pub struct Cli {
     /// A code zip (as `cargo lambda build --output-format zip` makes), an unpacked
     /// folder holding `bootstrap`, or the bootstrap executable itself. Without it, the
@@ -45,7 +45,7 @@ pub struct Cli {
 
     /// A whole stored envelope ({"event":...,"context":...}): s3://BUCKET/KEY or @FILE.
     /// Takes the place of --event and --context.
-    #[arg(long, value_name = "URL", env = container::ENVELOPE_URL_VAR, conflicts_with_all = ["event", "context"])]
+    #[arg(long, value_name = "URL", env = container::ENVELOPE_URL_VAR, hide_env_values = true, conflicts_with_all = ["event", "context"])]
     pub envelope: Option<String>,
 
     /// The function to fetch (name, NAME:QUALIFIER or ARN). Default: the context's
@@ -67,7 +67,7 @@ pub struct Cli {
     pub timeout: Option<f64>,
 
     /// How long the bootstrap may take to exit after SIGTERM before it gets SIGKILL.
-    #[arg(long, value_name = "SECONDS", default_value = "2", env = "IMMORTAL_GRACE_PERIOD", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "2", env = "IMMORTAL_GRACE_PERIOD", hide_env_values = true, value_parser = parse_seconds)]
     pub grace_period: f64,
 
     /// Write the response (or error JSON) here instead of stdout.
@@ -75,11 +75,11 @@ pub struct Cli {
     pub output: Option<PathBuf>,
 
     /// Where unpacked code is cached, by SHA-256. Default: ~/.cache/immortal.
-    #[arg(long, value_name = "DIR", env = "IMMORTAL_CACHE_DIR")]
+    #[arg(long, value_name = "DIR", env = "IMMORTAL_CACHE_DIR", hide_env_values = true)]
     pub cache_dir: Option<PathBuf>,
 
     /// The layers root (/opt in Lambda). Default: a folder in the cache per layer set.
-    #[arg(long, value_name = "DIR", env = "IMMORTAL_OPT_DIR")]
+    #[arg(long, value_name = "DIR", env = "IMMORTAL_OPT_DIR", hide_env_values = true)]
     pub opt_dir: Option<PathBuf>,
 
     /// Only fetch, verify and unpack the code and layers into the cache, print the task
@@ -88,7 +88,7 @@ pub struct Cli {
     pub fetch_only: bool,
 
     /// Refuse code or layer zips that unpack to more than this many bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = LAMBDA_UNPACKED_LIMIT, env = "IMMORTAL_MAX_UNPACKED_SIZE")]
+    #[arg(long, value_name = "BYTES", default_value_t = LAMBDA_UNPACKED_LIMIT, env = "IMMORTAL_MAX_UNPACKED_SIZE", hide_env_values = true)]
     pub max_unpacked_size: u64,
 }
 

@@ -48,13 +48,13 @@ impl From<Exit> for ExitCode {
 /// The exit-code table as printed at the end of `--help`.
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0      the function returned a response (printed on stdout)
-  1      the function returned an error (its error JSON printed on stdout)
+  0      the function returned a response (on stdout)
+  1      the function returned an error (its error JSON on stdout)
   2      bad usage or bad input (e.g. the event is not JSON)
   3      the code could not be obtained, verified or unpacked
-  4      the runtime failed to initialise (init/error, or the bootstrap exited before asking for the event)
+  4      the runtime failed to initialise (init/error, or exit before the event)
   5      timed out (--timeout)
-  6      the result could not be delivered to IMMORTAL_ON_SUCCESS / IMMORTAL_ON_FAILURE (full record logged)
+  6      the outcome record could not be delivered (logged in full instead)
   128+N  killed by signal N (143: SIGTERM, 137: SIGKILL)";
 
 #[cfg(test)]

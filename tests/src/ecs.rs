@@ -17,6 +17,8 @@ pub struct Cluster {
     pub task_definition: String,
     /// The runner's container name.
     pub container: String,
+    /// A subnet and security group of the emulator's default VPC.
+    pub network: (String, String),
 }
 
 impl Cluster {
@@ -49,17 +51,19 @@ impl Cluster {
             .send()
             .await
             .expect("register task definition");
+        let network = default_network(sdk.endpoint_url().expect("an emulator endpoint"));
         Cluster {
             ecs,
             name: name.to_owned(),
             task_definition: family,
             container: "runner".into(),
+            network,
         }
     }
 
     /// The forwarder settings that target this cluster (in the default VPC).
     pub fn forwarder_env(&self) -> Vec<(&'static str, String)> {
-        let (subnet, group) = default_network();
+        let (subnet, group) = self.network.clone();
         vec![
             ("IMMORTAL_CLUSTER", self.name.clone()),
             ("IMMORTAL_TASK_DEFINITION", self.task_definition.clone()),
@@ -122,23 +126,24 @@ pub fn task_tag(task: &Task, key: &str) -> Option<String> {
 /// A subnet and the security group of the emulator's default VPC (RunTask checks they
 /// exist). Read with EC2's query API directly: the emulator does not check signatures,
 /// and this spares the tests the EC2 SDK.
-pub fn default_network() -> (String, String) {
-    static NETWORK: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
-    NETWORK
-        .get_or_init(|| {
-            let url = &crate::emulator::Emulator::shared().url;
-            let query = |action: &str, tag: &str| -> String {
-                let body = std::process::Command::new("curl")
-                    .args(["-s", "-X", "POST", "-d", &format!("Action={action}&Version=2016-11-15"), url])
-                    .args(["-H", "Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=x"])
-                    .output()
-                    .expect("curl");
-                let text = String::from_utf8_lossy(&body.stdout).into_owned();
-                let start = text.find(&format!("<{tag}>")).unwrap_or_else(|| panic!("no {tag} in {action}: {text}")) + tag.len() + 2;
-                let end = text[start..].find('<').unwrap() + start;
-                text[start..end].to_owned()
-            };
-            (query("DescribeSubnets", "subnetId"), query("DescribeSecurityGroups", "groupId"))
-        })
-        .clone()
+pub fn default_network(url: &str) -> (String, String) {
+    let query = |action: &str, tag: &str| -> String {
+        let body = std::process::Command::new("curl")
+            .args(["-s", "-X", "POST", "-d", &format!("Action={action}&Version=2016-11-15"), url])
+            .args(["-H", "Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=x"])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&body.stdout).into_owned();
+        let start = text
+            .find(&format!("<{tag}>"))
+            .unwrap_or_else(|| panic!("no {tag} in {action}: {text}"))
+            + tag.len()
+            + 2;
+        let end = text[start..].find('<').unwrap() + start;
+        text[start..end].to_owned()
+    };
+    (
+        query("DescribeSubnets", "subnetId"),
+        query("DescribeSecurityGroups", "groupId"),
+    )
 }

@@ -5,14 +5,16 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The workspace's target profile folder (`target/debug`), from this test binary's path.
+/// The workspace's target profile folder (`target/debug`), from this executable's path.
 pub fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/<test> → target/debug
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .to_owned()
+    let exe = std::env::current_exe().expect("executable path");
+    // target/debug/deps/<test> (a test) or target/debug/<bin> (the demo) → target/debug
+    let dir = exe.parent().expect("target/<profile>");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target/<profile>").to_owned()
+    } else {
+        dir.to_owned()
+    }
 }
 
 /// Builds the workspace's binaries and libraries once per test process (a no-op when
