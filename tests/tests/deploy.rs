@@ -251,8 +251,7 @@ fn the_dockerfile_passes_hadolint_and_runs_as_non_root() {
     let final_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
     let user = final_stage
         .lines()
-        .filter(|l| l.starts_with("USER "))
-        .last()
+        .rfind(|l| l.starts_with("USER "))
         .expect("a USER in the final stage");
     assert!(
         !user.contains("root") && !user.trim_end().ends_with(" 0") && !user.contains(" 0:"),
