@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use immortal_handler_sdk::outcome::Target;
 use immortal_handler_sdk::record::RelaunchPolicy;
 
 /// A capacity provider in the RunTask strategy.
@@ -43,6 +44,9 @@ pub struct Config {
     pub relaunch: RelaunchPolicy,
     /// `IMMORTAL_STARTED_BY` (default `immortal-forwarder`).
     pub started_by: String,
+    /// `IMMORTAL_ON_FAILURE`: where records the policy does not relaunch go, as
+    /// destination records (else they stay for the parking queue).
+    pub on_failure: Option<Target>,
 }
 
 /// A setting that is missing or wrong.
@@ -180,7 +184,12 @@ impl Config {
                 "up to 128 letters, digits, -, _ and /",
             ));
         }
+        let on_failure = match value("IMMORTAL_ON_FAILURE") {
+            Some(text) => Some(Target::parse(&text).map_err(|why| invalid("IMMORTAL_ON_FAILURE", &text, &why))?),
+            None => None,
+        };
         Ok(Config {
+            on_failure,
             cluster: required("IMMORTAL_CLUSTER", "the ECS cluster to run the runner's tasks in")?,
             task_definition: required(
                 "IMMORTAL_TASK_DEFINITION",

@@ -3,7 +3,9 @@
 //! (and, after maxReceiveCount, parks it). Nothing is deleted that did not start a task.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use immortal_handler_sdk::destination::{DestinationRecord, OutcomeFacts, RunnerMarker};
 use immortal_handler_sdk::envelope::S3Location;
+use immortal_handler_sdk::outcome::{timestamp_now, Publisher, Target};
 use immortal_handler_sdk::record::{self, MessageAttribute, QueueMessage, Record};
 use immortal_handler_sdk::Envelope;
 
@@ -19,10 +21,17 @@ pub enum Decision {
         /// Its ARN.
         task_arn: String,
     },
-    /// The policy does not relaunch this kind of failure.
+    /// The policy does not relaunch this kind of failure; it stays for the parking queue.
     Declined {
         /// The failure class.
         class: &'static str,
+    },
+    /// Not relaunched, and passed on to `IMMORTAL_ON_FAILURE` as a destination record.
+    PassedOn {
+        /// The failure class.
+        class: &'static str,
+        /// Where it went.
+        destination: String,
     },
     /// Something went wrong; SQS will deliver the message again.
     Failed {
@@ -37,6 +46,7 @@ pub struct Forwarder {
     ecs: aws_sdk_ecs::Client,
     s3: aws_sdk_s3::Client,
     functions: QueueFunctions,
+    publisher: Publisher,
 }
 
 impl Forwarder {
@@ -44,6 +54,7 @@ impl Forwarder {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Self {
         let functions = QueueFunctions::new(config.function_map.clone(), aws_sdk_sqs::Client::new(sdk));
         Forwarder {
+            publisher: Publisher::new(sdk, config.payload_bucket.clone()),
             config,
             ecs: aws_sdk_ecs::Client::new(sdk),
             s3: immortal_handler_sdk::aws::s3_client(sdk),
@@ -58,7 +69,7 @@ impl Forwarder {
             let message = queue_message(message);
             let decision = self.forward(&message).await;
             let retry = match &decision {
-                Decision::Launched { .. } => false,
+                Decision::Launched { .. } | Decision::PassedOn { .. } => false,
                 // Left for the parking queue, where a person can see it.
                 Decision::Declined { .. } => true,
                 Decision::Failed { .. } => true,
@@ -84,6 +95,9 @@ impl Forwarder {
             Decision::Declined { class } => {
                 tracing::warn!(message_id = %message.message_id, request_id, function, decision = "declined", class, "not relaunched by IMMORTAL_RELAUNCH; left for the parking queue")
             }
+            Decision::PassedOn { class, destination } => {
+                tracing::warn!(message_id = %message.message_id, request_id, function, decision = "passed-on", class, destination = %destination, "not relaunched by IMMORTAL_RELAUNCH; sent to IMMORTAL_ON_FAILURE")
+            }
             Decision::Failed { reason } => {
                 tracing::error!(message_id = %message.message_id, request_id, function, decision = "failed", reason = %reason, "record not forwarded; SQS will deliver it again")
             }
@@ -94,6 +108,12 @@ impl Forwarder {
     async fn decide(&self, message: &QueueMessage) -> (Decision, Option<String>, Option<String>) {
         let failed = |reason: String| Decision::Failed { reason };
         let record = match record::parse(message) {
+            Ok(Record::Destination(pointer)) if pointer.record_location().is_some() => {
+                match self.publisher.resolve(*pointer).await {
+                    Ok(full) => Record::Destination(Box::new(full)),
+                    Err(e) => return (failed(e), None, None),
+                }
+            }
             Ok(record) => record,
             Err(e) => return (failed(e.to_string()), None, None),
         };
@@ -110,7 +130,17 @@ impl Forwarder {
             },
         };
         if !self.config.relaunch.relaunches(class) {
-            return (Decision::Declined { class: class.name() }, request_id, function);
+            let decision = match &self.config.on_failure {
+                None => Decision::Declined { class: class.name() },
+                Some(target) => match self.pass_on(&record, message, function.as_deref(), target).await {
+                    Ok(()) => Decision::PassedOn {
+                        class: class.name(),
+                        destination: target.to_string(),
+                    },
+                    Err(reason) => failed(reason),
+                },
+            };
+            return (decision, request_id, function);
         }
         let envelope = match record.to_envelope(message, function.as_deref()) {
             Ok(envelope) => envelope,
@@ -132,6 +162,52 @@ impl Forwarder {
             Err(e) => failed(e.to_string()),
         };
         (decision, request_id, Some(label))
+    }
+
+    /// Sends a record the policy does not relaunch to `target`, as a destination record.
+    async fn pass_on(
+        &self,
+        record: &Record,
+        message: &QueueMessage,
+        function: Option<&str>,
+        target: &Target,
+    ) -> Result<(), String> {
+        let marker = RunnerMarker {
+            source: "forwarder".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            record_location: None,
+        };
+        let out = match record {
+            Record::Destination(lambda) => {
+                let mut out = (**lambda).clone();
+                out.immortal = Some(marker);
+                out
+            }
+            Record::DeadLetter(dead) => {
+                let envelope = record.to_envelope(message, function).map_err(|e| e.to_string())?;
+                let (error_type, error_message) = record.error();
+                let error = serde_json::json!({ "errorType": error_type, "errorMessage": error_message }).to_string();
+                let arn = envelope.context.invoked_function_arn.unwrap_or_default();
+                let mut out = DestinationRecord::outcome(OutcomeFacts {
+                    request_id: &dead.request_id,
+                    function_arn: &arn,
+                    executed_version: "$LATEST",
+                    invoke_count: 1,
+                    request_payload: &dead.event,
+                    success: false,
+                    response: error.as_bytes(),
+                    timestamp: timestamp_now(),
+                    marker: ("forwarder", env!("CARGO_PKG_VERSION")),
+                });
+                out.immortal = Some(marker);
+                out
+            }
+        };
+        self.publisher
+            .publish(target, &out)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Inline overrides when they fit, else the envelope stored in the payload bucket.

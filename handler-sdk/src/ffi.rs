@@ -243,8 +243,21 @@ mod export {
 /// `$init` is an expression producing a future of `Result<Handler, Error>`; it runs once,
 /// on the first invocation, like a bootstrap's initialisation.
 ///
-/// ```ignore
-/// immortal_handler_sdk::export_handler!(Thumbnail, Thumbnail::from_env());
+/// ```
+/// use immortal_handler_sdk::{Context, Error, Handler};
+///
+/// struct Echo;
+///
+/// impl Handler for Echo {
+///     type Event = serde_json::Value;
+///     type Response = serde_json::Value;
+///
+///     async fn handle(&self, event: serde_json::Value, _ctx: Context) -> Result<serde_json::Value, Error> {
+///         Ok(event)
+///     }
+/// }
+///
+/// immortal_handler_sdk::export_handler!(Echo, async { Ok::<_, Error>(Echo) });
 /// ```
 #[cfg(feature = "runtime")]
 #[macro_export]

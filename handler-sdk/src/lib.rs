@@ -21,6 +21,8 @@ pub mod handler;
 pub mod init_error;
 #[cfg(feature = "runtime")]
 pub mod logging;
+#[cfg(feature = "outcomes")]
+pub mod outcome;
 pub mod record;
 #[cfg(feature = "runtime")]
 pub mod runtime;

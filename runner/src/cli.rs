@@ -87,6 +87,19 @@ pub struct Cli {
     #[arg(long)]
     pub fetch_only: bool,
 
+    /// Where a success's destination record goes: an SQS queue URL or ARN, an SNS topic
+    /// ARN, or an EventBridge bus ARN.
+    #[arg(long, value_name = "DEST", env = "IMMORTAL_ON_SUCCESS", hide_env_values = true)]
+    pub on_success: Option<String>,
+
+    /// Where a failure's destination record (RetriesExhausted) goes; as --on-success.
+    #[arg(long, value_name = "DEST", env = "IMMORTAL_ON_FAILURE", hide_env_values = true)]
+    pub on_failure: Option<String>,
+
+    /// Where records too large for their destination are stored (sent as a pointer).
+    #[arg(long, value_name = "BUCKET", env = "IMMORTAL_PAYLOAD_BUCKET", hide_env_values = true)]
+    pub payload_bucket: Option<String>,
+
     /// Refuse code or layer zips that unpack to more than this many bytes.
     #[arg(long, value_name = "BYTES", default_value_t = LAMBDA_UNPACKED_LIMIT, env = "IMMORTAL_MAX_UNPACKED_SIZE", hide_env_values = true)]
     pub max_unpacked_size: u64,

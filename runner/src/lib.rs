@@ -23,6 +23,7 @@ pub mod invocation;
 pub mod invoke;
 pub mod logging;
 pub mod outcome;
+pub mod report;
 pub mod runtime_api;
 pub mod signals;
 
@@ -54,6 +55,11 @@ pub async fn run(cli: Cli, stop: StopSignal) -> Exit {
 }
 
 async fn run_once(cli: &Cli, stop: StopSignal) -> Result<Exit, RunnerError> {
+    let destinations = report::Destinations::parse(
+        cli.on_success.as_deref(),
+        cli.on_failure.as_deref(),
+        cli.payload_bucket.as_deref(),
+    )?;
     let envelope = if cli.fetch_only && cli.event.is_none() && cli.envelope.is_none() {
         Envelope::from_parts("{}", cli.context.as_deref().unwrap_or(""))
             .map_err(|e| RunnerError::Usage(e.to_string()))?
@@ -66,7 +72,7 @@ async fn run_once(cli: &Cli, stop: StopSignal) -> Result<Exit, RunnerError> {
         max_unpacked: cli.max_unpacked_size,
     };
     if let Some(lib) = &cli.lib {
-        return run_in_process(cli, lib, &envelope, stop).await;
+        return run_in_process(cli, lib, &envelope, &destinations, stop).await;
     }
     let prepared = match &cli.artifact {
         Some(path) => code::local(path, &code_options).await?,
@@ -88,9 +94,21 @@ async fn run_once(cli: &Cli, stop: StopSignal) -> Result<Exit, RunnerError> {
     };
     let invocation = Arc::new(Invocation::resolve(&envelope, &prepared.facts, &default_region()));
     let sink = open_sink(cli).await?;
-    let outcome = invoke::invoke(&prepared.layout, invocation, &options, sink.clone(), stop).await?;
+    let outcome = invoke::invoke(&prepared.layout, invocation.clone(), &options, sink.clone(), stop).await?;
     write_outcome(&sink, &outcome, cli).await?;
-    Ok(outcome.exit())
+    finish(&destinations, &invocation, &outcome).await
+}
+
+/// Reports the outcome to its destination and picks the exit code.
+async fn finish(
+    destinations: &report::Destinations,
+    invocation: &Invocation,
+    outcome: &Outcome,
+) -> Result<Exit, RunnerError> {
+    match report::deliver(destinations, invocation, outcome).await {
+        Ok(()) => Ok(outcome.exit()),
+        Err(exit) => Ok(exit),
+    }
 }
 
 /// `--lib`: the handler library in-process, with Lambda's environment set in this process.
@@ -98,6 +116,7 @@ async fn run_in_process(
     cli: &Cli,
     lib: &std::path::Path,
     envelope: &Envelope,
+    destinations: &report::Destinations,
     stop: StopSignal,
 ) -> Result<Exit, RunnerError> {
     let library = Arc::new(inproc::HandlerLibrary::load(lib)?);
@@ -139,7 +158,7 @@ async fn run_in_process(
     )
     .await;
     write_outcome(&sink, &outcome, cli).await?;
-    Ok(outcome.exit())
+    finish(destinations, &invocation, &outcome).await
 }
 
 /// The envelope from --envelope, or from --event and --context.

@@ -134,6 +134,23 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
         resource(template, "RunnerLogGroup")["Properties"]["RetentionInDays"],
         14
     );
+    let env = &task["ContainerDefinitions"][0]["Environment"];
+    let names: Vec<&str> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["IMMORTAL_ON_SUCCESS", "IMMORTAL_ON_FAILURE", "IMMORTAL_PAYLOAD_BUCKET"]
+    );
+    let on_success =
+        &resource(template, "ThumbnailLambdaEvConf")["Properties"]["DestinationConfig"]["OnSuccess"]["Destination"];
+    assert!(
+        on_success.to_string().contains("ThumbnailOutcomesQueue"),
+        "{on_success}"
+    );
     let payload = &resource(template, "PayloadBucket")["Properties"];
     assert_eq!(payload["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"], 14);
 }

@@ -173,6 +173,7 @@ async fn main() -> Result<()> {
     )
     .await;
     let cluster = Cluster::create(&sdk, "immortal-demo").await;
+    let outcomes = Queue::create(&sdk, "immortal-demo-thumbnail-outcomes", &[], &[]).await;
     stages.say(&format!(
         "created what serverless.yml declares: bucket {uploads}, function {FUNCTION} (from the thumbnail zip), its dead-letter queue tagged immortal:function (redrive to a parking queue), ECS cluster {} with task definition {}",
         cluster.name, cluster.task_definition
@@ -272,7 +273,9 @@ async fn main() -> Result<()> {
         .envs(&overrides)
         .envs(aws_env(&emulator.url))
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("IMMORTAL_CACHE_DIR", out_dir.join("task-cache"));
+        .env("IMMORTAL_CACHE_DIR", out_dir.join("task-cache"))
+        // From the task definition (serverless.yml): where the outcome record goes.
+        .env("IMMORTAL_ON_SUCCESS", &outcomes.url);
     let task = run(cmd)?;
     if task.code != Some(0) {
         bail!(
@@ -322,6 +325,32 @@ async fn main() -> Result<()> {
         "the thumbnail is not the frame ffmpeg -ss 29 gives"
     );
     stages.say(&format!("thumbnail at s3://{bucket}/{key} ({w}x{h}, {} bytes, frame at {}), saved to {}; its pixels equal ffmpeg -ss 29's frame", png.len(), written["position"], saved.display()));
+    let received = outcomes.receive(1, 2).await;
+    let record: Value = serde_json::from_str(
+        received
+            .first()
+            .and_then(|m| m.body())
+            .context("no outcome record arrived")?,
+    )?;
+    ensure!(
+        record["requestContext"]["requestId"] == request_id.as_str(),
+        "the record names another request"
+    );
+    let mut shown = record.clone();
+    shown["requestPayload"] = json!("(the S3 event, unchanged)");
+    stages.say(&format!(
+        "the success record on {} (Lambda's destination format):",
+        outcomes.url
+    ));
+    let pretty = serde_json::to_string_pretty(&shown)?;
+    println!(
+        "{}",
+        pretty
+            .lines()
+            .map(|l| format!("         {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     println!(
         "\nrequest {request_id}: timed out in Lambda, finished in the runner. Account {ACCOUNT}, region {REGION}."
     );

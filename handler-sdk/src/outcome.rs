@@ -1,0 +1,341 @@
+//! Publishing destination records (OnSuccess / OnFailure) to SQS, SNS or EventBridge,
+//! with records too large for their destination stored in S3 and sent as a pointer.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+
+use crate::aws::describe_error;
+use crate::destination::DestinationRecord;
+use crate::envelope::S3Location;
+
+/// SNS's message limit, and EventBridge's entry limit.
+pub const SNS_LIMIT: usize = 262_144;
+/// EventBridge PutEvents entry limit.
+pub const EVENTBRIDGE_LIMIT: usize = 262_144;
+/// The SQS message attribute that marks records from immortal.
+pub const SOURCE_ATTRIBUTE: &str = "immortal-source";
+
+/// Where a record goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An SQS queue, by URL or ARN.
+    Sqs(String),
+    /// An SNS topic ARN.
+    Sns(String),
+    /// An EventBridge bus ARN.
+    EventBridge(String),
+}
+
+impl Target {
+    /// Parses a queue URL, a queue ARN, a topic ARN or an event bus ARN.
+    pub fn parse(text: &str) -> Result<Target, String> {
+        let text = text.trim();
+        if text.starts_with("https://") || text.starts_with("http://") {
+            return Ok(Target::Sqs(text.to_owned()));
+        }
+        match text.split(':').nth(2) {
+            Some("sqs") if text.starts_with("arn:") => Ok(Target::Sqs(text.to_owned())),
+            Some("sns") if text.starts_with("arn:") => Ok(Target::Sns(text.to_owned())),
+            Some("events") if text.starts_with("arn:") && text.contains(":event-bus/") => Ok(Target::EventBridge(text.to_owned())),
+            _ => Err(format!(
+                "`{text}` is not an SQS queue URL or ARN, an SNS topic ARN or an EventBridge bus ARN (arn:aws:events:REGION:ACCOUNT:event-bus/NAME)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Sqs(t) | Target::Sns(t) | Target::EventBridge(t) => f.write_str(t),
+        }
+    }
+}
+
+/// How a record was delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// As it is.
+    Inline,
+    /// As a pointer to the full record, stored here.
+    Pointer(S3Location),
+}
+
+/// Why a record was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// Too large for the destination and nowhere to store it.
+    #[error("the record is {size} bytes, over the {limit}-byte limit of {target}, and IMMORTAL_PAYLOAD_BUCKET is not set to store it")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+        /// The destination.
+        target: String,
+    },
+    /// The destination (or the payload bucket) refused or could not be reached.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Publishes records.
+pub struct Publisher {
+    sqs: aws_sdk_sqs::Client,
+    sns: aws_sdk_sns::Client,
+    events: aws_sdk_eventbridge::Client,
+    s3: aws_sdk_s3::Client,
+    payload_bucket: Option<String>,
+}
+
+impl Publisher {
+    /// A publisher with clients from `sdk`; `payload_bucket` stores records too large to send.
+    pub fn new(sdk: &aws_config::SdkConfig, payload_bucket: Option<String>) -> Self {
+        Publisher {
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            sns: aws_sdk_sns::Client::new(sdk),
+            events: aws_sdk_eventbridge::Client::new(sdk),
+            s3: crate::aws::s3_client(sdk),
+            payload_bucket,
+        }
+    }
+
+    /// Sends `record` to `target` (the SDK retries transient failures with backoff).
+    pub async fn publish(&self, target: &Target, record: &DestinationRecord) -> Result<Delivered, PublishError> {
+        let body = serde_json::to_string(record).expect("a record serializes");
+        let source = record
+            .immortal
+            .as_ref()
+            .map(|m| m.source.clone())
+            .unwrap_or_else(|| "immortal".into());
+        let limit = self.limit(target).await?;
+        let overhead = match target {
+            Target::Sqs(_) => SOURCE_ATTRIBUTE.len() + "String".len() + source.len(),
+            Target::Sns(_) => 0,
+            Target::EventBridge(_) => {
+                14 + "lambda".len() + detail_type(record).len() + record.request_context.function_arn.len()
+            }
+        };
+        let (body, delivered) = if body.len() + overhead <= limit {
+            (body, Delivered::Inline)
+        } else {
+            let at = self.store(record, &body, limit, target).await?;
+            (
+                serde_json::to_string(&record.pointer(&at.to_string())).expect("a record serializes"),
+                Delivered::Pointer(at),
+            )
+        };
+        let failed = |e: String| PublishError::Failed(format!("cannot send the record to {target}: {e}"));
+        match target {
+            Target::Sqs(queue) => {
+                let url = self.queue_url(queue).await.map_err(failed)?;
+                let marker = MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(&source)
+                    .build()
+                    .expect("complete");
+                self.sqs
+                    .send_message()
+                    .queue_url(url)
+                    .message_body(body)
+                    .message_attributes(SOURCE_ATTRIBUTE, marker)
+                    .send()
+                    .await
+                    .map_err(|e| failed(describe_error(&e)))?;
+            }
+            Target::Sns(topic) => {
+                let marker = aws_sdk_sns::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(&source)
+                    .build()
+                    .expect("complete");
+                self.sns
+                    .publish()
+                    .topic_arn(topic)
+                    .message(body)
+                    .message_attributes(SOURCE_ATTRIBUTE, marker)
+                    .send()
+                    .await
+                    .map_err(|e| failed(describe_error(&e)))?;
+            }
+            Target::EventBridge(bus) => {
+                // As Lambda sends destination records to EventBridge.
+                let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                    .event_bus_name(bus)
+                    .source("lambda")
+                    .detail_type(detail_type(record))
+                    .resources(&record.request_context.function_arn)
+                    .detail(body)
+                    .build();
+                let out = self
+                    .events
+                    .put_events()
+                    .entries(entry)
+                    .send()
+                    .await
+                    .map_err(|e| failed(describe_error(&e)))?;
+                if out.failed_entry_count > 0 {
+                    let reason = out
+                        .entries()
+                        .first()
+                        .and_then(|e| e.error_message())
+                        .unwrap_or("unknown")
+                        .to_owned();
+                    return Err(failed(reason));
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// The destination's size limit (a queue's own MaximumMessageSize).
+    async fn limit(&self, target: &Target) -> Result<usize, PublishError> {
+        match target {
+            Target::Sns(_) => Ok(SNS_LIMIT),
+            Target::EventBridge(_) => Ok(EVENTBRIDGE_LIMIT),
+            Target::Sqs(queue) => {
+                let failed = |e: String| PublishError::Failed(format!("cannot read the size limit of {target}: {e}"));
+                let url = self.queue_url(queue).await.map_err(failed)?;
+                let out = self
+                    .sqs
+                    .get_queue_attributes()
+                    .queue_url(url)
+                    .attribute_names(QueueAttributeName::MaximumMessageSize)
+                    .send()
+                    .await
+                    .map_err(|e| failed(describe_error(&e)))?;
+                Ok(out
+                    .attributes
+                    .and_then(|a| {
+                        a.get(&QueueAttributeName::MaximumMessageSize)
+                            .and_then(|v| v.parse().ok())
+                    })
+                    .unwrap_or(262_144))
+            }
+        }
+    }
+
+    async fn queue_url(&self, queue: &str) -> Result<String, String> {
+        if !queue.starts_with("arn:") {
+            return Ok(queue.to_owned());
+        }
+        let parts: Vec<&str> = queue.split(':').collect();
+        let [_, _, "sqs", _, account, name] = parts.as_slice() else {
+            return Err(format!("`{queue}` is not an SQS queue ARN"));
+        };
+        self.sqs
+            .get_queue_url()
+            .queue_name(*name)
+            .queue_owner_aws_account_id(*account)
+            .send()
+            .await
+            .map_err(|e| describe_error(&e))?
+            .queue_url
+            .ok_or_else(|| format!("no URL for {queue}"))
+    }
+
+    async fn store(
+        &self,
+        record: &DestinationRecord,
+        body: &str,
+        limit: usize,
+        target: &Target,
+    ) -> Result<S3Location, PublishError> {
+        let Some(bucket) = &self.payload_bucket else {
+            return Err(PublishError::TooLarge {
+                size: body.len(),
+                limit,
+                target: target.to_string(),
+            });
+        };
+        let key = format!(
+            "outcomes/{}/{}-{}.json",
+            record.request_context.request_id,
+            record.request_context.condition,
+            record.timestamp.replace(':', "-")
+        );
+        let at = S3Location {
+            bucket: bucket.clone(),
+            key,
+        };
+        self.s3
+            .put_object()
+            .bucket(&at.bucket)
+            .key(&at.key)
+            .content_type("application/json")
+            .body(body.as_bytes().to_vec().into())
+            .send()
+            .await
+            .map_err(|e| PublishError::Failed(format!("cannot store the record at {at}: {}", describe_error(&e))))?;
+        Ok(at)
+    }
+
+    /// The full record behind a pointer record (unchanged when it is not one).
+    pub async fn resolve(&self, record: DestinationRecord) -> Result<DestinationRecord, String> {
+        let Some(location) = record.record_location() else {
+            return Ok(record);
+        };
+        let at = S3Location::parse(location).map_err(|e| e.to_string())?;
+        let object = self
+            .s3
+            .get_object()
+            .bucket(&at.bucket)
+            .key(&at.key)
+            .send()
+            .await
+            .map_err(|e| format!("cannot read the full record at {at}: {}", describe_error(&e)))?;
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| format!("cannot read the full record at {at}: {e}"))?
+            .into_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| format!("the record at {at} is not a destination record: {e}"))
+    }
+}
+
+/// EventBridge's detail-type for Lambda destination records.
+fn detail_type(record: &DestinationRecord) -> &'static str {
+    if record.request_context.condition == crate::destination::SUCCESS {
+        "Lambda Function Invocation Result - Success"
+    } else {
+        "Lambda Function Invocation Result - Failure"
+    }
+}
+
+/// Now, as RFC 3339 with milliseconds (`2026-11-22T10:00:00.123Z`), as Lambda writes it.
+pub fn timestamp_now() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = aws_smithy_types::DateTime::from_secs(now.as_secs() as i64)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into());
+    format!("{}.{:03}Z", seconds.trim_end_matches('Z'), now.subsec_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            Target::parse("https://sqs.us-east-1.amazonaws.com/1/q").unwrap(),
+            Target::Sqs("https://sqs.us-east-1.amazonaws.com/1/q".into())
+        );
+        assert!(matches!(Target::parse("arn:aws:sqs:us-east-1:1:q"), Ok(Target::Sqs(_))));
+        assert!(matches!(Target::parse("arn:aws:sns:us-east-1:1:t"), Ok(Target::Sns(_))));
+        assert!(matches!(
+            Target::parse("arn:aws:events:us-east-1:1:event-bus/default"),
+            Ok(Target::EventBridge(_))
+        ));
+        assert!(Target::parse("arn:aws:s3:::bucket").is_err());
+    }
+
+    #[test]
+    fn timestamps_have_milliseconds() {
+        let t = timestamp_now();
+        assert_eq!(t.len(), "2026-11-22T10:00:00.123Z".len(), "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[19] == b'.', "{t}");
+    }
+}

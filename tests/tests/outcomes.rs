@@ -1,0 +1,290 @@
+//! Every run reports its outcome durably, in Lambda's destination-record format.
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use immortal_handler_sdk::destination::DestinationRecord;
+use immortal_handler_sdk::record::{self, FailureClass, QueueMessage};
+use immortal_tests::ecs::{task_env, Cluster};
+use immortal_tests::emulator::Emulator;
+use immortal_tests::lambda::uuid_like;
+use immortal_tests::queue::Queue;
+use immortal_tests::runner::{fixture, lambda_zip, Ran, RunnerCmd};
+use serde_json::{json, Value};
+
+async fn run(cmd: RunnerCmd) -> Ran {
+    tokio::task::spawn_blocking(move || cmd.run()).await.unwrap()
+}
+
+fn runner(bootstrap: &str, event: &Value, context: &Value) -> RunnerCmd {
+    RunnerCmd::new().envs(Emulator::shared().env()).args([
+        "--artifact".as_ref(),
+        fixture(bootstrap).as_os_str(),
+        "--event".as_ref(),
+        event.to_string().as_ref(),
+        "--context".as_ref(),
+        context.to_string().as_ref(),
+    ])
+}
+
+async fn queue(name: &str, attributes: &[(QueueAttributeName, &str)]) -> Queue {
+    let sdk = Emulator::shared().sdk_config().await;
+    Queue::create(&sdk, &format!("{name}-{}", uuid_like()), &[], attributes).await
+}
+
+/// The one message on `queue`, as a destination record, with its message attributes.
+async fn only_record(queue: &Queue) -> (Value, aws_sdk_sqs::types::Message) {
+    let messages = queue.receive(10, 2).await;
+    assert_eq!(messages.len(), 1, "exactly one record");
+    let body: Value = serde_json::from_str(messages[0].body().unwrap()).unwrap();
+    (body, messages[0].clone())
+}
+
+fn overflow_context(request_id: &str) -> Value {
+    json!({"request_id": request_id, "invoked_function_arn": "arn:aws:lambda:us-east-1:123456789012:function:echo",
+           "overflow": {"attempt": 2, "error_type": "Sandbox.Timedout", "error_message": "Task timed out after 3.00 seconds", "source": "dlq"}})
+}
+
+#[tokio::test]
+async fn a_successful_overflow_run_puts_one_success_record_with_the_exact_payloads() {
+    let success = queue("success", &[]).await;
+    let event = json!({"video": "a.mp4", "n": [1, 2.5], "nested": {"ü": "✓"}});
+    let ran = run(runner("echo", &event, &overflow_context("req-ok")).env("IMMORTAL_ON_SUCCESS", &success.url)).await;
+    ran.expect_code(0);
+    let (record, message) = only_record(&success).await;
+    assert_eq!(record["version"], "1.0");
+    assert_eq!(record["requestContext"]["requestId"], "req-ok");
+    assert_eq!(
+        record["requestContext"]["functionArn"],
+        "arn:aws:lambda:us-east-1:123456789012:function:echo:$LATEST"
+    );
+    assert_eq!(record["requestContext"]["condition"], "Success");
+    assert_eq!(
+        record["requestContext"]["approximateInvokeCount"], 2,
+        "Lambda's attempts plus this one"
+    );
+    assert_eq!(record["requestPayload"], event, "the original event");
+    assert_eq!(record["responsePayload"], ran.json(), "the function's response");
+    assert_eq!(
+        record["responseContext"],
+        json!({"statusCode": 200, "executedVersion": "$LATEST"})
+    );
+    assert_eq!(record["immortal"]["source"], "runner");
+    let attributes = message.message_attributes.unwrap();
+    assert_eq!(attributes["immortal-source"].string_value(), Some("runner"));
+    let typed: DestinationRecord = serde_json::from_value(record).unwrap();
+    assert_eq!(typed.request_context.request_id, "req-ok");
+    assert!(ran.stderr.contains("outcome record delivered"), "{}", ran.stderr);
+}
+
+#[tokio::test]
+async fn a_failing_run_puts_one_retries_exhausted_record_with_the_error_json() {
+    let (success, failure) = (queue("success", &[]).await, queue("failure", &[]).await);
+    let ran = run(
+        runner("fail", &json!({"reason": "disk full"}), &overflow_context("req-fail"))
+            .env("IMMORTAL_ON_SUCCESS", &success.url)
+            .env("IMMORTAL_ON_FAILURE", &failure.arn),
+    )
+    .await;
+    ran.expect_code(1);
+    let (record, _) = only_record(&failure).await;
+    assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(record["responseContext"]["functionError"], "Unhandled");
+    assert_eq!(
+        record["responsePayload"],
+        json!({"errorType": "Fixture.Failed", "errorMessage": "disk full"})
+    );
+    assert_eq!(success.depth().await, 0, "nothing on the success queue");
+}
+
+#[tokio::test]
+async fn a_record_larger_than_the_queue_allows_arrives_as_a_pointer_to_the_full_record() {
+    let small = queue("small", &[(QueueAttributeName::MaximumMessageSize, "1024")]).await;
+    let sdk = Emulator::shared().sdk_config().await;
+    let s3 = immortal_handler_sdk::aws::s3_client(&sdk);
+    let bucket = format!("payloads-{}", uuid_like());
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let event = json!({"blob": "x".repeat(3000)});
+    let ran = run(runner("echo", &event, &overflow_context("req-big"))
+        .env("IMMORTAL_ON_SUCCESS", &small.url)
+        .env("IMMORTAL_PAYLOAD_BUCKET", &bucket))
+    .await;
+    ran.expect_code(0);
+    let (pointer, _) = only_record(&small).await;
+    let location = pointer["immortal"]["recordLocation"]
+        .as_str()
+        .expect("a pointer")
+        .to_owned();
+    assert!(
+        location.starts_with(&format!("s3://{bucket}/outcomes/req-big/Success-")),
+        "{location}"
+    );
+    assert_eq!(pointer["requestContext"]["requestId"], "req-big");
+    let key = location.trim_start_matches(&format!("s3://{bucket}/"));
+    let full = s3
+        .get_object()
+        .bucket(&bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .to_vec();
+    let full: Value = serde_json::from_slice(&full).unwrap();
+    assert_eq!(full["requestPayload"], event);
+    assert_eq!(full["responsePayload"], ran.json());
+}
+
+#[tokio::test]
+async fn an_unreachable_destination_gives_exit_6_and_the_full_record_in_the_log() {
+    let event = json!({"keep": "me"});
+    let ran = run(runner("echo", &event, &overflow_context("req-lost"))
+        .env(
+            "IMMORTAL_ON_SUCCESS",
+            "https://sqs.us-east-1.amazonaws.com/123456789012/outcomes",
+        )
+        .env("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:1")
+        .env("AWS_MAX_ATTEMPTS", "2"))
+    .await;
+    ran.expect_code(6);
+    let line = ran
+        .stderr
+        .lines()
+        .find(|l| l.contains("could not be delivered"))
+        .expect("an error line");
+    let logged: Value = serde_json::from_str(line).unwrap();
+    let record: Value = serde_json::from_str(logged["record"].as_str().unwrap()).unwrap();
+    assert_eq!(record["requestContext"]["requestId"], "req-lost");
+    assert_eq!(record["requestPayload"], event);
+    assert_eq!(record["responsePayload"], ran.json(), "the response is in the record");
+}
+
+#[tokio::test]
+async fn records_reach_sns_subscribers_and_parse_with_the_forwarders_parser() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let topic = sns
+        .create_topic()
+        .name(format!("outcomes-{}", uuid_like()))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
+    let subscriber = queue("subscriber", &[]).await;
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(&subscriber.arn)
+        .send()
+        .await
+        .unwrap();
+    let ran = run(
+        runner("fail", &json!({"reason": "bad frame"}), &overflow_context("req-sns"))
+            .env("IMMORTAL_ON_FAILURE", &topic),
+    )
+    .await;
+    ran.expect_code(1);
+    let messages = subscriber.receive(10, 2).await;
+    assert_eq!(messages.len(), 1);
+    let message = QueueMessage {
+        message_id: "m".into(),
+        body: messages[0].body().unwrap().to_owned(),
+        ..Default::default()
+    };
+    let parsed = record::parse(&message).expect("the SNS-wrapped record parses");
+    assert_eq!(parsed.request_id(), "req-sns");
+    assert_eq!(
+        parsed.class(),
+        FailureClass::Redriven,
+        "a runner's record put back on the queue is relaunched"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_runs_record_redriven_by_a_person_is_relaunched_by_the_forwarder() {
+    let failure = queue("failure", &[]).await;
+    let event = json!({"try": "again"});
+    run(runner("fail", &event, &overflow_context("req-redrive")).env("IMMORTAL_ON_FAILURE", &failure.url))
+        .await
+        .expect_code(1);
+    let (record, _) = only_record(&failure).await;
+
+    // A person moves it onto the overflow queue.
+    let sdk = Emulator::shared().sdk_config().await;
+    let cluster = Cluster::create(&sdk, &format!("c-{}", uuid_like())).await;
+    let overflow = queue("overflow", &[]).await;
+    overflow.send(&record.to_string()).await;
+    let messages = overflow.receive(10, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let forwarder = lambda_zip("dlq-forwarder", dir.path());
+    let ran = run(RunnerCmd::new()
+        .envs(Emulator::shared().env())
+        .envs(cluster.forwarder_env())
+        .args([
+            "--artifact".as_ref(),
+            forwarder.as_os_str(),
+            "--event".as_ref(),
+            overflow.lambda_event(&messages).to_string().as_ref(),
+        ]))
+    .await;
+    assert_eq!(ran.json(), json!({"batchItemFailures": []}), "{}", ran.stderr);
+    let tasks = cluster.tasks().await;
+    assert_eq!(tasks.len(), 1);
+    let env = task_env(&tasks[0]);
+    assert_eq!(serde_json::from_str::<Value>(&env["IMMORTAL_EVENT"]).unwrap(), event);
+    let context: Value = serde_json::from_str(&env["IMMORTAL_CONTEXT"]).unwrap();
+    assert_eq!(context["request_id"], "req-redrive");
+    assert_eq!(context["overflow"]["source"], "manual");
+    assert_eq!(context["overflow"]["attempt"], 3);
+}
+
+#[tokio::test]
+async fn the_forwarder_passes_records_it_will_not_relaunch_to_on_failure() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let cluster = Cluster::create(&sdk, &format!("c-{}", uuid_like())).await;
+    let dlq = Queue::create(
+        &sdk,
+        &format!("dlq-{}", uuid_like()),
+        &[("immortal:function", "thumbnail")],
+        &[],
+    )
+    .await;
+    let watched = queue("watched", &[]).await;
+    dlq.send_dead_letter(r#"{"k":"v"}"#, "req-declined", "Cannot read properties of undefined")
+        .await;
+    let messages = dlq.receive(10, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let forwarder = lambda_zip("dlq-forwarder", dir.path());
+    let ran = run(RunnerCmd::new()
+        .envs(Emulator::shared().env())
+        .envs(cluster.forwarder_env())
+        .env("IMMORTAL_ON_FAILURE", &watched.url)
+        .args([
+            "--artifact".as_ref(),
+            forwarder.as_os_str(),
+            "--event".as_ref(),
+            dlq.lambda_event(&messages).to_string().as_ref(),
+        ]))
+    .await;
+    assert_eq!(
+        ran.json(),
+        json!({"batchItemFailures": []}),
+        "passed on, so it may leave the queue: {}",
+        ran.stderr
+    );
+    assert!(cluster.tasks().await.is_empty(), "not relaunched");
+    let (record, _) = only_record(&watched).await;
+    assert_eq!(record["requestContext"]["requestId"], "req-declined");
+    assert_eq!(
+        record["requestContext"]["functionArn"],
+        "arn:aws:lambda:us-east-1:123456789012:function:thumbnail:$LATEST"
+    );
+    assert_eq!(record["requestPayload"], json!({"k": "v"}));
+    assert_eq!(
+        record["responsePayload"]["errorMessage"],
+        "Cannot read properties of undefined"
+    );
+    assert_eq!(record["immortal"]["source"], "forwarder");
+}
