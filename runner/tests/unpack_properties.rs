@@ -16,7 +16,12 @@ enum Entry {
 }
 
 fn segment() -> impl Strategy<Value = String> {
-    prop_oneof![Just("..".to_owned()), Just(".".to_owned()), Just(String::new()), "[a-c]{1,2}".prop_map(|s| s)]
+    prop_oneof![
+        Just("..".to_owned()),
+        Just(".".to_owned()),
+        Just(String::new()),
+        "[a-c]{1,2}".prop_map(|s| s)
+    ]
 }
 
 fn path() -> impl Strategy<Value = String> {

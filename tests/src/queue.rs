@@ -144,18 +144,42 @@ impl Queue {
                     .collect()
             })
             .unwrap_or_default();
-        for m in messages {
-            if !failed.contains(m.message_id.as_ref().unwrap()) {
-                self.sqs
-                    .delete_message()
-                    .queue_url(&self.url)
-                    .receipt_handle(m.receipt_handle.clone().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
+        let done: Vec<_> = messages
+            .iter()
+            .filter(|m| !failed.contains(m.message_id.as_ref().unwrap()))
+            .collect();
+        if !done.is_empty() {
+            let mut delete = self.sqs.delete_message_batch().queue_url(&self.url);
+            for (i, m) in done.iter().enumerate() {
+                delete = delete.entries(
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(m.receipt_handle.clone().unwrap())
+                        .build()
+                        .unwrap(),
+                );
             }
+            let out = delete.send().await.expect("delete batch");
+            assert!(out.failed.is_empty(), "deletes failed: {:?}", out.failed);
         }
         failed
+    }
+
+    /// Makes the `failed` ones among `messages` visible again at once.
+    pub async fn release(&self, messages: &[Message], failed: &[String]) {
+        for m in messages
+            .iter()
+            .filter(|m| failed.contains(m.message_id.as_ref().unwrap()))
+        {
+            let _ = self
+                .sqs
+                .change_message_visibility()
+                .queue_url(&self.url)
+                .receipt_handle(m.receipt_handle.clone().unwrap())
+                .visibility_timeout(0)
+                .send()
+                .await;
+        }
     }
 
     /// Visible plus in-flight messages.

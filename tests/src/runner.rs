@@ -251,3 +251,18 @@ pub fn lambda_zip(binary: &str, dir: &Path) -> PathBuf {
     crate::zips::bootstrap_zip(&workspace_artifact(binary), &zip);
     zip
 }
+
+/// A workspace binary packaged as a Lambda zip once per test process (zipping a debug
+/// binary takes a while), and a code cache shared by every run of this process (the
+/// cache is safe for concurrent runners by design).
+pub fn shared_lambda_zip(binary: &str) -> (PathBuf, PathBuf) {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static ZIPS: OnceLock<std::sync::Mutex<std::collections::BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path();
+    let mut zips = ZIPS.get_or_init(Default::default).lock().unwrap();
+    let zip = zips
+        .entry(binary.to_owned())
+        .or_insert_with(|| lambda_zip(binary, dir))
+        .clone();
+    (zip, dir.join("cache"))
+}

@@ -24,6 +24,8 @@ pub struct Seen {
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Seen {
@@ -33,6 +35,11 @@ impl Seen {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (AWS JSON-protocol requests).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
     }
 
     /// The AWS JSON-protocol operation (`X-Amz-Target: Service.Operation`), if any.
@@ -67,6 +74,8 @@ pub enum Reply {
     },
     /// Wait, then answer.
     Delayed(Duration, Box<Reply>),
+    /// Pass the request on, then show `observe` the upstream's status and body.
+    ForwardThen(Box<dyn FnOnce(u16, &Bytes) + Send>),
 }
 
 impl Reply {
@@ -192,6 +201,7 @@ async fn serve(
             })
             .collect(),
         body,
+        at: std::time::Instant::now(),
     };
     log.lock().unwrap().push(seen.clone());
     let mut reply = handler(&seen);
@@ -202,13 +212,12 @@ async fn serve(
                 reply = *inner;
             }
             Reply::Forward => {
-                return forward(
-                    &seen,
-                    parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-                    upstream,
-                    client,
-                )
-                .await
+                let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                return forward(&seen, path, upstream, client, None).await;
+            }
+            Reply::ForwardThen(observe) => {
+                let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                return forward(&seen, path, upstream, client, Some(observe)).await;
             }
             Reply::Full { status, headers, body } => return response(status, &headers, full(body)),
             Reply::Cut {
@@ -250,6 +259,7 @@ async fn forward(
     path_and_query: &str,
     upstream: Option<&str>,
     client: &reqwest::Client,
+    observe: Option<Box<dyn FnOnce(u16, &Bytes) + Send>>,
 ) -> hyper::Response<Body> {
     let Some(upstream) = upstream else {
         return response(502, &[], full(Bytes::from_static(b"no upstream configured")));
@@ -278,6 +288,9 @@ async fn forward(
                 })
                 .collect();
             let body = res.bytes().await.unwrap_or_default();
+            if let Some(observe) = observe {
+                observe(status, &body);
+            }
             response(status, &headers, full(body))
         }
         Err(e) => response(502, &[], full(Bytes::from(e.to_string()))),
