@@ -75,7 +75,7 @@ pub enum Reply {
     /// Wait, then answer.
     Delayed(Duration, Box<Reply>),
     /// Pass the request on, then show `observe` the upstream's status and body.
-    ForwardThen(Box<dyn FnOnce(u16, &Bytes) + Send>),
+    ForwardThen(Observer),
 }
 
 impl Reply {
@@ -114,6 +114,9 @@ impl Reply {
 }
 
 type Handler = dyn Fn(&Seen) -> Reply + Send + Sync;
+
+/// Sees the upstream's status and body after a forwarded request.
+pub type Observer = Box<dyn FnOnce(u16, &Bytes) + Send>;
 
 /// A running test server.
 pub struct TestServer {
@@ -259,7 +262,7 @@ async fn forward(
     path_and_query: &str,
     upstream: Option<&str>,
     client: &reqwest::Client,
-    observe: Option<Box<dyn FnOnce(u16, &Bytes) + Send>>,
+    observe: Option<Observer>,
 ) -> hyper::Response<Body> {
     let Some(upstream) = upstream else {
         return response(502, &[], full(Bytes::from_static(b"no upstream configured")));
