@@ -305,7 +305,7 @@ async fn a_storm_of_1000_timeouts_with_20_percent_throttling_ends_with_exactly_o
     let (proxy, launched) = ecs_proxy(move |_| {
         let mut calls = calls.lock().unwrap();
         *calls += 1;
-        (*calls % 5 == 0).then(throttled)
+        calls.is_multiple_of(5).then(throttled)
     });
 
     // A poller per queue, as Lambda's event source mappings would run them. One attempt
