@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use immortal_handler_sdk::outcome::Target;
+use immortal_handler_sdk::queue_function::parse_function_map;
 use immortal_handler_sdk::record::RelaunchPolicy;
 
 /// A capacity provider in the RunTask strategy.
@@ -14,6 +15,26 @@ pub struct CapacityProvider {
     pub weight: i32,
     /// Tasks placed here first.
     pub base: i32,
+}
+
+/// How overflowed invocations become tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// One task per message, triggered by SQS (the default).
+    Task,
+    /// A few worker tasks (`runner --queue`) scaled on queue depth, triggered on a schedule.
+    Drain(DrainSettings),
+}
+
+/// The scaling mode's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainSettings {
+    /// `IMMORTAL_QUEUE_URL`: the overflow queue the workers drain.
+    pub queue_url: String,
+    /// `IMMORTAL_MAX_WORKERS` (default 10).
+    pub max_workers: u64,
+    /// `IMMORTAL_MESSAGES_PER_WORKER` (default 10): queue depth one worker is started for.
+    pub messages_per_worker: u64,
 }
 
 /// Everything the forwarder needs to start tasks.
@@ -47,6 +68,8 @@ pub struct Config {
     /// `IMMORTAL_ON_FAILURE`: where records the policy does not relaunch go, as
     /// destination records (else they stay for the parking queue).
     pub on_failure: Option<Target>,
+    /// `IMMORTAL_MODE`: `task` (default) or `drain`.
+    pub mode: Mode,
 }
 
 /// A setting that is missing or wrong.
@@ -149,25 +172,9 @@ impl Config {
                 base: number(2, 0)?,
             });
         }
-        let mut function_map = BTreeMap::new();
-        for pair in value("IMMORTAL_FUNCTION_MAP")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            let (queue, function) = pair
-                .split_once('=')
-                .filter(|(q, f)| q.starts_with("arn:") && !f.is_empty())
-                .ok_or_else(|| {
-                    invalid(
-                        "IMMORTAL_FUNCTION_MAP",
-                        pair,
-                        "use queueArn=function, e.g. arn:aws:sqs:us-east-1:123456789012:thumbnail-dlq=thumbnail",
-                    )
-                })?;
-            function_map.insert(queue.to_owned(), function.to_owned());
-        }
+        let map_text = value("IMMORTAL_FUNCTION_MAP").unwrap_or_default();
+        let function_map =
+            parse_function_map(&map_text).map_err(|why| invalid("IMMORTAL_FUNCTION_MAP", &map_text, &why))?;
         let relaunch = match value("IMMORTAL_RELAUNCH") {
             Some(text) => RelaunchPolicy::parse(&text).map_err(|why| invalid("IMMORTAL_RELAUNCH", &text, &why))?,
             None => RelaunchPolicy::default(),
@@ -188,7 +195,34 @@ impl Config {
             Some(text) => Some(Target::parse(&text).map_err(|why| invalid("IMMORTAL_ON_FAILURE", &text, &why))?),
             None => None,
         };
+        let count = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match value(name) {
+                None => Ok(default),
+                Some(text) => text
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid(name, &text, "a whole number above 0")),
+            }
+        };
+        let mode = match value("IMMORTAL_MODE")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("task") => Mode::Task,
+            Some("drain") => Mode::Drain(DrainSettings {
+                queue_url: required(
+                    "IMMORTAL_QUEUE_URL",
+                    "the overflow queue the drain workers read (IMMORTAL_MODE=drain)",
+                )?,
+                max_workers: count("IMMORTAL_MAX_WORKERS", 10)?,
+                messages_per_worker: count("IMMORTAL_MESSAGES_PER_WORKER", 10)?,
+            }),
+            Some(other) => return Err(invalid("IMMORTAL_MODE", other, "use task or drain")),
+        };
         Ok(Config {
+            mode,
             on_failure,
             cluster: required("IMMORTAL_CLUSTER", "the ECS cluster to run the runner's tasks in")?,
             task_definition: required(
@@ -255,6 +289,24 @@ pub(crate) mod tests {
             let err = load(&vars).unwrap_err().to_string();
             assert!(err.starts_with(&format!("{name} is not set")), "{err}");
         }
+    }
+
+    #[test]
+    fn drain_mode_needs_its_queue() {
+        let mut vars = minimal();
+        vars.insert("IMMORTAL_MODE", "drain");
+        assert!(load(&vars)
+            .unwrap_err()
+            .to_string()
+            .starts_with("IMMORTAL_QUEUE_URL is not set"));
+        vars.insert("IMMORTAL_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/q");
+        vars.insert("IMMORTAL_MAX_WORKERS", "3");
+        let Mode::Drain(drain) = load(&vars).unwrap().mode else {
+            panic!("drain mode")
+        };
+        assert_eq!((drain.max_workers, drain.messages_per_worker), (3, 10));
+        vars.insert("IMMORTAL_MAX_WORKERS", "0");
+        assert!(load(&vars).is_err());
     }
 
     #[test]

@@ -3,15 +3,13 @@
 //! (and, after maxReceiveCount, parks it). Nothing is deleted that did not start a task.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use immortal_handler_sdk::destination::{DestinationRecord, OutcomeFacts, RunnerMarker};
 use immortal_handler_sdk::envelope::S3Location;
-use immortal_handler_sdk::outcome::{timestamp_now, Publisher, Target};
-use immortal_handler_sdk::record::{self, MessageAttribute, QueueMessage, Record};
+use immortal_handler_sdk::record::{MessageAttribute, QueueMessage};
+use immortal_handler_sdk::triage::{Triage, Verdict};
 use immortal_handler_sdk::Envelope;
 
 use crate::config::Config;
 use crate::launch::{self, Carrier, TaskRequest};
-use crate::queue_function::QueueFunctions;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,20 +43,25 @@ pub struct Forwarder {
     config: Config,
     ecs: aws_sdk_ecs::Client,
     s3: aws_sdk_s3::Client,
-    functions: QueueFunctions,
-    publisher: Publisher,
+    triage: Triage,
 }
 
 impl Forwarder {
     /// A forwarder with clients made from `sdk`.
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Self {
-        let functions = QueueFunctions::new(config.function_map.clone(), aws_sdk_sqs::Client::new(sdk));
+        let triage = Triage::new(
+            sdk,
+            config.function_map.clone(),
+            config.relaunch.clone(),
+            config.on_failure.clone(),
+            config.payload_bucket.clone(),
+            "forwarder",
+        );
         Forwarder {
-            publisher: Publisher::new(sdk, config.payload_bucket.clone()),
             config,
             ecs: aws_sdk_ecs::Client::new(sdk),
             s3: immortal_handler_sdk::aws::s3_client(sdk),
-            functions,
+            triage,
         }
     }
 
@@ -106,108 +109,32 @@ impl Forwarder {
     }
 
     async fn decide(&self, message: &QueueMessage) -> (Decision, Option<String>, Option<String>) {
-        let failed = |reason: String| Decision::Failed { reason };
-        let record = match record::parse(message) {
-            Ok(Record::Destination(pointer)) if pointer.record_location().is_some() => {
-                match self.publisher.resolve(*pointer).await {
-                    Ok(full) => Record::Destination(Box::new(full)),
-                    Err(e) => return (failed(e), None, None),
-                }
+        let triaged = self.triage.triage(message).await;
+        let (request_id, function) = (triaged.request_id, triaged.function);
+        let envelope = match triaged.verdict {
+            Verdict::Relaunch(envelope) => envelope,
+            Verdict::Declined { class } => return (Decision::Declined { class }, request_id, function),
+            Verdict::PassedOn { class, destination } => {
+                return (Decision::PassedOn { class, destination }, request_id, function)
             }
-            Ok(record) => record,
-            Err(e) => return (failed(e.to_string()), None, None),
-        };
-        let request_id = Some(record.request_id().to_owned());
-        let class = record.class();
-        let function = match &record {
-            Record::Destination(_) => record.function_arn().map(str::to_owned),
-            Record::DeadLetter(_) => match message.queue_arn.as_deref() {
-                Some(queue) => match self.functions.function_for(queue).await {
-                    Ok(function) => function,
-                    Err(reason) => return (failed(reason), request_id, None),
-                },
-                None => None,
-            },
-        };
-        if !self.config.relaunch.relaunches(class) {
-            let decision = match &self.config.on_failure {
-                None => Decision::Declined { class: class.name() },
-                Some(target) => match self.pass_on(&record, message, function.as_deref(), target).await {
-                    Ok(()) => Decision::PassedOn {
-                        class: class.name(),
-                        destination: target.to_string(),
-                    },
-                    Err(reason) => failed(reason),
-                },
-            };
-            return (decision, request_id, function);
-        }
-        let envelope = match record.to_envelope(message, function.as_deref()) {
-            Ok(envelope) => envelope,
-            Err(e) => return (failed(e.to_string()), request_id, function),
+            Verdict::Failed { reason } => return (Decision::Failed { reason }, request_id, function),
         };
         let carrier = match self.carrier(&envelope, &message.message_id).await {
             Ok(carrier) => carrier,
-            Err(reason) => return (failed(reason), request_id, function),
+            Err(reason) => return (Decision::Failed { reason }, request_id, function),
         };
-        let label = envelope.context.invoked_function_arn.clone().unwrap_or_default();
+        let label = function.clone().unwrap_or_default();
         let request = TaskRequest {
             environment: carrier.environment(),
             token: launch::client_token(&message.message_id),
-            request_id: record.request_id(),
+            request_id: request_id.as_deref().unwrap_or_default(),
             function: &label,
         };
         let decision = match launch::run_task(&self.ecs, &self.config, &request).await {
             Ok(task_arn) => Decision::Launched { task_arn },
-            Err(e) => failed(e.to_string()),
+            Err(e) => Decision::Failed { reason: e.to_string() },
         };
-        (decision, request_id, Some(label))
-    }
-
-    /// Sends a record the policy does not relaunch to `target`, as a destination record.
-    async fn pass_on(
-        &self,
-        record: &Record,
-        message: &QueueMessage,
-        function: Option<&str>,
-        target: &Target,
-    ) -> Result<(), String> {
-        let marker = RunnerMarker {
-            source: "forwarder".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            record_location: None,
-        };
-        let out = match record {
-            Record::Destination(lambda) => {
-                let mut out = (**lambda).clone();
-                out.immortal = Some(marker);
-                out
-            }
-            Record::DeadLetter(dead) => {
-                let envelope = record.to_envelope(message, function).map_err(|e| e.to_string())?;
-                let (error_type, error_message) = record.error();
-                let error = serde_json::json!({ "errorType": error_type, "errorMessage": error_message }).to_string();
-                let arn = envelope.context.invoked_function_arn.unwrap_or_default();
-                let mut out = DestinationRecord::outcome(OutcomeFacts {
-                    request_id: &dead.request_id,
-                    function_arn: &arn,
-                    executed_version: "$LATEST",
-                    invoke_count: 1,
-                    request_payload: &dead.event,
-                    success: false,
-                    response: error.as_bytes(),
-                    timestamp: timestamp_now(),
-                    marker: ("forwarder", env!("CARGO_PKG_VERSION")),
-                });
-                out.immortal = Some(marker);
-                out
-            }
-        };
-        self.publisher
-            .publish(target, &out)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        (decision, request_id, function)
     }
 
     /// Inline overrides when they fit, else the envelope stored in the payload bucket.
@@ -269,7 +196,7 @@ pub fn queue_message(message: &SqsMessage) -> QueueMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use immortal_handler_sdk::record::FailureClass;
+    use immortal_handler_sdk::record::{self, FailureClass, Record};
 
     fn fixture(text: &str) -> QueueMessage {
         queue_message(&serde_json::from_str::<SqsMessage>(text).unwrap())

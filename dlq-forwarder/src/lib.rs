@@ -4,11 +4,11 @@
 //! one ECS Fargate task of the immortal runner, and no message is lost.
 //!
 //! [`config`] (validated at init), [`forward`] (one batch), [`launch`] (RunTask, the
-//! overrides budget, the idempotency token), [`queue_function`] (queue → function).
+//! overrides budget, the idempotency token), and the scaling mode ([`scale`]).
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
 pub mod config;
 pub mod forward;
 pub mod launch;
-pub mod queue_function;
+pub mod scale;

@@ -10,6 +10,9 @@ pub const CONTEXT_VAR: &str = "IMMORTAL_CONTEXT";
 /// (`s3://bucket/key`). Takes the place of [`EVENT_VAR`] and [`CONTEXT_VAR`].
 pub const ENVELOPE_URL_VAR: &str = "IMMORTAL_ENVELOPE_URL";
 
+/// The overflow queue a drain worker (`runner --queue`) reads; set by the scaler.
+pub const QUEUE_URL_VAR: &str = "IMMORTAL_QUEUE_URL";
+
 /// Set by the runner for the bootstrap: the runner's version. Its presence means
 /// "running in the overflow runner, not in Lambda".
 pub const RUNNER_VAR: &str = "IMMORTAL_RUNNER";

@@ -21,11 +21,15 @@ pub mod handler;
 pub mod init_error;
 #[cfg(feature = "runtime")]
 pub mod logging;
-#[cfg(feature = "outcomes")]
+#[cfg(feature = "overflow")]
 pub mod outcome;
+#[cfg(feature = "overflow")]
+pub mod queue_function;
 pub mod record;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+#[cfg(feature = "overflow")]
+pub mod triage;
 
 pub use envelope::{Envelope, InvocationContext, Overflow, OverflowSource};
 pub use error::EnvelopeError;

@@ -100,6 +100,47 @@ pub struct Cli {
     #[arg(long, value_name = "BUCKET", env = "IMMORTAL_PAYLOAD_BUCKET", hide_env_values = true)]
     pub payload_bucket: Option<String>,
 
+    /// Drain-worker mode: run the messages of this overflow queue one after another
+    /// (dead-letter messages or destination records), deleting each once it has an
+    /// outcome; exit when the queue stays empty for --idle-timeout.
+    #[arg(long, value_name = "QUEUE_URL", env = "IMMORTAL_QUEUE_URL", hide_env_values = true,
+          conflicts_with_all = ["artifact", "lib", "event", "context", "envelope", "function", "fetch_only"])]
+    pub queue: Option<String>,
+
+    /// Drain mode: messages run at once.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        env = "IMMORTAL_CONCURRENCY",
+        hide_env_values = true
+    )]
+    pub concurrency: usize,
+
+    /// Drain mode: exit after the queue has been empty this long.
+    #[arg(long, value_name = "SECONDS", default_value = "60", env = "IMMORTAL_IDLE_TIMEOUT", hide_env_values = true, value_parser = parse_seconds)]
+    pub idle_timeout: f64,
+
+    /// Drain mode: how long a running message stays invisible per heartbeat (default: the
+    /// queue's visibility timeout).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "IMMORTAL_VISIBILITY_TIMEOUT",
+        hide_env_values = true
+    )]
+    pub visibility_timeout: Option<i32>,
+
+    /// Drain mode: which failures are run (timeout, overflow, error, expired, all;
+    /// default timeout,overflow), as the forwarder's IMMORTAL_RELAUNCH.
+    #[arg(long, value_name = "CLASSES", env = "IMMORTAL_RELAUNCH", hide_env_values = true)]
+    pub relaunch: Option<String>,
+
+    /// Drain mode: queueArn=function pairs for dead-letter queues without the
+    /// immortal:function tag, as the forwarder's IMMORTAL_FUNCTION_MAP.
+    #[arg(long, value_name = "PAIRS", env = "IMMORTAL_FUNCTION_MAP", hide_env_values = true)]
+    pub function_map: Option<String>,
+
     /// Refuse code or layer zips that unpack to more than this many bytes.
     #[arg(long, value_name = "BYTES", default_value_t = LAMBDA_UNPACKED_LIMIT, env = "IMMORTAL_MAX_UNPACKED_SIZE", hide_env_values = true)]
     pub max_unpacked_size: u64,

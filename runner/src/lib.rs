@@ -14,6 +14,7 @@ pub mod artifact;
 pub mod bootstrap;
 pub mod cli;
 pub mod code;
+pub mod drain;
 pub mod error;
 pub mod exit;
 pub mod function;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use immortal_handler_sdk::envelope::S3Location;
+use immortal_handler_sdk::record::RelaunchPolicy;
 use immortal_handler_sdk::{aws, container, Envelope};
 
 use crate::cli::Cli;
@@ -60,17 +62,34 @@ async fn run_once(cli: &Cli, stop: StopSignal) -> Result<Exit, RunnerError> {
         cli.on_failure.as_deref(),
         cli.payload_bucket.as_deref(),
     )?;
+    if let Some(queue_url) = &cli.queue {
+        return drain::drain(
+            drain::DrainOptions {
+                queue_url: queue_url.clone(),
+                concurrency: cli.concurrency.max(1),
+                idle: Duration::from_secs_f64(cli.idle_timeout),
+                visibility: cli.visibility_timeout,
+                policy: match &cli.relaunch {
+                    Some(text) => RelaunchPolicy::parse(text)
+                        .map_err(|e| RunnerError::Usage(format!("IMMORTAL_RELAUNCH: {e}")))?,
+                    None => RelaunchPolicy::default(),
+                },
+                function_map: cli.function_map.clone().unwrap_or_default(),
+                code: code_options(cli),
+                settings: settings(cli),
+                destinations,
+            },
+            stop,
+        )
+        .await;
+    }
     let envelope = if cli.fetch_only && cli.event.is_none() && cli.envelope.is_none() {
         Envelope::from_parts("{}", cli.context.as_deref().unwrap_or(""))
             .map_err(|e| RunnerError::Usage(e.to_string()))?
     } else {
         load_envelope(cli).await?
     };
-    let code_options = CodeOptions {
-        cache: artifact::Cache::new(cli.cache_dir.clone().unwrap_or_else(artifact::Cache::default_root)),
-        opt_dir: cli.opt_dir.clone(),
-        max_unpacked: cli.max_unpacked_size,
-    };
+    let code_options = code_options(cli);
     if let Some(lib) = &cli.lib {
         return run_in_process(cli, lib, &envelope, &destinations, stop).await;
     }
@@ -85,18 +104,50 @@ async fn run_once(cli: &Cli, stop: StopSignal) -> Result<Exit, RunnerError> {
         println!("{}", prepared.layout.task_root.display());
         return Ok(Exit::Success);
     }
-    let options = InvokeOptions {
+    let sink = open_sink(cli).await?;
+    let (invocation, outcome) = run_prepared(prepared, &envelope, &settings(cli), sink.clone(), stop).await?;
+    write_outcome(&sink, &outcome, cli).await?;
+    finish(&destinations, &invocation, &outcome).await
+}
+
+/// How to run any invocation.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Lambda-style limit, if any.
+    pub timeout: Option<Duration>,
+    /// SIGTERM → SIGKILL delay.
+    pub grace: Duration,
+    /// `_HANDLER` override.
+    pub handler: Option<String>,
+}
+
+fn settings(cli: &Cli) -> RunSettings {
+    RunSettings {
         timeout: cli.timeout.map(Duration::from_secs_f64),
         grace: Duration::from_secs_f64(cli.grace_period),
-        handler: cli.handler.clone().unwrap_or(prepared.handler),
+        handler: cli.handler.clone(),
+    }
+}
+
+/// Runs `envelope` with the prepared code: the invocation resolved against the function,
+/// and how it ended.
+pub async fn run_prepared(
+    prepared: code::Prepared,
+    envelope: &Envelope,
+    settings: &RunSettings,
+    sink: ResponseSink,
+    stop: StopSignal,
+) -> Result<(Arc<Invocation>, Outcome), RunnerError> {
+    let options = InvokeOptions {
+        timeout: settings.timeout,
+        grace: settings.grace,
+        handler: settings.handler.clone().unwrap_or(prepared.handler),
         runtime: prepared.runtime,
         function_env: prepared.env,
     };
-    let invocation = Arc::new(Invocation::resolve(&envelope, &prepared.facts, &default_region()));
-    let sink = open_sink(cli).await?;
-    let outcome = invoke::invoke(&prepared.layout, invocation.clone(), &options, sink.clone(), stop).await?;
-    write_outcome(&sink, &outcome, cli).await?;
-    finish(&destinations, &invocation, &outcome).await
+    let invocation = Arc::new(Invocation::resolve(envelope, &prepared.facts, &default_region()));
+    let outcome = invoke::invoke(&prepared.layout, invocation.clone(), &options, sink, stop).await?;
+    Ok((invocation, outcome))
 }
 
 /// Reports the outcome to its destination and picks the exit code.
@@ -108,6 +159,14 @@ async fn finish(
     match report::deliver(destinations, invocation, outcome).await {
         Ok(()) => Ok(outcome.exit()),
         Err(exit) => Ok(exit),
+    }
+}
+
+fn code_options(cli: &Cli) -> CodeOptions {
+    CodeOptions {
+        cache: artifact::Cache::new(cli.cache_dir.clone().unwrap_or_else(artifact::Cache::default_root)),
+        opt_dir: cli.opt_dir.clone(),
+        max_unpacked: cli.max_unpacked_size,
     }
 }
 

@@ -5,12 +5,29 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use immortal_handler_sdk::aws::describe_error;
-use immortal_handler_sdk::container::FUNCTION_TAG;
+use crate::aws::describe_error;
+use crate::container::FUNCTION_TAG;
 
 /// How long a queue without the tag is remembered as such (so adding the tag takes
 /// effect without a cold start).
 const UNTAGGED_TTL: Duration = Duration::from_secs(60);
+
+/// Parses `queueArn=function,...` (IMMORTAL_FUNCTION_MAP).
+pub fn parse_function_map(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut map = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (queue, function) = pair
+            .split_once('=')
+            .filter(|(q, f)| q.starts_with("arn:") && !f.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "`{pair}`: use queueArn=function, e.g. arn:aws:sqs:us-east-1:123456789012:thumbnail-dlq=thumbnail"
+                )
+            })?;
+        map.insert(queue.to_owned(), function.to_owned());
+    }
+    Ok(map)
+}
 
 /// Resolves queue ARNs to functions.
 pub struct QueueFunctions {

@@ -1,0 +1,443 @@
+#!/usr/bin/env python3
+"""immortal's benchmarks: every figure next to a reference measured in the same run.
+
+Run through scripts/bench, which builds the release artifacts first. Prints a Markdown
+table and writes it, with the date and the machine, to bench/RESULTS.md.
+
+This machine is shared and noisy: figures are medians of several runs, and what matters
+is the ratio to the reference measured minutes apart on the same machine.
+"""
+
+import base64
+import contextlib
+import hashlib
+import http.server
+import io
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import zipfile
+from datetime import datetime, timezone
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAMBDA = os.path.join(ROOT, "target", "lambda")
+RUNNER = os.path.join(LAMBDA, "runner", "bootstrap")
+ECHO = os.path.join(LAMBDA, "fixture-echo", "bootstrap")
+WORK = os.path.join(ROOT, "bench", "work")
+REPS = int(os.environ.get("BENCH_REPS", "7"))
+
+rows = []
+
+
+def row(name, ours, reference="", ratio=None, target="", note=""):
+    verdict = ""
+    if ratio is not None and target.startswith("≤"):
+        verdict = " ✓" if ratio <= float(target[1:].strip().split()[0]) else " ✗"
+    rows.append((name, ours, reference, "" if ratio is None else f"{ratio:.2f}{verdict}", target, note))
+    print(f"  {name}: {ours} | {reference} | {'' if ratio is None else f'{ratio:.2f}'}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, seconds=30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def median_ms(samples):
+    return statistics.median(samples) * 1000
+
+
+class Peak:
+    """Polls a process's peak resident set (VmHWM) until it exits."""
+
+    def __init__(self, pid):
+        self.pid, self.kb, self.done = pid, 0, False
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+        self.thread.start()
+
+    def poll(self):
+        path = f"/proc/{self.pid}/status"
+        while not self.done:
+            try:
+                with open(path) as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            self.kb = max(self.kb, int(line.split()[1]))
+            except (OSError, ValueError):
+                return
+            time.sleep(0.001)
+
+    def stop(self):
+        self.done = True
+        self.thread.join()
+        return self.kb / 1024
+
+
+def run_timed(cmd, env=None, stdin=None, peak=False):
+    """Wall time (s), exit code, stdout, stderr and (optionally) peak RSS in MB."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=stdin or subprocess.DEVNULL)
+    watcher = Peak(proc.pid) if peak else None
+    out, err = proc.communicate()
+    wall = time.perf_counter() - started
+    mb = watcher.stop() if watcher else None
+    return wall, proc.returncode, out, err, mb
+
+
+def aws_env(endpoint, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMMORTAL_") and not k.startswith("AWS_")}
+    env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+               AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true", RUST_LOG="info")
+    env.update(extra)
+    return env
+
+
+# ---------------------------------------------------------------- runner overhead
+
+def bench_runner_overhead():
+    print("runner overhead", file=sys.stderr)
+    cache = tempfile.mkdtemp(prefix="bench-cache-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMMORTAL_")}
+    env.update(IMMORTAL_CACHE_DIR=cache, RUST_LOG="info")
+    walls, overheads, to_event, rss = [], [], [], []
+    for i in range(REPS + 1):
+        spawned = datetime.now(timezone.utc)
+        wall, code, out, err, mb = run_timed([RUNNER, "--artifact", ECHO, "--event", "{}"], env=env, peak=True)
+        assert code == 0, err.decode()
+        logs = [json.loads(l) for l in err.decode().splitlines() if l.startswith("{")]
+        stamp = lambda msg: datetime.fromisoformat(next(l for l in logs if l.get("message") == msg)["timestamp"].replace("Z", "+00:00"))
+        delivered = stamp("event delivered")
+        received = next(l for l in logs if l.get("message") == "response received")
+        if i == 0:
+            continue  # the first run fills the page cache
+        walls.append(wall)
+        # What the runner adds around the bootstrap's own life (spawn → response).
+        overheads.append(wall - received["duration_ms"] / 1000)
+        to_event.append((delivered - spawned).total_seconds())
+        rss.append(mb)
+
+    # The reference: the same function under cargo lambda watch, invoked warm.
+    port = free_port()
+    watch = subprocess.Popen(
+        ["cargo", "lambda", "watch", "--release", "-p", "immortal-tests", "--bin", "fixture-echo", "--invoke-port", str(port), "--only-lambda-apis"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_port(port, 600)
+        invoke = ["cargo", "lambda", "invoke", "fixture-echo", "--data-ascii", "{}", "--invoke-port", str(port)]
+        for _ in range(60):  # the first invoke builds and starts the function
+            if subprocess.run(invoke, capture_output=True, cwd=ROOT).returncode == 0:
+                break
+            time.sleep(2)
+        reference = []
+        for _ in range(REPS):
+            wall, code, _, err, _ = run_timed(invoke)
+            assert code == 0, err.decode()
+            reference.append(wall)
+    finally:
+        os.killpg(watch.pid, signal.SIGTERM)
+        watch.wait()
+    ours, theirs = median_ms(walls), median_ms(reference)
+    row("round trip, trivial bootstrap (ms)", f"{ours:.1f} (cold: new bootstrap each run)",
+        f"{theirs:.1f} (`cargo lambda invoke`, warm under `cargo lambda watch`)", ours / theirs, "≤ 1.0")
+    row("start to event delivered (ms)", f"{median_ms(to_event):.1f}", "", None, "")
+    row("runner's own overhead per invocation (ms)", f"{median_ms(overheads):.1f}", "", None, "< 10 ms")
+    row("runner peak RSS (MB)", f"{statistics.median(rss):.1f}", "", None, "< 10 MB")
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- code fetch
+
+class FakeLambda(http.server.ThreadingHTTPServer):
+    """GetFunction answering with a code location on this same server, and the zip."""
+
+    daemon_threads = True
+
+    def __init__(self, zips):
+        self.zips = zips  # name → (bytes, sha256 b64)
+        super().__init__(("127.0.0.1", 0), FakeLambdaHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class FakeLambdaHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path.startswith("/2015-03-31/functions/"):
+            name = self.path.split("/")[3].split("?")[0]
+            data, sha = self.server.zips[name]
+            body = json.dumps({
+                "Configuration": {"FunctionName": name, "FunctionArn": f"arn:aws:lambda:us-east-1:123456789012:function:{name}",
+                                  "Runtime": "provided.al2023", "Handler": "bootstrap", "Version": "$LATEST", "MemorySize": 128,
+                                  "CodeSize": len(data), "CodeSha256": sha, "PackageType": "Zip", "Architectures": ["x86_64"]},
+                "Code": {"RepositoryType": "S3", "Location": f"{self.server.url}/code/{name}.zip"}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.path.startswith("/code/"):
+            data, _ = self.server.zips[self.path[len("/code/"):-len(".zip")]]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            view = memoryview(data)
+            for at in range(0, len(data), 1 << 20):
+                self.wfile.write(view[at:at + (1 << 20)])
+        else:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+
+def code_zip(target_mb):
+    """A realistic code zip of about `target_mb` MB: a bootstrap plus shared libraries."""
+    path = os.path.join(WORK, f"code-{target_mb}mb.zip")
+    if os.path.exists(path):
+        return path
+    libs = sorted(os.path.join(d, f) for d in ("/usr/lib/x86_64-linux-gnu",) for f in os.listdir(d)
+                  if ".so" in f and os.path.isfile(os.path.join(d, f)) and not os.path.islink(os.path.join(d, f)))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = 0o755 << 16
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with open(RUNNER, "rb") as f:
+            z.writestr(info, f.read())
+        for lib in libs:
+            if os.path.getsize(path) > target_mb * 1_000_000 or z.fp.tell() > target_mb * 1_000_000:
+                break
+            z.write(lib, "lib/" + os.path.basename(lib))
+    return path
+
+
+def bench_fetch():
+    print("code fetch", file=sys.stderr)
+    zips = {}
+    for mb in (5, 50):
+        data = open(code_zip(mb), "rb").read()
+        zips[f"code{mb}"] = (data, base64.b64encode(hashlib.sha256(data).digest()).decode())
+    server = FakeLambda(zips)
+    for mb in (5, 50):
+        name = f"code{mb}"
+        size = len(zips[name][0])
+        unpacked = sum(i.file_size for i in zipfile.ZipFile(io.BytesIO(zips[name][0])).infolist())
+        ours, peaks, reference = [], [], []
+        for _ in range(REPS):
+            cache = tempfile.mkdtemp(prefix="bench-fetch-", dir=WORK)
+            env = aws_env("http://127.0.0.1:9", AWS_ENDPOINT_URL_LAMBDA=server.url, IMMORTAL_CACHE_DIR=cache, AWS_MAX_ATTEMPTS="1")
+            wall, code, out, err, mb_peak = run_timed([RUNNER, "--fetch-only", "--function", name], env=env, peak=True)
+            assert code == 0, err.decode()
+            ours.append(wall)
+            peaks.append(mb_peak)
+            # Warm cache: the same CodeSha256 again.
+            warm, code, _, err, _ = run_timed([RUNNER, "--fetch-only", "--function", name], env=env)
+            assert code == 0 and b'"cache_hit":true' in err
+            shutil.rmtree(cache, ignore_errors=True)
+
+            dest = tempfile.mkdtemp(prefix="bench-unzip-", dir=WORK)
+            script = (f"curl -sf -o {dest}/code.zip {server.url}/code/{name}.zip && sha256sum {dest}/code.zip >/dev/null "
+                      f"&& unzip -q -o {dest}/code.zip -d {dest}/out")
+            wall, code, _, err, _ = run_timed(["bash", "-c", script])
+            assert code == 0, err.decode()
+            reference.append(wall)
+            shutil.rmtree(dest, ignore_errors=True)
+        o, r = median_ms(ours), median_ms(reference)
+        row(f"fetch + verify + unpack, {size / 1e6:.0f} MB zip ({unpacked / 1e6:.0f} MB unpacked) (ms)", f"{o:.0f}",
+            f"{r:.0f} (curl + sha256sum + unzip)", o / r, "≤ 1.0")
+        row(f"runner peak RSS during the {size / 1e6:.0f} MB fetch (MB)", f"{statistics.median(peaks):.1f}", "", None, "< 64 MB")
+        row(f"warm cache, {size / 1e6:.0f} MB zip (ms)", f"{warm * 1000:.0f}", "", None, "downloads nothing")
+    server.shutdown()
+
+
+# ---------------------------------------------------------------- forwarder
+
+def bench_forwarder():
+    print("forwarder", file=sys.stderr)
+    out = subprocess.run(["cargo", "bench", "--quiet", "-p", "immortal-dlq-forwarder", "--bench", "records"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    row("forwarder handler logic (records/s, one core)", f"{result['records_per_second']:,.0f}", "", None, "",
+        "parse, policy, envelope, overrides budget, token; no network")
+    row("forwarder CPU per record (µs)", f"{result['cpu_us_per_record']:.1f}", "", None, "")
+
+
+# ---------------------------------------------------------------- thumbnail
+
+class CountingProxy(http.server.ThreadingHTTPServer):
+    """Forwards to the emulator and counts the bytes of object GETs it passes back."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream):
+        self.upstream, self.object_bytes, self.lock = upstream, 0, threading.Lock()
+        super().__init__(("127.0.0.1", 0), CountingHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class CountingHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def relay(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        request = urllib.request.Request(self.server.upstream + self.path, data=body, method=self.command)
+        for k, v in self.headers.items():
+            if k.lower() not in ("host", "content-length", "connection"):
+                request.add_header(k, v)
+        try:
+            response = urllib.request.urlopen(request)
+        except urllib.error.HTTPError as e:
+            response = e
+        data = response.read()
+        if self.command == "GET" and self.path.split("?")[0].endswith(".mp4"):
+            with self.server.lock:
+                self.server.object_bytes += len(data)
+        self.send_response(response.status)
+        for k, v in response.headers.items():
+            if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = relay
+
+
+def make_video(path, seconds, gop, preset="veryfast"):
+    if not os.path.exists(path):
+        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        f"testsrc2=duration={seconds}:size=1920x1080:rate=30", "-c:v", "libx264", "-preset", preset,
+                        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", "-pix_fmt", "yuv420p", path], check=True)
+    return path
+
+
+def s3_event(bucket, key, size):
+    event = json.load(open(os.path.join(ROOT, "handler-sdk", "fixtures", "s3-put.json")))
+    record = event["Records"][0]["s3"]
+    record["bucket"]["name"] = bucket
+    record["object"]["key"] = key
+    record["object"]["size"] = size
+    return json.dumps(event)
+
+
+def bench_thumbnail(moto_url):
+    print("thumbnail", file=sys.stderr)
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="b", aws_secret_access_key="b")
+    s3.create_bucket(Bucket="bench")
+    zip_path = os.path.join(LAMBDA, "thumbnail", "bootstrap.zip")
+
+    # Time to a thumbnail: the handler (under the runner, video in S3) against plain ffmpeg
+    # on the same file, for a frame that needs decoding (long GOP).
+    video = make_video(os.path.join(WORK, "bench-1080p-longgop.mp4"), 30, 900)
+    size = os.path.getsize(video)
+    s3.upload_file(video, "bench", "clip_00-20.mp4")
+    cache = tempfile.mkdtemp(prefix="bench-thumb-", dir=WORK)
+    ours, reference = [], []
+    for _ in range(REPS):
+        env = aws_env(moto_url, IMMORTAL_CACHE_DIR=cache)
+        wall, code, out, err, _ = run_timed([RUNNER, "--artifact", zip_path, "--event", s3_event("bench", "clip_00-20.mp4", size)], env=env)
+        assert code == 0, err.decode()
+        ours.append(wall)
+        wall, code, _, err, _ = run_timed(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-ss", "20", "-i", video, "-frames:v", "1",
+                                           os.path.join(WORK, "reference.png")])
+        assert code == 0, err.decode()
+        reference.append(wall)
+    o, r = median_ms(ours), median_ms(reference)
+    row("time to a thumbnail, 1080p frame at 00:20 (ms)", f"{o:.0f} (handler under the runner, S3)", f"{r:.0f} (ffmpeg -ss 20 -i FILE -frames:v 1)", o / r, "≤ 1.1")
+
+    # Bytes read from S3 for a frame near the start of a large video.
+    big = make_video(os.path.join(WORK, "bench-1080p-large.mp4"), 120, 60, "ultrafast")
+    big_size = os.path.getsize(big)
+    s3.upload_file(big, "bench", "large_00-02.mp4")
+    proxy = CountingProxy(moto_url)
+    env = aws_env(proxy.url, IMMORTAL_CACHE_DIR=cache)
+    wall, code, out, err, _ = run_timed([RUNNER, "--artifact", zip_path, "--event", s3_event("bench", "large_00-02.mp4", big_size)], env=env)
+    assert code == 0, err.decode()
+    row("bytes read from S3 for the frame at 00:02 of a large video", f"{proxy.object_bytes / 1e6:.1f} MB of {big_size / 1e6:.0f} MB",
+        "", proxy.object_bytes / big_size, "a small fraction")
+    proxy.shutdown()
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- sizes
+
+def bench_sizes():
+    print("sizes", file=sys.stderr)
+    row("runner binary, stripped (MB)", f"{os.path.getsize(RUNNER) / 1e6:.1f}", "", None, "")
+    for name in ("dlq-forwarder", "thumbnail"):
+        path = os.path.join(LAMBDA, name, "bootstrap.zip")
+        row(f"{name} zip (MB)", f"{os.path.getsize(path) / 1e6:.1f}", "", None, "Lambda: ≤ 50 MB zipped")
+
+
+# ---------------------------------------------------------------- main
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0) / 1024 / 1024
+    return f"{os.cpu_count()} × {cpu}, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def main():
+    os.makedirs(WORK, exist_ok=True)
+    for path in (RUNNER, ECHO):
+        if not os.path.exists(path):
+            sys.exit(f"{path} is missing: run scripts/bench (it builds the release artifacts)")
+    port = free_port()
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        only = set(sys.argv[1:])
+        for name, fn in (("runner", bench_runner_overhead), ("fetch", bench_fetch), ("forwarder", bench_forwarder),
+                         ("thumbnail", lambda: bench_thumbnail(f"http://127.0.0.1:{port}")), ("sizes", bench_sizes)):
+            if not only or name in only:
+                fn()
+    finally:
+        moto.terminate()
+    header = "| benchmark | immortal | reference (same run) | ratio | target | note |\n|---|---|---|---|---|---|\n"
+    table = header + "".join(f"| {' | '.join(cells)} |\n" for cells in rows)
+    print(table)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    with open(os.path.join(ROOT, "bench", "RESULTS.md"), "w") as f:
+        f.write(f"# Benchmark results\n\n{stamp}, on {machine()}.\n\n"
+                f"Produced by `scripts/bench` (release builds from `cargo lambda build --release`); medians of {REPS} runs. "
+                "Ratios compare against a reference measured in the same run on the same (shared, noisy) machine; "
+                "below 1 means immortal is faster.\n\n" + table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+//! What becomes of one overflow-queue message, decided the same way by every consumer
+//! (the forwarder, and drain workers): recognise it, resolve a pointer record, find its
+//! function, apply the relaunch policy, and either hand back the envelope to run or
+//! pass the record on to the failure destination.
+
+use std::collections::BTreeMap;
+
+use crate::destination::{DestinationRecord, OutcomeFacts, RunnerMarker};
+use crate::envelope::Envelope;
+use crate::outcome::{timestamp_now, Publisher, Target};
+use crate::queue_function::QueueFunctions;
+use crate::record::{self, QueueMessage, Record, RelaunchPolicy};
+
+/// The verdict on one message.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Run it: the envelope that replays the invocation.
+    Relaunch(Box<Envelope>),
+    /// The policy does not relaunch this kind of failure; it stays for the parking queue.
+    Declined {
+        /// The failure class.
+        class: &'static str,
+    },
+    /// Not relaunched, and sent to the failure destination as a destination record.
+    PassedOn {
+        /// The failure class.
+        class: &'static str,
+        /// Where it went.
+        destination: String,
+    },
+    /// Unusable or unresolvable: the message must stay queued (SQS delivers it again,
+    /// then parks it).
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The verdict, with what is known of the message for logging.
+#[derive(Debug)]
+pub struct Triaged {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The original request id, when the record could be read.
+    pub request_id: Option<String>,
+    /// The function, when known.
+    pub function: Option<String>,
+}
+
+/// Judges messages.
+pub struct Triage {
+    functions: QueueFunctions,
+    publisher: Publisher,
+    policy: RelaunchPolicy,
+    on_failure: Option<Target>,
+    /// `forwarder` or `runner`: who passes declined records on.
+    source: &'static str,
+}
+
+impl Triage {
+    /// A triage with clients from `sdk`.
+    pub fn new(
+        sdk: &aws_config::SdkConfig,
+        function_map: BTreeMap<String, String>,
+        policy: RelaunchPolicy,
+        on_failure: Option<Target>,
+        payload_bucket: Option<String>,
+        source: &'static str,
+    ) -> Self {
+        Triage {
+            functions: QueueFunctions::new(function_map, aws_sdk_sqs::Client::new(sdk)),
+            publisher: Publisher::new(sdk, payload_bucket),
+            policy,
+            on_failure,
+            source,
+        }
+    }
+
+    /// Decides what becomes of `message`.
+    pub async fn triage(&self, message: &QueueMessage) -> Triaged {
+        let failed = |reason: String, request_id, function| Triaged {
+            verdict: Verdict::Failed { reason },
+            request_id,
+            function,
+        };
+        let record = match record::parse(message) {
+            Ok(Record::Destination(pointer)) if pointer.record_location().is_some() => {
+                match self.publisher.resolve(*pointer).await {
+                    Ok(full) => Record::Destination(Box::new(full)),
+                    Err(e) => return failed(e, None, None),
+                }
+            }
+            Ok(record) => record,
+            Err(e) => return failed(e.to_string(), None, None),
+        };
+        let request_id = Some(record.request_id().to_owned());
+        let class = record.class();
+        let function = match &record {
+            Record::Destination(_) => record.function_arn().map(str::to_owned),
+            Record::DeadLetter(_) => match message.queue_arn.as_deref() {
+                Some(queue) => match self.functions.function_for(queue).await {
+                    Ok(function) => function,
+                    Err(reason) => return failed(reason, request_id, None),
+                },
+                None => None,
+            },
+        };
+        if !self.policy.relaunches(class) {
+            let verdict = match &self.on_failure {
+                None => Verdict::Declined { class: class.name() },
+                Some(target) => match self.pass_on(&record, message, function.as_deref(), target).await {
+                    Ok(()) => Verdict::PassedOn {
+                        class: class.name(),
+                        destination: target.to_string(),
+                    },
+                    Err(reason) => Verdict::Failed { reason },
+                },
+            };
+            return Triaged {
+                verdict,
+                request_id,
+                function,
+            };
+        }
+        match record.to_envelope(message, function.as_deref()) {
+            Ok(envelope) => {
+                let function = envelope.context.invoked_function_arn.clone().or(function);
+                Triaged {
+                    verdict: Verdict::Relaunch(Box::new(envelope)),
+                    request_id,
+                    function,
+                }
+            }
+            Err(e) => failed(e.to_string(), request_id, function),
+        }
+    }
+
+    /// Sends a record the policy does not relaunch to `target`, as a destination record.
+    async fn pass_on(
+        &self,
+        record: &Record,
+        message: &QueueMessage,
+        function: Option<&str>,
+        target: &Target,
+    ) -> Result<(), String> {
+        let version = env!("CARGO_PKG_VERSION");
+        let marker = RunnerMarker {
+            source: self.source.into(),
+            version: version.into(),
+            record_location: None,
+        };
+        let out = match record {
+            Record::Destination(lambda) => {
+                let mut out = (**lambda).clone();
+                out.immortal = Some(marker);
+                out
+            }
+            Record::DeadLetter(dead) => {
+                let envelope = record.to_envelope(message, function).map_err(|e| e.to_string())?;
+                let (error_type, error_message) = record.error();
+                let error = serde_json::json!({ "errorType": error_type, "errorMessage": error_message }).to_string();
+                let arn = envelope.context.invoked_function_arn.unwrap_or_default();
+                DestinationRecord::outcome(OutcomeFacts {
+                    request_id: &dead.request_id,
+                    function_arn: &arn,
+                    executed_version: "$LATEST",
+                    invoke_count: 1,
+                    request_payload: &dead.event,
+                    success: false,
+                    response: error.as_bytes(),
+                    timestamp: timestamp_now(),
+                    marker: (self.source, version),
+                })
+            }
+        };
+        self.publisher
+            .publish(target, &out)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
