@@ -29,7 +29,8 @@ pub enum Mode {
 /// The scaling mode's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainSettings {
-    /// `IMMORTAL_QUEUE_URL`: the overflow queue the workers drain.
+    /// `IMMORTAL_DRAIN_QUEUE_URL`: the overflow queue the workers drain (handed to them
+    /// as `IMMORTAL_QUEUE_URL`).
     pub queue_url: String,
     /// `IMMORTAL_MAX_WORKERS` (default 10).
     pub max_workers: u64,
@@ -213,7 +214,7 @@ impl Config {
             None | Some("task") => Mode::Task,
             Some("drain") => Mode::Drain(DrainSettings {
                 queue_url: required(
-                    "IMMORTAL_QUEUE_URL",
+                    "IMMORTAL_DRAIN_QUEUE_URL",
                     "the overflow queue the drain workers read (IMMORTAL_MODE=drain)",
                 )?,
                 max_workers: count("IMMORTAL_MAX_WORKERS", 10)?,
@@ -298,8 +299,8 @@ pub(crate) mod tests {
         assert!(load(&vars)
             .unwrap_err()
             .to_string()
-            .starts_with("IMMORTAL_QUEUE_URL is not set"));
-        vars.insert("IMMORTAL_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/q");
+            .starts_with("IMMORTAL_DRAIN_QUEUE_URL is not set"));
+        vars.insert("IMMORTAL_DRAIN_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/q");
         vars.insert("IMMORTAL_MAX_WORKERS", "3");
         let Mode::Drain(drain) = load(&vars).unwrap().mode else {
             panic!("drain mode")

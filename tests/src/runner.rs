@@ -160,11 +160,7 @@ impl RunnerCmd {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start runner");
-        Running {
-            child,
-            started,
-            _cache: self.cache,
-        }
+        Running::new(child, started, self.cache)
     }
 
     /// Runs it to the end (at most `limit`).
@@ -184,21 +180,38 @@ impl RunnerCmd {
             .spawn()
             .expect("start runner");
         child.stdin.take().unwrap().write_all(input).unwrap();
-        Running {
-            child,
-            started,
-            _cache: self.cache,
-        }
-        .wait(Duration::from_secs(120))
+        Running::new(child, started, self.cache).wait(Duration::from_secs(120))
     }
 }
 
-/// A runner still running.
+/// A runner still running. Its output is read as it comes (a full pipe would block it).
 pub struct Running {
     /// The process.
     pub child: std::process::Child,
     started: Instant,
+    output: Option<(std::thread::JoinHandle<Vec<u8>>, std::thread::JoinHandle<Vec<u8>>)>,
     _cache: Option<tempfile::TempDir>,
+}
+
+fn drain_pipe(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = pipe.read_to_end(&mut all);
+        all
+    })
+}
+
+impl Running {
+    fn new(mut child: std::process::Child, started: Instant, cache: Option<tempfile::TempDir>) -> Running {
+        let stdout = drain_pipe(child.stdout.take().expect("piped stdout"));
+        let stderr = drain_pipe(child.stderr.take().expect("piped stderr"));
+        Running {
+            child,
+            started,
+            output: Some((stdout, stderr)),
+            _cache: cache,
+        }
+    }
 }
 
 impl Running {
@@ -220,12 +233,14 @@ impl Running {
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = self.child.kill();
-        let out = self.child.wait_with_output().expect("runner output");
+        let status = self.child.wait().expect("runner status");
+        let elapsed = self.started.elapsed();
+        let (stdout, stderr) = self.output.take().expect("output readers");
         Ran {
-            code: out.status.code(),
-            stdout: out.stdout,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            elapsed: self.started.elapsed(),
+            code: status.code(),
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: String::from_utf8_lossy(&stderr.join().expect("stderr reader")).into_owned(),
+            elapsed,
         }
     }
 }

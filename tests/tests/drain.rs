@@ -1,0 +1,318 @@
+//! Drain workers (`runner --queue`) as local processes with the environment a task would
+//! get, against the emulator; and the forwarder's scaling mode.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use immortal_tests::ecs::{task_env, Cluster};
+use immortal_tests::emulator::Emulator;
+use immortal_tests::lambda::{deploy, uuid_like};
+use immortal_tests::queue::Queue;
+use immortal_tests::runner::{fixture, shared_lambda_zip, Ran, RunnerCmd, Running};
+use immortal_tests::zips::bootstrap_zip_bytes;
+use serde_json::{json, Value};
+
+/// Lambda's OnFailure record for a timed-out invocation of `function_arn`.
+fn timeout_record(request_id: &str, function_arn: &str, event: &Value) -> String {
+    json!({
+        "version": "1.0", "timestamp": "2026-11-22T10:00:00.000Z",
+        "requestContext": {"requestId": request_id, "functionArn": format!("{function_arn}:$LATEST"), "condition": "RetriesExhausted", "approximateInvokeCount": 1},
+        "requestPayload": event,
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "responsePayload": {"errorType": "Sandbox.Timedout", "errorMessage": format!("RequestId: {request_id} Error: Task timed out after 3.00 seconds")}
+    })
+    .to_string()
+}
+
+/// A drain worker with a code cache of its own (so each worker's downloads can be counted).
+fn worker(queue: &Queue, outcomes: &Queue, cache: &Path, idle: &str) -> Running {
+    RunnerCmd::new()
+        .cache(cache)
+        .envs(Emulator::shared().env())
+        .env("IMMORTAL_QUEUE_URL", &queue.url)
+        .env("IMMORTAL_ON_SUCCESS", &outcomes.url)
+        .args(["--idle-timeout", idle])
+        .spawn()
+}
+
+async fn wait(running: Running, limit: Duration) -> Ran {
+    tokio::task::spawn_blocking(move || running.wait(limit)).await.unwrap()
+}
+
+/// Every outcome record on `queue`, by request id (how many of each).
+async fn outcomes_by_request(queue: &Queue) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    loop {
+        let messages = queue.receive(10, 1).await;
+        if messages.is_empty() {
+            return seen;
+        }
+        for m in &messages {
+            let record: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            *seen
+                .entry(record["requestContext"]["requestId"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+        queue.settle(&messages, &json!({"batchItemFailures": []})).await;
+    }
+}
+
+fn log_count(stderr: &str, message: &str, field: &str, value: &str) -> usize {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == message && v[field].as_str().is_some_and(|f| f.contains(value)))
+        .count()
+}
+
+#[tokio::test]
+async fn three_workers_drain_200_messages_for_two_functions_each_exactly_once() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let zip = bootstrap_zip_bytes(&fixture("echo"));
+    let (a, b) = (format!("drain-a-{id}"), format!("drain-b-{id}"));
+    let functions = [
+        deploy(&sdk, &a, &zip, &[("WHO", "a")]).await,
+        deploy(&sdk, &b, &zip, &[("WHO", "b")]).await,
+    ];
+    let queue = Queue::create(
+        &sdk,
+        &format!("drain-{id}"),
+        &[],
+        &[(QueueAttributeName::VisibilityTimeout, "30")],
+    )
+    .await;
+    let outcomes = Queue::create(&sdk, &format!("drain-out-{id}"), &[], &[]).await;
+    let mut sent = BTreeSet::new();
+    for batch in 0..20 {
+        let mut request = queue.sqs.send_message_batch().queue_url(&queue.url);
+        for n in 0..10 {
+            let request_id = format!("req-{batch}-{n}");
+            let function = &functions[n % 2].arn;
+            let body = timeout_record(&request_id, function, &json!({"batch": batch, "n": n}));
+            request = request.entries(
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(format!("e{n}"))
+                    .message_body(body)
+                    .build()
+                    .unwrap(),
+            );
+            sent.insert(request_id);
+        }
+        request.send().await.unwrap();
+    }
+
+    let caches: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let workers: Vec<Running> = caches
+        .iter()
+        .map(|c| worker(&queue, &outcomes, c.path(), "3"))
+        .collect();
+    let mut ran = Vec::new();
+    for w in workers {
+        ran.push(wait(w, Duration::from_secs(240)).await);
+    }
+    for r in &ran {
+        r.expect_code(0);
+        assert!(
+            r.stderr.contains("drain worker done"),
+            "exited after the idle time:\n{}",
+            r.stderr
+        );
+        for function in [&a, &b] {
+            let downloads = log_count(&r.stderr, "downloaded", "what", function);
+            assert!(downloads <= 1, "{function} fetched {downloads} times by one worker");
+        }
+    }
+    let worked: usize = ran
+        .iter()
+        .filter(|r| log_count(&r.stderr, "message ran", "request_id", "req-") > 0)
+        .count();
+    assert!(worked >= 2, "the work was shared");
+    let records = outcomes_by_request(&outcomes).await;
+    assert_eq!(
+        records.keys().cloned().collect::<BTreeSet<_>>(),
+        sent,
+        "every message ran"
+    );
+    assert!(records.values().all(|n| *n == 1), "each exactly once: {records:?}");
+    assert_eq!(queue.depth().await, 0, "all deleted");
+}
+
+async fn sleepy_function(id: &str) -> (aws_config::SdkConfig, String) {
+    let sdk = Emulator::shared().sdk_config().await;
+    let name = format!("sleepy-{id}");
+    let function = deploy(&sdk, &name, &bootstrap_zip_bytes(&fixture("sleep")), &[]).await;
+    (sdk, function.arn)
+}
+
+#[tokio::test]
+async fn a_run_longer_than_the_visibility_timeout_is_not_delivered_to_a_second_worker() {
+    let id = uuid_like();
+    let (sdk, arn) = sleepy_function(&id).await;
+    let queue = Queue::create(
+        &sdk,
+        &format!("short-{id}"),
+        &[],
+        &[(QueueAttributeName::VisibilityTimeout, "2")],
+    )
+    .await;
+    let outcomes = Queue::create(&sdk, &format!("short-out-{id}"), &[], &[]).await;
+    queue
+        .send(&timeout_record("req-long", &arn, &json!({"seconds": 6})))
+        .await;
+    let caches: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = worker(&queue, &outcomes, caches[0].path(), "3");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = worker(&queue, &outcomes, caches[1].path(), "3");
+    let (first, second) = (
+        wait(first, Duration::from_secs(60)).await,
+        wait(second, Duration::from_secs(60)).await,
+    );
+    first.expect_code(0);
+    second.expect_code(0);
+    let runs = log_count(&first.stderr, "message ran", "request_id", "req-long")
+        + log_count(&second.stderr, "message ran", "request_id", "req-long");
+    assert_eq!(
+        runs, 1,
+        "one run in all\nfirst:\n{}\nsecond:\n{}",
+        first.stderr, second.stderr
+    );
+    assert_eq!(
+        outcomes_by_request(&outcomes).await,
+        BTreeMap::from([("req-long".to_owned(), 1)])
+    );
+    assert_eq!(queue.depth().await, 0);
+}
+
+#[tokio::test]
+async fn sigterm_mid_run_releases_the_message_and_another_worker_runs_it() {
+    let id = uuid_like();
+    let (sdk, arn) = sleepy_function(&id).await;
+    let queue = Queue::create(
+        &sdk,
+        &format!("term-{id}"),
+        &[],
+        &[(QueueAttributeName::VisibilityTimeout, "30")],
+    )
+    .await;
+    let outcomes = Queue::create(&sdk, &format!("term-out-{id}"), &[], &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    queue
+        .send(&timeout_record(
+            "req-term",
+            &arn,
+            &json!({"seconds": 3, "pid_file": pid_file}),
+        ))
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    let first = worker(&queue, &outcomes, cache.path(), "30");
+    for _ in 0..600 {
+        if pid_file.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(pid_file.exists(), "the first worker started the run");
+    first.signal(libc::SIGTERM);
+    let first = wait(first, Duration::from_secs(30)).await;
+    first.expect_code(143);
+    assert!(first.stderr.contains("released for another worker"), "{}", first.stderr);
+    assert_eq!(
+        outcomes_by_request(&outcomes).await.len(),
+        0,
+        "no outcome from the stopped run"
+    );
+
+    let second = wait(worker(&queue, &outcomes, cache.path(), "2"), Duration::from_secs(60)).await;
+    second.expect_code(0);
+    assert_eq!(
+        log_count(&second.stderr, "message ran", "request_id", "req-term"),
+        1,
+        "{}",
+        second.stderr
+    );
+    assert_eq!(
+        outcomes_by_request(&outcomes).await,
+        BTreeMap::from([("req-term".to_owned(), 1)])
+    );
+    assert_eq!(queue.depth().await, 0, "none lost, none left");
+}
+
+#[tokio::test]
+async fn the_scaler_starts_workers_for_the_queue_depth_minus_those_running() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let cluster = Cluster::create(&sdk, &format!("scale-{id}")).await;
+    let queue = Queue::create(&sdk, &format!("scale-{id}"), &[], &[]).await;
+    for n in 0..25 {
+        queue.send(&format!(r#"{{"n":{n}}}"#)).await;
+    }
+    let (zip, cache) = shared_lambda_zip("dlq-forwarder");
+    let tick = |event_id: &str| {
+        let event = json!({"version": "0", "id": event_id, "detail-type": "Scheduled Event", "source": "aws.events",
+                           "account": "123456789012", "time": "2026-11-22T10:00:00Z", "region": "us-east-1",
+                           "resources": ["arn:aws:events:us-east-1:123456789012:rule/immortal-scaler"], "detail": {}});
+        RunnerCmd::new()
+            .cache(&cache)
+            .envs(Emulator::shared().env())
+            .envs(cluster.forwarder_env())
+            .env("IMMORTAL_MODE", "drain")
+            .env("IMMORTAL_DRAIN_QUEUE_URL", &queue.url)
+            .env("IMMORTAL_MAX_WORKERS", "5")
+            .env("IMMORTAL_STARTED_BY", "immortal-drain")
+            .args([
+                "--artifact".as_ref(),
+                zip.as_os_str(),
+                "--event".as_ref(),
+                event.to_string().as_ref(),
+            ])
+    };
+    let first = tokio::task::spawn_blocking({
+        let cmd = tick("tick-1");
+        move || cmd.run()
+    })
+    .await
+    .unwrap();
+    first.expect_code(0);
+    let result = first.json();
+    assert_eq!(
+        (
+            result["depth"].as_u64(),
+            result["running"].as_u64(),
+            result["started"].as_u64()
+        ),
+        (Some(25), Some(0), Some(3)),
+        "{result}"
+    );
+    let tasks = cluster.tasks().await;
+    assert_eq!(tasks.len(), 3);
+    for task in &tasks {
+        assert_eq!(task.started_by(), Some("immortal-drain"));
+        assert_eq!(task_env(task)["IMMORTAL_QUEUE_URL"], queue.url);
+    }
+
+    // More work arrives; three workers already run, the cap is five.
+    for n in 0..40 {
+        queue.send(&format!(r#"{{"more":{n}}}"#)).await;
+    }
+    let second = tokio::task::spawn_blocking({
+        let cmd = tick("tick-2");
+        move || cmd.run()
+    })
+    .await
+    .unwrap();
+    let result = second.json();
+    assert_eq!(
+        (
+            result["depth"].as_u64(),
+            result["running"].as_u64(),
+            result["started"].as_u64()
+        ),
+        (Some(65), Some(3), Some(2)),
+        "{result}"
+    );
+    assert_eq!(cluster.tasks().await.len(), 5);
+}
