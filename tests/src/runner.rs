@@ -189,11 +189,14 @@ pub struct Running {
     /// The process.
     pub child: std::process::Child,
     started: Instant,
-    output: Option<(std::thread::JoinHandle<Vec<u8>>, std::thread::JoinHandle<Vec<u8>>)>,
+    output: Option<(Reader, Reader)>,
     _cache: Option<tempfile::TempDir>,
 }
 
-fn drain_pipe(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+/// A thread reading one of a child's pipes to the end.
+type Reader = std::thread::JoinHandle<Vec<u8>>;
+
+fn drain_pipe(mut pipe: impl std::io::Read + Send + 'static) -> Reader {
     std::thread::spawn(move || {
         let mut all = Vec::new();
         let _ = pipe.read_to_end(&mut all);
