@@ -143,7 +143,7 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
         .collect();
     assert_eq!(
         names,
-        ["IMMORTAL_ON_SUCCESS", "IMMORTAL_ON_FAILURE", "IMMORTAL_PAYLOAD_BUCKET"]
+        ["IMMORTAL_ON_SUCCESS", "IMMORTAL_ON_FAILURE", "IMMORTAL_PAYLOAD_BUCKET", "IMMORTAL_IDLE_TIMEOUT", "IMMORTAL_RELAUNCH"]
     );
     let on_success =
         &resource(template, "ThumbnailLambdaEvConf")["Properties"]["DestinationConfig"]["OnSuccess"]["Destination"];
@@ -151,12 +151,20 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
         on_success.to_string().contains("ThumbnailOutcomesQueue"),
         "{on_success}"
     );
+    // The mode switch: per-message tasks on by default, the drain scaler's schedule off.
+    let mapping = &resource(template, "ForwarderEventSourceMappingSQSThumbnailDlq")["Properties"];
+    assert_eq!(mapping["Enabled"], true);
+    let schedule = template["Resources"].as_object().unwrap().iter().find(|(k, _)| k.starts_with("ScalerEventsRuleSchedule")).expect("the scaler's schedule").1;
+    assert_eq!(schedule["Properties"]["State"], "DISABLED");
+    let scaler_env = &resource(template, "ScalerLambdaFunction")["Properties"]["Environment"]["Variables"];
+    assert_eq!(scaler_env["IMMORTAL_MODE"], "drain");
     let payload = &resource(template, "PayloadBucket")["Properties"];
     assert_eq!(payload["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"], 14);
 }
 
-/// Actions that have no resource-level permissions: `*` is the only possible resource.
-const RESOURCELESS_ACTIONS: &[&str] = &["ecr:GetAuthorizationToken"];
+/// Actions that have no resource-level permissions for our use: `*` is the only possible
+/// resource (ListTasks is scoped by the ecs:cluster condition instead, checked below).
+const RESOURCELESS_ACTIONS: &[&str] = &["ecr:GetAuthorizationToken", "ecs:ListTasks"];
 
 /// Every Allow statement of every IAM role and policy in the template.
 fn iam_statements(template: &Value) -> Vec<(String, Value)> {
@@ -227,6 +235,9 @@ fn iam_is_least_privilege_with_no_wildcard_where_an_arn_is_known() {
                     "{role}: iam:PassRole should name exactly the runner's two roles, names {resources:?}"
                 ));
             }
+        }
+        if actions.iter().any(|a| a == "ecs:ListTasks") && statement["Condition"]["ArnEquals"]["ecs:cluster"].is_null() {
+            problems.push(format!("{role}: ecs:ListTasks must be limited to the runner's cluster"));
         }
         if actions.iter().any(|a| a == "ecs:RunTask") {
             let on_task_definition = resources.iter().all(|r| r.to_string().contains(":task-definition/"));
