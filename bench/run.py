@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAMBDA = os.path.join(ROOT, "target", "lambda")
 RUNNER = os.path.join(LAMBDA, "runner", "bootstrap")
-ECHO = os.path.join(LAMBDA, "fixture-echo", "bootstrap")
+ECHO = os.path.join(LAMBDA, "bench-echo", "bootstrap")
 WORK = os.path.join(ROOT, "bench", "work")
 REPS = int(os.environ.get("BENCH_REPS", "7"))
 
@@ -138,11 +138,11 @@ def bench_runner_overhead():
     # The reference: the same function under cargo lambda watch, invoked warm.
     port = free_port()
     watch = subprocess.Popen(
-        ["cargo", "lambda", "watch", "--release", "-p", "immortal-tests", "--bin", "fixture-echo", "--invoke-port", str(port), "--only-lambda-apis"],
+        ["cargo", "lambda", "watch", "--release", "-p", "immortal-bench-echo", "--bin", "bench-echo", "--invoke-port", str(port), "--only-lambda-apis"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_port(port, 600)
-        invoke = ["cargo", "lambda", "invoke", "fixture-echo", "--data-ascii", "{}", "--invoke-port", str(port)]
+        invoke = ["cargo", "lambda", "invoke", "bench-echo", "--data-ascii", "{}", "--invoke-port", str(port)]
         for _ in range(60):  # the first invoke builds and starts the function
             if subprocess.run(invoke, capture_output=True, cwd=ROOT).returncode == 0:
                 break
@@ -393,6 +393,123 @@ def bench_thumbnail(moto_url):
     shutil.rmtree(cache, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- drain mode
+
+def deploy_echo(moto_url, name):
+    """The trivial bootstrap as a Lambda function in the emulator (code served from S3)."""
+    import boto3
+    kw = dict(endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="b", aws_secret_access_key="b")
+    iam, s3, lam = boto3.client("iam", **kw), boto3.client("s3", **kw), boto3.client("lambda", **kw)
+    with contextlib.suppress(Exception):
+        iam.create_role(RoleName="bench", AssumeRolePolicyDocument="{}")
+    role = iam.get_role(RoleName="bench")["Role"]["Arn"]
+    with contextlib.suppress(Exception):
+        s3.create_bucket(Bucket="awslambda-us-east-1-tasks")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = 0o755 << 16
+        info.compress_type = zipfile.ZIP_DEFLATED
+        z.writestr(info, open(ECHO, "rb").read())
+    s3.put_object(Bucket="awslambda-us-east-1-tasks", Key=f"{name}.zip", Body=buf.getvalue(), ACL="public-read")
+    return lam.create_function(FunctionName=name, Runtime="provided.al2023", Role=role, Handler="bootstrap",
+                               Code={"S3Bucket": "awslambda-us-east-1-tasks", "S3Key": f"{name}.zip"})["FunctionArn"]
+
+
+def fill_queue(sqs, name, function_arn, count):
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
+    for batch in range(count // 10):
+        entries = []
+        for n in range(10):
+            rid = f"{name}-{batch}-{n}"
+            record = {"version": "1.0", "timestamp": "2026-11-22T10:00:00.000Z",
+                      "requestContext": {"requestId": rid, "functionArn": f"{function_arn}:$LATEST", "condition": "RetriesExhausted", "approximateInvokeCount": 1},
+                      "requestPayload": {"n": n}, "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+                      "responsePayload": {"errorType": "Sandbox.Timedout", "errorMessage": f"RequestId: {rid} Error: Task timed out after 3.00 seconds"}}
+            entries.append({"Id": str(n), "MessageBody": json.dumps(record)})
+        sqs.send_message_batch(QueueUrl=url, Entries=entries)
+    return url
+
+
+def bench_drain(moto_url):
+    print("drain mode", file=sys.stderr)
+    import boto3
+    from concurrent.futures import ThreadPoolExecutor
+    kw = dict(endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="b", aws_secret_access_key="b")
+    sqs, ecs, ec2 = boto3.client("sqs", **kw), boto3.client("ecs", **kw), boto3.client("ec2", **kw)
+    arn = deploy_echo(moto_url, "bench-echo")
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    group = ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]
+    ecs.create_cluster(clusterName="bench")
+    ecs.register_task_definition(family="bench-runner", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="1024", memory="2048",
+                                 containerDefinitions=[{"name": "runner", "image": "immortal-runner", "memory": 2048}])
+    messages, workers = 200, 3
+
+    # One task per message: the forwarder per SQS batch, then each task's runner with an
+    # empty cache (as a fresh Fargate task has), three at a time.
+    url = fill_queue(sqs, "per-task", arn, messages)
+    forwarder = os.path.join(LAMBDA, "dlq-forwarder", "bootstrap.zip")
+    fenv = aws_env(moto_url, IMMORTAL_CACHE_DIR=os.path.join(WORK, "fwd-cache"), IMMORTAL_CLUSTER="bench", IMMORTAL_TASK_DEFINITION="bench-runner",
+                   IMMORTAL_CONTAINER_NAME="runner", IMMORTAL_SUBNETS=subnet, IMMORTAL_SECURITY_GROUPS=group)
+    started = time.perf_counter()
+    startups = 0
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]).get("Messages", [])
+        if not got:
+            break
+        event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"], "attributes": {},
+                              "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:per-task",
+                              "awsRegion": "us-east-1"} for m in got]}
+        _, code, out, err, _ = run_timed([RUNNER, "--artifact", forwarder, "--event", json.dumps(event)], env=fenv)
+        assert code == 0 and json.loads(out)["batchItemFailures"] == [], err.decode()
+        startups += 1
+        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
+    task_arns = ecs.list_tasks(cluster="bench", maxResults=100)["taskArns"]
+    token = ecs.list_tasks(cluster="bench", maxResults=100).get("nextToken")
+    while token:
+        page = ecs.list_tasks(cluster="bench", maxResults=100, nextToken=token)
+        task_arns += page["taskArns"]
+        token = page.get("nextToken")
+    overrides = []
+    for chunk in range(0, len(task_arns), 100):
+        for task in ecs.describe_tasks(cluster="bench", tasks=task_arns[chunk:chunk + 100])["tasks"]:
+            overrides.append({e["name"]: e["value"] for e in task["overrides"]["containerOverrides"][0]["environment"]})
+
+    def one_task(env_vars):
+        cache = tempfile.mkdtemp(prefix="task-", dir=WORK)
+        _, code, _, err, _ = run_timed([RUNNER], env=aws_env(moto_url, IMMORTAL_CACHE_DIR=cache, **env_vars))
+        shutil.rmtree(cache, ignore_errors=True)
+        assert code == 0, err.decode()
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one_task, overrides))
+    per_task = time.perf_counter() - started
+    per_task_tasks = len(overrides)
+    per_task_startups = startups + per_task_tasks
+
+    # Drain mode: three workers, each with its own cache, drain the same amount.
+    url = fill_queue(sqs, "drain", arn, messages)
+    started = time.perf_counter()
+    procs = []
+    for w in range(workers):
+        cache = tempfile.mkdtemp(prefix="worker-", dir=WORK)
+        procs.append(subprocess.Popen([RUNNER, "--queue", url, "--idle-timeout", "2"], env=aws_env(moto_url, IMMORTAL_CACHE_DIR=cache),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    downloads = 0
+    for p in procs:
+        _, err = p.communicate()
+        assert p.returncode == 0, err.decode()[-2000:]
+        downloads += err.count(b'"message":"downloaded"')
+    drain = time.perf_counter() - started - 2  # the idle time before the workers exit
+    left = int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
+    assert left == 0
+    row(f"drain {messages} short messages: wall time (s)", f"{drain:.1f} (drain mode, {workers} workers)",
+        f"{per_task:.1f} (one task per message, {workers} at a time)", drain / per_task, "",
+        "locally; in AWS each task adds a Fargate cold start (30-60 s) and an image pull")
+    row(f"drain {messages} short messages: tasks / runner start-ups / code downloads",
+        f"{workers} / {workers} / {downloads}", f"{per_task_tasks} / {per_task_startups} / {per_task_tasks}", workers / per_task_tasks, "")
+
+
 # ---------------------------------------------------------------- sizes
 
 def bench_sizes():
@@ -423,7 +540,8 @@ def main():
         wait_port(port)
         only = set(sys.argv[1:])
         for name, fn in (("runner", bench_runner_overhead), ("fetch", bench_fetch), ("forwarder", bench_forwarder),
-                         ("thumbnail", lambda: bench_thumbnail(f"http://127.0.0.1:{port}")), ("sizes", bench_sizes)):
+                         ("thumbnail", lambda: bench_thumbnail(f"http://127.0.0.1:{port}")),
+                         ("drain", lambda: bench_drain(f"http://127.0.0.1:{port}")), ("sizes", bench_sizes)):
             if not only or name in only:
                 fn()
     finally:
