@@ -12,30 +12,25 @@ use crate::config::Config;
 use crate::launch::{self, Carrier, TaskRequest};
 
 /// What became of one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Decision {
     /// A task was started.
     Launched {
         /// Its ARN.
         task_arn: String,
     },
-    /// The policy does not relaunch this kind of failure; it stays for the parking queue.
-    Declined {
-        /// The failure class.
-        class: &'static str,
-    },
-    /// Not relaunched, and passed on to `IMMORTAL_ON_FAILURE` as a destination record.
-    PassedOn {
-        /// The failure class.
-        class: &'static str,
-        /// Where it went.
-        destination: String,
-    },
-    /// Something went wrong; SQS will deliver the message again.
-    Failed {
-        /// Why.
-        reason: String,
-    },
+    /// Not launched: declined, passed on, or failed (never `Verdict::Relaunch`).
+    Settled(Verdict),
+}
+
+impl Decision {
+    /// Whether the message may leave the queue.
+    pub fn done(&self) -> bool {
+        match self {
+            Decision::Launched { .. } => true,
+            Decision::Settled(verdict) => verdict.done(),
+        }
+    }
 }
 
 /// The forwarder: configuration and AWS clients.
@@ -70,13 +65,10 @@ impl Forwarder {
         let mut response = SqsBatchResponse::default();
         for message in &event.records {
             let message = queue_message(message);
-            let decision = self.forward(&message).await;
-            let retry = match &decision {
-                Decision::Launched { .. } | Decision::PassedOn { .. } => false,
-                // Left for the parking queue, where a person can see it.
-                Decision::Declined { .. } => true,
-                Decision::Failed { .. } => true,
-            };
+            // Boxed: the per-record future (triage, S3, RunTask) is deep enough to strain
+            // the compiler's layout computation when nested in the runtime's service.
+            let decision = Box::pin(self.forward(&message)).await;
+            let retry = !decision.done();
             if retry {
                 let mut failure = BatchItemFailure::default();
                 failure.item_identifier = message.message_id.clone();
@@ -89,21 +81,12 @@ impl Forwarder {
     /// Decides and acts on one message, and logs one line about it.
     pub async fn forward(&self, message: &QueueMessage) -> Decision {
         let (decision, request_id, function) = self.decide(message).await;
-        let request_id = request_id.unwrap_or_default();
-        let function = function.unwrap_or_default();
+        let (request_id, function) = (request_id.unwrap_or_default(), function.unwrap_or_default());
         match &decision {
             Decision::Launched { task_arn } => {
                 tracing::info!(message_id = %message.message_id, request_id, function, decision = "launched", task_arn = %task_arn, "record forwarded")
             }
-            Decision::Declined { class } => {
-                tracing::warn!(message_id = %message.message_id, request_id, function, decision = "declined", class, "not relaunched by IMMORTAL_RELAUNCH; left for the parking queue")
-            }
-            Decision::PassedOn { class, destination } => {
-                tracing::warn!(message_id = %message.message_id, request_id, function, decision = "passed-on", class, destination = %destination, "not relaunched by IMMORTAL_RELAUNCH; sent to IMMORTAL_ON_FAILURE")
-            }
-            Decision::Failed { reason } => {
-                tracing::error!(message_id = %message.message_id, request_id, function, decision = "failed", reason = %reason, "record not forwarded; SQS will deliver it again")
-            }
+            Decision::Settled(verdict) => verdict.log(&message.message_id, &request_id, &function),
         }
         decision
     }
@@ -113,15 +96,11 @@ impl Forwarder {
         let (request_id, function) = (triaged.request_id, triaged.function);
         let envelope = match triaged.verdict {
             Verdict::Relaunch(envelope) => envelope,
-            Verdict::Declined { class } => return (Decision::Declined { class }, request_id, function),
-            Verdict::PassedOn { class, destination } => {
-                return (Decision::PassedOn { class, destination }, request_id, function)
-            }
-            Verdict::Failed { reason } => return (Decision::Failed { reason }, request_id, function),
+            settled => return (Decision::Settled(settled), request_id, function),
         };
         let carrier = match self.carrier(&envelope, &message.message_id).await {
             Ok(carrier) => carrier,
-            Err(reason) => return (Decision::Failed { reason }, request_id, function),
+            Err(reason) => return (Decision::Settled(Verdict::Failed { reason }), request_id, function),
         };
         let label = function.clone().unwrap_or_default();
         let request = TaskRequest {
@@ -132,7 +111,7 @@ impl Forwarder {
         };
         let decision = match launch::run_task(&self.ecs, &self.config, &request).await {
             Ok(task_arn) => Decision::Launched { task_arn },
-            Err(e) => Decision::Failed { reason: e.to_string() },
+            Err(e) => Decision::Settled(Verdict::Failed { reason: e.to_string() }),
         };
         (decision, request_id, function)
     }
@@ -153,20 +132,9 @@ impl Forwarder {
             bucket: bucket.clone(),
             key: format!("envelopes/{request_id}/{message_id}.json"),
         };
-        self.s3
-            .put_object()
-            .bucket(&at.bucket)
-            .key(&at.key)
-            .content_type("application/json")
-            .body(envelope.to_json().into_bytes().into())
-            .send()
+        immortal_handler_sdk::aws::put_json(&self.s3, &at, envelope.to_json().into_bytes())
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot store the envelope at {at}: {}",
-                    immortal_handler_sdk::aws::describe_error(&e)
-                )
-            })?;
+            .map_err(|e| format!("cannot store the envelope: {e}"))?;
         Ok(Carrier::Stored(at))
     }
 }

@@ -19,7 +19,7 @@ pub mod ffi;
 #[cfg(feature = "runtime")]
 pub mod handler;
 pub mod init_error;
-#[cfg(feature = "runtime")]
+#[cfg(feature = "logging")]
 pub mod logging;
 #[cfg(feature = "overflow")]
 pub mod outcome;

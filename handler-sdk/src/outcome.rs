@@ -259,15 +259,9 @@ impl Publisher {
             bucket: bucket.clone(),
             key,
         };
-        self.s3
-            .put_object()
-            .bucket(&at.bucket)
-            .key(&at.key)
-            .content_type("application/json")
-            .body(body.as_bytes().to_vec().into())
-            .send()
+        crate::aws::put_json(&self.s3, &at, body.as_bytes().to_vec())
             .await
-            .map_err(|e| PublishError::Failed(format!("cannot store the record at {at}: {}", describe_error(&e))))?;
+            .map_err(|e| PublishError::Failed(format!("cannot store the record: {e}")))?;
         Ok(at)
     }
 
@@ -277,20 +271,9 @@ impl Publisher {
             return Ok(record);
         };
         let at = S3Location::parse(location).map_err(|e| e.to_string())?;
-        let object = self
-            .s3
-            .get_object()
-            .bucket(&at.bucket)
-            .key(&at.key)
-            .send()
+        let bytes = crate::aws::get_bytes(&self.s3, &at)
             .await
-            .map_err(|e| format!("cannot read the full record at {at}: {}", describe_error(&e)))?;
-        let bytes = object
-            .body
-            .collect()
-            .await
-            .map_err(|e| format!("cannot read the full record at {at}: {e}"))?
-            .into_bytes();
+            .map_err(|e| format!("cannot read the full record: {e}"))?;
         serde_json::from_slice(&bytes).map_err(|e| format!("the record at {at} is not a destination record: {e}"))
     }
 }

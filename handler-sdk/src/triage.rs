@@ -36,6 +36,35 @@ pub enum Verdict {
     },
 }
 
+impl Verdict {
+    /// Whether the message may leave the queue (it ran elsewhere, or was passed on).
+    pub fn done(&self) -> bool {
+        matches!(self, Verdict::PassedOn { .. })
+    }
+
+    /// One log line for a verdict that does not run the message, the same from every
+    /// consumer (`decision`: `declined`, `passed-on`, `failed`).
+    pub fn log(&self, message_id: &str, request_id: &str, function: &str) {
+        match self {
+            Verdict::Relaunch(_) => {}
+            Verdict::Declined { class } => tracing::warn!(
+                message_id,
+                request_id,
+                function,
+                decision = "declined",
+                class,
+                "not relaunched by IMMORTAL_RELAUNCH; left for the parking queue"
+            ),
+            Verdict::PassedOn { class, destination } => {
+                tracing::warn!(message_id, request_id, function, decision = "passed-on", class, destination = %destination, "not relaunched by IMMORTAL_RELAUNCH; sent to IMMORTAL_ON_FAILURE")
+            }
+            Verdict::Failed { reason } => {
+                tracing::error!(message_id, request_id, function, decision = "failed", reason = %reason, "not run; SQS will deliver the message again")
+            }
+        }
+    }
+}
+
 /// The verdict, with what is known of the message for logging.
 #[derive(Debug)]
 pub struct Triaged {

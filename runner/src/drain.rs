@@ -203,17 +203,11 @@ impl Worker {
         let function = triaged.function.unwrap_or_default();
         let envelope = match triaged.verdict {
             Verdict::Relaunch(envelope) => envelope,
-            Verdict::PassedOn { class, destination } => {
-                tracing::warn!(message_id = %queued.message_id, request_id, function, class, destination = %destination, "not relaunched; sent to IMMORTAL_ON_FAILURE");
-                return Settled::Done;
-            }
-            Verdict::Declined { class } => {
-                tracing::warn!(message_id = %queued.message_id, request_id, function, class, "not relaunched by IMMORTAL_RELAUNCH; left for the parking queue");
-                return Settled::Leave;
-            }
-            Verdict::Failed { reason } => {
-                tracing::error!(message_id = %queued.message_id, request_id, function, reason = %reason, "cannot run this message; SQS will deliver it again");
-                return Settled::Leave;
+            settled => {
+                settled.log(&queued.message_id, &request_id, &function);
+                // Passed on: done. Declined or failed: its visibility runs out and SQS
+                // delivers it again, then parks it.
+                return if settled.done() { Settled::Done } else { Settled::Leave };
             }
         };
         let result = async {

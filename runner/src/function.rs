@@ -23,6 +23,20 @@ pub struct CodeRef {
     pub size: Option<u64>,
 }
 
+impl CodeRef {
+    /// The SHA-256 Lambda recorded, as bytes.
+    pub fn digest(&self) -> Result<Vec<u8>, crate::error::CodeError> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(self.sha256.trim())
+            .map_err(|_| crate::error::CodeError::HashMismatch {
+                what: self.what.clone(),
+                expected: self.sha256.clone(),
+                actual: "(CodeSha256 is not base64)".into(),
+            })
+    }
+}
+
 /// The function as the runner needs it.
 #[derive(Debug, Clone)]
 pub struct FunctionSpec {

@@ -22,7 +22,6 @@ pub mod inproc;
 pub mod input;
 pub mod invocation;
 pub mod invoke;
-pub mod logging;
 pub mod outcome;
 pub mod report;
 pub mod runtime_api;
@@ -256,21 +255,9 @@ async fn read_s3_envelope(location: &str) -> Result<String, RunnerError> {
         .map_err(|e| RunnerError::Usage(format!("{e} (from {})", container::ENVELOPE_URL_VAR)))?;
     let s3 = aws::s3_client(&aws::load().await);
     let unreadable = |reason: String| RunnerError::Usage(format!("cannot read the envelope at {at}: {reason}"));
-    let object = s3
-        .get_object()
-        .bucket(&at.bucket)
-        .key(&at.key)
-        .send()
-        .await
-        .map_err(|e| unreadable(aws::describe_error(&e)))?;
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .map_err(|e| unreadable(e.to_string()))?
-        .into_bytes();
+    let bytes = aws::get_bytes(&s3, &at).await.map_err(unreadable)?;
     tracing::info!(envelope = %at, bytes = bytes.len(), "envelope read from S3");
-    String::from_utf8(bytes.to_vec()).map_err(|_| unreadable("not UTF-8 text".into()))
+    String::from_utf8(bytes).map_err(|_| unreadable("not UTF-8 text".into()))
 }
 
 /// The region from the standard variables, else us-east-1.

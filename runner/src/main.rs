@@ -3,11 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use immortal_runner::{cli::Cli, logging, signals};
+use immortal_handler_sdk::logging;
+use immortal_runner::{cli::Cli, signals};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
+    logging::init_cli();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -143,7 +143,13 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
         .collect();
     assert_eq!(
         names,
-        ["IMMORTAL_ON_SUCCESS", "IMMORTAL_ON_FAILURE", "IMMORTAL_PAYLOAD_BUCKET", "IMMORTAL_IDLE_TIMEOUT", "IMMORTAL_RELAUNCH"]
+        [
+            "IMMORTAL_ON_SUCCESS",
+            "IMMORTAL_ON_FAILURE",
+            "IMMORTAL_PAYLOAD_BUCKET",
+            "IMMORTAL_IDLE_TIMEOUT",
+            "IMMORTAL_RELAUNCH"
+        ]
     );
     let on_success =
         &resource(template, "ThumbnailLambdaEvConf")["Properties"]["DestinationConfig"]["OnSuccess"]["Destination"];
@@ -154,7 +160,13 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
     // The mode switch: per-message tasks on by default, the drain scaler's schedule off.
     let mapping = &resource(template, "ForwarderEventSourceMappingSQSThumbnailDlq")["Properties"];
     assert_eq!(mapping["Enabled"], true);
-    let schedule = template["Resources"].as_object().unwrap().iter().find(|(k, _)| k.starts_with("ScalerEventsRuleSchedule")).expect("the scaler's schedule").1;
+    let schedule = template["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.starts_with("ScalerEventsRuleSchedule"))
+        .expect("the scaler's schedule")
+        .1;
     assert_eq!(schedule["Properties"]["State"], "DISABLED");
     let scaler_env = &resource(template, "ScalerLambdaFunction")["Properties"]["Environment"]["Variables"];
     assert_eq!(scaler_env["IMMORTAL_MODE"], "drain");
@@ -236,7 +248,8 @@ fn iam_is_least_privilege_with_no_wildcard_where_an_arn_is_known() {
                 ));
             }
         }
-        if actions.iter().any(|a| a == "ecs:ListTasks") && statement["Condition"]["ArnEquals"]["ecs:cluster"].is_null() {
+        if actions.iter().any(|a| a == "ecs:ListTasks") && statement["Condition"]["ArnEquals"]["ecs:cluster"].is_null()
+        {
             problems.push(format!("{role}: ecs:ListTasks must be limited to the runner's cluster"));
         }
         if actions.iter().any(|a| a == "ecs:RunTask") {

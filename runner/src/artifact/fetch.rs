@@ -105,13 +105,7 @@ impl Fetcher {
     pub async fn download(&self, code: &CodeRef, dest: &Path) -> Result<Downloaded, CodeError> {
         let url = self.url_for(&code.location).await?;
         let shown = redact(&url);
-        let expected = base64::engine::general_purpose::STANDARD
-            .decode(code.sha256.trim())
-            .map_err(|_| CodeError::HashMismatch {
-                what: code.what.clone(),
-                expected: code.sha256.clone(),
-                actual: "(CodeSha256 is not base64)".into(),
-            })?;
+        let expected = code.digest()?;
         let fail = |reason: String| CodeError::Download {
             what: code.what.clone(),
             url: shown.clone(),

@@ -50,14 +50,7 @@ pub async fn obtain(
     kind: &str,
     limit: u64,
 ) -> Result<PathBuf, CodeError> {
-    use base64::Engine;
-    let digest = base64::engine::general_purpose::STANDARD
-        .decode(code.sha256.trim())
-        .map_err(|_| CodeError::HashMismatch {
-            what: code.what.clone(),
-            expected: code.sha256.clone(),
-            actual: "(CodeSha256 is not base64)".into(),
-        })?;
+    let digest = code.digest()?;
     let key = format!("{kind}/{}", hex(&digest));
     if let Some(dir) = cache.get(&key) {
         tracing::info!(what = %code.what, cache = %dir.display(), cache_hit = true, "code ready");
