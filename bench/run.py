@@ -224,16 +224,18 @@ def code_zip(target_mb):
     libs = sorted((os.path.join(d, f) for d in ("/usr/lib/x86_64-linux-gnu",) for f in os.listdir(d)
                    if ".so" in f and os.path.isfile(os.path.join(d, f)) and not os.path.islink(os.path.join(d, f))),
                   key=lambda p: (os.path.getsize(p) > 4_000_000, p))
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+    partial = path + ".partial"
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
         info = zipfile.ZipInfo("bootstrap")
         info.external_attr = 0o755 << 16
         info.compress_type = zipfile.ZIP_DEFLATED
-        with open(RUNNER, "rb") as f:
+        with open(ECHO, "rb") as f:
             z.writestr(info, f.read())
         for lib in libs:
             if z.fp.tell() > target_mb * 1_000_000:
                 break
             z.write(lib, "lib/" + os.path.basename(lib))
+    os.rename(partial, path)
     return path
 
 
@@ -323,17 +325,28 @@ class CountingHandler(http.server.BaseHTTPRequestHandler):
             response = urllib.request.urlopen(request)
         except urllib.error.HTTPError as e:
             response = e
-        data = response.read()
-        if self.command == "GET" and self.path.split("?")[0].endswith(".mp4"):
-            with self.server.lock:
-                self.server.object_bytes += len(data)
+        counted = self.command == "GET" and self.path.split("?")[0].endswith(".mp4")
         self.send_response(response.status)
         for k, v in response.headers.items():
-            if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+            if k.lower() not in ("connection",):
                 self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        # Stream, and count only what the client (ffmpeg) actually takes: it closes the
+        # connection once it has read what it needs, as it would with S3.
+        while True:
+            chunk = response.read(64 * 1024)
+            if not chunk:
+                break
+            try:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+                break
+            if counted:
+                with self.server.lock:
+                    self.server.object_bytes += len(chunk)
+        response.close()
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = relay
 
