@@ -347,3 +347,53 @@ async fn a_storm_of_1000_timeouts_with_20_percent_throttling_ends_with_exactly_o
     }
     assert_eq!(parking.depth().await, 0, "nothing parked");
 }
+
+#[tokio::test]
+async fn no_spot_capacity_falls_back_to_fargate_on_demand_once() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let cluster = Cluster::create(&sdk, &format!("spot-{id}")).await;
+    let queue = Queue::create(&sdk, &format!("spot-{id}"), &[("immortal:function", "thumbnail")], &[]).await;
+    let message_id = queue
+        .send_dead_letter(r#"{"k":1}"#, "req-spot", "Task timed out after 3.00 seconds")
+        .await;
+    // Spot has no capacity: every call with the message's own token (the strategy call)
+    // fails; the on-demand retry carries a token of its own.
+    let (proxy, launched) = ecs_proxy(|token| (!token.ends_with("/od")).then(no_capacity));
+    let messages = queue.receive(10, 1).await;
+    let (zip, cache) = shared_lambda_zip("dlq-forwarder");
+    let ran = run(RunnerCmd::new()
+        .cache(&cache)
+        .envs(aws_env(&proxy.url))
+        .envs(cluster.forwarder_env())
+        .env("IMMORTAL_CAPACITY_PROVIDERS", "FARGATE_SPOT:1")
+        .args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            queue.lambda_event(&messages).to_string().as_ref(),
+        ]))
+    .await;
+    assert_eq!(ran.json(), json!({"batchItemFailures": []}), "{}", ran.stderr);
+    let calls: Vec<Value> = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.target() == Some("RunTask"))
+        .map(|r| r.json())
+        .collect();
+    assert_eq!(calls.len(), 2, "Spot once, then on demand once");
+    assert_eq!(
+        calls[0]["capacityProviderStrategy"][0]["capacityProvider"],
+        "FARGATE_SPOT"
+    );
+    assert!(
+        calls[0].get("launchType").is_none(),
+        "a strategy and a launch type never go together"
+    );
+    assert_eq!(calls[1]["launchType"], "FARGATE");
+    assert_eq!(
+        launched.lock().unwrap().keys().cloned().collect::<Vec<_>>(),
+        [format!("{message_id}/od")]
+    );
+    assert_eq!(cluster.tasks().await.len(), 1);
+}

@@ -288,3 +288,63 @@ async fn the_forwarder_passes_records_it_will_not_relaunch_to_on_failure() {
     );
     assert_eq!(record["immortal"]["source"], "forwarder");
 }
+
+#[tokio::test]
+async fn records_reach_eventbridge_as_lambda_sends_them() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let events = aws_sdk_eventbridge::Client::new(&sdk);
+    let id = uuid_like();
+    let bus = events
+        .create_event_bus()
+        .name(format!("outcomes-{id}"))
+        .send()
+        .await
+        .unwrap()
+        .event_bus_arn
+        .unwrap();
+    let target = queue("bridge", &[]).await;
+    let rule = format!("immortal-{id}");
+    events
+        .put_rule()
+        .name(&rule)
+        .event_bus_name(&bus)
+        .event_pattern(r#"{"source":["lambda"],"detail-type":["Lambda Function Invocation Result - Success"]}"#)
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule(&rule)
+        .event_bus_name(&bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("q")
+                .arn(&target.arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let event = json!({"to": "eventbridge"});
+    let ran = run(runner("echo", &event, &overflow_context("req-bridge")).env("IMMORTAL_ON_SUCCESS", &bus)).await;
+    ran.expect_code(0);
+    let messages = target.receive(10, 2).await;
+    assert_eq!(messages.len(), 1, "{}", ran.stderr);
+    let delivered: Value = serde_json::from_str(messages[0].body().unwrap()).unwrap();
+    assert_eq!(delivered["source"], "lambda");
+    assert_eq!(delivered["detail-type"], "Lambda Function Invocation Result - Success");
+    assert_eq!(delivered["detail"]["requestContext"]["requestId"], "req-bridge");
+    assert_eq!(delivered["detail"]["requestPayload"], event);
+    let message = QueueMessage {
+        message_id: "m".into(),
+        body: messages[0].body().unwrap().to_owned(),
+        ..Default::default()
+    };
+    assert_eq!(
+        record::parse(&message)
+            .expect("the EventBridge-wrapped record parses")
+            .request_id(),
+        "req-bridge"
+    );
+}
