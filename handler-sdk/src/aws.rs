@@ -15,6 +15,13 @@ pub async fn load() -> SdkConfig {
     loader().load().await
 }
 
+/// The process's one SDK configuration, loaded on first use (clients made from it share
+/// its credential cache and HTTP connections).
+pub async fn shared() -> &'static SdkConfig {
+    static SHARED: tokio::sync::OnceCell<SdkConfig> = tokio::sync::OnceCell::const_new();
+    SHARED.get_or_init(load).await
+}
+
 /// The loader behind [`load`], for callers that set more (tests point it at an emulator).
 pub fn loader() -> aws_config::ConfigLoader {
     let http = aws_smithy_http_client::Builder::new()

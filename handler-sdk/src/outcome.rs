@@ -87,6 +87,7 @@ pub struct Publisher {
     events: aws_sdk_eventbridge::Client,
     s3: aws_sdk_s3::Client,
     payload_bucket: Option<String>,
+    queues: std::sync::Mutex<std::collections::HashMap<String, (String, usize)>>,
 }
 
 impl Publisher {
@@ -98,6 +99,7 @@ impl Publisher {
             events: aws_sdk_eventbridge::Client::new(sdk),
             s3: crate::aws::s3_client(sdk),
             payload_bucket,
+            queues: Default::default(),
         }
     }
 
@@ -109,7 +111,17 @@ impl Publisher {
             .as_ref()
             .map(|m| m.source.clone())
             .unwrap_or_else(|| "immortal".into());
-        let limit = self.limit(target).await?;
+        let (queue_url, limit) = match target {
+            Target::Sqs(queue) => {
+                let (url, limit) = self
+                    .sqs_queue(queue)
+                    .await
+                    .map_err(|e| PublishError::Failed(format!("cannot reach {target}: {e}")))?;
+                (Some(url), limit)
+            }
+            Target::Sns(_) => (None, SNS_LIMIT),
+            Target::EventBridge(_) => (None, EVENTBRIDGE_LIMIT),
+        };
         let overhead = match target {
             Target::Sqs(_) => SOURCE_ATTRIBUTE.len() + "String".len() + source.len(),
             Target::Sns(_) => 0,
@@ -128,8 +140,7 @@ impl Publisher {
         };
         let failed = |e: String| PublishError::Failed(format!("cannot send the record to {target}: {e}"));
         match target {
-            Target::Sqs(queue) => {
-                let url = self.queue_url(queue).await.map_err(failed)?;
+            Target::Sqs(_) => {
                 let marker = MessageAttributeValue::builder()
                     .data_type("String")
                     .string_value(&source)
@@ -137,7 +148,7 @@ impl Publisher {
                     .expect("complete");
                 self.sqs
                     .send_message()
-                    .queue_url(url)
+                    .queue_url(queue_url.unwrap_or_default())
                     .message_body(body)
                     .message_attributes(SOURCE_ATTRIBUTE, marker)
                     .send()
@@ -189,50 +200,49 @@ impl Publisher {
         Ok(delivered)
     }
 
-    /// The destination's size limit (a queue's own MaximumMessageSize).
-    async fn limit(&self, target: &Target) -> Result<usize, PublishError> {
-        match target {
-            Target::Sns(_) => Ok(SNS_LIMIT),
-            Target::EventBridge(_) => Ok(EVENTBRIDGE_LIMIT),
-            Target::Sqs(queue) => {
-                let failed = |e: String| PublishError::Failed(format!("cannot read the size limit of {target}: {e}"));
-                let url = self.queue_url(queue).await.map_err(failed)?;
-                let out = self
-                    .sqs
-                    .get_queue_attributes()
-                    .queue_url(url)
-                    .attribute_names(QueueAttributeName::MaximumMessageSize)
-                    .send()
-                    .await
-                    .map_err(|e| failed(describe_error(&e)))?;
-                Ok(out
-                    .attributes
-                    .and_then(|a| {
-                        a.get(&QueueAttributeName::MaximumMessageSize)
-                            .and_then(|v| v.parse().ok())
-                    })
-                    .unwrap_or(262_144))
-            }
+    /// A queue's URL and its own size limit (MaximumMessageSize), looked up once per
+    /// publisher: a drain worker reports every outcome to the same queue.
+    async fn sqs_queue(&self, queue: &str) -> Result<(String, usize), String> {
+        if let Some(known) = self.queues.lock().expect("queue cache").get(queue) {
+            return Ok(known.clone());
         }
-    }
-
-    async fn queue_url(&self, queue: &str) -> Result<String, String> {
-        if !queue.starts_with("arn:") {
-            return Ok(queue.to_owned());
-        }
-        let parts: Vec<&str> = queue.split(':').collect();
-        let [_, _, "sqs", _, account, name] = parts.as_slice() else {
-            return Err(format!("`{queue}` is not an SQS queue ARN"));
+        let url = if queue.starts_with("arn:") {
+            let parts: Vec<&str> = queue.split(':').collect();
+            let [_, _, "sqs", _, account, name] = parts.as_slice() else {
+                return Err(format!("`{queue}` is not an SQS queue ARN"));
+            };
+            self.sqs
+                .get_queue_url()
+                .queue_name(*name)
+                .queue_owner_aws_account_id(*account)
+                .send()
+                .await
+                .map_err(|e| describe_error(&e))?
+                .queue_url
+                .ok_or_else(|| format!("no URL for {queue}"))?
+        } else {
+            queue.to_owned()
         };
-        self.sqs
-            .get_queue_url()
-            .queue_name(*name)
-            .queue_owner_aws_account_id(*account)
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::MaximumMessageSize)
             .send()
             .await
-            .map_err(|e| describe_error(&e))?
-            .queue_url
-            .ok_or_else(|| format!("no URL for {queue}"))
+            .map_err(|e| format!("cannot read its size limit: {}", describe_error(&e)))?
+            .attributes;
+        let limit = attributes
+            .and_then(|a| {
+                a.get(&QueueAttributeName::MaximumMessageSize)
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(262_144);
+        self.queues
+            .lock()
+            .expect("queue cache")
+            .insert(queue.to_owned(), (url.clone(), limit));
+        Ok((url, limit))
     }
 
     async fn store(

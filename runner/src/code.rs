@@ -81,9 +81,12 @@ pub fn function_ref(
 }
 
 /// The function's own code, layers and configuration, from Lambda.
-pub async fn remote(function: &FunctionRef, options: &CodeOptions) -> Result<Prepared, RunnerError> {
-    let sdk = aws::load().await;
-    let lambda = function::client(&sdk, function);
+pub async fn remote(
+    function: &FunctionRef,
+    options: &CodeOptions,
+    sdk: &aws_config::SdkConfig,
+) -> Result<Prepared, RunnerError> {
+    let lambda = function::client(sdk, function);
     let spec = function::get_function(&lambda, function).await?;
     tracing::info!(
         function = spec.facts.arn.as_deref().unwrap_or(&function.name),
@@ -95,7 +98,7 @@ pub async fn remote(function: &FunctionRef, options: &CodeOptions) -> Result<Pre
     );
     check_architecture(&function.name, &spec.architecture)?;
     let s3_endpoint = aws::endpoint_override("S3");
-    let fetcher = Fetcher::new(Some(aws::s3_client(&sdk)), s3_endpoint);
+    let fetcher = Fetcher::new(Some(aws::s3_client(sdk)), s3_endpoint);
     let task_root = artifact::obtain(&fetcher, &spec.code, &options.cache, "code", options.max_unpacked).await?;
     let opt_dir = if spec.layers.is_empty() {
         options.opt_dir.clone()

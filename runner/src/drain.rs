@@ -22,12 +22,11 @@ use crate::error::RunnerError;
 use crate::exit::Exit;
 use crate::invoke::{stop_requested, StopSignal};
 use crate::outcome::Outcome;
-use crate::report::{self, Destinations};
+use crate::report::Reporter;
 use crate::runtime_api::ResponseSink;
 use crate::RunSettings;
 
 /// How a worker runs.
-#[derive(Debug, Clone)]
 pub struct DrainOptions {
     /// The queue.
     pub queue_url: String,
@@ -46,7 +45,7 @@ pub struct DrainOptions {
     /// Timeout, grace period, handler.
     pub settings: RunSettings,
     /// Where outcomes go.
-    pub destinations: Destinations,
+    pub reporter: Reporter,
 }
 
 /// Everything a message's run needs, shared by the runs.
@@ -61,8 +60,8 @@ struct Worker {
 
 /// Drains the queue until it stays empty or a stop is requested.
 pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, RunnerError> {
-    let sdk = aws::load().await;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sdk = aws::shared().await;
+    let sqs = aws_sdk_sqs::Client::new(sdk);
     let attributes = sqs
         .get_queue_attributes()
         .queue_url(&options.queue_url)
@@ -90,12 +89,13 @@ pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, Runn
         .max(2);
     let function_map = parse_function_map(&options.function_map)
         .map_err(|e| RunnerError::Usage(format!("IMMORTAL_FUNCTION_MAP: {e}")))?;
+    let destinations = options.reporter.destinations();
     let triage = Triage::new(
-        &sdk,
+        sdk,
         function_map,
         options.policy.clone(),
-        options.destinations.on_failure.clone(),
-        options.destinations.payload_bucket.clone(),
+        destinations.on_failure.clone(),
+        destinations.payload_bucket.clone(),
         "runner",
     );
     let worker = Arc::new(Worker {
@@ -104,9 +104,10 @@ pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, Runn
         queue_arn: attributes.get(&QueueAttributeName::QueueArn).cloned(),
         visibility,
         triage,
-        options: options.clone(),
+        options,
     });
-    tracing::info!(queue = %options.queue_url, concurrency = options.concurrency, idle_s = options.idle.as_secs_f64(), visibility_s = visibility, "draining");
+    let (concurrency, idle) = (worker.options.concurrency, worker.options.idle);
+    tracing::info!(queue = %worker.queue_url, concurrency, idle_s = idle.as_secs_f64(), visibility_s = visibility, "draining");
 
     let mut running: JoinSet<()> = JoinSet::new();
     let mut idle_since = Instant::now();
@@ -118,17 +119,17 @@ pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, Runn
             stopped = true;
             break;
         }
-        if running.len() >= options.concurrency {
+        if running.len() >= concurrency {
             tokio::select! {
                 _ = running.join_next() => {}
                 _ = stop_requested(&mut stopping) => {}
             }
             continue;
         }
-        let room = (options.concurrency - running.len()).min(10) as i32;
+        let room = (concurrency - running.len()).min(10) as i32;
         // Short polls while runs are in flight, so finished slots refill quickly.
         let wait = if running.is_empty() {
-            options.idle.as_secs().clamp(1, 20) as i32
+            idle.as_secs().clamp(1, 20) as i32
         } else {
             1
         };
@@ -146,7 +147,7 @@ pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, Runn
                 }
             }
             Ok(_) => {
-                if running.is_empty() && idle_since.elapsed() >= options.idle {
+                if running.is_empty() && idle_since.elapsed() >= idle {
                     break;
                 }
             }
@@ -212,7 +213,7 @@ impl Worker {
         };
         let result = async {
             let function = code::function_ref(None, None, &envelope)?;
-            let prepared = code::remote(&function, &self.options.code).await?;
+            let prepared = code::remote(&function, &self.options.code, aws::shared().await).await?;
             crate::run_prepared(
                 prepared,
                 &envelope,
@@ -236,7 +237,7 @@ impl Worker {
         }
         let ok = matches!(outcome, Outcome::Response { .. });
         tracing::info!(message_id = %queued.message_id, request_id, function, success = ok, error_type = outcome.error_type().unwrap_or_default(), "message ran");
-        match report::deliver(&self.options.destinations, &invocation, &outcome).await {
+        match self.options.reporter.deliver(&invocation, &outcome).await {
             Ok(()) => Settled::Done,
             // The record is in the log in full; the message runs again rather than vanish.
             Err(_) => Settled::Release,

@@ -61,6 +61,7 @@ async fn run_once(cli: &Cli, stop: StopSignal) -> Result<Exit, RunnerError> {
         cli.on_failure.as_deref(),
         cli.payload_bucket.as_deref(),
     )?;
+    let reporter = report::Reporter::new(destinations);
     if let Some(queue_url) = &cli.queue {
         return drain::drain(
             drain::DrainOptions {
@@ -76,7 +77,7 @@ async fn run_once(cli: &Cli, stop: StopSignal) -> Result<Exit, RunnerError> {
                 function_map: cli.function_map.clone().unwrap_or_default(),
                 code: code_options(cli),
                 settings: settings(cli),
-                destinations,
+                reporter,
             },
             stop,
         )
@@ -90,13 +91,13 @@ async fn run_once(cli: &Cli, stop: StopSignal) -> Result<Exit, RunnerError> {
     };
     let code_options = code_options(cli);
     if let Some(lib) = &cli.lib {
-        return run_in_process(cli, lib, &envelope, &destinations, stop).await;
+        return run_in_process(cli, lib, &envelope, &reporter, stop).await;
     }
     let prepared = match &cli.artifact {
         Some(path) => code::local(path, &code_options).await?,
         None => {
             let function = code::function_ref(cli.function.as_deref(), cli.qualifier.as_deref(), &envelope)?;
-            code::remote(&function, &code_options).await?
+            code::remote(&function, &code_options, aws::shared().await).await?
         }
     };
     if cli.fetch_only {
@@ -106,7 +107,7 @@ async fn run_once(cli: &Cli, stop: StopSignal) -> Result<Exit, RunnerError> {
     let sink = open_sink(cli).await?;
     let (invocation, outcome) = run_prepared(prepared, &envelope, &settings(cli), sink.clone(), stop).await?;
     write_outcome(&sink, &outcome, cli).await?;
-    finish(&destinations, &invocation, &outcome).await
+    finish(&reporter, &invocation, &outcome).await
 }
 
 /// How to run any invocation.
@@ -150,15 +151,11 @@ pub async fn run_prepared(
 }
 
 /// Reports the outcome to its destination and picks the exit code.
-async fn finish(
-    destinations: &report::Destinations,
-    invocation: &Invocation,
-    outcome: &Outcome,
-) -> Result<Exit, RunnerError> {
-    match report::deliver(destinations, invocation, outcome).await {
-        Ok(()) => Ok(outcome.exit()),
-        Err(exit) => Ok(exit),
-    }
+async fn finish(reporter: &report::Reporter, invocation: &Invocation, outcome: &Outcome) -> Result<Exit, RunnerError> {
+    Ok(match reporter.deliver(invocation, outcome).await {
+        Ok(()) => outcome.exit(),
+        Err(exit) => exit,
+    })
 }
 
 fn code_options(cli: &Cli) -> CodeOptions {
@@ -174,7 +171,7 @@ async fn run_in_process(
     cli: &Cli,
     lib: &std::path::Path,
     envelope: &Envelope,
-    destinations: &report::Destinations,
+    reporter: &report::Reporter,
     stop: StopSignal,
 ) -> Result<Exit, RunnerError> {
     let library = Arc::new(inproc::HandlerLibrary::load(lib)?);
@@ -216,7 +213,7 @@ async fn run_in_process(
     )
     .await;
     write_outcome(&sink, &outcome, cli).await?;
-    finish(destinations, &invocation, &outcome).await
+    finish(reporter, &invocation, &outcome).await
 }
 
 /// The envelope from --envelope, or from --event and --context.
@@ -253,7 +250,7 @@ async fn load_envelope(cli: &Cli) -> Result<Envelope, RunnerError> {
 async fn read_s3_envelope(location: &str) -> Result<String, RunnerError> {
     let at = S3Location::parse(location)
         .map_err(|e| RunnerError::Usage(format!("{e} (from {})", container::ENVELOPE_URL_VAR)))?;
-    let s3 = aws::s3_client(&aws::load().await);
+    let s3 = aws::s3_client(aws::shared().await);
     let unreadable = |reason: String| RunnerError::Usage(format!("cannot read the envelope at {at}: {reason}"));
     let bytes = aws::get_bytes(&s3, &at).await.map_err(unreadable)?;
     tracing::info!(envelope = %at, bytes = bytes.len(), "envelope read from S3");

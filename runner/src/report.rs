@@ -42,11 +42,6 @@ impl Destinations {
             payload_bucket: payload_bucket.filter(|b| !b.trim().is_empty()).map(str::to_owned),
         })
     }
-
-    /// Whether anything is configured.
-    pub fn any(&self) -> bool {
-        self.on_success.is_some() || self.on_failure.is_some()
-    }
 }
 
 /// The destination record for `outcome`.
@@ -68,29 +63,54 @@ pub fn record(invocation: &Invocation, outcome: &Outcome) -> DestinationRecord {
     })
 }
 
-/// Sends the outcome's record where it belongs; `Err(Exit::Undelivered)` when it could
-/// not be delivered (the record is then in the log, whole).
-pub async fn deliver(destinations: &Destinations, invocation: &Invocation, outcome: &Outcome) -> Result<(), Exit> {
-    let target = match outcome {
-        Outcome::Response { .. } => destinations.on_success.as_ref(),
-        Outcome::Failed { .. } => destinations.on_failure.as_ref(),
-    };
-    let Some(target) = target else { return Ok(()) };
-    let record = record(invocation, outcome);
-    let publisher = Publisher::new(&aws::load().await, destinations.payload_bucket.clone());
-    match publisher.publish(target, &record).await {
-        Ok(Delivered::Inline) => {
-            tracing::info!(destination = %target, condition = %record.request_context.condition, "outcome record delivered");
-            Ok(())
+/// Delivers outcome records; the publisher (and what it learns about its queues) is
+/// made once, on the first record.
+pub struct Reporter {
+    destinations: Destinations,
+    publisher: tokio::sync::OnceCell<Publisher>,
+}
+
+impl Reporter {
+    /// A reporter for `destinations`.
+    pub fn new(destinations: Destinations) -> Self {
+        Reporter {
+            destinations,
+            publisher: tokio::sync::OnceCell::new(),
         }
-        Ok(Delivered::Pointer(at)) => {
-            tracing::info!(destination = %target, condition = %record.request_context.condition, record = %at, "outcome record delivered as a pointer to the full record in S3");
-            Ok(())
-        }
-        Err(e) => {
-            let full = serde_json::to_string(&record).expect("a record serializes");
-            tracing::error!(destination = %target, error = %e, record = %full, "the outcome record could not be delivered; here it is in full");
-            Err(Exit::Undelivered)
+    }
+
+    /// The destinations.
+    pub fn destinations(&self) -> &Destinations {
+        &self.destinations
+    }
+
+    /// Sends the outcome's record where it belongs; `Err(Exit::Undelivered)` when it
+    /// could not be delivered (the record is then in the log, whole).
+    pub async fn deliver(&self, invocation: &Invocation, outcome: &Outcome) -> Result<(), Exit> {
+        let target = match outcome {
+            Outcome::Response { .. } => self.destinations.on_success.as_ref(),
+            Outcome::Failed { .. } => self.destinations.on_failure.as_ref(),
+        };
+        let Some(target) = target else { return Ok(()) };
+        let record = record(invocation, outcome);
+        let publisher = self
+            .publisher
+            .get_or_init(|| async { Publisher::new(aws::shared().await, self.destinations.payload_bucket.clone()) })
+            .await;
+        match publisher.publish(target, &record).await {
+            Ok(Delivered::Inline) => {
+                tracing::info!(destination = %target, condition = %record.request_context.condition, "outcome record delivered");
+                Ok(())
+            }
+            Ok(Delivered::Pointer(at)) => {
+                tracing::info!(destination = %target, condition = %record.request_context.condition, record = %at, "outcome record delivered as a pointer to the full record in S3");
+                Ok(())
+            }
+            Err(e) => {
+                let full = serde_json::to_string(&record).expect("a record serializes");
+                tracing::error!(destination = %target, error = %e, record = %full, "the outcome record could not be delivered; here it is in full");
+                Err(Exit::Undelivered)
+            }
         }
     }
 }

@@ -34,6 +34,17 @@ async fn post(api: &RuntimeApi, path: &str, body: &str) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap())
 }
 
+/// The next event must be a function error; its document.
+async fn function_error(api: &mut RuntimeApi) -> Value {
+    match api.events.recv().await {
+        Some(ApiEvent::Finished(Outcome::Failed {
+            kind: Failure::Function,
+            body,
+        })) => serde_json::from_slice(&body).unwrap(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 async fn next(api: &RuntimeApi) -> reqwest::Response {
     reqwest::get(url(api, "/invocation/next")).await.unwrap()
 }
@@ -98,19 +109,10 @@ async fn an_error_report_is_passed_on_unchanged_or_wrapped_when_not_json() {
         .await
         .unwrap();
     assert_eq!(res.status(), 202);
-    match api.events.recv().await {
-        Some(ApiEvent::Finished(Outcome::Failed {
-            kind: Failure::Function,
-            body,
-        })) => {
-            let body: Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(
-                body,
-                json!({"errorType": "Function.BadThing", "errorMessage": "plain text failure"})
-            );
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    assert_eq!(
+        function_error(&mut api).await,
+        json!({"errorType": "Function.BadThing", "errorMessage": "plain text failure"})
+    );
 }
 
 #[tokio::test]
@@ -207,17 +209,8 @@ async fn an_error_in_the_stream_trailers_fails_the_invocation() {
     );
     let reply = stream(&api, &["partial"], &trailers).await;
     assert!(reply.starts_with("HTTP/1.1 202"), "{reply}");
-    match api.events.recv().await {
-        Some(ApiEvent::Finished(Outcome::Failed {
-            kind: Failure::Function,
-            body,
-        })) => {
-            let body: Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(
-                body,
-                json!({"errorType": "Function.Midstream", "errorMessage": "lost the source"})
-            );
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    assert_eq!(
+        function_error(&mut api).await,
+        json!({"errorType": "Function.Midstream", "errorMessage": "lost the source"})
+    );
 }

@@ -127,6 +127,12 @@ pub fn task_tag(task: &Task, key: &str) -> Option<String> {
 /// exist). Read with EC2's query API directly: the emulator does not check signatures,
 /// and this spares the tests the EC2 SDK.
 pub fn default_network(url: &str) -> (String, String) {
+    static KNOWN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, (String, String)>>> =
+        std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(network) = known.lock().unwrap().get(url) {
+        return network.clone();
+    }
     let query = |action: &str, tag: &str| -> String {
         let body = std::process::Command::new("curl")
             .args(["-s", "-X", "POST", "-d", &format!("Action={action}&Version=2016-11-15"), url])

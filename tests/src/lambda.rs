@@ -86,9 +86,5 @@ pub async fn test_role(sdk: &SdkConfig) -> String {
 
 /// A short unique suffix.
 pub fn uuid_like() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    format!("{:x}{:x}{n}", t, std::process::id())
+    uuid::Uuid::new_v4().simple().to_string()[..20].to_owned()
 }

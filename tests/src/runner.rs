@@ -284,3 +284,17 @@ pub fn shared_lambda_zip(binary: &str) -> (PathBuf, PathBuf) {
         .clone();
     (zip, dir.join("cache"))
 }
+
+impl RunnerCmd {
+    /// The runner running a workspace binary as a Lambda function (`--artifact` its zip,
+    /// built once per process, and a code cache shared by the process) on `event`.
+    pub fn lambda(binary: &str, event: &str) -> RunnerCmd {
+        let (zip, cache) = shared_lambda_zip(binary);
+        RunnerCmd::new().cache(&cache).args([
+            "--artifact".as_ref(),
+            zip.as_os_str(),
+            "--event".as_ref(),
+            event.as_ref(),
+        ])
+    }
+}

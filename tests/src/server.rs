@@ -5,7 +5,6 @@
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
@@ -72,8 +71,6 @@ pub enum Reply {
         /// How much of it is sent.
         cut_at: usize,
     },
-    /// Wait, then answer.
-    Delayed(Duration, Box<Reply>),
     /// Pass the request on, then show `observe` the upstream's status and body.
     ForwardThen(Observer),
 }
@@ -207,40 +204,28 @@ async fn serve(
         at: std::time::Instant::now(),
     };
     log.lock().unwrap().push(seen.clone());
-    let mut reply = handler(&seen);
-    loop {
-        match reply {
-            Reply::Delayed(delay, inner) => {
-                tokio::time::sleep(delay).await;
-                reply = *inner;
-            }
-            Reply::Forward => {
-                let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                return forward(&seen, path, upstream, client, None).await;
-            }
-            Reply::ForwardThen(observe) => {
-                let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                return forward(&seen, path, upstream, client, Some(observe)).await;
-            }
-            Reply::Full { status, headers, body } => return response(status, &headers, full(body)),
-            Reply::Cut {
-                status,
-                mut headers,
-                body,
-                cut_at,
-            } => {
-                headers.push(("content-length".into(), body.len().to_string()));
-                let sent = body.slice(..cut_at.min(body.len()));
-                let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
-                    Ok(Frame::data(sent)),
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionReset,
-                        "cut by the test",
-                    )),
-                ];
-                let stream = futures_util::stream::iter(frames);
-                return response(status, &headers, BodyExt::boxed(StreamBody::new(stream)));
-            }
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    match handler(&seen) {
+        Reply::Forward => forward(&seen, path, upstream, client, None).await,
+        Reply::ForwardThen(observe) => forward(&seen, path, upstream, client, Some(observe)).await,
+        Reply::Full { status, headers, body } => response(status, &headers, full(body)),
+        Reply::Cut {
+            status,
+            mut headers,
+            body,
+            cut_at,
+        } => {
+            headers.push(("content-length".into(), body.len().to_string()));
+            let sent = body.slice(..cut_at.min(body.len()));
+            let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+                Ok(Frame::data(sent)),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "cut by the test",
+                )),
+            ];
+            let stream = futures_util::stream::iter(frames);
+            response(status, &headers, BodyExt::boxed(StreamBody::new(stream)))
         }
     }
 }

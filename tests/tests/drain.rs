@@ -10,7 +10,7 @@ use immortal_tests::ecs::{task_env, Cluster};
 use immortal_tests::emulator::Emulator;
 use immortal_tests::lambda::{deploy, uuid_like};
 use immortal_tests::queue::Queue;
-use immortal_tests::runner::{fixture, shared_lambda_zip, Ran, RunnerCmd, Running};
+use immortal_tests::runner::{fixture, Ran, RunnerCmd, Running};
 use immortal_tests::zips::bootstrap_zip_bytes;
 use serde_json::{json, Value};
 
@@ -250,25 +250,17 @@ async fn the_scaler_starts_workers_for_the_queue_depth_minus_those_running() {
     for n in 0..25 {
         queue.send(&format!(r#"{{"n":{n}}}"#)).await;
     }
-    let (zip, cache) = shared_lambda_zip("dlq-forwarder");
     let tick = |event_id: &str| {
         let event = json!({"version": "0", "id": event_id, "detail-type": "Scheduled Event", "source": "aws.events",
                            "account": "123456789012", "time": "2026-11-22T10:00:00Z", "region": "us-east-1",
                            "resources": ["arn:aws:events:us-east-1:123456789012:rule/immortal-scaler"], "detail": {}});
-        RunnerCmd::new()
-            .cache(&cache)
+        RunnerCmd::lambda("dlq-forwarder", &event.to_string())
             .envs(Emulator::shared().env())
             .envs(cluster.forwarder_env())
             .env("IMMORTAL_MODE", "drain")
             .env("IMMORTAL_DRAIN_QUEUE_URL", &queue.url)
             .env("IMMORTAL_MAX_WORKERS", "5")
             .env("IMMORTAL_STARTED_BY", "immortal-drain")
-            .args([
-                "--artifact".as_ref(),
-                zip.as_os_str(),
-                "--event".as_ref(),
-                event.to_string().as_ref(),
-            ])
     };
     let first = tokio::task::spawn_blocking({
         let cmd = tick("tick-1");

@@ -11,7 +11,7 @@ use immortal_tests::ecs::Cluster;
 use immortal_tests::emulator::{aws_env, Emulator};
 use immortal_tests::lambda::{deploy, uuid_like};
 use immortal_tests::queue::Queue;
-use immortal_tests::runner::{fixture, shared_lambda_zip, Ran, RunnerCmd};
+use immortal_tests::runner::{fixture, Ran, RunnerCmd};
 use immortal_tests::server::{Reply, Seen, TestServer};
 use immortal_tests::zips::bootstrap_zip_bytes;
 use serde_json::{json, Value};
@@ -83,18 +83,10 @@ async fn forward(
     proxy: &str,
     attempts: u32,
 ) -> Value {
-    let (zip, cache) = shared_lambda_zip("dlq-forwarder");
-    let cmd = RunnerCmd::new()
-        .cache(&cache)
+    let cmd = RunnerCmd::lambda("dlq-forwarder", &queue.lambda_event(messages).to_string())
         .envs(aws_env(proxy))
         .envs(cluster.forwarder_env())
-        .env("AWS_MAX_ATTEMPTS", attempts.to_string())
-        .args([
-            "--artifact".as_ref(),
-            zip.as_os_str(),
-            "--event".as_ref(),
-            queue.lambda_event(messages).to_string().as_ref(),
-        ]);
+        .env("AWS_MAX_ATTEMPTS", attempts.to_string());
     let ran = run(cmd).await;
     ran.expect_code(0);
     ran.json()
@@ -361,18 +353,12 @@ async fn no_spot_capacity_falls_back_to_fargate_on_demand_once() {
     // fails; the on-demand retry carries a token of its own.
     let (proxy, launched) = ecs_proxy(|token| (!token.ends_with("/od")).then(no_capacity));
     let messages = queue.receive(10, 1).await;
-    let (zip, cache) = shared_lambda_zip("dlq-forwarder");
-    let ran = run(RunnerCmd::new()
-        .cache(&cache)
-        .envs(aws_env(&proxy.url))
-        .envs(cluster.forwarder_env())
-        .env("IMMORTAL_CAPACITY_PROVIDERS", "FARGATE_SPOT:1")
-        .args([
-            "--artifact".as_ref(),
-            zip.as_os_str(),
-            "--event".as_ref(),
-            queue.lambda_event(&messages).to_string().as_ref(),
-        ]))
+    let ran = run(
+        RunnerCmd::lambda("dlq-forwarder", &queue.lambda_event(&messages).to_string())
+            .envs(aws_env(&proxy.url))
+            .envs(cluster.forwarder_env())
+            .env("IMMORTAL_CAPACITY_PROVIDERS", "FARGATE_SPOT:1"),
+    )
     .await;
     assert_eq!(ran.json(), json!({"batchItemFailures": []}), "{}", ran.stderr);
     let calls: Vec<Value> = proxy

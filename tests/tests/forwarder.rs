@@ -8,7 +8,7 @@ use immortal_tests::ecs::{task_env, task_tag, Cluster};
 use immortal_tests::emulator::Emulator;
 use immortal_tests::lambda::{deploy, uuid_like};
 use immortal_tests::queue::Queue;
-use immortal_tests::runner::{fixture, lambda_zip, Ran, RunnerCmd};
+use immortal_tests::runner::{fixture, Ran, RunnerCmd};
 use immortal_tests::zips::bootstrap_zip_bytes;
 use serde_json::{json, Value};
 
@@ -16,20 +16,11 @@ const S3_EVENT: &str = include_str!("../../handler-sdk/fixtures/s3-put.json");
 
 /// Runs the forwarder once on `event` (an SQS event), with `extra` settings.
 async fn forward(event: &Value, cluster: &Cluster, extra: &[(&'static str, String)]) -> Ran {
-    let dir = tempfile::tempdir().unwrap();
-    let zip = lambda_zip("dlq-forwarder", dir.path());
-    let cmd = RunnerCmd::new()
+    let cmd = RunnerCmd::lambda("dlq-forwarder", &event.to_string())
         .envs(Emulator::shared().env())
         .envs(cluster.forwarder_env())
-        .envs(extra.iter().cloned())
-        .args([
-            "--artifact".as_ref(),
-            zip.as_os_str(),
-            "--event".as_ref(),
-            event.to_string().as_ref(),
-        ]);
+        .envs(extra.iter().cloned());
     let ran = tokio::task::spawn_blocking(move || cmd.run()).await.unwrap();
-    drop(dir);
     ran
 }
 

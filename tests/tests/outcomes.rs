@@ -7,7 +7,7 @@ use immortal_tests::ecs::{task_env, Cluster};
 use immortal_tests::emulator::Emulator;
 use immortal_tests::lambda::uuid_like;
 use immortal_tests::queue::Queue;
-use immortal_tests::runner::{fixture, lambda_zip, Ran, RunnerCmd};
+use immortal_tests::runner::{fixture, Ran, RunnerCmd};
 use serde_json::{json, Value};
 
 async fn run(cmd: RunnerCmd) -> Ran {
@@ -217,17 +217,11 @@ async fn a_failed_runs_record_redriven_by_a_person_is_relaunched_by_the_forwarde
     let overflow = queue("overflow", &[]).await;
     overflow.send(&record.to_string()).await;
     let messages = overflow.receive(10, 1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let forwarder = lambda_zip("dlq-forwarder", dir.path());
-    let ran = run(RunnerCmd::new()
-        .envs(Emulator::shared().env())
-        .envs(cluster.forwarder_env())
-        .args([
-            "--artifact".as_ref(),
-            forwarder.as_os_str(),
-            "--event".as_ref(),
-            overflow.lambda_event(&messages).to_string().as_ref(),
-        ]))
+    let ran = run(
+        RunnerCmd::lambda("dlq-forwarder", &overflow.lambda_event(&messages).to_string())
+            .envs(Emulator::shared().env())
+            .envs(cluster.forwarder_env()),
+    )
     .await;
     assert_eq!(ran.json(), json!({"batchItemFailures": []}), "{}", ran.stderr);
     let tasks = cluster.tasks().await;
@@ -255,18 +249,12 @@ async fn the_forwarder_passes_records_it_will_not_relaunch_to_on_failure() {
     dlq.send_dead_letter(r#"{"k":"v"}"#, "req-declined", "Cannot read properties of undefined")
         .await;
     let messages = dlq.receive(10, 1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let forwarder = lambda_zip("dlq-forwarder", dir.path());
-    let ran = run(RunnerCmd::new()
-        .envs(Emulator::shared().env())
-        .envs(cluster.forwarder_env())
-        .env("IMMORTAL_ON_FAILURE", &watched.url)
-        .args([
-            "--artifact".as_ref(),
-            forwarder.as_os_str(),
-            "--event".as_ref(),
-            dlq.lambda_event(&messages).to_string().as_ref(),
-        ]))
+    let ran = run(
+        RunnerCmd::lambda("dlq-forwarder", &dlq.lambda_event(&messages).to_string())
+            .envs(Emulator::shared().env())
+            .envs(cluster.forwarder_env())
+            .env("IMMORTAL_ON_FAILURE", &watched.url),
+    )
     .await;
     assert_eq!(
         ran.json(),

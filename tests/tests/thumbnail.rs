@@ -9,7 +9,7 @@ use immortal_tests::ecs::{task_env, Cluster};
 use immortal_tests::emulator::Emulator;
 use immortal_tests::lambda::uuid_like;
 use immortal_tests::queue::Queue;
-use immortal_tests::runner::{lambda_zip, workspace_artifact, Ran, RunnerCmd};
+use immortal_tests::runner::{workspace_artifact, Ran, RunnerCmd};
 use immortal_tests::video::{pixels, png_size, reference_png, s3_event, sample_videos};
 use serde_json::{json, Value};
 
@@ -53,17 +53,9 @@ impl Bucket {
 }
 
 fn thumbnail(event: &Value, extra: &[(&'static str, String)], args: &[&str]) -> RunnerCmd {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let zip = lambda_zip("thumbnail", &dir);
-    RunnerCmd::new()
+    RunnerCmd::lambda("thumbnail", &event.to_string())
         .envs(Emulator::shared().env())
         .envs(extra.iter().cloned())
-        .args([
-            "--artifact".as_ref(),
-            zip.as_os_str(),
-            "--event".as_ref(),
-            event.to_string().as_ref(),
-        ])
         .args(args)
 }
 
@@ -293,17 +285,9 @@ async fn an_early_hand_off_in_lambda_is_relaunched_by_the_forwarder_and_finishes
     let queue = Queue::create(&sdk, &format!("failures-{id}"), &[], &[]).await;
     queue.send(&record.to_string()).await;
     let messages = queue.receive(10, 1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let forwarder = lambda_zip("dlq-forwarder", dir.path());
-    let cmd = RunnerCmd::new()
+    let cmd = RunnerCmd::lambda("dlq-forwarder", &queue.lambda_event(&messages).to_string())
         .envs(emulator.env())
-        .envs(cluster.forwarder_env())
-        .args([
-            "--artifact".as_ref(),
-            forwarder.as_os_str(),
-            "--event".as_ref(),
-            queue.lambda_event(&messages).to_string().as_ref(),
-        ]);
+        .envs(cluster.forwarder_env());
     let forwarded = run(cmd).await;
     assert_eq!(
         forwarded.json(),

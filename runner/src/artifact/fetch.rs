@@ -57,13 +57,6 @@ impl Fetcher {
         }
     }
 
-    /// Sets the retry schedule (tests use short ones).
-    pub fn with_retries(mut self, attempts: u32, first_backoff: Duration) -> Self {
-        self.attempts = attempts.max(1);
-        self.first_backoff = first_backoff;
-        self
-    }
-
     /// The URL to GET for a code location.
     pub async fn url_for(&self, location: &str) -> Result<String, CodeError> {
         if let Some(rest) = location.strip_prefix("s3://") {
