@@ -5,10 +5,10 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use aws_lambda_events::event::sqs::SqsMessage;
-use immortal_dlq_forwarder::forward::queue_message;
 use immortal_dlq_forwarder::launch;
-use immortal_handler_sdk::record::{self, RelaunchPolicy};
+use immortal_handler_sdk::record::{self, QueueMessage};
+use immortal_handler_sdk::FunctionRef;
+use immortal_overflow::{Carrier, FailureClass, RelaunchPolicy};
 
 fn cpu_seconds() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -26,21 +26,23 @@ fn main() {
     ];
     let messages: Vec<_> = fixtures
         .iter()
-        .map(|f| queue_message(&serde_json::from_str::<SqsMessage>(f).expect("fixture")))
+        .map(|f| serde_json::from_str::<QueueMessage>(f).expect("fixture"))
         .collect();
     let policy = RelaunchPolicy::default();
+    let thumbnail = FunctionRef::named("thumbnail");
     let rounds = 50_000;
     let (wall, cpu) = (Instant::now(), cpu_seconds());
     let mut launched = 0usize;
     for _ in 0..rounds {
         for message in &messages {
             let record = record::parse(message).expect("a known format");
-            if !policy.relaunches(record.class()) {
+            if !policy.relaunches(FailureClass::of(&record)) {
                 continue;
             }
-            let envelope = record.to_envelope(message, Some("thumbnail")).expect("an envelope");
-            let carrier = launch::inline_carrier("runner", &envelope).expect("fits the overrides");
-            black_box((carrier, launch::client_token(&message.message_id)));
+            let envelope = record.to_envelope(message, Some(&thumbnail)).expect("an envelope");
+            let environment = Carrier::inline(&envelope).to_environment();
+            assert!(launch::fits_overrides("runner", &environment), "fits the overrides");
+            black_box((environment, launch::client_token(&message.message_id)));
             launched += 1;
         }
     }

@@ -1,10 +1,11 @@
 //! The forwarder's settings, read from the environment and validated once, at init.
 
-use std::collections::BTreeMap;
-
-use immortal_handler_sdk::outcome::Target;
-use immortal_handler_sdk::queue_function::parse_function_map;
-use immortal_handler_sdk::record::RelaunchPolicy;
+use immortal_handler_sdk::container::{
+    ASSIGN_PUBLIC_IP_VAR, CAPACITY_PROVIDERS_VAR, CLUSTER_VAR, CONTAINER_NAME_VAR, DRAIN_QUEUE_URL_VAR,
+    MAX_WORKERS_VAR, MESSAGES_PER_WORKER_VAR, MODE_VAR, ON_DEMAND_FALLBACK_VAR, SECURITY_GROUPS_VAR, STARTED_BY_VAR,
+    SUBNETS_VAR, TASK_DEFINITION_VAR,
+};
+use immortal_overflow::{Lookup, OverflowSettings, SettingError};
 
 /// A capacity provider in the RunTask strategy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,214 +59,124 @@ pub struct Config {
     /// `IMMORTAL_ON_DEMAND_FALLBACK` (default true): after a capacity failure with a
     /// provider strategy, try once more with launch type FARGATE.
     pub on_demand_fallback: bool,
-    /// `IMMORTAL_PAYLOAD_BUCKET`: where envelopes too large for the overrides go.
-    pub payload_bucket: Option<String>,
-    /// `IMMORTAL_FUNCTION_MAP`: `queueArn=function,...` for dead-letter queues.
-    pub function_map: BTreeMap<String, String>,
-    /// `IMMORTAL_RELAUNCH`: which failures are relaunched.
-    pub relaunch: RelaunchPolicy,
     /// `IMMORTAL_STARTED_BY` (default `immortal-forwarder`).
     pub started_by: String,
-    /// `IMMORTAL_ON_FAILURE`: where records the policy does not relaunch go, as
-    /// destination records (else they stay for the parking queue).
-    pub on_failure: Option<Target>,
+    /// What the forwarder shares with the runner: the relaunch policy, the function
+    /// map, where records go, the payload bucket.
+    pub overflow: OverflowSettings,
     /// `IMMORTAL_MODE`: `task` (default) or `drain`.
     pub mode: Mode,
 }
 
-/// A setting that is missing or wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// Required and absent.
-    #[error("{name} is not set: {what} (see the configuration reference in the README)")]
-    Missing {
-        /// The variable.
-        name: &'static str,
-        /// What it should hold.
-        what: &'static str,
-    },
-    /// Present but unusable.
-    #[error("{name}={value:?} is not valid: {why}")]
-    Invalid {
-        /// The variable.
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// What is wrong.
-        why: String,
-    },
-}
+/// The usage hint for the capacity provider strategy.
+const PROVIDERS_USAGE: &str = "use NAME[:WEIGHT[:BASE]], e.g. FARGATE_SPOT:4,FARGATE:1";
 
 impl Config {
     /// Reads the process environment.
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    pub fn from_env() -> Result<Config, SettingError> {
+        Self::read(&Lookup::env())
     }
 
-    /// Reads settings through `get` (tests pass a map).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let value = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let required = |name: &'static str, what: &'static str| value(name).ok_or(ConfigError::Missing { name, what });
-        let list = |name: &'static str, what: &'static str| -> Result<Vec<String>, ConfigError> {
-            let items: Vec<String> = required(name, what)?
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect();
-            if items.is_empty() {
-                return Err(ConfigError::Missing { name, what });
-            }
-            Ok(items)
-        };
-        let invalid = |name: &'static str, value: &str, why: &str| ConfigError::Invalid {
-            name,
-            value: value.to_owned(),
-            why: why.to_owned(),
-        };
-
-        let assign_public_ip = match value("IMMORTAL_ASSIGN_PUBLIC_IP")
-            .as_deref()
-            .map(str::to_ascii_uppercase)
-            .as_deref()
+    /// Reads settings through `lookup` (tests pass a map).
+    pub fn read(lookup: &Lookup<'_>) -> Result<Config, SettingError> {
+        let assign_public_ip = lookup
+            .parsed(ASSIGN_PUBLIC_IP_VAR, |text| match text.to_ascii_uppercase().as_str() {
+                "DISABLED" | "FALSE" => Ok(false),
+                "ENABLED" | "TRUE" => Ok(true),
+                _ => Err("use ENABLED or DISABLED".to_owned()),
+            })?
+            .unwrap_or(false);
+        let capacity_providers = lookup
+            .parsed(CAPACITY_PROVIDERS_VAR, parse_capacity_providers)?
+            .unwrap_or_default();
+        let started_by = lookup
+            .parsed(STARTED_BY_VAR, |text| {
+                let ok = text.len() <= 128 && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c));
+                ok.then(|| text.to_owned())
+                    .ok_or_else(|| "up to 128 letters, digits, -, _ and /".to_owned())
+            })?
+            .unwrap_or_else(|| "immortal-forwarder".to_owned());
+        let mode = match lookup
+            .parsed(MODE_VAR, |text| match text.to_ascii_lowercase().as_str() {
+                "task" => Ok(false),
+                "drain" => Ok(true),
+                _ => Err("use task or drain".to_owned()),
+            })?
+            .unwrap_or(false)
         {
-            None | Some("DISABLED") | Some("FALSE") => false,
-            Some("ENABLED") | Some("TRUE") => true,
-            Some(other) => return Err(invalid("IMMORTAL_ASSIGN_PUBLIC_IP", other, "use ENABLED or DISABLED")),
-        };
-        let on_demand_fallback = match value("IMMORTAL_ON_DEMAND_FALLBACK")
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("true") | Some("1") | Some("yes") => true,
-            Some("false") | Some("0") | Some("no") => false,
-            Some(other) => return Err(invalid("IMMORTAL_ON_DEMAND_FALLBACK", other, "use true or false")),
-        };
-        let mut capacity_providers = Vec::new();
-        for item in value("IMMORTAL_CAPACITY_PROVIDERS")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            let parts: Vec<&str> = item.split(':').collect();
-            let number = |i: usize, default: i32| -> Result<i32, ConfigError> {
-                parts.get(i).map_or(Ok(default), |n| {
-                    n.parse().map_err(|_| {
-                        invalid(
-                            "IMMORTAL_CAPACITY_PROVIDERS",
-                            item,
-                            "use NAME[:WEIGHT[:BASE]], e.g. FARGATE_SPOT:4,FARGATE:1",
-                        )
-                    })
-                })
-            };
-            if parts.len() > 3 || parts[0].is_empty() {
-                return Err(invalid(
-                    "IMMORTAL_CAPACITY_PROVIDERS",
-                    item,
-                    "use NAME[:WEIGHT[:BASE]], e.g. FARGATE_SPOT:4,FARGATE:1",
-                ));
-            }
-            capacity_providers.push(CapacityProvider {
-                name: parts[0].to_owned(),
-                weight: number(1, 1)?,
-                base: number(2, 0)?,
-            });
-        }
-        let map_text = value("IMMORTAL_FUNCTION_MAP").unwrap_or_default();
-        let function_map =
-            parse_function_map(&map_text).map_err(|why| invalid("IMMORTAL_FUNCTION_MAP", &map_text, &why))?;
-        let relaunch = match value("IMMORTAL_RELAUNCH") {
-            Some(text) => RelaunchPolicy::parse(&text).map_err(|why| invalid("IMMORTAL_RELAUNCH", &text, &why))?,
-            None => RelaunchPolicy::default(),
-        };
-        let started_by = value("IMMORTAL_STARTED_BY").unwrap_or_else(|| "immortal-forwarder".to_owned());
-        if started_by.len() > 128
-            || !started_by
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c))
-        {
-            return Err(invalid(
-                "IMMORTAL_STARTED_BY",
-                &started_by,
-                "up to 128 letters, digits, -, _ and /",
-            ));
-        }
-        let on_failure = match value("IMMORTAL_ON_FAILURE") {
-            Some(text) => Some(Target::parse(&text).map_err(|why| invalid("IMMORTAL_ON_FAILURE", &text, &why))?),
-            None => None,
-        };
-        let count = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
-            match value(name) {
-                None => Ok(default),
-                Some(text) => text
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| invalid(name, &text, "a whole number above 0")),
-            }
-        };
-        let mode = match value("IMMORTAL_MODE")
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("task") => Mode::Task,
-            Some("drain") => Mode::Drain(DrainSettings {
-                queue_url: required(
-                    "IMMORTAL_DRAIN_QUEUE_URL",
-                    "the overflow queue the drain workers read (IMMORTAL_MODE=drain)",
+            false => Mode::Task,
+            true => Mode::Drain(DrainSettings {
+                queue_url: lookup.required(
+                    DRAIN_QUEUE_URL_VAR,
+                    "the overflow queue the drain workers read (drain mode)",
                 )?,
-                max_workers: count("IMMORTAL_MAX_WORKERS", 10)?,
-                messages_per_worker: count("IMMORTAL_MESSAGES_PER_WORKER", 10)?,
+                max_workers: lookup.count(MAX_WORKERS_VAR, 10)?,
+                messages_per_worker: lookup.count(MESSAGES_PER_WORKER_VAR, 10)?,
             }),
-            Some(other) => return Err(invalid("IMMORTAL_MODE", other, "use task or drain")),
         };
         Ok(Config {
             mode,
-            on_failure,
-            cluster: required("IMMORTAL_CLUSTER", "the ECS cluster to run the runner's tasks in")?,
-            task_definition: required(
-                "IMMORTAL_TASK_DEFINITION",
+            overflow: OverflowSettings::read(lookup)?,
+            cluster: lookup.required(CLUSTER_VAR, "the ECS cluster to run the runner's tasks in")?,
+            task_definition: lookup.required(
+                TASK_DEFINITION_VAR,
                 "the runner's task definition (family[:revision] or ARN)",
             )?,
-            container_name: required(
-                "IMMORTAL_CONTAINER_NAME",
+            container_name: lookup.required(
+                CONTAINER_NAME_VAR,
                 "the runner's container name in that task definition",
             )?,
-            subnets: list("IMMORTAL_SUBNETS", "comma-separated subnet ids for the tasks")?,
-            security_groups: list(
-                "IMMORTAL_SECURITY_GROUPS",
-                "comma-separated security group ids for the tasks",
-            )?,
+            subnets: lookup.list(SUBNETS_VAR, "comma-separated subnet ids for the tasks")?,
+            security_groups: lookup.list(SECURITY_GROUPS_VAR, "comma-separated security group ids for the tasks")?,
             assign_public_ip,
             capacity_providers,
-            on_demand_fallback,
-            payload_bucket: value("IMMORTAL_PAYLOAD_BUCKET"),
-            function_map,
-            relaunch,
+            on_demand_fallback: lookup.flag(ON_DEMAND_FALLBACK_VAR, true)?,
             started_by,
         })
     }
 }
 
+/// Parses `NAME[:WEIGHT[:BASE]],...`.
+fn parse_capacity_providers(text: &str) -> Result<Vec<CapacityProvider>, String> {
+    let mut providers = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let parts: Vec<&str> = item.split(':').collect();
+        let bad = || format!("`{item}`: {PROVIDERS_USAGE}");
+        if parts.len() > 3 || parts[0].is_empty() {
+            return Err(bad());
+        }
+        let number = |i: usize, default: i32| -> Result<i32, String> {
+            parts.get(i).map_or(Ok(default), |n| n.parse().map_err(|_| bad()))
+        };
+        providers.push(CapacityProvider {
+            name: parts[0].to_owned(),
+            weight: number(1, 1)?,
+            base: number(2, 0)?,
+        });
+    }
+    Ok(providers)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use immortal_handler_sdk::container::{FUNCTION_MAP_VAR, RELAUNCH_VAR};
+
+    use std::collections::BTreeMap;
 
     pub(crate) fn minimal() -> BTreeMap<&'static str, &'static str> {
         BTreeMap::from([
-            ("IMMORTAL_CLUSTER", "immortal"),
-            ("IMMORTAL_TASK_DEFINITION", "immortal-runner"),
-            ("IMMORTAL_CONTAINER_NAME", "runner"),
-            ("IMMORTAL_SUBNETS", "subnet-1, subnet-2"),
-            ("IMMORTAL_SECURITY_GROUPS", "sg-1"),
+            (CLUSTER_VAR, "immortal"),
+            (TASK_DEFINITION_VAR, "immortal-runner"),
+            (CONTAINER_NAME_VAR, "runner"),
+            (SUBNETS_VAR, "subnet-1, subnet-2"),
+            (SECURITY_GROUPS_VAR, "sg-1"),
         ])
     }
 
-    fn load(vars: &BTreeMap<&str, &str>) -> Result<Config, ConfigError> {
-        Config::from_lookup(|k| vars.get(k).map(|v| v.to_string()))
+    fn load(vars: &BTreeMap<&str, &str>) -> Result<Config, SettingError> {
+        let config = Config::read(&Lookup::new(|k| vars.get(k).map(|v| v.to_string())));
+        config
     }
 
     #[test]
@@ -279,11 +190,11 @@ pub(crate) mod tests {
     #[test]
     fn each_missing_setting_is_named() {
         for name in [
-            "IMMORTAL_CLUSTER",
-            "IMMORTAL_TASK_DEFINITION",
-            "IMMORTAL_CONTAINER_NAME",
-            "IMMORTAL_SUBNETS",
-            "IMMORTAL_SECURITY_GROUPS",
+            CLUSTER_VAR,
+            TASK_DEFINITION_VAR,
+            CONTAINER_NAME_VAR,
+            SUBNETS_VAR,
+            SECURITY_GROUPS_VAR,
         ] {
             let mut vars = minimal();
             vars.remove(name);
@@ -295,27 +206,27 @@ pub(crate) mod tests {
     #[test]
     fn drain_mode_needs_its_queue() {
         let mut vars = minimal();
-        vars.insert("IMMORTAL_MODE", "drain");
+        vars.insert(MODE_VAR, "drain");
         assert!(load(&vars)
             .unwrap_err()
             .to_string()
-            .starts_with("IMMORTAL_DRAIN_QUEUE_URL is not set"));
-        vars.insert("IMMORTAL_DRAIN_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/q");
-        vars.insert("IMMORTAL_MAX_WORKERS", "3");
+            .starts_with(&format!("{DRAIN_QUEUE_URL_VAR} is not set")));
+        vars.insert(DRAIN_QUEUE_URL_VAR, "https://sqs.us-east-1.amazonaws.com/1/q");
+        vars.insert(MAX_WORKERS_VAR, "3");
         let Mode::Drain(drain) = load(&vars).unwrap().mode else {
             panic!("drain mode")
         };
         assert_eq!((drain.max_workers, drain.messages_per_worker), (3, 10));
-        vars.insert("IMMORTAL_MAX_WORKERS", "0");
+        vars.insert(MAX_WORKERS_VAR, "0");
         assert!(load(&vars).is_err());
     }
 
     #[test]
     fn providers_map_and_policy() {
         let mut vars = minimal();
-        vars.insert("IMMORTAL_CAPACITY_PROVIDERS", "FARGATE_SPOT:4:1,FARGATE");
-        vars.insert("IMMORTAL_FUNCTION_MAP", "arn:aws:sqs:us-east-1:1:q=thumb");
-        vars.insert("IMMORTAL_RELAUNCH", "timeout,error");
+        vars.insert(CAPACITY_PROVIDERS_VAR, "FARGATE_SPOT:4:1,FARGATE");
+        vars.insert(FUNCTION_MAP_VAR, "arn:aws:sqs:us-east-1:1:q=thumb");
+        vars.insert(RELAUNCH_VAR, "timeout,error");
         let config = load(&vars).unwrap();
         assert_eq!(
             config.capacity_providers[0],
@@ -333,13 +244,13 @@ pub(crate) mod tests {
                 base: 0
             }
         );
-        assert_eq!(config.function_map["arn:aws:sqs:us-east-1:1:q"], "thumb");
+        assert_eq!(config.overflow.function_map["arn:aws:sqs:us-east-1:1:q"].name, "thumb");
         for (name, value) in [
-            ("IMMORTAL_CAPACITY_PROVIDERS", "SPOT:x"),
-            ("IMMORTAL_FUNCTION_MAP", "q=thumb"),
-            ("IMMORTAL_RELAUNCH", "sometimes"),
-            ("IMMORTAL_ASSIGN_PUBLIC_IP", "maybe"),
-            ("IMMORTAL_STARTED_BY", "has space"),
+            (CAPACITY_PROVIDERS_VAR, "SPOT:x"),
+            (FUNCTION_MAP_VAR, "q=thumb"),
+            (RELAUNCH_VAR, "sometimes"),
+            (ASSIGN_PUBLIC_IP_VAR, "maybe"),
+            (STARTED_BY_VAR, "has space"),
         ] {
             let mut vars = minimal();
             vars.insert(name, value);

@@ -1,5 +1,5 @@
-//! Starting the runner's task: the overrides that carry the envelope (within ECS's
-//! 8192-character limit, measured), the idempotency token, and RunTask itself.
+//! Starting the runner's task: the overrides budget (ECS's 8192-character limit,
+//! measured), the idempotency token, and RunTask itself.
 
 use aws_sdk_ecs::error::ProvideErrorMetadata;
 use aws_sdk_ecs::types::{
@@ -8,41 +8,12 @@ use aws_sdk_ecs::types::{
 };
 use immortal_handler_sdk::aws::describe_error;
 use immortal_handler_sdk::container;
-use immortal_handler_sdk::envelope::S3Location;
-use immortal_handler_sdk::Envelope;
 use serde_json::json;
 
 use crate::config::Config;
 
 /// ECS's limit on all overrides of one RunTask, JSON formatting included.
 pub const OVERRIDES_LIMIT: usize = 8192;
-
-/// The container environment that carries one envelope.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Carrier {
-    /// `IMMORTAL_EVENT` and `IMMORTAL_CONTEXT`, inline.
-    Inline {
-        /// The event text.
-        event: String,
-        /// The context JSON.
-        context: String,
-    },
-    /// `IMMORTAL_ENVELOPE_URL` pointing at the stored envelope.
-    Stored(S3Location),
-}
-
-impl Carrier {
-    /// The container environment variables.
-    pub fn environment(&self) -> Vec<(String, String)> {
-        match self {
-            Carrier::Inline { event, context } => vec![
-                (container::EVENT_VAR.to_owned(), event.clone()),
-                (container::CONTEXT_VAR.to_owned(), context.clone()),
-            ],
-            Carrier::Stored(at) => vec![(container::ENVELOPE_URL_VAR.to_owned(), at.to_string())],
-        }
-    }
-}
 
 /// The overrides as ECS receives and counts them.
 pub fn overrides_json(container_name: &str, environment: &[(String, String)]) -> String {
@@ -58,13 +29,9 @@ pub fn overrides_size(container_name: &str, environment: &[(String, String)]) ->
     overrides_json(container_name, environment).chars().count()
 }
 
-/// Inline when everything fits the limit, else `None` (the envelope must be stored).
-pub fn inline_carrier(container_name: &str, envelope: &Envelope) -> Option<Carrier> {
-    let carrier = Carrier::Inline {
-        event: envelope.event.get().to_owned(),
-        context: envelope.context_json(),
-    };
-    (overrides_size(container_name, &carrier.environment()) <= OVERRIDES_LIMIT).then_some(carrier)
+/// Whether `environment` fits in one RunTask's overrides.
+pub fn fits_overrides(container_name: &str, environment: &[(String, String)]) -> bool {
+    overrides_size(container_name, environment) <= OVERRIDES_LIMIT
 }
 
 /// RunTask's clientToken for a queue message: the message id, so a redelivery of the
@@ -263,20 +230,13 @@ async fn call(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use immortal_handler_sdk::Envelope;
+    use immortal_overflow::Carrier;
 
     /// An envelope whose inline overrides take exactly `target` characters.
     fn envelope_of_size(target: usize) -> (Envelope, usize) {
         let base = Envelope::from_parts(r#"{"p":""}"#, r#"{"request_id":"r"}"#).unwrap();
-        let size = |e: &Envelope| {
-            overrides_size(
-                "runner",
-                &Carrier::Inline {
-                    event: e.event.get().into(),
-                    context: e.context_json(),
-                }
-                .environment(),
-            )
-        };
+        let size = |e: &Envelope| overrides_size("runner", &Carrier::inline(e).to_environment());
         let padding = target - size(&base);
         let envelope = Envelope::from_parts(
             &format!(r#"{{"p":"{}"}}"#, "x".repeat(padding)),
@@ -291,19 +251,16 @@ mod tests {
     fn exactly_8192_characters_travel_inline_one_more_does_not() {
         let (envelope, size) = envelope_of_size(OVERRIDES_LIMIT);
         assert_eq!(size, 8192);
-        assert!(matches!(
-            inline_carrier("runner", &envelope),
-            Some(Carrier::Inline { .. })
-        ));
+        assert!(fits_overrides("runner", &Carrier::inline(&envelope).to_environment()));
         let (envelope, size) = envelope_of_size(OVERRIDES_LIMIT + 1);
         assert_eq!(size, 8193);
-        assert_eq!(inline_carrier("runner", &envelope), None);
+        assert!(!fits_overrides("runner", &Carrier::inline(&envelope).to_environment()));
     }
 
     #[test]
     fn the_budget_counts_json_escaping() {
         // Quotes in the event are escaped twice: once in the event, once in the overrides.
-        let env = vec![("IMMORTAL_EVENT".to_owned(), r#"{"a":"\""}"#.to_owned())];
+        let env = vec![(container::EVENT_VAR.to_owned(), r#"{"a":"\""}"#.to_owned())];
         let json = overrides_json("runner", &env);
         assert_eq!(overrides_size("runner", &env), json.chars().count());
         assert!(json.contains(r#"{\"a\":\"\\\"\"}"#), "{json}");

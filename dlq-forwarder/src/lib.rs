@@ -6,7 +6,6 @@
 //! [`config`] (validated at init), [`forward`] (one batch), [`launch`] (RunTask, the
 //! overrides budget, the idempotency token), and the scaling mode ([`scale`]).
 #![deny(missing_docs)]
-#![warn(rust_2018_idioms)]
 
 pub mod config;
 pub mod forward;

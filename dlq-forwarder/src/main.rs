@@ -1,9 +1,9 @@
 //! The forwarder's `bootstrap`: validate the configuration, then serve SQS batches (one
 //! task per message) or scheduled ticks (the drain mode's scaler).
 
-use aws_lambda_events::event::sqs::SqsEvent;
 use immortal_dlq_forwarder::config::{Config, DrainSettings, Mode};
 use immortal_dlq_forwarder::{forward::Forwarder, scale};
+use immortal_handler_sdk::record::SqsBatch;
 use immortal_handler_sdk::{aws, init_error, logging};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
@@ -29,7 +29,7 @@ async fn main() -> Result<(), Error> {
 async fn per_message_tasks(config: Config, sdk: aws_config::SdkConfig) -> Result<(), Error> {
     let forwarder = Forwarder::new(config, &sdk);
     let forwarder = &forwarder;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsBatch>| async move {
         Ok::<_, Error>(forwarder.handle(event.payload).await)
     }))
     .await

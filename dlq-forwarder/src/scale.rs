@@ -3,6 +3,7 @@
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use immortal_handler_sdk::aws::describe_error;
+use immortal_handler_sdk::container::QUEUE_URL_VAR;
 
 use crate::config::{Config, DrainSettings};
 use crate::launch::{self, TaskRequest};
@@ -78,10 +79,7 @@ pub async fn tick(
     let mut tasks = Vec::new();
     for n in 0..started {
         let request = TaskRequest {
-            environment: vec![(
-                immortal_handler_sdk::container::QUEUE_URL_VAR.to_owned(),
-                drain.queue_url.clone(),
-            )],
+            environment: vec![(QUEUE_URL_VAR.to_owned(), drain.queue_url.clone())],
             token: launch::client_token(&format!("{seed}/{n}")),
             request_id: "drain-worker",
             function: "drain-worker",

@@ -1,5 +1,6 @@
-//! One AWS SDK configuration for every part: the default credential and region chain,
-//! `AWS_ENDPOINT_URL*` honoured, rustls on ring, and patient retries.
+//! One AWS SDK configuration for handlers and for every part of immortal: the default
+//! credential and region chain, `AWS_ENDPOINT_URL*` honoured, rustls on ring, and
+//! patient retries.
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -50,37 +51,6 @@ pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
-/// Writes `body` as a JSON object at `at`.
-pub async fn put_json(s3: &aws_sdk_s3::Client, at: &crate::envelope::S3Location, body: Vec<u8>) -> Result<(), String> {
-    s3.put_object()
-        .bucket(&at.bucket)
-        .key(&at.key)
-        .content_type("application/json")
-        .body(body.into())
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("cannot write {at}: {}", describe_error(&e)))
-}
-
-/// Reads the object at `at` whole (envelopes and records: small documents).
-pub async fn get_bytes(s3: &aws_sdk_s3::Client, at: &crate::envelope::S3Location) -> Result<Vec<u8>, String> {
-    let object = s3
-        .get_object()
-        .bucket(&at.bucket)
-        .key(&at.key)
-        .send()
-        .await
-        .map_err(|e| format!("cannot read {at}: {}", describe_error(&e)))?;
-    Ok(object
-        .body
-        .collect()
-        .await
-        .map_err(|e| format!("cannot read {at}: {e}"))?
-        .into_bytes()
-        .to_vec())
-}
-
 /// An AWS call's failure on one line: `Code: message` for service errors, the cause
 /// chain for transport errors.
 pub fn describe_error<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> String
@@ -93,12 +63,5 @@ where
             return format!("{code}: {}", service.message().unwrap_or("(no message)"));
         }
     }
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::error_document::message_with_causes(err)
 }

@@ -1,17 +1,18 @@
-//! Names shared between the parts: container environment variables, tags, error types.
+//! Names shared between the parts: every `IMMORTAL_*` variable, tags, error types.
 //!
 //! Decided once, here; every other crate uses these constants, never the literals.
 
-/// The original event (JSON), set on the runner's container by the forwarder.
+// ---- The envelope's trip into a container (see `immortal_overflow::carrier`) ----
+
+/// The original event (JSON), for a run started by hand (`runner` reads it like `--event`).
 pub const EVENT_VAR: &str = "IMMORTAL_EVENT";
-/// The invocation context (JSON), set on the runner's container by the forwarder.
+/// The invocation context (JSON), read like `--context`.
 pub const CONTEXT_VAR: &str = "IMMORTAL_CONTEXT";
-/// Where a whole envelope is stored when it is too large for the task overrides
-/// (`s3://bucket/key`). Takes the place of [`EVENT_VAR`] and [`CONTEXT_VAR`].
+/// Where a whole envelope is stored (`s3://bucket/key`). Takes the place of
+/// [`EVENT_VAR`] and [`CONTEXT_VAR`].
 pub const ENVELOPE_URL_VAR: &str = "IMMORTAL_ENVELOPE_URL";
 
-/// The overflow queue a drain worker (`runner --queue`) reads; set by the scaler.
-pub const QUEUE_URL_VAR: &str = "IMMORTAL_QUEUE_URL";
+// ---- What the runner sets for the bootstrap ----
 
 /// Set by the runner for the bootstrap: the runner's version. Its presence means
 /// "running in the overflow runner, not in Lambda".
@@ -27,10 +28,75 @@ pub const NO_DEADLINE_SECS: u64 = 21 * 24 * 3600;
 /// `overflow` object as JSON (attempt, original error, source).
 pub const OVERFLOW_VAR: &str = "IMMORTAL_OVERFLOW";
 
+// ---- Settings shared by the forwarder and the runner ----
+
+/// Which failures are relaunched (`timeout,overflow` by default).
+pub const RELAUNCH_VAR: &str = "IMMORTAL_RELAUNCH";
+/// `queueArn=function,...` for dead-letter queues without the [`FUNCTION_TAG`].
+pub const FUNCTION_MAP_VAR: &str = "IMMORTAL_FUNCTION_MAP";
+/// Where success records go (an SQS queue, SNS topic or EventBridge bus).
+pub const ON_SUCCESS_VAR: &str = "IMMORTAL_ON_SUCCESS";
+/// Where failure records go.
+pub const ON_FAILURE_VAR: &str = "IMMORTAL_ON_FAILURE";
+/// The bucket for stored envelopes and records too large for their destination.
+pub const PAYLOAD_BUCKET_VAR: &str = "IMMORTAL_PAYLOAD_BUCKET";
+
+// ---- The forwarder's settings ----
+
+/// The ECS cluster the runner's tasks run in.
+pub const CLUSTER_VAR: &str = "IMMORTAL_CLUSTER";
+/// The runner's task definition.
+pub const TASK_DEFINITION_VAR: &str = "IMMORTAL_TASK_DEFINITION";
+/// The runner's container in that task definition.
+pub const CONTAINER_NAME_VAR: &str = "IMMORTAL_CONTAINER_NAME";
+/// Subnets for the tasks.
+pub const SUBNETS_VAR: &str = "IMMORTAL_SUBNETS";
+/// Security groups for the tasks.
+pub const SECURITY_GROUPS_VAR: &str = "IMMORTAL_SECURITY_GROUPS";
+/// `ENABLED` or `DISABLED`.
+pub const ASSIGN_PUBLIC_IP_VAR: &str = "IMMORTAL_ASSIGN_PUBLIC_IP";
+/// The capacity provider strategy.
+pub const CAPACITY_PROVIDERS_VAR: &str = "IMMORTAL_CAPACITY_PROVIDERS";
+/// Whether a capacity failure falls back to on-demand Fargate once.
+pub const ON_DEMAND_FALLBACK_VAR: &str = "IMMORTAL_ON_DEMAND_FALLBACK";
+/// The tasks' `startedBy`.
+pub const STARTED_BY_VAR: &str = "IMMORTAL_STARTED_BY";
+/// `task` (one task per message) or `drain` (a scaler of drain workers).
+pub const MODE_VAR: &str = "IMMORTAL_MODE";
+/// Drain mode: the queue the workers drain.
+pub const DRAIN_QUEUE_URL_VAR: &str = "IMMORTAL_DRAIN_QUEUE_URL";
+/// Drain mode: the most workers at once.
+pub const MAX_WORKERS_VAR: &str = "IMMORTAL_MAX_WORKERS";
+/// Drain mode: queued messages per worker.
+pub const MESSAGES_PER_WORKER_VAR: &str = "IMMORTAL_MESSAGES_PER_WORKER";
+
+// ---- The runner's settings ----
+
+/// The overflow queue a drain worker (`runner --queue`) reads; set by the scaler.
+pub const QUEUE_URL_VAR: &str = "IMMORTAL_QUEUE_URL";
+/// SIGTERM → SIGKILL delay for the bootstrap.
+pub const GRACE_PERIOD_VAR: &str = "IMMORTAL_GRACE_PERIOD";
+/// The code cache.
+pub const CACHE_DIR_VAR: &str = "IMMORTAL_CACHE_DIR";
+/// The layers root.
+pub const OPT_DIR_VAR: &str = "IMMORTAL_OPT_DIR";
+/// The per-zip unpacked size limit.
+pub const MAX_UNPACKED_SIZE_VAR: &str = "IMMORTAL_MAX_UNPACKED_SIZE";
+/// Drain mode: messages run at once.
+pub const CONCURRENCY_VAR: &str = "IMMORTAL_CONCURRENCY";
+/// Drain mode: exit after the queue stayed empty this long.
+pub const IDLE_TIMEOUT_VAR: &str = "IMMORTAL_IDLE_TIMEOUT";
+/// Drain mode: the heartbeat's visibility extension.
+pub const VISIBILITY_TIMEOUT_VAR: &str = "IMMORTAL_VISIBILITY_TIMEOUT";
+
+// ---- Tags ----
+
 /// Queue tag naming the function whose dead-letter queue this is (name or ARN).
 pub const FUNCTION_TAG: &str = "immortal:function";
 /// Task tag carrying the original request id.
 pub const REQUEST_ID_TAG: &str = "immortal:request-id";
+
+// ---- Error types ----
 
 /// The error type a handler returns to hand its invocation to the runner at once.
 pub const OVERFLOW_ERROR_TYPE: &str = "Immortal.Overflow";
@@ -38,3 +104,25 @@ pub const OVERFLOW_ERROR_TYPE: &str = "Immortal.Overflow";
 pub const TIMEOUT_ERROR_TYPE: &str = "Sandbox.Timedout";
 /// The phrase in Lambda's timeout messages, in both the old and new formats.
 pub const TIMEOUT_PHRASE: &str = "Task timed out after";
+
+/// Whether `name` is one of immortal's own variables (the runner's settings, which a
+/// bootstrap never needs).
+pub fn is_immortal_var(name: &str) -> bool {
+    name.starts_with(PREFIX)
+}
+
+/// The prefix every variable above starts with.
+const PREFIX: &str = "IMMORTAL_";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variable_has_the_prefix() {
+        for name in [EVENT_VAR, QUEUE_URL_VAR, RELAUNCH_VAR, CLUSTER_VAR, GRACE_PERIOD_VAR] {
+            assert!(is_immortal_var(name), "{name}");
+        }
+        assert!(!is_immortal_var("AWS_REGION"));
+    }
+}

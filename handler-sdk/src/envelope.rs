@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::EnvelopeError;
+use crate::function_ref::FunctionRef;
 
 /// The original event and context of one invocation.
 ///
@@ -106,6 +107,18 @@ pub struct InvocationContext {
     pub extra: Map<String, Value>,
 }
 
+impl InvocationContext {
+    /// The function this context names: its `invoked_function_arn`, else its
+    /// `function_name`; `None` when it names none.
+    pub fn function_ref(&self) -> Result<Option<FunctionRef>, EnvelopeError> {
+        self.invoked_function_arn
+            .as_deref()
+            .or(self.function_name.as_deref())
+            .map(FunctionRef::parse)
+            .transpose()
+    }
+}
+
 /// How an invocation came to overflow into the runner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Overflow {
@@ -143,71 +156,6 @@ impl std::fmt::Display for OverflowSource {
             OverflowSource::Destination => "destination",
             OverflowSource::Manual => "manual",
         })
-    }
-}
-
-/// A function reference split out of a Lambda function ARN or name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FunctionRef {
-    /// The function's name (no qualifier).
-    pub name: String,
-    /// `$LATEST`, a version number or an alias, when the reference carried one.
-    pub qualifier: Option<String>,
-    /// The region, when the reference was an ARN.
-    pub region: Option<String>,
-    /// The account id, when the reference was an ARN.
-    pub account: Option<String>,
-}
-
-impl FunctionRef {
-    /// Parses `NAME`, `NAME:QUALIFIER`, or `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]`.
-    ///
-    /// ```
-    /// use immortal_handler_sdk::envelope::FunctionRef;
-    /// let f = FunctionRef::parse("arn:aws:lambda:eu-west-1:123456789012:function:thumb:live").unwrap();
-    /// assert_eq!((f.name.as_str(), f.qualifier.as_deref()), ("thumb", Some("live")));
-    /// ```
-    pub fn parse(text: &str) -> Result<Self, EnvelopeError> {
-        let bad = || EnvelopeError::FunctionRef { value: text.to_owned() };
-        if let Some(rest) = text.strip_prefix("arn:") {
-            let parts: Vec<&str> = rest.split(':').collect();
-            // partition, service, region, account, "function", name[, qualifier]
-            if parts.len() < 6
-                || parts.len() > 7
-                || parts[1] != "lambda"
-                || parts[4] != "function"
-                || parts[5].is_empty()
-            {
-                return Err(bad());
-            }
-            return Ok(FunctionRef {
-                name: parts[5].to_owned(),
-                qualifier: parts.get(6).map(|q| q.to_string()).filter(|q| !q.is_empty()),
-                region: Some(parts[2].to_owned()).filter(|r| !r.is_empty()),
-                account: Some(parts[3].to_owned()).filter(|a| !a.is_empty()),
-            });
-        }
-        let mut split = text.splitn(2, ':');
-        let name = split.next().unwrap_or_default();
-        if name.is_empty() || name.contains('/') {
-            return Err(bad());
-        }
-        Ok(FunctionRef {
-            name: name.to_owned(),
-            qualifier: split.next().map(str::to_owned).filter(|q| !q.is_empty()),
-            region: None,
-            account: None,
-        })
-    }
-
-    /// The ARN of this function in `region`/`account`, qualified when a qualifier is known.
-    pub fn arn(&self, default_region: &str, default_account: &str) -> String {
-        let region = self.region.as_deref().unwrap_or(default_region);
-        let account = self.account.as_deref().unwrap_or(default_account);
-        match &self.qualifier {
-            Some(q) => format!("arn:aws:lambda:{region}:{account}:function:{}:{q}", self.name),
-            None => format!("arn:aws:lambda:{region}:{account}:function:{}", self.name),
-        }
     }
 }
 
@@ -294,22 +242,5 @@ mod tests {
         assert!(S3Location::parse("s3://b").is_err());
         assert!(S3Location::parse("s3:///k").is_err());
         assert!(S3Location::parse("https://b/k").is_err());
-    }
-
-    #[test]
-    fn function_refs() {
-        let f = FunctionRef::parse("thumb").unwrap();
-        assert_eq!((f.name.as_str(), f.qualifier), ("thumb", None));
-        let f = FunctionRef::parse("thumb:7").unwrap();
-        assert_eq!(f.qualifier.as_deref(), Some("7"));
-        assert_eq!(f.arn("us-east-1", "1"), "arn:aws:lambda:us-east-1:1:function:thumb:7");
-        let f = FunctionRef::parse("arn:aws:lambda:us-east-1:123456789012:function:thumb:$LATEST").unwrap();
-        assert_eq!(f.qualifier.as_deref(), Some("$LATEST"));
-        assert_eq!(
-            f.arn("x", "y"),
-            "arn:aws:lambda:us-east-1:123456789012:function:thumb:$LATEST"
-        );
-        assert!(FunctionRef::parse("arn:aws:s3:::bucket").is_err());
-        assert!(FunctionRef::parse("").is_err());
     }
 }

@@ -104,6 +104,7 @@ mod export {
     use super::{Buffer, Status};
     use crate::container::NO_DEADLINE_SECS;
     use crate::envelope::Envelope;
+    use crate::function_ref::{DEFAULT_MEMORY_MB, LATEST};
     use crate::handler::{Context, Error, Handler};
 
     /// The exported handler of a library, created on first use.
@@ -228,8 +229,8 @@ mod export {
         lambda.tenant_id = ctx.tenant_id.clone();
         let config = lambda_runtime::Config {
             function_name: ctx.function_name.clone().unwrap_or_default(),
-            memory: ctx.memory_limit_in_mb.map(|m| m as i32).unwrap_or(128),
-            version: ctx.function_version.clone().unwrap_or_else(|| "$LATEST".into()),
+            memory: ctx.memory_limit_in_mb.unwrap_or(DEFAULT_MEMORY_MB) as i32,
+            version: ctx.function_version.clone().unwrap_or_else(|| LATEST.into()),
             log_group: ctx.log_group_name.clone().unwrap_or_default(),
             log_stream: ctx.log_stream_name.clone().unwrap_or_default(),
         };

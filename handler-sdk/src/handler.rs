@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::container::{NO_DEADLINE_VAR, OVERFLOW_ERROR_TYPE, OVERFLOW_VAR, RUNNER_VAR};
 use crate::envelope::Overflow;
+use crate::error_document::{message_with_causes, ErrorDocument};
 
 /// A Lambda handler that runs unchanged in Lambda and in the runner.
 ///
@@ -183,7 +184,7 @@ impl Error {
 
     /// The error document Lambda reports: `{"errorType": ..., "errorMessage": ...}`.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.0).expect("a diagnostic serializes")
+        ErrorDocument::from(self).to_json()
     }
 }
 
@@ -197,20 +198,19 @@ impl<E: std::error::Error> From<E> for Error {
             .rsplit("::")
             .next()
             .unwrap_or(full);
-        let mut message = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        Error::new(short, message)
+        Error::new(short, message_with_causes(&err))
     }
 }
 
 impl From<OverflowError> for Error {
     fn from(err: OverflowError) -> Self {
         Error(err.into())
+    }
+}
+
+impl From<&Error> for ErrorDocument {
+    fn from(err: &Error) -> Self {
+        ErrorDocument::new(err.error_type(), err.message())
     }
 }
 

@@ -12,7 +12,7 @@ pub fn report(error_type: &str, message: &str) -> bool {
     let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
         return false;
     };
-    let body = serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string();
+    let body = crate::error_document::ErrorDocument::new(error_type, message).to_json();
     let request = format!(
         "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: {api}\r\nLambda-Runtime-Function-Error-Type: {error_type}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::container::{OVERFLOW_ERROR_TYPE, TIMEOUT_ERROR_TYPE, TIMEOUT_PHRASE};
-use crate::destination::{DestinationRecord, EVENT_AGE_EXCEEDED, SUCCESS};
-use crate::envelope::{Envelope, FunctionRef, InvocationContext, Overflow, OverflowSource};
+use crate::container::{FUNCTION_MAP_VAR, FUNCTION_TAG, OVERFLOW_ERROR_TYPE, TIMEOUT_ERROR_TYPE, TIMEOUT_PHRASE};
+use crate::destination::DestinationRecord;
+use crate::envelope::{Envelope, InvocationContext, Overflow, OverflowSource};
+use crate::function_ref::{ContextDefaults, FunctionRef};
 
 /// One queue message, however it was received (a Lambda SQS event record, or ReceiveMessage).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -36,6 +37,62 @@ pub struct MessageAttribute {
     pub data_type: String,
     /// The value, for String and Number attributes.
     pub string_value: Option<String>,
+}
+
+/// The messages of an SQS event, as Lambda hands them to a function.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+pub struct SqsBatch {
+    /// The messages.
+    #[serde(rename = "Records")]
+    pub records: Vec<QueueMessage>,
+}
+
+/// A message as Lambda's SQS event carries it (camelCase, `eventSourceARN`).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LambdaSqsRecord {
+    #[serde(default)]
+    message_id: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    message_attributes: BTreeMap<String, LambdaSqsAttribute>,
+    #[serde(default, rename = "eventSourceARN")]
+    event_source_arn: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LambdaSqsAttribute {
+    #[serde(default)]
+    data_type: Option<String>,
+    #[serde(default)]
+    string_value: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for QueueMessage {
+    /// Reads one record of a Lambda SQS event.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let record = LambdaSqsRecord::deserialize(deserializer)?;
+        Ok(QueueMessage {
+            message_id: record.message_id.unwrap_or_default(),
+            body: record.body.unwrap_or_default(),
+            attributes: record
+                .message_attributes
+                .into_iter()
+                .map(|(name, a)| {
+                    (
+                        name,
+                        MessageAttribute {
+                            data_type: a.data_type.unwrap_or_default(),
+                            string_value: a.string_value,
+                        },
+                    )
+                })
+                .collect(),
+            queue_arn: record.event_source_arn,
+        })
+    }
 }
 
 /// A recognised overflow record.
@@ -82,95 +139,13 @@ pub enum RecordError {
         problem: String,
     },
     /// A dead-letter message from a queue not bound to a function.
-    #[error("message {message_id} is a dead-letter message from {queue}, which names no function; tag the queue (aws sqs tag-queue --queue-url URL --tags immortal:function=NAME) or add queueArn=function to IMMORTAL_FUNCTION_MAP")]
+    #[error("message {message_id} is a dead-letter message from {queue}, which names no function; tag the queue (aws sqs tag-queue --queue-url URL --tags {tag}=NAME) or add queueArn=function to {map}", tag = FUNCTION_TAG, map = FUNCTION_MAP_VAR)]
     NoFunction {
         /// The message.
         message_id: String,
         /// The queue.
         queue: String,
     },
-}
-
-/// What kind of failure a record reports, for the relaunch policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureClass {
-    /// Lambda's timeout.
-    Timeout,
-    /// The handler asked to overflow (`Immortal.Overflow`).
-    Overflow,
-    /// Any other function error (would likely fail again).
-    Error,
-    /// The event expired before the function ran.
-    Expired,
-    /// Not a failure (an OnSuccess record).
-    Success,
-    /// A runner's own failure record that a person put back on the queue.
-    Redriven,
-}
-
-impl FailureClass {
-    /// The name used in `IMMORTAL_RELAUNCH`.
-    pub fn name(self) -> &'static str {
-        match self {
-            FailureClass::Timeout => "timeout",
-            FailureClass::Overflow => "overflow",
-            FailureClass::Error => "error",
-            FailureClass::Expired => "expired",
-            FailureClass::Success => "success",
-            FailureClass::Redriven => "redriven",
-        }
-    }
-}
-
-/// Which failures are relaunched. Default: timeouts, handler overflows, and records a
-/// person redrove.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelaunchPolicy {
-    classes: Vec<FailureClass>,
-}
-
-impl Default for RelaunchPolicy {
-    fn default() -> Self {
-        RelaunchPolicy {
-            classes: vec![FailureClass::Timeout, FailureClass::Overflow, FailureClass::Redriven],
-        }
-    }
-}
-
-impl RelaunchPolicy {
-    /// Parses a comma-separated list of `timeout`, `overflow`, `error`, `expired`, or `all`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut classes = vec![FailureClass::Redriven];
-        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-            let class = match word.to_ascii_lowercase().as_str() {
-                "timeout" | "timeouts" => FailureClass::Timeout,
-                "overflow" => FailureClass::Overflow,
-                "error" | "errors" => FailureClass::Error,
-                "expired" => FailureClass::Expired,
-                "all" => {
-                    classes.extend([
-                        FailureClass::Timeout,
-                        FailureClass::Overflow,
-                        FailureClass::Error,
-                        FailureClass::Expired,
-                    ]);
-                    continue;
-                }
-                other => {
-                    return Err(format!(
-                        "`{other}` is not one of timeout, overflow, error, expired, all"
-                    ))
-                }
-            };
-            classes.push(class);
-        }
-        Ok(RelaunchPolicy { classes })
-    }
-
-    /// Whether records of `class` are relaunched.
-    pub fn relaunches(&self, class: FailureClass) -> bool {
-        self.classes.contains(&class)
-    }
 }
 
 /// Recognises `message`.
@@ -269,36 +244,9 @@ impl Record {
         }
     }
 
-    /// What kind of failure this is.
-    pub fn class(&self) -> FailureClass {
-        if let Record::Destination(r) = self {
-            if r.immortal.is_some() && r.request_context.condition != SUCCESS {
-                return FailureClass::Redriven;
-            }
-            if r.request_context.condition == SUCCESS {
-                return FailureClass::Success;
-            }
-            if r.request_context.condition == EVENT_AGE_EXCEEDED && r.response_payload.is_none() {
-                return FailureClass::Expired;
-            }
-        }
-        let (error_type, message) = self.error();
-        let is_timeout = error_type.as_deref() == Some(TIMEOUT_ERROR_TYPE)
-            || message.as_deref().is_some_and(|m| m.contains(TIMEOUT_PHRASE));
-        if is_timeout {
-            FailureClass::Timeout
-        } else if error_type.as_deref() == Some(OVERFLOW_ERROR_TYPE)
-            || message.as_deref().is_some_and(|m| m.starts_with(OVERFLOW_ERROR_TYPE))
-        {
-            FailureClass::Overflow
-        } else {
-            FailureClass::Error
-        }
-    }
-
     /// The envelope that replays this invocation. A dead-letter message needs the
-    /// function its queue is bound to (`function`: a name or ARN).
-    pub fn to_envelope(&self, message: &QueueMessage, function: Option<&str>) -> Result<Envelope, RecordError> {
+    /// function its queue is bound to.
+    pub fn to_envelope(&self, message: &QueueMessage, function: Option<&FunctionRef>) -> Result<Envelope, RecordError> {
         let (error_type, error_message) = self.error();
         match self {
             Record::DeadLetter(d) => {
@@ -306,23 +254,19 @@ impl Record {
                     message_id: message.message_id.clone(),
                     queue: message.queue_arn.clone().unwrap_or_else(|| "an unknown queue".into()),
                 })?;
-                let (region, account) = queue_region_account(message.queue_arn.as_deref());
-                let function = FunctionRef::parse(function).map_err(|e| RecordError::Malformed {
-                    message_id: message.message_id.clone(),
-                    format: "dead-letter message",
-                    problem: format!("its queue's function mapping is unusable: {e}"),
-                })?;
-                let arn = function.arn(&region, &account);
+                // The function lives where its dead-letter queue does, unless named by ARN.
+                let mut defaults = ContextDefaults::from_env();
+                if let Some(queue) = message.queue_arn.as_deref().and_then(QueueArn::parse) {
+                    (defaults.region, defaults.account) = (queue.region, queue.account);
+                }
+                let arn = function.arn_or_default(&defaults);
                 Ok(Envelope {
                     event: d.event.clone(),
                     context: InvocationContext {
                         request_id: Some(d.request_id.clone()),
                         invoked_function_arn: Some(arn),
                         function_name: Some(function.name.clone()),
-                        function_version: function
-                            .qualifier
-                            .clone()
-                            .filter(|q| q.chars().all(|c| c.is_ascii_digit()) || q == "$LATEST"),
+                        function_version: function.version().map(str::to_owned),
                         overflow: Some(Overflow {
                             // Lambda tried at least once; the DLQ message does not say how often.
                             attempt: 2,
@@ -368,115 +312,45 @@ impl Record {
     }
 }
 
-/// Region and account from `arn:aws:sqs:REGION:ACCOUNT:NAME` (defaults when unknown).
-fn queue_region_account(queue_arn: Option<&str>) -> (String, String) {
-    let parts: Vec<&str> = queue_arn.unwrap_or_default().split(':').collect();
-    match parts.as_slice() {
-        ["arn", _, "sqs", region, account, _] => ((*region).to_owned(), (*account).to_owned()),
-        _ => (
-            std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
-            "123456789012".into(),
-        ),
+/// An SQS queue ARN, `arn:aws:sqs:REGION:ACCOUNT:NAME`, split once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueArn {
+    /// The region.
+    pub region: String,
+    /// The owning account.
+    pub account: String,
+    /// The queue's name.
+    pub name: String,
+}
+
+impl QueueArn {
+    /// Splits `arn:PARTITION:sqs:REGION:ACCOUNT:NAME`; `None` for anything else.
+    ///
+    /// ```
+    /// use immortal_handler_sdk::record::QueueArn;
+    /// let q = QueueArn::parse("arn:aws:sqs:eu-west-1:111122223333:thumbnail-dlq").unwrap();
+    /// assert_eq!((q.region.as_str(), q.account.as_str(), q.name.as_str()), ("eu-west-1", "111122223333", "thumbnail-dlq"));
+    /// assert!(QueueArn::parse("https://sqs.eu-west-1.amazonaws.com/1/q").is_none());
+    /// ```
+    pub fn parse(text: &str) -> Option<QueueArn> {
+        let parts: Vec<&str> = text.split(':').collect();
+        match parts.as_slice() {
+            ["arn", _, "sqs", region, account, name] if !name.is_empty() => Some(QueueArn {
+                region: (*region).to_owned(),
+                account: (*account).to_owned(),
+                name: (*name).to_owned(),
+            }),
+            _ => None,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
-
-    /// The Lambda SQS event record shape the fixtures are stored in.
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Fixture {
-        message_id: String,
-        body: String,
-        #[serde(default)]
-        message_attributes: BTreeMap<String, FixtureAttribute>,
-        #[serde(rename = "eventSourceARN")]
-        event_source_arn: String,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct FixtureAttribute {
-        data_type: String,
-        string_value: Option<String>,
-    }
 
     fn message(text: &str) -> QueueMessage {
-        let f: Fixture = serde_json::from_str(text).unwrap();
-        QueueMessage {
-            message_id: f.message_id,
-            body: f.body,
-            attributes: f
-                .message_attributes
-                .into_iter()
-                .map(|(k, a)| {
-                    (
-                        k,
-                        MessageAttribute {
-                            data_type: a.data_type,
-                            string_value: a.string_value,
-                        },
-                    )
-                })
-                .collect(),
-            queue_arn: Some(f.event_source_arn),
-        }
-    }
-
-    const S3_EVENT: &str = include_str!("../fixtures/s3-put.json");
-
-    fn assert_event_is_the_s3_put(envelope: &Envelope) {
-        let got: Value = serde_json::from_str(envelope.event.get()).unwrap();
-        assert_eq!(got, serde_json::from_str::<Value>(S3_EVENT).unwrap());
-    }
-
-    #[test]
-    fn dead_letter_timeouts_in_both_message_formats() {
-        for text in [
-            include_str!("../fixtures/sqs-dlq-timeout-old.json"),
-            include_str!("../fixtures/sqs-dlq-timeout-new.json"),
-        ] {
-            let msg = message(text);
-            let record = parse(&msg).unwrap();
-            assert!(matches!(&record, Record::DeadLetter(d) if d.error_code == Some(200)));
-            assert_eq!(record.class(), FailureClass::Timeout);
-            assert!(RelaunchPolicy::default().relaunches(record.class()));
-            let envelope = record.to_envelope(&msg, Some("thumbnail")).unwrap();
-            assert_event_is_the_s3_put(&envelope);
-            let ctx = &envelope.context;
-            assert_eq!(ctx.request_id.as_deref(), Some("3f2a6c1e-8b7d-4e2a-9c1f-5a6b7c8d9e0f"));
-            assert_eq!(
-                ctx.invoked_function_arn.as_deref(),
-                Some("arn:aws:lambda:us-east-1:123456789012:function:thumbnail")
-            );
-            let overflow = ctx.overflow.as_ref().unwrap();
-            assert_eq!(overflow.source, OverflowSource::Dlq);
-            assert_eq!(overflow.error_type.as_deref(), Some("Sandbox.Timedout"));
-            assert!(overflow
-                .error_message
-                .as_deref()
-                .unwrap()
-                .contains("Task timed out after 900.00 seconds"));
-        }
-    }
-
-    #[test]
-    fn a_dead_letter_function_error_is_not_relaunched_by_default() {
-        let record = parse(&message(include_str!("../fixtures/sqs-dlq-function-error.json"))).unwrap();
-        assert_eq!(record.class(), FailureClass::Error);
-        assert!(!RelaunchPolicy::default().relaunches(FailureClass::Error));
-        assert!(RelaunchPolicy::parse("timeout,error")
-            .unwrap()
-            .relaunches(FailureClass::Error));
-    }
-
-    #[test]
-    fn a_handler_overflow_through_a_dead_letter_queue() {
-        let record = parse(&message(include_str!("../fixtures/sqs-dlq-overflow.json"))).unwrap();
-        assert_eq!(record.class(), FailureClass::Overflow);
+        serde_json::from_str(text).unwrap()
     }
 
     #[test]
@@ -489,42 +363,6 @@ mod tests {
                 .contains("arn:aws:sqs:us-east-1:123456789012:thumbnail-dlq"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn destination_records_retries_exhausted_and_event_age_exceeded() {
-        let msg = message(include_str!("../fixtures/sqs-destination-retries-exhausted.json"));
-        let record = parse(&msg).unwrap();
-        assert_eq!(record.class(), FailureClass::Timeout);
-        let envelope = record.to_envelope(&msg, None).unwrap();
-        assert_event_is_the_s3_put(&envelope);
-        assert_eq!(
-            envelope.context.invoked_function_arn.as_deref(),
-            Some("arn:aws:lambda:us-east-1:123456789012:function:thumbnail:$LATEST")
-        );
-        assert_eq!(envelope.context.function_version.as_deref(), Some("$LATEST"));
-        let overflow = envelope.context.overflow.unwrap();
-        assert_eq!((overflow.attempt, overflow.source), (2, OverflowSource::Destination));
-
-        let record = parse(&message(include_str!(
-            "../fixtures/sqs-destination-event-age-exceeded.json"
-        )))
-        .unwrap();
-        assert_eq!(
-            record.class(),
-            FailureClass::Timeout,
-            "it timed out, then the event expired"
-        );
-        let record = parse(&message(include_str!(
-            "../fixtures/sqs-destination-event-age-never-ran.json"
-        )))
-        .unwrap();
-        assert_eq!(record.class(), FailureClass::Expired);
-        let record = parse(&message(include_str!(
-            "../fixtures/sqs-destination-function-error.json"
-        )))
-        .unwrap();
-        assert_eq!(record.class(), FailureClass::Error);
     }
 
     #[test]
@@ -569,10 +407,24 @@ mod tests {
     }
 
     #[test]
-    fn policy_words() {
-        assert!(RelaunchPolicy::parse("timeout, nonsense").is_err());
-        let all = RelaunchPolicy::parse("all").unwrap();
-        assert!(all.relaunches(FailureClass::Expired) && all.relaunches(FailureClass::Error));
-        assert!(!all.relaunches(FailureClass::Success));
+    fn lambda_sqs_records_keep_number_attributes_and_the_queue() {
+        let message = message(include_str!("../fixtures/sqs-dlq-timeout-new.json"));
+        assert_eq!(
+            message.attributes["ErrorCode"],
+            MessageAttribute {
+                data_type: "Number".into(),
+                string_value: Some("200".into())
+            }
+        );
+        assert_eq!(
+            message.queue_arn.as_deref(),
+            Some("arn:aws:sqs:us-east-1:123456789012:thumbnail-dlq")
+        );
+        let batch: SqsBatch = serde_json::from_str(&format!(
+            r#"{{"Records":[{}]}}"#,
+            include_str!("../fixtures/sqs-dlq-timeout-old.json")
+        ))
+        .unwrap();
+        assert_eq!(batch.records.len(), 1);
     }
 }

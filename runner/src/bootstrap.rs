@@ -13,6 +13,11 @@ use immortal_handler_sdk::container;
 use crate::error::CodeError;
 use crate::invocation::Invocation;
 
+/// The executable Lambda starts, and `_HANDLER` of a custom runtime.
+pub const BOOTSTRAP: &str = "bootstrap";
+/// The runtime of code that brings its own bootstrap.
+pub const CUSTOM_RUNTIME: &str = "provided.al2023";
+
 /// Where the code lives: the task root (`/var/task` in Lambda) and the layers root (`/opt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeLayout {
@@ -25,8 +30,8 @@ pub struct CodeLayout {
 impl CodeLayout {
     /// Finds the executable `bootstrap` in Lambda's order: the task root, then the layers root.
     pub fn bootstrap(&self) -> Result<PathBuf, CodeError> {
-        let candidates = std::iter::once(self.task_root.join("bootstrap"))
-            .chain(self.opt_dir.as_ref().map(|opt| opt.join("bootstrap")));
+        let candidates =
+            std::iter::once(self.task_root.join(BOOTSTRAP)).chain(self.opt_dir.as_ref().map(|opt| opt.join(BOOTSTRAP)));
         for path in candidates {
             let Ok(meta) = std::fs::metadata(&path) else { continue };
             if !meta.is_file() {

@@ -34,18 +34,20 @@ pub struct Cli {
     #[arg(long, value_name = "LIB.so", conflicts_with_all = ["artifact", "function", "qualifier", "fetch_only"])]
     pub lib: Option<PathBuf>,
 
-    /// The event: inline JSON, @FILE, or - for stdin.
-    #[arg(long, value_name = "JSON|@FILE|-", env = container::EVENT_VAR, hide_env_values = true)]
+    /// The event: inline JSON, @FILE, or - for stdin. Without it (and without
+    /// --envelope), the container's IMMORTAL_EVENT or IMMORTAL_ENVELOPE_URL.
+    #[arg(long, value_name = "JSON|@FILE|-")]
     pub event: Option<String>,
 
-    /// The invocation context: inline JSON, @FILE, or - for stdin. Missing fields get
-    /// defaults (a fresh request id, the function's name, $LATEST, 128 MB...).
-    #[arg(long, value_name = "JSON|@FILE|-", env = container::CONTEXT_VAR, hide_env_values = true)]
+    /// The invocation context: inline JSON, @FILE, or - for stdin (else IMMORTAL_CONTEXT).
+    /// Missing fields get defaults (a fresh request id, the function's name, $LATEST,
+    /// 128 MB...); the fields are listed in the README's context table.
+    #[arg(long, value_name = "JSON|@FILE|-")]
     pub context: Option<String>,
 
-    /// A whole stored envelope ({"event":...,"context":...}): s3://BUCKET/KEY or @FILE.
+    /// A whole envelope ({"event":...,"context":...}): s3://BUCKET/KEY, @FILE or -.
     /// Takes the place of --event and --context.
-    #[arg(long, value_name = "URL", env = container::ENVELOPE_URL_VAR, hide_env_values = true, conflicts_with_all = ["event", "context"])]
+    #[arg(long, value_name = "URL|@FILE|-", conflicts_with_all = ["event", "context"])]
     pub envelope: Option<String>,
 
     /// The function to fetch (name, NAME:QUALIFIER or ARN). Default: the context's
@@ -67,7 +69,7 @@ pub struct Cli {
     pub timeout: Option<f64>,
 
     /// How long the bootstrap may take to exit after SIGTERM before it gets SIGKILL.
-    #[arg(long, value_name = "SECONDS", default_value = "2", env = "IMMORTAL_GRACE_PERIOD", hide_env_values = true, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "2", env = container::GRACE_PERIOD_VAR, hide_env_values = true, value_parser = parse_seconds)]
     pub grace_period: f64,
 
     /// Write the response (or error JSON) here instead of stdout.
@@ -75,11 +77,11 @@ pub struct Cli {
     pub output: Option<PathBuf>,
 
     /// Where unpacked code is cached, by SHA-256. Default: ~/.cache/immortal.
-    #[arg(long, value_name = "DIR", env = "IMMORTAL_CACHE_DIR", hide_env_values = true)]
+    #[arg(long, value_name = "DIR", env = container::CACHE_DIR_VAR, hide_env_values = true)]
     pub cache_dir: Option<PathBuf>,
 
     /// The layers root (/opt in Lambda). Default: a folder in the cache per layer set.
-    #[arg(long, value_name = "DIR", env = "IMMORTAL_OPT_DIR", hide_env_values = true)]
+    #[arg(long, value_name = "DIR", env = container::OPT_DIR_VAR, hide_env_values = true)]
     pub opt_dir: Option<PathBuf>,
 
     /// Only fetch, verify and unpack the code and layers into the cache, print the task
@@ -89,21 +91,21 @@ pub struct Cli {
 
     /// Where a success's destination record goes: an SQS queue URL or ARN, an SNS topic
     /// ARN, or an EventBridge bus ARN.
-    #[arg(long, value_name = "DEST", env = "IMMORTAL_ON_SUCCESS", hide_env_values = true)]
+    #[arg(long, value_name = "DEST", env = container::ON_SUCCESS_VAR, hide_env_values = true)]
     pub on_success: Option<String>,
 
     /// Where a failure's destination record (RetriesExhausted) goes; as --on-success.
-    #[arg(long, value_name = "DEST", env = "IMMORTAL_ON_FAILURE", hide_env_values = true)]
+    #[arg(long, value_name = "DEST", env = container::ON_FAILURE_VAR, hide_env_values = true)]
     pub on_failure: Option<String>,
 
     /// Where records too large for their destination are stored (sent as a pointer).
-    #[arg(long, value_name = "BUCKET", env = "IMMORTAL_PAYLOAD_BUCKET", hide_env_values = true)]
+    #[arg(long, value_name = "BUCKET", env = container::PAYLOAD_BUCKET_VAR, hide_env_values = true)]
     pub payload_bucket: Option<String>,
 
     /// Drain-worker mode: run the messages of this overflow queue one after another
     /// (dead-letter messages or destination records), deleting each once it has an
     /// outcome; exit when the queue stays empty for --idle-timeout.
-    #[arg(long, value_name = "QUEUE_URL", env = "IMMORTAL_QUEUE_URL", hide_env_values = true,
+    #[arg(long, value_name = "QUEUE_URL", env = container::QUEUE_URL_VAR, hide_env_values = true,
           conflicts_with_all = ["artifact", "lib", "event", "context", "envelope", "function", "fetch_only"])]
     pub queue: Option<String>,
 
@@ -112,13 +114,13 @@ pub struct Cli {
         long,
         value_name = "N",
         default_value_t = 1,
-        env = "IMMORTAL_CONCURRENCY",
+        env = container::CONCURRENCY_VAR,
         hide_env_values = true
     )]
     pub concurrency: usize,
 
     /// Drain mode: exit after the queue has been empty this long.
-    #[arg(long, value_name = "SECONDS", default_value = "60", env = "IMMORTAL_IDLE_TIMEOUT", hide_env_values = true, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "60", env = container::IDLE_TIMEOUT_VAR, hide_env_values = true, value_parser = parse_seconds)]
     pub idle_timeout: f64,
 
     /// Drain mode: how long a running message stays invisible per heartbeat (default: the
@@ -126,23 +128,23 @@ pub struct Cli {
     #[arg(
         long,
         value_name = "SECONDS",
-        env = "IMMORTAL_VISIBILITY_TIMEOUT",
+        env = container::VISIBILITY_TIMEOUT_VAR,
         hide_env_values = true
     )]
     pub visibility_timeout: Option<i32>,
 
     /// Drain mode: which failures are run (timeout, overflow, error, expired, all;
     /// default timeout,overflow), as the forwarder's IMMORTAL_RELAUNCH.
-    #[arg(long, value_name = "CLASSES", env = "IMMORTAL_RELAUNCH", hide_env_values = true)]
+    #[arg(long, value_name = "CLASSES", env = container::RELAUNCH_VAR, hide_env_values = true)]
     pub relaunch: Option<String>,
 
     /// Drain mode: queueArn=function pairs for dead-letter queues without the
     /// immortal:function tag, as the forwarder's IMMORTAL_FUNCTION_MAP.
-    #[arg(long, value_name = "PAIRS", env = "IMMORTAL_FUNCTION_MAP", hide_env_values = true)]
+    #[arg(long, value_name = "PAIRS", env = container::FUNCTION_MAP_VAR, hide_env_values = true)]
     pub function_map: Option<String>,
 
     /// Refuse code or layer zips that unpack to more than this many bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = LAMBDA_UNPACKED_LIMIT, env = "IMMORTAL_MAX_UNPACKED_SIZE", hide_env_values = true)]
+    #[arg(long, value_name = "BYTES", default_value_t = LAMBDA_UNPACKED_LIMIT, env = container::MAX_UNPACKED_SIZE_VAR, hide_env_values = true)]
     pub max_unpacked_size: u64,
 }
 
@@ -167,6 +169,6 @@ mod tests {
     fn help_lists_exit_codes() {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("128+N"), "{help}");
-        assert!(help.contains("IMMORTAL_EVENT"), "{help}");
+        assert!(help.contains(container::EVENT_VAR), "{help}");
     }
 }

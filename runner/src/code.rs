@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use immortal_handler_sdk::envelope::FunctionRef;
-use immortal_handler_sdk::{aws, Envelope};
+use immortal_handler_sdk::aws;
+use immortal_handler_sdk::function_ref::{FunctionRef, LATEST};
 
 use crate::artifact::{self, fetch::Fetcher, Cache};
-use crate::bootstrap::CodeLayout;
+use crate::bootstrap::{CodeLayout, BOOTSTRAP, CUSTOM_RUNTIME};
 use crate::error::{CodeError, RunnerError};
 use crate::function;
 use crate::invocation::FunctionFacts;
@@ -54,26 +54,61 @@ pub async fn local(artifact: &Path, options: &CodeOptions) -> Result<Prepared, R
             name: Some(artifact_name(artifact)),
             ..Default::default()
         },
-        handler: "bootstrap".to_owned(),
-        runtime: "provided.al2023".to_owned(),
+        handler: BOOTSTRAP.to_owned(),
+        runtime: CUSTOM_RUNTIME.to_owned(),
         env: BTreeMap::new(),
     })
 }
 
-/// Which function to fetch: `--function` (and `--qualifier`), else the context's ARN,
-/// else its function name.
+/// Where the code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeSource {
+    /// `--artifact`: a zip, a folder or an executable on this machine.
+    Local(std::path::PathBuf),
+    /// The function's own code, from Lambda: `--function` (and `--qualifier`), else the
+    /// function the envelope's context names.
+    Remote {
+        /// `--function`, parsed.
+        function: Option<FunctionRef>,
+        /// `--qualifier`: overrides the reference's own.
+        qualifier: Option<String>,
+    },
+}
+
+impl CodeSource {
+    /// The code ready to run. `context_function` is the function the envelope names;
+    /// `sdk` is only called when the code comes from Lambda.
+    pub async fn prepare<F, Fut>(
+        &self,
+        context_function: Option<&FunctionRef>,
+        options: &CodeOptions,
+        sdk: F,
+    ) -> Result<Prepared, RunnerError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = &'static aws_config::SdkConfig>,
+    {
+        match self {
+            CodeSource::Local(path) => local(path, options).await,
+            CodeSource::Remote { function, qualifier } => {
+                let function = function_ref(function.as_ref(), qualifier.as_deref(), context_function)?;
+                remote(&function, options, sdk().await).await
+            }
+        }
+    }
+}
+
+/// Which function to fetch: `function` (and `qualifier`), else the context's.
 pub fn function_ref(
-    function: Option<&str>,
+    function: Option<&FunctionRef>,
     qualifier: Option<&str>,
-    envelope: &Envelope,
+    context_function: Option<&FunctionRef>,
 ) -> Result<FunctionRef, RunnerError> {
-    let ctx = &envelope.context;
-    let text = function.or(ctx.invoked_function_arn.as_deref()).or(ctx.function_name.as_deref()).ok_or_else(|| {
+    let mut function = function.or(context_function).cloned().ok_or_else(|| {
         RunnerError::Usage(
             "no function to run: pass --artifact ZIP|DIR for local code, or --function NAME|ARN (or a context with invoked_function_arn) to fetch it from Lambda".into(),
         )
     })?;
-    let mut function = FunctionRef::parse(text).map_err(|e| RunnerError::Usage(e.to_string()))?;
     if let Some(q) = qualifier {
         function.qualifier = Some(q.to_owned());
     }
@@ -90,7 +125,7 @@ pub async fn remote(
     let spec = function::get_function(&lambda, function).await?;
     tracing::info!(
         function = spec.facts.arn.as_deref().unwrap_or(&function.name),
-        version = spec.facts.version.as_deref().unwrap_or("$LATEST"),
+        version = spec.facts.version.as_deref().unwrap_or(LATEST),
         runtime = spec.runtime.as_deref().unwrap_or("?"),
         lambda_timeout_s = spec.timeout_s,
         layers = spec.layers.len(),
@@ -121,8 +156,8 @@ pub async fn remote(
     Ok(Prepared {
         layout: CodeLayout { task_root, opt_dir },
         facts: spec.facts,
-        handler: spec.handler.unwrap_or_else(|| "bootstrap".to_owned()),
-        runtime: spec.runtime.unwrap_or_else(|| "provided.al2023".to_owned()),
+        handler: spec.handler.unwrap_or_else(|| BOOTSTRAP.to_owned()),
+        runtime: spec.runtime.unwrap_or_else(|| CUSTOM_RUNTIME.to_owned()),
         env: spec.env,
     })
 }
@@ -155,7 +190,7 @@ pub fn artifact_name(path: &Path) -> String {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if stem == "bootstrap" || stem.is_empty() {
+    if stem == BOOTSTRAP || stem.is_empty() {
         if let Some(parent) = path
             .canonicalize()
             .ok()
@@ -197,20 +232,20 @@ mod tests {
 
     #[test]
     fn the_function_comes_from_the_flag_then_the_context() {
-        let envelope = Envelope::from_parts(
+        let envelope = immortal_handler_sdk::Envelope::from_parts(
             "{}",
             r#"{"invoked_function_arn":"arn:aws:lambda:eu-west-1:1:function:f:live"}"#,
         )
         .unwrap();
-        let f = function_ref(None, None, &envelope).unwrap();
+        let context = envelope.context.function_ref().unwrap();
+        let f = function_ref(None, None, context.as_ref()).unwrap();
         assert_eq!(
             (f.name.as_str(), f.qualifier.as_deref(), f.region.as_deref()),
             ("f", Some("live"), Some("eu-west-1"))
         );
-        let f = function_ref(Some("g"), Some("3"), &envelope).unwrap();
+        let f = function_ref(Some(&FunctionRef::named("g")), Some("3"), context.as_ref()).unwrap();
         assert_eq!((f.name.as_str(), f.qualifier.as_deref()), ("g", Some("3")));
-        let none = Envelope::from_parts("{}", "").unwrap();
-        assert!(function_ref(None, None, &none)
+        assert!(function_ref(None, None, None)
             .unwrap_err()
             .to_string()
             .contains("no function to run"));

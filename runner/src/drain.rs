@@ -12,19 +12,18 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use immortal_handler_sdk::aws::{self, describe_error};
-use immortal_handler_sdk::queue_function::parse_function_map;
-use immortal_handler_sdk::record::{MessageAttribute, QueueMessage, RelaunchPolicy};
-use immortal_handler_sdk::triage::{Triage, Verdict};
+use immortal_handler_sdk::record::{MessageAttribute, QueueMessage};
+use immortal_overflow::{OverflowSettings, Triage, Verdict};
 use tokio::task::JoinSet;
 
-use crate::code::{self, CodeOptions};
+use crate::code::{CodeOptions, CodeSource};
 use crate::error::RunnerError;
+use crate::execution::{self, RunSettings};
 use crate::exit::Exit;
-use crate::invoke::{stop_requested, StopSignal};
 use crate::outcome::Outcome;
 use crate::report::Reporter;
 use crate::runtime_api::ResponseSink;
-use crate::RunSettings;
+use crate::signals::{stop_requested, StopSignal};
 
 /// How a worker runs.
 pub struct DrainOptions {
@@ -36,16 +35,12 @@ pub struct DrainOptions {
     pub idle: Duration,
     /// How long a received message stays invisible per heartbeat (default: the queue's own).
     pub visibility: Option<i32>,
-    /// `IMMORTAL_RELAUNCH`.
-    pub policy: RelaunchPolicy,
-    /// `IMMORTAL_FUNCTION_MAP` text.
-    pub function_map: String,
+    /// The relaunch policy, the function map, where outcomes go.
+    pub overflow: OverflowSettings,
     /// Code cache and layers.
     pub code: CodeOptions,
     /// Timeout, grace period, handler.
     pub settings: RunSettings,
-    /// Where outcomes go.
-    pub reporter: Reporter,
 }
 
 /// Everything a message's run needs, shared by the runs.
@@ -55,6 +50,7 @@ struct Worker {
     queue_arn: Option<String>,
     visibility: i32,
     triage: Triage,
+    reporter: Reporter,
     options: DrainOptions,
 }
 
@@ -87,23 +83,13 @@ pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, Runn
         })
         .unwrap_or(30)
         .max(2);
-    let function_map = parse_function_map(&options.function_map)
-        .map_err(|e| RunnerError::Usage(format!("IMMORTAL_FUNCTION_MAP: {e}")))?;
-    let destinations = options.reporter.destinations();
-    let triage = Triage::new(
-        sdk,
-        function_map,
-        options.policy.clone(),
-        destinations.on_failure.clone(),
-        destinations.payload_bucket.clone(),
-        "runner",
-    );
     let worker = Arc::new(Worker {
         sqs,
         queue_url: options.queue_url.clone(),
         queue_arn: attributes.get(&QueueAttributeName::QueueArn).cloned(),
         visibility,
-        triage,
+        triage: Triage::new(sdk, &options.overflow, "runner"),
+        reporter: Reporter::new(&options.overflow),
         options,
     });
     let (concurrency, idle) = (worker.options.concurrency, worker.options.idle);
@@ -201,7 +187,7 @@ impl Worker {
         let queued = self.queue_message(message);
         let triaged = self.triage.triage(&queued).await;
         let request_id = triaged.request_id.unwrap_or_default();
-        let function = triaged.function.unwrap_or_default();
+        let function = triaged.function.as_ref().map(|f| f.label()).unwrap_or_default();
         let envelope = match triaged.verdict {
             Verdict::Relaunch(envelope) => envelope,
             settled => {
@@ -212,11 +198,16 @@ impl Worker {
             }
         };
         let result = async {
-            let function = code::function_ref(None, None, &envelope)?;
-            let prepared = code::remote(&function, &self.options.code, aws::shared().await).await?;
-            crate::run_prepared(
+            let function = execution::function_of(&envelope)?;
+            let code = CodeSource::Remote {
+                function: None,
+                qualifier: None,
+            };
+            let prepared = code.prepare(function.as_ref(), &self.options.code, aws::shared).await?;
+            execution::run_envelope(
                 prepared,
                 &envelope,
+                function.as_ref(),
                 &self.options.settings,
                 ResponseSink::discard(),
                 stop.clone(),
@@ -237,7 +228,7 @@ impl Worker {
         }
         let ok = matches!(outcome, Outcome::Response { .. });
         tracing::info!(message_id = %queued.message_id, request_id, function, success = ok, error_type = outcome.error_type().unwrap_or_default(), "message ran");
-        match self.options.reporter.deliver(&invocation, &outcome).await {
+        match self.reporter.deliver(&invocation, &outcome).await {
             Ok(()) => Settled::Done,
             // The record is in the log in full; the message runs again rather than vanish.
             Err(_) => Settled::Release,

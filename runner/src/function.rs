@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_lambda::error::SdkError;
 use immortal_handler_sdk::aws::describe_error;
-use immortal_handler_sdk::envelope::FunctionRef;
+use immortal_handler_sdk::function_ref::{FunctionRef, LATEST};
 
 use crate::error::RunnerError;
 use crate::invocation::FunctionFacts;
@@ -72,10 +72,7 @@ pub async fn get_function(
     client: &aws_sdk_lambda::Client,
     function: &FunctionRef,
 ) -> Result<FunctionSpec, RunnerError> {
-    let label = match &function.qualifier {
-        Some(q) => format!("{}:{q}", function.name),
-        None => function.name.clone(),
-    };
+    let label = function.label();
     let name = match (&function.region, &function.account) {
         (Some(_), Some(_)) => FunctionRef {
             qualifier: None,
@@ -118,7 +115,7 @@ pub async fn get_function(
         arn: config.function_arn.clone(),
         memory_mb: config.memory_size.and_then(|m| u32::try_from(m).ok()),
     };
-    let what = format!("function {}:{}", function.name, version.as_deref().unwrap_or("$LATEST"));
+    let what = format!("function {}:{}", function.name, version.as_deref().unwrap_or(LATEST));
     Ok(FunctionSpec {
         facts,
         handler: config.handler,

@@ -4,12 +4,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use immortal_handler_sdk::container;
-use immortal_handler_sdk::envelope::{Envelope, FunctionRef, InvocationContext, Overflow};
+use immortal_handler_sdk::envelope::{Envelope, InvocationContext, Overflow};
+use immortal_handler_sdk::function_ref::{ContextDefaults, FunctionRef};
 
-/// Account id used in ARNs when nothing better is known (the documentation placeholder).
-pub const DEFAULT_ACCOUNT: &str = "123456789012";
-/// Memory size used when neither the context nor the function configuration says.
-pub const DEFAULT_MEMORY_MB: u32 = 128;
 /// How far ahead the deadline header points when there is no time limit (see
 /// [`container::NO_DEADLINE_SECS`]).
 pub const NO_DEADLINE: Duration = Duration::from_secs(container::NO_DEADLINE_SECS);
@@ -61,42 +58,35 @@ pub struct Invocation {
 }
 
 impl Invocation {
-    /// Fills the gaps of `envelope.context` from `facts`, then from Lambda-like defaults.
-    pub fn resolve(envelope: &Envelope, facts: &FunctionFacts, region: &str) -> Invocation {
+    /// Fills the gaps of `envelope.context` from the `function` it names (its
+    /// `function_ref`, parsed once by the caller), then from `facts`, then `defaults`.
+    pub fn resolve(
+        envelope: &Envelope,
+        function: Option<&FunctionRef>,
+        facts: &FunctionFacts,
+        defaults: &ContextDefaults,
+    ) -> Invocation {
         let ctx = &envelope.context;
-        let arn_ref = ctx
-            .invoked_function_arn
-            .as_deref()
-            .and_then(|a| FunctionRef::parse(a).ok());
         // What the invocation says first; the artifact's name is only a guess.
         let function_name = ctx
             .function_name
             .clone()
-            .or_else(|| arn_ref.as_ref().map(|f| f.name.clone()))
+            .or_else(|| function.map(|f| f.name.clone()))
             .or_else(|| facts.name.clone())
             .unwrap_or_else(|| "function".to_owned());
-        let region = arn_ref
-            .as_ref()
+        let region = function
             .and_then(|f| f.region.clone())
-            .unwrap_or_else(|| region.to_owned());
+            .unwrap_or_else(|| defaults.region.clone());
         let function_version = facts
             .version
             .clone()
             .or_else(|| ctx.function_version.clone())
-            .unwrap_or_else(|| "$LATEST".to_owned());
+            .unwrap_or_else(|| defaults.version.clone());
         let invoked_function_arn = ctx
             .invoked_function_arn
             .clone()
             .or_else(|| facts.arn.clone())
-            .unwrap_or_else(|| {
-                FunctionRef {
-                    name: function_name.clone(),
-                    qualifier: None,
-                    region: None,
-                    account: None,
-                }
-                .arn(&region, DEFAULT_ACCOUNT)
-            });
+            .unwrap_or_else(|| FunctionRef::named(&function_name).arn(&region, &defaults.account));
         let log_group = ctx
             .log_group_name
             .clone()
@@ -113,7 +103,7 @@ impl Invocation {
             invoked_function_arn,
             function_name,
             function_version,
-            memory_mb: ctx.memory_limit_in_mb.or(facts.memory_mb).unwrap_or(DEFAULT_MEMORY_MB),
+            memory_mb: ctx.memory_limit_in_mb.or(facts.memory_mb).unwrap_or(defaults.memory_mb),
             region,
             trace_id: ctx.xray_trace_id.clone(),
             client_context: ctx.client_context.as_ref().map(|v| v.to_string()),
@@ -175,6 +165,18 @@ pub fn epoch_ms_after(after: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    fn defaults(region: &str) -> ContextDefaults {
+        ContextDefaults {
+            region: region.to_owned(),
+            ..ContextDefaults::from_env()
+        }
+    }
+
+    fn resolve(envelope: &Envelope, facts: &FunctionFacts, region: &str) -> Invocation {
+        let function = envelope.context.function_ref().unwrap();
+        Invocation::resolve(envelope, function.as_ref(), facts, &defaults(region))
+    }
+
     #[test]
     fn defaults_fill_an_empty_context() {
         let envelope = Envelope::from_parts("{}", "").unwrap();
@@ -182,7 +184,7 @@ mod tests {
             name: Some("thumb".into()),
             ..Default::default()
         };
-        let inv = Invocation::resolve(&envelope, &facts, "eu-west-1");
+        let inv = resolve(&envelope, &facts, "eu-west-1");
         assert_eq!(inv.function_name, "thumb");
         assert_eq!(inv.function_version, "$LATEST");
         assert_eq!(inv.memory_mb, 128);
@@ -200,7 +202,7 @@ mod tests {
         let ctx = r#"{"request_id":"r-1","invoked_function_arn":"arn:aws:lambda:ap-south-1:1:function:f:live",
             "memory_limit_in_mb":1024,"client_context":{"custom":{"a":"b"}}}"#;
         let envelope = Envelope::from_parts("{}", ctx).unwrap();
-        let inv = Invocation::resolve(&envelope, &FunctionFacts::default(), "us-east-1");
+        let inv = resolve(&envelope, &FunctionFacts::default(), "us-east-1");
         assert_eq!(inv.request_id, "r-1");
         assert_eq!(inv.function_name, "f");
         assert_eq!(inv.region, "ap-south-1");

@@ -1,6 +1,7 @@
 //! How one invocation ended, and what that means for the exit code and stdout.
 
 use bytes::Bytes;
+use immortal_handler_sdk::ErrorDocument;
 
 use crate::exit::Exit;
 
@@ -77,16 +78,14 @@ impl Outcome {
     pub fn error_type(&self) -> Option<String> {
         match self {
             Outcome::Response { .. } => None,
-            Outcome::Failed { body, .. } => serde_json::from_slice::<serde_json::Value>(body)
-                .ok()
-                .and_then(|v| v.get("errorType").and_then(|t| t.as_str()).map(str::to_owned)),
+            Outcome::Failed { body, .. } => ErrorDocument::read(body).map(|doc| doc.error_type),
         }
     }
 }
 
-/// `{"errorType": ..., "errorMessage": ...}` as bytes.
+/// Lambda's error document as bytes.
 pub fn error_document(error_type: &str, message: &str) -> Bytes {
-    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
+    Bytes::from(ErrorDocument::new(error_type, message).to_json())
 }
 
 /// Lambda's message for a timed-out invocation: `Task timed out after 1.00 seconds`.

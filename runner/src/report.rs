@@ -1,48 +1,16 @@
-//! Reporting each outcome durably, in Lambda's own destination-record format, to
-//! `IMMORTAL_ON_SUCCESS` / `IMMORTAL_ON_FAILURE`. A record that cannot be delivered is
-//! written to the log in full and the run ends with exit 6: never lost silently.
+//! Reporting each outcome durably, in Lambda's own destination-record format, to the
+//! success or failure destination. A record that cannot be delivered is written to
+//! the log in full and the run ends with exit 6: never lost silently.
 
 use immortal_handler_sdk::aws;
 use immortal_handler_sdk::destination::{DestinationRecord, OutcomeFacts};
-use immortal_handler_sdk::outcome::{timestamp_now, Delivered, Publisher, Target};
+use immortal_overflow::publisher::{timestamp_now, Delivered};
+use immortal_overflow::{OverflowSettings, Publisher, Target};
 use serde_json::value::RawValue;
 
-use crate::error::RunnerError;
 use crate::exit::Exit;
 use crate::invocation::Invocation;
 use crate::outcome::Outcome;
-
-/// Where outcomes go.
-#[derive(Debug, Clone, Default)]
-pub struct Destinations {
-    /// For successes.
-    pub on_success: Option<Target>,
-    /// For failures of any kind.
-    pub on_failure: Option<Target>,
-    /// Where records too large for their destination are stored.
-    pub payload_bucket: Option<String>,
-}
-
-impl Destinations {
-    /// Parses the configured destinations (bad values are usage errors, found before the run).
-    pub fn parse(
-        on_success: Option<&str>,
-        on_failure: Option<&str>,
-        payload_bucket: Option<&str>,
-    ) -> Result<Self, RunnerError> {
-        let parse = |name: &str, value: Option<&str>| {
-            value
-                .filter(|v| !v.trim().is_empty())
-                .map(|v| Target::parse(v).map_err(|e| RunnerError::Usage(format!("{name}: {e}"))))
-                .transpose()
-        };
-        Ok(Destinations {
-            on_success: parse("IMMORTAL_ON_SUCCESS", on_success)?,
-            on_failure: parse("IMMORTAL_ON_FAILURE", on_failure)?,
-            payload_bucket: payload_bucket.filter(|b| !b.trim().is_empty()).map(str::to_owned),
-        })
-    }
-}
 
 /// The destination record for `outcome`.
 pub fn record(invocation: &Invocation, outcome: &Outcome) -> DestinationRecord {
@@ -66,36 +34,35 @@ pub fn record(invocation: &Invocation, outcome: &Outcome) -> DestinationRecord {
 /// Delivers outcome records; the publisher (and what it learns about its queues) is
 /// made once, on the first record.
 pub struct Reporter {
-    destinations: Destinations,
+    on_success: Option<Target>,
+    on_failure: Option<Target>,
+    payload_bucket: Option<String>,
     publisher: tokio::sync::OnceCell<Publisher>,
 }
 
 impl Reporter {
-    /// A reporter for `destinations`.
-    pub fn new(destinations: Destinations) -> Self {
+    /// A reporter to the destinations of `settings`.
+    pub fn new(settings: &OverflowSettings) -> Self {
         Reporter {
-            destinations,
+            on_success: settings.on_success.clone(),
+            on_failure: settings.on_failure.clone(),
+            payload_bucket: settings.payload_bucket.clone(),
             publisher: tokio::sync::OnceCell::new(),
         }
-    }
-
-    /// The destinations.
-    pub fn destinations(&self) -> &Destinations {
-        &self.destinations
     }
 
     /// Sends the outcome's record where it belongs; `Err(Exit::Undelivered)` when it
     /// could not be delivered (the record is then in the log, whole).
     pub async fn deliver(&self, invocation: &Invocation, outcome: &Outcome) -> Result<(), Exit> {
         let target = match outcome {
-            Outcome::Response { .. } => self.destinations.on_success.as_ref(),
-            Outcome::Failed { .. } => self.destinations.on_failure.as_ref(),
+            Outcome::Response { .. } => self.on_success.as_ref(),
+            Outcome::Failed { .. } => self.on_failure.as_ref(),
         };
         let Some(target) = target else { return Ok(()) };
         let record = record(invocation, outcome);
         let publisher = self
             .publisher
-            .get_or_init(|| async { Publisher::new(aws::shared().await, self.destinations.payload_bucket.clone()) })
+            .get_or_init(|| async { Publisher::new(aws::shared().await, self.payload_bucket.clone()) })
             .await;
         match publisher.publish(target, &record).await {
             Ok(Delivered::Inline) => {

@@ -3,7 +3,8 @@
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::invoke::StopSignal;
+/// A stop request: the signal number the runner received (SIGTERM, SIGINT).
+pub type StopSignal = watch::Receiver<Option<i32>>;
 
 /// Starts listening; the receiver holds the first signal number received.
 pub fn install() -> StopSignal {
@@ -21,4 +22,16 @@ pub fn install() -> StopSignal {
         });
     }
     rx
+}
+
+/// Resolves when a stop is requested (at once if one already was).
+pub async fn stop_requested(stop: &mut StopSignal) -> Option<i32> {
+    loop {
+        if let Some(signal) = *stop.borrow_and_update() {
+            return Some(signal);
+        }
+        if stop.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }

@@ -39,7 +39,7 @@ impl Cluster {
             .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
             .cpu("1024")
             .memory("2048")
-            // The emulator needs container-level memory (see shared/notes/local-aws.md).
+            // moto answers HTTP 500 to a task definition with task-level memory only.
             .container_definitions(
                 ContainerDefinition::builder()
                     .name("runner")

@@ -25,7 +25,9 @@ pub struct Deployed {
 }
 
 /// Creates function `name` from `zip`, with `env`. The zip is stored public-read in the
-/// tasks bucket, so the emulator's `Code.Location` serves it (see shared/notes/local-aws.md).
+/// tasks bucket: moto reports `Code.Location` as an unsigned URL into
+/// `awslambda-<region>-tasks` but never stores the zip there itself, so the function is
+/// created from an S3 object at that very key, readable without a signature.
 pub async fn deploy(sdk: &SdkConfig, name: &str, zip: &[u8], env: &[(&str, &str)]) -> Deployed {
     let role = test_role(sdk).await;
     let s3 = immortal_handler_sdk::aws::s3_client(sdk);

@@ -411,107 +411,93 @@ fn one_line_error(stderr: &str) -> String {
     lines[0].to_owned()
 }
 
-#[test]
-fn malformed_event_json_is_exit_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let zip = zip_of("echo", dir.path());
-    let ran = RunnerCmd::new()
-        .args([
-            "--artifact".as_ref(),
-            zip.as_os_str(),
-            "--event".as_ref(),
-            "{nope".as_ref(),
-        ])
-        .run();
-    ran.expect_code(2);
-    assert!(
-        one_line_error(&ran.stderr).contains("the event is not valid JSON"),
-        "{}",
-        ran.stderr
-    );
+/// How a bad input case is set up: the arguments, given a scratch folder.
+type Arrange = fn(&Path) -> Vec<String>;
+
+/// A zip written into `dir` with `entries`, as an `--artifact` argument pair.
+fn artifact_with(dir: &Path, name: &str, entries: &[Entry<'_>]) -> Vec<String> {
+    let zip = dir.join(name);
+    write_zip(&zip, entries);
+    vec!["--artifact".into(), zip.display().to_string()]
 }
 
 #[test]
-fn a_missing_event_is_exit_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let zip = zip_of("echo", dir.path());
-    let ran = RunnerCmd::new().args(["--artifact".as_ref(), zip.as_os_str()]).run();
-    ran.expect_code(2);
-    assert!(one_line_error(&ran.stderr).contains("no event given"), "{}", ran.stderr);
-}
-
-#[test]
-fn a_missing_artifact_is_exit_3() {
-    let ran = RunnerCmd::new()
-        .args(["--artifact", "/nonexistent/fn.zip", "--event", "{}"])
-        .run();
-    ran.expect_code(3);
-    assert!(
-        one_line_error(&ran.stderr).contains("the artifact /nonexistent/fn.zip does not exist"),
-        "{}",
-        ran.stderr
-    );
-}
-
-#[test]
-fn a_zip_without_bootstrap_is_exit_3() {
-    let dir = tempfile::tempdir().unwrap();
-    let zip = dir.path().join("nob.zip");
-    write_zip(&zip, &[Entry::File("handler.py", b"def fn(e, c): pass\n", 0o644)]);
-    let ran = RunnerCmd::new()
-        .args([
-            "--artifact".as_ref(),
-            zip.as_os_str(),
-            "--event".as_ref(),
-            "{}".as_ref(),
-        ])
-        .run();
-    ran.expect_code(3);
-    assert!(
-        one_line_error(&ran.stderr).contains("no `bootstrap` in"),
-        "{}",
-        ran.stderr
-    );
-}
-
-#[test]
-fn a_non_executable_bootstrap_is_exit_3() {
-    let dir = tempfile::tempdir().unwrap();
-    let zip = dir.path().join("noexec.zip");
-    write_zip(&zip, &[Entry::File("bootstrap", b"#!/bin/sh\n", 0o644)]);
-    let ran = RunnerCmd::new()
-        .args([
-            "--artifact".as_ref(),
-            zip.as_os_str(),
-            "--event".as_ref(),
-            "{}".as_ref(),
-        ])
-        .run();
-    ran.expect_code(3);
-    assert!(
-        one_line_error(&ran.stderr).contains("is not executable (mode 644)"),
-        "{}",
-        ran.stderr
-    );
-}
-
-#[test]
-fn a_file_that_is_not_a_zip_is_exit_3() {
-    let dir = tempfile::tempdir().unwrap();
-    let zip = dir.path().join("fake.zip");
-    std::fs::write(&zip, "not a zip").unwrap();
-    let ran = RunnerCmd::new()
-        .args([
-            "--artifact".as_ref(),
-            zip.as_os_str(),
-            "--event".as_ref(),
-            "{}".as_ref(),
-        ])
-        .run();
-    ran.expect_code(3);
-    assert!(
-        one_line_error(&ran.stderr).contains("is not a zip archive"),
-        "{}",
-        ran.stderr
-    );
+fn bad_input_is_one_line_naming_the_problem_with_its_exit_code() {
+    let cases: [(&str, Arrange, i32, &str); 6] = [
+        (
+            "malformed event JSON",
+            |dir| {
+                let zip = zip_of("echo", dir);
+                vec![
+                    "--artifact".into(),
+                    zip.display().to_string(),
+                    "--event".into(),
+                    "{nope".into(),
+                ]
+            },
+            2,
+            "the event is not valid JSON",
+        ),
+        (
+            "a missing event",
+            |dir| vec!["--artifact".into(), zip_of("echo", dir).display().to_string()],
+            2,
+            "no event given",
+        ),
+        (
+            "a missing artifact",
+            |_| {
+                ["--artifact", "/nonexistent/fn.zip", "--event", "{}"]
+                    .map(String::from)
+                    .to_vec()
+            },
+            3,
+            "the artifact /nonexistent/fn.zip does not exist",
+        ),
+        (
+            "a zip without bootstrap",
+            |dir| {
+                let mut args = artifact_with(
+                    dir,
+                    "nob.zip",
+                    &[Entry::File("handler.py", b"def fn(e, c): pass\n", 0o644)],
+                );
+                args.extend(["--event".into(), "{}".into()]);
+                args
+            },
+            3,
+            "no `bootstrap` in",
+        ),
+        (
+            "a non-executable bootstrap",
+            |dir| {
+                let mut args = artifact_with(dir, "noexec.zip", &[Entry::File("bootstrap", b"#!/bin/sh\n", 0o644)]);
+                args.extend(["--event".into(), "{}".into()]);
+                args
+            },
+            3,
+            "is not executable (mode 644)",
+        ),
+        (
+            "a file that is not a zip",
+            |dir| {
+                let zip = dir.join("fake.zip");
+                std::fs::write(&zip, "not a zip").unwrap();
+                vec![
+                    "--artifact".into(),
+                    zip.display().to_string(),
+                    "--event".into(),
+                    "{}".into(),
+                ]
+            },
+            3,
+            "is not a zip archive",
+        ),
+    ];
+    for (case, arrange, code, message) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let ran = RunnerCmd::new().args(arrange(dir.path())).run();
+        assert_eq!(ran.code, Some(code), "{case}: exit code\n{}", ran.stderr);
+        assert!(one_line_error(&ran.stderr).contains(message), "{case}: {}", ran.stderr);
+    }
 }

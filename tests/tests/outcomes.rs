@@ -2,7 +2,8 @@
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use immortal_handler_sdk::destination::DestinationRecord;
-use immortal_handler_sdk::record::{self, FailureClass, QueueMessage};
+use immortal_handler_sdk::record::{self, QueueMessage};
+use immortal_overflow::FailureClass;
 use immortal_tests::ecs::{task_env, Cluster};
 use immortal_tests::emulator::Emulator;
 use immortal_tests::lambda::uuid_like;
@@ -196,7 +197,7 @@ async fn records_reach_sns_subscribers_and_parse_with_the_forwarders_parser() {
     let parsed = record::parse(&message).expect("the SNS-wrapped record parses");
     assert_eq!(parsed.request_id(), "req-sns");
     assert_eq!(
-        parsed.class(),
+        FailureClass::of(&parsed),
         FailureClass::Redriven,
         "a runner's record put back on the queue is relaunched"
     );

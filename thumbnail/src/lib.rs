@@ -3,7 +3,6 @@
 //! The demo workload: a video lands in S3, a PNG of one frame lands in S3. One handler,
 //! two homes: a `bootstrap` for Lambda and the runner, and a `cdylib` for `runner --lib`.
 #![deny(missing_docs)]
-#![warn(rust_2018_idioms)]
 
 pub mod config;
 pub mod ffmpeg;
@@ -12,4 +11,4 @@ pub mod position;
 
 pub use handler::Thumbnail;
 
-immortal_handler_sdk::export_handler!(handler::Thumbnail, handler::Thumbnail::from_env());
+immortal_handler_sdk::export_handler!(Thumbnail, Thumbnail::from_env());

@@ -14,6 +14,8 @@ use reqwest::header::{CONTENT_LENGTH, RANGE};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
+use immortal_handler_sdk::error_document::message_with_causes;
+
 use crate::error::CodeError;
 use crate::function::CodeRef;
 
@@ -128,7 +130,7 @@ impl Fetcher {
             let mut response = match request.send().await {
                 Ok(response) => response,
                 Err(e) => {
-                    last_error = error_chain(&e);
+                    last_error = message_with_causes(&e);
                     continue;
                 }
             };
@@ -184,7 +186,7 @@ impl Fetcher {
                         break 'attempts;
                     }
                     Err(e) => {
-                        last_error = error_chain(&e);
+                        last_error = message_with_causes(&e);
                         continue 'attempts;
                     }
                 }
@@ -212,18 +214,6 @@ impl Fetcher {
         }
         Ok(Downloaded { bytes: have, requests })
     }
-}
-
-/// An error with its causes, on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The URL without its query string (presigned URLs carry credentials there).

@@ -3,10 +3,11 @@
 use bytes::Bytes;
 use http::{header, Method, Response, StatusCode};
 use http_body_util::Full;
+use immortal_handler_sdk::ErrorDocument;
 
 /// A JSON reply; like Lambda's (Go's json.Encoder) it ends with a newline.
-pub(crate) fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
-    let mut body = value.to_string();
+pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_string(value).expect("a reply serializes");
     body.push('\n');
     Response::builder()
         .status(status)
@@ -17,15 +18,12 @@ pub(crate) fn json(status: StatusCode, value: serde_json::Value) -> Response<Ful
 
 /// `202 {"status":"OK"}`: the runtime's report was accepted.
 pub(crate) fn accepted() -> Response<Full<Bytes>> {
-    json(StatusCode::ACCEPTED, serde_json::json!({ "status": "OK" }))
+    json(StatusCode::ACCEPTED, &serde_json::json!({ "status": "OK" }))
 }
 
-/// An error reply in Lambda's `{"errorMessage", "errorType"}` shape.
+/// An error reply: Lambda's error document.
 pub(crate) fn error(status: StatusCode, error_type: &str, message: &str) -> Response<Full<Bytes>> {
-    json(
-        status,
-        serde_json::json!({ "errorMessage": message, "errorType": error_type }),
-    )
+    json(status, &ErrorDocument::new(error_type, message))
 }
 
 /// `400 InvalidRequestID`: the id in the path is not the current invocation's.

@@ -3,13 +3,17 @@
 //! function, apply the relaunch policy, and either hand back the envelope to run or
 //! pass the record on to the failure destination.
 
-use std::collections::BTreeMap;
+use immortal_handler_sdk::container::{ON_FAILURE_VAR, RELAUNCH_VAR};
+use immortal_handler_sdk::destination::{DestinationRecord, OutcomeFacts, RunnerMarker};
+use immortal_handler_sdk::envelope::Envelope;
+use immortal_handler_sdk::function_ref::LATEST;
+use immortal_handler_sdk::record::{self, QueueMessage, Record};
+use immortal_handler_sdk::{ErrorDocument, FunctionRef};
 
-use crate::destination::{DestinationRecord, OutcomeFacts, RunnerMarker};
-use crate::envelope::Envelope;
-use crate::outcome::{timestamp_now, Publisher, Target};
+use crate::policy::{FailureClass, RelaunchPolicy};
+use crate::publisher::{timestamp_now, Publisher, Target};
 use crate::queue_function::QueueFunctions;
-use crate::record::{self, QueueMessage, Record, RelaunchPolicy};
+use crate::settings::OverflowSettings;
 
 /// The verdict on one message.
 #[derive(Debug)]
@@ -53,10 +57,10 @@ impl Verdict {
                 function,
                 decision = "declined",
                 class,
-                "not relaunched by IMMORTAL_RELAUNCH; left for the parking queue"
+                "not relaunched by {RELAUNCH_VAR}; left for the parking queue"
             ),
             Verdict::PassedOn { class, destination } => {
-                tracing::warn!(message_id, request_id, function, decision = "passed-on", class, destination = %destination, "not relaunched by IMMORTAL_RELAUNCH; sent to IMMORTAL_ON_FAILURE")
+                tracing::warn!(message_id, request_id, function, decision = "passed-on", class, destination = %destination, "not relaunched by {RELAUNCH_VAR}; sent to {ON_FAILURE_VAR}")
             }
             Verdict::Failed { reason } => {
                 tracing::error!(message_id, request_id, function, decision = "failed", reason = %reason, "not run; SQS will deliver the message again")
@@ -73,7 +77,7 @@ pub struct Triaged {
     /// The original request id, when the record could be read.
     pub request_id: Option<String>,
     /// The function, when known.
-    pub function: Option<String>,
+    pub function: Option<FunctionRef>,
 }
 
 /// Judges messages.
@@ -87,20 +91,14 @@ pub struct Triage {
 }
 
 impl Triage {
-    /// A triage with clients from `sdk`.
-    pub fn new(
-        sdk: &aws_config::SdkConfig,
-        function_map: BTreeMap<String, String>,
-        policy: RelaunchPolicy,
-        on_failure: Option<Target>,
-        payload_bucket: Option<String>,
-        source: &'static str,
-    ) -> Self {
+    /// A triage by `settings`, with clients from `sdk`; `source` (`forwarder` or
+    /// `runner`) marks the records it passes on.
+    pub fn new(sdk: &aws_config::SdkConfig, settings: &OverflowSettings, source: &'static str) -> Self {
         Triage {
-            functions: QueueFunctions::new(function_map, aws_sdk_sqs::Client::new(sdk)),
-            publisher: Publisher::new(sdk, payload_bucket),
-            policy,
-            on_failure,
+            functions: QueueFunctions::new(settings.function_map.clone(), aws_sdk_sqs::Client::new(sdk)),
+            publisher: Publisher::new(sdk, settings.payload_bucket.clone()),
+            policy: settings.relaunch.clone(),
+            on_failure: settings.on_failure.clone(),
             source,
         }
     }
@@ -123,9 +121,9 @@ impl Triage {
             Err(e) => return failed(e.to_string(), None, None),
         };
         let request_id = Some(record.request_id().to_owned());
-        let class = record.class();
+        let class = FailureClass::of(&record);
         let function = match &record {
-            Record::Destination(_) => record.function_arn().map(str::to_owned),
+            Record::Destination(r) => FunctionRef::parse(&r.request_context.function_arn).ok(),
             Record::DeadLetter(_) => match message.queue_arn.as_deref() {
                 Some(queue) => match self.functions.function_for(queue).await {
                     Ok(function) => function,
@@ -137,7 +135,7 @@ impl Triage {
         if !self.policy.relaunches(class) {
             let verdict = match &self.on_failure {
                 None => Verdict::Declined { class: class.name() },
-                Some(target) => match self.pass_on(&record, message, function.as_deref(), target).await {
+                Some(target) => match self.pass_on(&record, message, function.as_ref(), target).await {
                     Ok(()) => Verdict::PassedOn {
                         class: class.name(),
                         destination: target.to_string(),
@@ -151,9 +149,10 @@ impl Triage {
                 function,
             };
         }
-        match record.to_envelope(message, function.as_deref()) {
+        match record.to_envelope(message, function.as_ref()) {
             Ok(envelope) => {
-                let function = envelope.context.invoked_function_arn.clone().or(function);
+                // The envelope's ARN is the fullest reference (region, account, qualifier).
+                let function = envelope.context.function_ref().ok().flatten().or(function);
                 Triaged {
                     verdict: Verdict::Relaunch(Box::new(envelope)),
                     request_id,
@@ -169,7 +168,7 @@ impl Triage {
         &self,
         record: &Record,
         message: &QueueMessage,
-        function: Option<&str>,
+        function: Option<&FunctionRef>,
         target: &Target,
     ) -> Result<(), String> {
         let version = env!("CARGO_PKG_VERSION");
@@ -187,12 +186,13 @@ impl Triage {
             Record::DeadLetter(dead) => {
                 let envelope = record.to_envelope(message, function).map_err(|e| e.to_string())?;
                 let (error_type, error_message) = record.error();
-                let error = serde_json::json!({ "errorType": error_type, "errorMessage": error_message }).to_string();
+                let error =
+                    ErrorDocument::new(error_type.unwrap_or_default(), error_message.unwrap_or_default()).to_json();
                 let arn = envelope.context.invoked_function_arn.unwrap_or_default();
                 DestinationRecord::outcome(OutcomeFacts {
                     request_id: &dead.request_id,
                     function_arn: &arn,
-                    executed_version: "$LATEST",
+                    executed_version: LATEST,
                     invoke_count: 1,
                     request_payload: &dead.event,
                     success: false,

@@ -9,9 +9,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use immortal_handler_sdk::ffi::{self, Buffer, Status};
 
+use crate::bootstrap::{self, CodeLayout, LaunchConfig, BOOTSTRAP, CUSTOM_RUNTIME};
+use crate::code::artifact_name;
 use crate::error::{CodeError, RunnerError};
-use crate::invoke::{stop_requested, StopSignal};
+use crate::execution::{self, Job};
+use crate::exit::Exit;
+use crate::invocation::FunctionFacts;
 use crate::outcome::{timeout_message, Failure, Outcome};
+use crate::report::Reporter;
+use crate::signals::{stop_requested, StopSignal};
 
 type VersionFn = unsafe extern "C" fn() -> u32;
 type InvokeFn = unsafe extern "C" fn(*const u8, usize, *mut Buffer) -> i32;
@@ -91,6 +97,57 @@ impl HandlerLibrary {
         unsafe { (self.free)(out) };
         (Status::from_raw(raw), bytes)
     }
+}
+
+/// `--lib`: the handler library in-process, with Lambda's environment set in this
+/// process, the same outputs and exit codes as a bootstrap run.
+pub async fn run(library_path: &Path, job: Job, stop: StopSignal) -> Result<Exit, RunnerError> {
+    let reporter = Reporter::new(&job.overflow);
+    let envelope = execution::open(&job.carrier).await?;
+    let function = execution::function_of(&envelope)?;
+    let library = Arc::new(HandlerLibrary::load(library_path)?);
+    let facts = FunctionFacts {
+        name: Some(artifact_name(library_path).trim_start_matches("lib").to_owned()),
+        ..Default::default()
+    };
+    let invocation = execution::resolve(&envelope, function.as_ref(), &facts);
+    let layout = CodeLayout {
+        task_root: library_path
+            .parent()
+            .map(|p| p.to_owned())
+            .unwrap_or_else(|| ".".into()),
+        opt_dir: job.code_options.opt_dir.clone(),
+    };
+    let env = bootstrap::environment(&LaunchConfig {
+        invocation: &invocation,
+        layout: &layout,
+        handler: job.settings.handler.as_deref().unwrap_or(BOOTSTRAP),
+        runtime: CUSTOM_RUNTIME,
+        runtime_api: "",
+        function_env: &Default::default(),
+        unlimited: job.settings.timeout.is_none(),
+    });
+    for (key, value) in env.iter().filter(|(k, _)| k.as_str() != "AWS_LAMBDA_RUNTIME_API") {
+        // The handler reads its configuration from the process environment, as in Lambda;
+        // nothing else runs yet that could read it concurrently.
+        std::env::set_var(key, value);
+    }
+    let resolved = immortal_handler_sdk::Envelope {
+        event: envelope.event.clone(),
+        context: invocation.to_context(),
+    };
+    tracing::info!(library = %library_path.display(), request_id = %invocation.request_id, "invoking in-process");
+    let sink = execution::open_sink(job.output.as_deref()).await?;
+    let outcome = invoke(
+        library,
+        resolved.to_json().into_bytes(),
+        &invocation.request_id,
+        job.settings.timeout,
+        stop,
+    )
+    .await;
+    execution::write_outcome(&sink, &outcome, job.output.as_deref()).await?;
+    Ok(execution::finish(&reporter, &invocation, &outcome).await)
 }
 
 /// Runs one invocation in-process. A timeout or a stop request cannot interrupt a

@@ -7,7 +7,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::bootstrap::{describe_exit, environment, Bootstrap, CodeLayout, LaunchConfig};
@@ -15,6 +14,7 @@ use crate::error::RunnerError;
 use crate::invocation::Invocation;
 use crate::outcome::{timeout_message, Failure, Outcome};
 use crate::runtime_api::{ApiEvent, ResponseSink, RuntimeApi};
+use crate::signals::{stop_requested, StopSignal};
 
 /// How to run the invocation.
 #[derive(Debug, Clone)]
@@ -30,9 +30,6 @@ pub struct InvokeOptions {
     /// The function's own environment variables.
     pub function_env: BTreeMap<String, String>,
 }
-
-/// A stop request: the signal number the runner received (SIGTERM, SIGINT).
-pub type StopSignal = watch::Receiver<Option<i32>>;
 
 /// Runs `invocation` with the bootstrap found in `layout`.
 pub async fn invoke(
@@ -203,17 +200,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Resolves when a stop is requested (at once if one already was).
-pub async fn stop_requested(stop: &mut StopSignal) -> Option<i32> {
-    loop {
-        if let Some(signal) = *stop.borrow_and_update() {
-            return Some(signal);
-        }
-        if stop.changed().await.is_err() {
-            return std::future::pending().await;
-        }
     }
 }

@@ -4,10 +4,13 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use immortal_handler_sdk::aws::{self, describe_error};
+use immortal_handler_sdk::container::PAYLOAD_BUCKET_VAR;
+use immortal_handler_sdk::destination::{DestinationRecord, SUCCESS};
+use immortal_handler_sdk::envelope::S3Location;
+use immortal_handler_sdk::record::QueueArn;
 
-use crate::aws::describe_error;
-use crate::destination::DestinationRecord;
-use crate::envelope::S3Location;
+use crate::store;
 
 /// SNS's message limit, and EventBridge's entry limit.
 pub const SNS_LIMIT: usize = 262_144;
@@ -66,7 +69,7 @@ pub enum Delivered {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
     /// Too large for the destination and nowhere to store it.
-    #[error("the record is {size} bytes, over the {limit}-byte limit of {target}, and IMMORTAL_PAYLOAD_BUCKET is not set to store it")]
+    #[error("the record is {size} bytes, over the {limit}-byte limit of {target}, and {PAYLOAD_BUCKET_VAR} is not set to store it")]
     TooLarge {
         /// Its size.
         size: usize,
@@ -97,7 +100,7 @@ impl Publisher {
             sqs: aws_sdk_sqs::Client::new(sdk),
             sns: aws_sdk_sns::Client::new(sdk),
             events: aws_sdk_eventbridge::Client::new(sdk),
-            s3: crate::aws::s3_client(sdk),
+            s3: aws::s3_client(sdk),
             payload_bucket,
             queues: Default::default(),
         }
@@ -207,14 +210,11 @@ impl Publisher {
             return Ok(known.clone());
         }
         let url = if queue.starts_with("arn:") {
-            let parts: Vec<&str> = queue.split(':').collect();
-            let [_, _, "sqs", _, account, name] = parts.as_slice() else {
-                return Err(format!("`{queue}` is not an SQS queue ARN"));
-            };
+            let arn = QueueArn::parse(queue).ok_or_else(|| format!("`{queue}` is not an SQS queue ARN"))?;
             self.sqs
                 .get_queue_url()
-                .queue_name(*name)
-                .queue_owner_aws_account_id(*account)
+                .queue_name(&arn.name)
+                .queue_owner_aws_account_id(&arn.account)
                 .send()
                 .await
                 .map_err(|e| describe_error(&e))?
@@ -269,7 +269,7 @@ impl Publisher {
             bucket: bucket.clone(),
             key,
         };
-        crate::aws::put_json(&self.s3, &at, body.as_bytes().to_vec())
+        store::put_json(&self.s3, &at, body.as_bytes().to_vec())
             .await
             .map_err(|e| PublishError::Failed(format!("cannot store the record: {e}")))?;
         Ok(at)
@@ -281,7 +281,7 @@ impl Publisher {
             return Ok(record);
         };
         let at = S3Location::parse(location).map_err(|e| e.to_string())?;
-        let bytes = crate::aws::get_bytes(&self.s3, &at)
+        let bytes = store::get_bytes(&self.s3, &at)
             .await
             .map_err(|e| format!("cannot read the full record: {e}"))?;
         serde_json::from_slice(&bytes).map_err(|e| format!("the record at {at} is not a destination record: {e}"))
@@ -290,7 +290,7 @@ impl Publisher {
 
 /// EventBridge's detail-type for Lambda destination records.
 fn detail_type(record: &DestinationRecord) -> &'static str {
-    if record.request_context.condition == crate::destination::SUCCESS {
+    if record.request_context.condition == SUCCESS {
         "Lambda Function Invocation Result - Success"
     } else {
         "Lambda Function Invocation Result - Failure"

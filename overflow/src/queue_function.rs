@@ -1,44 +1,29 @@
 //! Which function a dead-letter queue belongs to: the configured map, else the queue's
-//! `immortal:function` tag (read once per queue, cached).
+//! `immortal:function` tag (read once per queue, cached), parsed into a [`FunctionRef`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::aws::describe_error;
-use crate::container::FUNCTION_TAG;
+use immortal_handler_sdk::aws::describe_error;
+use immortal_handler_sdk::container::FUNCTION_TAG;
+use immortal_handler_sdk::record::QueueArn;
+use immortal_handler_sdk::FunctionRef;
 
 /// How long a queue without the tag is remembered as such (so adding the tag takes
 /// effect without a cold start).
 const UNTAGGED_TTL: Duration = Duration::from_secs(60);
 
-/// Parses `queueArn=function,...` (IMMORTAL_FUNCTION_MAP).
-pub fn parse_function_map(text: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut map = BTreeMap::new();
-    for pair in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (queue, function) = pair
-            .split_once('=')
-            .filter(|(q, f)| q.starts_with("arn:") && !f.is_empty())
-            .ok_or_else(|| {
-                format!(
-                    "`{pair}`: use queueArn=function, e.g. arn:aws:sqs:us-east-1:123456789012:thumbnail-dlq=thumbnail"
-                )
-            })?;
-        map.insert(queue.to_owned(), function.to_owned());
-    }
-    Ok(map)
-}
-
 /// Resolves queue ARNs to functions.
 pub struct QueueFunctions {
-    map: BTreeMap<String, String>,
+    map: BTreeMap<String, FunctionRef>,
     sqs: aws_sdk_sqs::Client,
-    cache: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    cache: Mutex<HashMap<String, (Option<FunctionRef>, Instant)>>,
 }
 
 impl QueueFunctions {
     /// A resolver with the configured `map` first.
-    pub fn new(map: BTreeMap<String, String>, sqs: aws_sdk_sqs::Client) -> Self {
+    pub fn new(map: BTreeMap<String, FunctionRef>, sqs: aws_sdk_sqs::Client) -> Self {
         QueueFunctions {
             map,
             sqs,
@@ -47,7 +32,7 @@ impl QueueFunctions {
     }
 
     /// The function for `queue_arn`, `None` when the queue names none.
-    pub async fn function_for(&self, queue_arn: &str) -> Result<Option<String>, String> {
+    pub async fn function_for(&self, queue_arn: &str) -> Result<Option<FunctionRef>, String> {
         if let Some(function) = self.map.get(queue_arn) {
             return Ok(Some(function.clone()));
         }
@@ -64,16 +49,14 @@ impl QueueFunctions {
         Ok(function)
     }
 
-    async fn read_tag(&self, queue_arn: &str) -> Result<Option<String>, String> {
-        let parts: Vec<&str> = queue_arn.split(':').collect();
-        let [_, _, "sqs", _, account, name] = parts.as_slice() else {
-            return Err(format!("`{queue_arn}` is not an SQS queue ARN"));
-        };
+    async fn read_tag(&self, queue_arn: &str) -> Result<Option<FunctionRef>, String> {
+        let queue = QueueArn::parse(queue_arn).ok_or_else(|| format!("`{queue_arn}` is not an SQS queue ARN"))?;
+        let name = &queue.name;
         let url = self
             .sqs
             .get_queue_url()
-            .queue_name(*name)
-            .queue_owner_aws_account_id(*account)
+            .queue_name(name)
+            .queue_owner_aws_account_id(&queue.account)
             .send()
             .await
             .map_err(|e| format!("GetQueueUrl({name}) failed: {}", describe_error(&e)))?
@@ -86,9 +69,15 @@ impl QueueFunctions {
             .send()
             .await
             .map_err(|e| format!("ListQueueTags({url}) failed: {}", describe_error(&e)))?;
-        Ok(tags
+        let Some(function) = tags
             .tags
             .and_then(|t| t.get(FUNCTION_TAG).cloned())
-            .filter(|f| !f.is_empty()))
+            .filter(|f| !f.is_empty())
+        else {
+            return Ok(None);
+        };
+        FunctionRef::parse(&function)
+            .map(Some)
+            .map_err(|e| format!("the {FUNCTION_TAG} tag of {queue_arn} is unusable: {e}"))
     }
 }

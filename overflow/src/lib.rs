@@ -1,0 +1,30 @@
+//! # immortal-overflow
+//!
+//! What the forwarder and the runner share about overflow traffic, so that a message is
+//! judged, relaunched and reported the same way whoever reads it:
+//!
+//! - [`settings`]: the settings both read from the environment, validated once;
+//! - [`policy`]: the failure classes a record reports and which are relaunched;
+//! - [`queue_function`]: which function a dead-letter queue belongs to;
+//! - [`triage`]: one message → run it, decline it, pass it on, or keep it queued;
+//! - [`carrier`]: the envelope's trip into a container and back;
+//! - [`publisher`]: destination records to SQS, SNS or EventBridge;
+//! - [`store`]: small JSON documents in the payload bucket.
+//!
+//! The contracts themselves (envelope, record formats, names) are in
+//! `immortal-handler-sdk`.
+#![deny(missing_docs)]
+
+pub mod carrier;
+pub mod policy;
+pub mod publisher;
+pub mod queue_function;
+pub mod settings;
+pub mod store;
+pub mod triage;
+
+pub use carrier::Carrier;
+pub use policy::{FailureClass, RelaunchPolicy};
+pub use publisher::{Publisher, Target};
+pub use settings::{Lookup, OverflowSettings, SettingError};
+pub use triage::{Triage, Triaged, Verdict};
