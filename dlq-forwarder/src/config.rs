@@ -3,9 +3,12 @@
 use immortal_handler_sdk::container::{
     ASSIGN_PUBLIC_IP_VAR, CAPACITY_PROVIDERS_VAR, CLUSTER_VAR, CONTAINER_NAME_VAR, DRAIN_QUEUE_URL_VAR,
     MAX_WORKERS_VAR, MESSAGES_PER_WORKER_VAR, MODE_VAR, ON_DEMAND_FALLBACK_VAR, SECURITY_GROUPS_VAR, STARTED_BY_VAR,
-    SUBNETS_VAR, TASK_DEFINITION_VAR,
+    SUBNETS_VAR, TASK_DEFINITIONS_VAR, TASK_DEFINITION_VAR,
 };
+use immortal_overflow::settings::invalid;
 use immortal_overflow::{Lookup, OverflowSettings, SettingError};
+
+use crate::runtimes::TaskDefinitions;
 
 /// A capacity provider in the RunTask strategy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +47,9 @@ pub struct DrainSettings {
 pub struct Config {
     /// `IMMORTAL_CLUSTER`: the ECS cluster name or ARN.
     pub cluster: String,
-    /// `IMMORTAL_TASK_DEFINITION`: family, family:revision or ARN of the runner's task.
-    pub task_definition: String,
+    /// The runner's task definitions: `IMMORTAL_TASK_DEFINITION` (custom runtimes and
+    /// drain workers) and `IMMORTAL_TASK_DEFINITIONS` (per managed runtime).
+    pub task_definitions: TaskDefinitions,
     /// `IMMORTAL_CONTAINER_NAME`: the runner's container in that task definition.
     pub container_name: String,
     /// `IMMORTAL_SUBNETS`.
@@ -118,10 +122,15 @@ impl Config {
             mode,
             overflow: OverflowSettings::read(lookup)?,
             cluster: lookup.required(CLUSTER_VAR, "the ECS cluster to run the runner's tasks in")?,
-            task_definition: lookup.required(
-                TASK_DEFINITION_VAR,
-                "the runner's task definition (family[:revision] or ARN)",
-            )?,
+            task_definitions: {
+                let custom = lookup.required(
+                    TASK_DEFINITION_VAR,
+                    "the runner's task definition for custom runtimes (family[:revision] or ARN)",
+                )?;
+                let map = lookup.value(TASK_DEFINITIONS_VAR);
+                TaskDefinitions::parse(custom, map.as_deref())
+                    .map_err(|why| invalid(TASK_DEFINITIONS_VAR, map.as_deref().unwrap_or_default(), &why))?
+            },
             container_name: lookup.required(
                 CONTAINER_NAME_VAR,
                 "the runner's container name in that task definition",

@@ -5,11 +5,12 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use immortal_handler_sdk::container::PAYLOAD_BUCKET_VAR;
 use immortal_handler_sdk::record::{QueueMessage, SqsBatch};
-use immortal_handler_sdk::Envelope;
+use immortal_handler_sdk::{Envelope, FunctionRef};
 use immortal_overflow::{Carrier, Triage, Verdict};
 
 use crate::config::Config;
 use crate::launch::{self, TaskRequest};
+use crate::runtimes::{FunctionRuntimes, TaskDefinitions};
 
 /// What became of one message.
 #[derive(Debug)]
@@ -39,6 +40,7 @@ pub struct Forwarder {
     ecs: aws_sdk_ecs::Client,
     s3: aws_sdk_s3::Client,
     triage: Triage,
+    runtimes: FunctionRuntimes,
 }
 
 impl Forwarder {
@@ -49,6 +51,7 @@ impl Forwarder {
             config,
             ecs: aws_sdk_ecs::Client::new(sdk),
             s3: immortal_handler_sdk::aws::s3_client(sdk),
+            runtimes: FunctionRuntimes::new(sdk),
             triage,
         }
     }
@@ -84,15 +87,16 @@ impl Forwarder {
         decision
     }
 
-    async fn decide(
-        &self,
-        message: &QueueMessage,
-    ) -> (Decision, Option<String>, Option<immortal_handler_sdk::FunctionRef>) {
+    async fn decide(&self, message: &QueueMessage) -> (Decision, Option<String>, Option<FunctionRef>) {
         let triaged = self.triage.triage(message).await;
         let (request_id, function) = (triaged.request_id, triaged.function);
         let envelope = match triaged.verdict {
             Verdict::Relaunch(envelope) => envelope,
             settled => return (Decision::Settled(settled), request_id, function),
+        };
+        let task_definition = match self.task_definition(message, function.as_ref()).await {
+            Ok(task_definition) => task_definition,
+            Err(verdict) => return (Decision::Settled(verdict), request_id, function),
         };
         let carrier = match self.carrier(&envelope, &message.message_id).await {
             Ok(carrier) => carrier,
@@ -100,6 +104,7 @@ impl Forwarder {
         };
         let label = function.as_ref().map(|f| f.label()).unwrap_or_default();
         let request = TaskRequest {
+            task_definition: &task_definition,
             environment: carrier.to_environment(),
             token: launch::client_token(&message.message_id),
             request_id: request_id.as_deref().unwrap_or_default(),
@@ -110,6 +115,32 @@ impl Forwarder {
             Err(e) => Decision::Settled(Verdict::Failed { reason: e.to_string() }),
         };
         (decision, request_id, function)
+    }
+
+    /// The runner's task definition for the function's runtime; when none runs it, the
+    /// verdict (passed on with the reason, or kept queued).
+    async fn task_definition(&self, message: &QueueMessage, function: Option<&FunctionRef>) -> Result<String, Verdict> {
+        let Some(function) = function else {
+            return Err(Verdict::Failed {
+                reason: "the record names no function".into(),
+            });
+        };
+        let found = self
+            .runtimes
+            .of(function)
+            .await
+            .map_err(|reason| Verdict::Failed { reason })?;
+        let reason = match &found.runtime {
+            None => format!(
+                "{} is a container-image function; the runner runs zip functions (run its image on ECS instead)",
+                function.label()
+            ),
+            Some(runtime) => match self.config.task_definitions.choose(runtime, &found.architecture) {
+                Some(task_definition) => return Ok(task_definition.to_owned()),
+                None => TaskDefinitions::none_for(runtime, &found.architecture),
+            },
+        };
+        Err(self.triage.not_runnable(message, reason).await)
     }
 
     /// Inline overrides when they fit, else the envelope stored in the payload bucket.

@@ -83,6 +83,8 @@ pub enum LaunchError {
 
 /// One RunTask for one envelope.
 pub struct TaskRequest<'a> {
+    /// The runner's task definition for the function's runtime.
+    pub task_definition: &'a str,
     /// The carrier's environment.
     pub environment: Vec<(String, String)>,
     /// Idempotency token.
@@ -154,7 +156,7 @@ async fn call(
     let mut call = ecs
         .run_task()
         .cluster(&config.cluster)
-        .task_definition(&config.task_definition)
+        .task_definition(request.task_definition)
         .count(1)
         .client_token(token)
         .started_by(&config.started_by)

@@ -3,11 +3,13 @@
 //! A Lambda function on the overflow queue: every timed-out invocation becomes exactly
 //! one ECS Fargate task of the immortal runner, and no message is lost.
 //!
-//! [`config`] (validated at init), [`forward`] (one batch), [`launch`] (RunTask, the
-//! overrides budget, the idempotency token), and the scaling mode ([`scale`]).
+//! [`config`] (validated at init), [`forward`] (one batch), [`runtimes`] (which task
+//! definition runs a function), [`launch`] (RunTask, the overrides budget, the
+//! idempotency token), and the scaling mode ([`scale`]).
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod forward;
 pub mod launch;
+pub mod runtimes;
 pub mod scale;

@@ -79,6 +79,7 @@ pub async fn tick(
     let mut tasks = Vec::new();
     for n in 0..started {
         let request = TaskRequest {
+            task_definition: config.task_definitions.custom(),
             environment: vec![(QUEUE_URL_VAR.to_owned(), drain.queue_url.clone())],
             token: launch::client_token(&format!("{seed}/{n}")),
             request_id: "drain-worker",

@@ -45,8 +45,11 @@ pub const PAYLOAD_BUCKET_VAR: &str = "IMMORTAL_PAYLOAD_BUCKET";
 
 /// The ECS cluster the runner's tasks run in.
 pub const CLUSTER_VAR: &str = "IMMORTAL_CLUSTER";
-/// The runner's task definition.
+/// The runner's task definition for custom runtimes (`provided.*`).
 pub const TASK_DEFINITION_VAR: &str = "IMMORTAL_TASK_DEFINITION";
+/// `RUNTIME[/ARCHITECTURE]=TASK_DEFINITION,...`: the runner's task definition per
+/// managed runtime (`*` catches the rest).
+pub const TASK_DEFINITIONS_VAR: &str = "IMMORTAL_TASK_DEFINITIONS";
 /// The runner's container in that task definition.
 pub const CONTAINER_NAME_VAR: &str = "IMMORTAL_CONTAINER_NAME";
 /// Subnets for the tasks.
@@ -80,6 +83,13 @@ pub const GRACE_PERIOD_VAR: &str = "IMMORTAL_GRACE_PERIOD";
 pub const CACHE_DIR_VAR: &str = "IMMORTAL_CACHE_DIR";
 /// The layers root.
 pub const OPT_DIR_VAR: &str = "IMMORTAL_OPT_DIR";
+/// The runtime directory (`/var/runtime` in AWS's base images).
+pub const RUNTIME_DIR_VAR: &str = "IMMORTAL_RUNTIME_DIR";
+/// The runtime whose userland the runner's image holds (set by the image).
+pub const IMAGE_RUNTIME_VAR: &str = "IMMORTAL_IMAGE_RUNTIME";
+/// Where the function's code appears (`/var/task` in the image): a link the runner
+/// points at the function's code.
+pub const TASK_ROOT_VAR: &str = "IMMORTAL_TASK_ROOT";
 /// The per-zip unpacked size limit.
 pub const MAX_UNPACKED_SIZE_VAR: &str = "IMMORTAL_MAX_UNPACKED_SIZE";
 /// Drain mode: messages run at once.

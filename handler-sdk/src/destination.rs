@@ -75,6 +75,9 @@ pub struct RunnerMarker {
     /// the full record is stored, `s3://bucket/key`. The payloads are left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_location: Option<String>,
+    /// Why immortal did not run the invocation, when it passed a record on unrun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// How an invocation ended, for [`DestinationRecord::outcome`].
@@ -136,6 +139,7 @@ impl DestinationRecord {
                 source: facts.marker.0.to_owned(),
                 version: facts.marker.1.to_owned(),
                 record_location: None,
+                reason: None,
             }),
         }
     }
@@ -154,6 +158,7 @@ impl DestinationRecord {
             source: "runner".into(),
             version: String::new(),
             record_location: None,
+            reason: None,
         });
         marker.record_location = Some(location.to_owned());
         pointer

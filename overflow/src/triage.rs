@@ -27,10 +27,12 @@ pub enum Verdict {
     },
     /// Not relaunched, and sent to the failure destination as a destination record.
     PassedOn {
-        /// The failure class.
+        /// The failure class (`unrunnable` when nothing here can run it).
         class: &'static str,
         /// Where it went.
         destination: String,
+        /// Why, when it is not the relaunch policy's choice.
+        reason: Option<String>,
     },
     /// Unusable or unresolvable: the message must stay queued (SQS delivers it again,
     /// then parks it).
@@ -59,8 +61,19 @@ impl Verdict {
                 class,
                 "not relaunched by {RELAUNCH_VAR}; left for the parking queue"
             ),
-            Verdict::PassedOn { class, destination } => {
+            Verdict::PassedOn {
+                class,
+                destination,
+                reason: None,
+            } => {
                 tracing::warn!(message_id, request_id, function, decision = "passed-on", class, destination = %destination, "not relaunched by {RELAUNCH_VAR}; sent to {ON_FAILURE_VAR}")
+            }
+            Verdict::PassedOn {
+                class,
+                destination,
+                reason: Some(reason),
+            } => {
+                tracing::error!(message_id, request_id, function, decision = "passed-on", class, destination = %destination, reason = %reason, "cannot run; sent to {ON_FAILURE_VAR}")
             }
             Verdict::Failed { reason } => {
                 tracing::error!(message_id, request_id, function, decision = "failed", reason = %reason, "not run; SQS will deliver the message again")
@@ -105,43 +118,19 @@ impl Triage {
 
     /// Decides what becomes of `message`.
     pub async fn triage(&self, message: &QueueMessage) -> Triaged {
-        let failed = |reason: String, request_id, function| Triaged {
-            verdict: Verdict::Failed { reason },
-            request_id,
-            function,
-        };
-        let record = match record::parse(message) {
-            Ok(Record::Destination(pointer)) if pointer.record_location().is_some() => {
-                match self.publisher.resolve(*pointer).await {
-                    Ok(full) => Record::Destination(Box::new(full)),
-                    Err(e) => return failed(e, None, None),
-                }
-            }
-            Ok(record) => record,
-            Err(e) => return failed(e.to_string(), None, None),
+        let (record, function) = match self.read(message).await {
+            Ok(read) => read,
+            Err(triaged) => return triaged,
         };
         let request_id = Some(record.request_id().to_owned());
         let class = FailureClass::of(&record);
-        let function = match &record {
-            Record::Destination(r) => FunctionRef::parse(&r.request_context.function_arn).ok(),
-            Record::DeadLetter(_) => match message.queue_arn.as_deref() {
-                Some(queue) => match self.functions.function_for(queue).await {
-                    Ok(function) => function,
-                    Err(reason) => return failed(reason, request_id, None),
-                },
-                None => None,
-            },
-        };
         if !self.policy.relaunches(class) {
             let verdict = match &self.on_failure {
                 None => Verdict::Declined { class: class.name() },
-                Some(target) => match self.pass_on(&record, message, function.as_ref(), target).await {
-                    Ok(()) => Verdict::PassedOn {
-                        class: class.name(),
-                        destination: target.to_string(),
-                    },
-                    Err(reason) => Verdict::Failed { reason },
-                },
+                Some(target) => {
+                    self.pass_on(&record, message, function.as_ref(), target, class.name(), None)
+                        .await
+                }
             };
             return Triaged {
                 verdict,
@@ -159,23 +148,98 @@ impl Triage {
                     function,
                 }
             }
-            Err(e) => failed(e.to_string(), request_id, function),
+            Err(e) => Triaged {
+                verdict: Verdict::Failed { reason: e.to_string() },
+                request_id,
+                function,
+            },
         }
     }
 
-    /// Sends a record the policy does not relaunch to `target`, as a destination record.
+    /// For a message the policy relaunches but nothing here can run (no runner for its
+    /// runtime): the record goes to the failure destination with `reason`; without one,
+    /// it stays queued (and is parked after maxReceiveCount).
+    pub async fn not_runnable(&self, message: &QueueMessage, reason: String) -> Verdict {
+        let Some(target) = &self.on_failure else {
+            return Verdict::Failed { reason };
+        };
+        match self.read(message).await {
+            Ok((record, function)) => {
+                self.pass_on(&record, message, function.as_ref(), target, "unrunnable", Some(reason))
+                    .await
+            }
+            Err(triaged) => triaged.verdict,
+        }
+    }
+
+    /// The message's record (a pointer record resolved) and the function it names.
+    async fn read(&self, message: &QueueMessage) -> Result<(Record, Option<FunctionRef>), Triaged> {
+        let failed = |reason: String, request_id, function| Triaged {
+            verdict: Verdict::Failed { reason },
+            request_id,
+            function,
+        };
+        let record = match record::parse(message) {
+            Ok(Record::Destination(pointer)) if pointer.record_location().is_some() => {
+                match self.publisher.resolve(*pointer).await {
+                    Ok(full) => Record::Destination(Box::new(full)),
+                    Err(e) => return Err(failed(e, None, None)),
+                }
+            }
+            Ok(record) => record,
+            Err(e) => return Err(failed(e.to_string(), None, None)),
+        };
+        let function = match &record {
+            Record::Destination(r) => FunctionRef::parse(&r.request_context.function_arn).ok(),
+            Record::DeadLetter(_) => match message.queue_arn.as_deref() {
+                Some(queue) => match self.functions.function_for(queue).await {
+                    Ok(function) => function,
+                    Err(reason) => return Err(failed(reason, Some(record.request_id().to_owned()), None)),
+                },
+                None => None,
+            },
+        };
+        Ok((record, function))
+    }
+
+    /// Sends a record that will not run to `target`, as a destination record (with
+    /// `reason` when it is not the policy's choice).
     async fn pass_on(
         &self,
         record: &Record,
         message: &QueueMessage,
         function: Option<&FunctionRef>,
         target: &Target,
+        class: &'static str,
+        reason: Option<String>,
+    ) -> Verdict {
+        match self
+            .publish_record(record, message, function, target, reason.clone())
+            .await
+        {
+            Ok(()) => Verdict::PassedOn {
+                class,
+                destination: target.to_string(),
+                reason,
+            },
+            Err(e) => Verdict::Failed { reason: e },
+        }
+    }
+
+    async fn publish_record(
+        &self,
+        record: &Record,
+        message: &QueueMessage,
+        function: Option<&FunctionRef>,
+        target: &Target,
+        reason: Option<String>,
     ) -> Result<(), String> {
         let version = env!("CARGO_PKG_VERSION");
         let marker = RunnerMarker {
             source: self.source.into(),
             version: version.into(),
             record_location: None,
+            reason,
         };
         let out = match record {
             Record::Destination(lambda) => {
@@ -189,7 +253,7 @@ impl Triage {
                 let error =
                     ErrorDocument::new(error_type.unwrap_or_default(), error_message.unwrap_or_default()).to_json();
                 let arn = envelope.context.invoked_function_arn.unwrap_or_default();
-                DestinationRecord::outcome(OutcomeFacts {
+                let mut out = DestinationRecord::outcome(OutcomeFacts {
                     request_id: &dead.request_id,
                     function_arn: &arn,
                     executed_version: LATEST,
@@ -199,7 +263,9 @@ impl Triage {
                     response: error.as_bytes(),
                     timestamp: timestamp_now(),
                     marker: (self.source, version),
-                })
+                });
+                out.immortal = Some(marker);
+                out
             }
         };
         self.publisher

@@ -8,53 +8,110 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use immortal_handler_sdk::container;
+use immortal_handler_sdk::container::{self, TASK_DEFINITIONS_VAR};
 
 use crate::error::CodeError;
+use crate::function::LogSettings;
 use crate::invocation::Invocation;
+use crate::runtime::{Runtime, RuntimeDir};
 
 /// The executable Lambda starts, and `_HANDLER` of a custom runtime.
 pub const BOOTSTRAP: &str = "bootstrap";
-/// The runtime of code that brings its own bootstrap.
-pub const CUSTOM_RUNTIME: &str = "provided.al2023";
 
-/// Where the code lives: the task root (`/var/task` in Lambda) and the layers root (`/opt`).
+/// Where the code lives: the task root (`/var/task` in Lambda), the layers root
+/// (`/opt`) and the runtime directory (`/var/runtime`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeLayout {
-    /// The unpacked function code.
+    /// The function's code, as the function sees it (`LAMBDA_TASK_ROOT`).
     pub task_root: PathBuf,
     /// The unpacked layers, when there are any.
     pub opt_dir: Option<PathBuf>,
+    /// The runtime directory (`LAMBDA_RUNTIME_DIR`).
+    pub runtime_dir: Option<RuntimeDir>,
+}
+
+/// Which part of the layout a bootstrap came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The function's own code (a custom runtime).
+    Function,
+    /// A layer (`/opt/bootstrap`).
+    Layer,
+    /// The managed runtime's own (`/var/runtime/bootstrap`).
+    Runtime,
 }
 
 impl CodeLayout {
-    /// Finds the executable `bootstrap` in Lambda's order: the task root, then the layers root.
-    pub fn bootstrap(&self) -> Result<PathBuf, CodeError> {
-        let candidates =
-            std::iter::once(self.task_root.join(BOOTSTRAP)).chain(self.opt_dir.as_ref().map(|opt| opt.join(BOOTSTRAP)));
-        for path in candidates {
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
-            if !meta.is_file() {
-                continue;
+    /// Finds the executable `bootstrap` where the Runtime Interface Emulator looks: the
+    /// task root, the layers root, then (for a managed runtime) the runtime directory.
+    pub fn bootstrap(&self, runtime: Option<&Runtime>) -> Result<(PathBuf, Origin), CodeError> {
+        let mut searched = vec![self.task_root.display().to_string()];
+        let candidates = std::iter::once((self.task_root.join(BOOTSTRAP), Origin::Function))
+            .chain(self.opt_dir.as_ref().map(|opt| (opt.join(BOOTSTRAP), Origin::Layer)));
+        for (path, origin) in candidates {
+            if let Some(found) = executable(&path)? {
+                return Ok((found, origin));
             }
-            let mode = meta.permissions().mode();
-            if mode & 0o111 == 0 {
-                return Err(CodeError::NotExecutable {
-                    path,
-                    mode: mode & 0o7777,
-                });
-            }
-            return Ok(path);
         }
-        Err(CodeError::NoBootstrap {
-            task_root: self.task_root.clone(),
-            opt: self
-                .opt_dir
-                .as_ref()
-                .map(|o| format!(", nor in {}", o.display()))
-                .unwrap_or_default(),
-        })
+        if let Some(opt) = &self.opt_dir {
+            searched.push(opt.display().to_string());
+        }
+        let no_bootstrap = |searched: Vec<String>, hint: String| CodeError::NoBootstrap {
+            searched: searched.join(", nor in "),
+            hint,
+        };
+        let custom_hint =
+            "a custom-runtime function needs an executable file named bootstrap at the root of its zip (or in a layer)";
+        if runtime.is_some_and(Runtime::is_custom) {
+            return Err(no_bootstrap(searched, custom_hint.to_owned()));
+        }
+        let Some(dir) = &self.runtime_dir else {
+            return Err(no_bootstrap(searched, custom_hint.to_owned()));
+        };
+        if !dir.serves(runtime) {
+            let (wanted, image) = (
+                runtime.expect("served unless named"),
+                dir.image_runtime.as_ref().expect("served unless declared"),
+            );
+            return Err(CodeError::WrongRuntime {
+                runtime: wanted.to_string(),
+                image_runtime: image.to_string(),
+                base_image: wanted
+                    .base_image()
+                    .unwrap_or_else(|| format!("AWS's base image for {wanted}")),
+            });
+        }
+        if let Some(found) = executable(&dir.bootstrap())? {
+            return Ok((found, Origin::Runtime));
+        }
+        searched.push(dir.path.display().to_string());
+        let hint = match runtime {
+            Some(runtime) => format!(
+                "a {runtime} function runs on its runtime's own bootstrap: run it on the runner image built on {} (the task definition {TASK_DEFINITIONS_VAR} maps {runtime} to), or pass --runtime-dir DIR holding {runtime}'s bootstrap",
+                runtime.base_image().unwrap_or_else(|| "AWS's base image for it".to_owned()),
+            ),
+            None => format!("{custom_hint}; for a managed runtime (python, nodejs...) pass --runtime-dir DIR holding the runtime's bootstrap, and --runtime (e.g. python3.12)"),
+        };
+        Err(no_bootstrap(searched, hint))
     }
+}
+
+/// `path` when it is a file with an executable bit; an error when it is a file without.
+fn executable(path: &Path) -> Result<Option<PathBuf>, CodeError> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(None);
+    };
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o111 == 0 {
+        return Err(CodeError::NotExecutable {
+            path: path.to_owned(),
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(Some(path.to_owned()))
 }
 
 /// Everything the bootstrap's environment is made of.
@@ -66,8 +123,10 @@ pub struct LaunchConfig<'a> {
     pub layout: &'a CodeLayout,
     /// `_HANDLER`.
     pub handler: &'a str,
-    /// The Lambda runtime identifier, for `AWS_EXECUTION_ENV` (e.g. `provided.al2023`).
-    pub runtime: &'a str,
+    /// The function's runtime, when known (`AWS_EXECUTION_ENV`).
+    pub runtime: Option<&'a Runtime>,
+    /// Its `LoggingConfig` (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`).
+    pub logging: &'a LogSettings,
     /// `host:port` of the local Runtime API.
     pub runtime_api: &'a str,
     /// The function's own `Environment.Variables`.
@@ -75,6 +134,13 @@ pub struct LaunchConfig<'a> {
     /// True when the invocation has no time limit.
     pub unlimited: bool,
 }
+
+/// `AWS_Lambda_<runtime>`, for managed runtimes only.
+const EXECUTION_ENV: &str = "AWS_EXECUTION_ENV";
+/// `JSON` or `Text`, from the function's `LoggingConfig`.
+const LOG_FORMAT: &str = "AWS_LAMBDA_LOG_FORMAT";
+/// The application log level, from the function's `LoggingConfig`.
+const LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
 
 /// Lambda's default PATH for `provided` runtimes, used when the runner has none.
 const LAMBDA_PATH: &str = "/usr/local/bin:/usr/bin/:/bin";
@@ -99,11 +165,22 @@ pub fn environment(cfg: &LaunchConfig<'_>) -> BTreeMap<String, String> {
     let task_root = cfg.layout.task_root.display().to_string();
     let opt = cfg.layout.opt_dir.as_ref().map(|o| o.display().to_string());
     let mut path = std::env::var("PATH").unwrap_or_else(|_| LAMBDA_PATH.to_owned());
+    let runtime_dir = cfg
+        .layout
+        .runtime_dir
+        .as_ref()
+        .map(|dir| dir.path.display().to_string())
+        .unwrap_or_else(|| task_root.clone());
+    // Lambda's order: system, runtime, code, layers.
     let mut ld_path: Vec<String> = std::env::var("LD_LIBRARY_PATH")
         .ok()
         .into_iter()
         .filter(|p| !p.is_empty())
         .collect();
+    if cfg.layout.runtime_dir.is_some() {
+        ld_path.push(runtime_dir.clone());
+        ld_path.push(format!("{runtime_dir}/lib"));
+    }
     ld_path.push(task_root.clone());
     ld_path.push(format!("{task_root}/lib"));
     if let Some(opt) = &opt {
@@ -113,9 +190,8 @@ pub fn environment(cfg: &LaunchConfig<'_>) -> BTreeMap<String, String> {
     let reserved = [
         ("AWS_LAMBDA_RUNTIME_API", cfg.runtime_api.to_owned()),
         ("LAMBDA_TASK_ROOT", task_root.clone()),
-        ("LAMBDA_RUNTIME_DIR", task_root),
+        ("LAMBDA_RUNTIME_DIR", runtime_dir),
         ("_HANDLER", cfg.handler.to_owned()),
-        ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{}", cfg.runtime)),
         ("AWS_LAMBDA_FUNCTION_NAME", inv.function_name.clone()),
         ("AWS_LAMBDA_FUNCTION_VERSION", inv.function_version.clone()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", inv.memory_mb.to_string()),
@@ -130,6 +206,18 @@ pub fn environment(cfg: &LaunchConfig<'_>) -> BTreeMap<String, String> {
         (container::RUNNER_VAR, env!("CARGO_PKG_VERSION").to_owned()),
     ];
     env.extend(reserved.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    // Reserved, and set only when Lambda would set them.
+    let optional = [
+        (EXECUTION_ENV, cfg.runtime.and_then(Runtime::execution_env)),
+        (LOG_FORMAT, cfg.logging.format.clone()),
+        (LOG_LEVEL, cfg.logging.application_level.clone()),
+    ];
+    for (name, value) in optional {
+        match value {
+            Some(value) => env.insert(name.to_owned(), value),
+            None => env.remove(name),
+        };
+    }
     env.entry("LANG".to_owned()).or_insert_with(|| "en_US.UTF-8".to_owned());
     env.remove(container::NO_DEADLINE_VAR);
     env.remove(container::OVERFLOW_VAR);
@@ -266,21 +354,27 @@ mod tests {
         CodeLayout {
             task_root: dir.to_owned(),
             opt_dir: None,
+            runtime_dir: None,
         }
+    }
+
+    fn executable_file(path: &Path) {
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     #[test]
     fn finds_and_checks_the_bootstrap() {
         let dir = tempfile::tempdir().unwrap();
-        let err = layout(dir.path()).bootstrap().unwrap_err();
+        let err = layout(dir.path()).bootstrap(None).unwrap_err();
         assert!(err.to_string().contains("no `bootstrap` in"), "{err}");
         let path = dir.path().join("bootstrap");
         std::fs::write(&path, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = layout(dir.path()).bootstrap().unwrap_err();
+        let err = layout(dir.path()).bootstrap(None).unwrap_err();
         assert!(err.to_string().contains("is not executable (mode 644)"), "{err}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(layout(dir.path()).bootstrap().unwrap(), path);
+        assert_eq!(layout(dir.path()).bootstrap(None).unwrap(), (path, Origin::Function));
     }
 
     #[test]
@@ -288,12 +382,58 @@ mod tests {
         let task = tempfile::tempdir().unwrap();
         let opt = tempfile::tempdir().unwrap();
         let path = opt.path().join("bootstrap");
-        std::fs::write(&path, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        executable_file(&path);
         let layout = CodeLayout {
             task_root: task.path().to_owned(),
             opt_dir: Some(opt.path().to_owned()),
+            runtime_dir: None,
         };
-        assert_eq!(layout.bootstrap().unwrap(), path);
+        assert_eq!(layout.bootstrap(None).unwrap(), (path, Origin::Layer));
+    }
+
+    #[test]
+    fn then_to_the_runtime_directory_of_a_managed_runtime() {
+        let task = tempfile::tempdir().unwrap();
+        let runtime = tempfile::tempdir().unwrap();
+        let python = Runtime::new("python3.12");
+        let mut layout = CodeLayout {
+            task_root: task.path().to_owned(),
+            opt_dir: None,
+            runtime_dir: Some(RuntimeDir {
+                path: runtime.path().to_owned(),
+                image_runtime: Some(python.clone()),
+            }),
+        };
+        let err = layout.bootstrap(Some(&python)).unwrap_err().to_string();
+        assert!(
+            err.contains("public.ecr.aws/lambda/python:3.12"),
+            "names the image: {err}"
+        );
+        executable_file(&runtime.path().join("bootstrap"));
+        assert_eq!(
+            layout.bootstrap(Some(&python)).unwrap(),
+            (runtime.path().join("bootstrap"), Origin::Runtime)
+        );
+        let err = layout
+            .bootstrap(Some(&Runtime::new("nodejs22.x")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nodejs22.x") && err.contains("python3.12") && err.contains("nodejs:22"),
+            "{err}"
+        );
+        let err = layout
+            .bootstrap(Some(&Runtime::new("provided.al2023")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("custom-runtime function needs"),
+            "never a managed runtime's bootstrap: {err}"
+        );
+        layout.runtime_dir.as_mut().unwrap().image_runtime = None;
+        assert!(
+            layout.bootstrap(None).is_ok(),
+            "a local runtime directory serves what it is given"
+        );
     }
 }

@@ -7,6 +7,7 @@ use immortal_handler_sdk::container;
 
 use crate::artifact::unpack::LAMBDA_UNPACKED_LIMIT;
 use crate::exit::EXIT_CODES_HELP;
+use crate::runtime::DEFAULT_RUNTIME_DIR;
 
 /// Run an AWS Lambda function's own `bootstrap` with its original event and context,
 /// with no time limit.
@@ -62,6 +63,28 @@ pub struct Cli {
     /// The value of _HANDLER. Default: the function's configured handler, else "bootstrap".
     #[arg(long, value_name = "HANDLER")]
     pub handler: Option<String>,
+
+    /// Where a managed runtime's own bootstrap is (/var/runtime in AWS's base images).
+    /// Used when the code has no bootstrap of its own and no layer brings one, as the
+    /// Runtime Interface Emulator does; becomes LAMBDA_RUNTIME_DIR.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_RUNTIME_DIR, env = container::RUNTIME_DIR_VAR, hide_env_values = true)]
+    pub runtime_dir: PathBuf,
+
+    /// The runtime of local code (e.g. python3.12, nodejs22.x), for AWS_EXECUTION_ENV.
+    /// Default: the runner image's runtime. Functions fetched from Lambda use their own.
+    #[arg(long, value_name = "RUNTIME")]
+    pub runtime: Option<String>,
+
+    /// The runtime the runner's image holds; set by the image. A function of another
+    /// managed runtime is refused, naming the image to use.
+    #[arg(long, value_name = "RUNTIME", env = container::IMAGE_RUNTIME_VAR, hide_env_values = true)]
+    pub image_runtime: Option<String>,
+
+    /// Show the function its code at this path (LAMBDA_TASK_ROOT): a symbolic link the
+    /// runner points at the code before the run (/var/task in the image, a link to a
+    /// link the runner owns). Default: the code's own folder in the cache.
+    #[arg(long, value_name = "LINK", env = container::TASK_ROOT_VAR, hide_env_values = true)]
+    pub task_root: Option<PathBuf>,
 
     /// Emulate Lambda's limit: at the deadline the bootstrap is killed and the result is
     /// Lambda's Sandbox.Timedout error (exit 5). Default: no limit.

@@ -2,16 +2,17 @@
 //! Lambda), layers, configuration and environment.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use immortal_handler_sdk::aws;
 use immortal_handler_sdk::function_ref::{FunctionRef, LATEST};
 
 use crate::artifact::{self, fetch::Fetcher, Cache};
-use crate::bootstrap::{CodeLayout, BOOTSTRAP, CUSTOM_RUNTIME};
+use crate::bootstrap::{CodeLayout, BOOTSTRAP};
 use crate::error::{CodeError, RunnerError};
-use crate::function;
+use crate::function::{self, LogSettings};
 use crate::invocation::FunctionFacts;
+use crate::runtime::{Runtime, RuntimeDir};
 
 /// Everything about the function except the invocation itself.
 #[derive(Debug, Clone)]
@@ -22,8 +23,10 @@ pub struct Prepared {
     pub facts: FunctionFacts,
     /// `_HANDLER`.
     pub handler: String,
-    /// Lambda runtime identifier.
-    pub runtime: String,
+    /// The function's runtime, when known.
+    pub runtime: Option<Runtime>,
+    /// Its `LoggingConfig`.
+    pub logging: LogSettings,
     /// The function's own environment variables.
     pub env: BTreeMap<String, String>,
 }
@@ -34,9 +37,79 @@ pub struct CodeOptions {
     /// The code cache.
     pub cache: Cache,
     /// An explicit layers root.
-    pub opt_dir: Option<std::path::PathBuf>,
+    pub opt_dir: Option<PathBuf>,
     /// Per-archive unpacked size limit.
     pub max_unpacked: u64,
+    /// Where managed runtimes come from, and where the code appears.
+    pub runtime: RuntimeOptions,
+}
+
+/// How managed runtimes are served and where the function's code appears.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// The runtime directory (`/var/runtime`), and the runtime the image holds.
+    pub dir: RuntimeDir,
+    /// `--runtime`: the runtime of local code (else the image's, if it declares one).
+    pub runtime: Option<Runtime>,
+    /// `--task-root`: a link shown to the function as its task root (`/var/task` in
+    /// the image), pointed at the function's code before each run.
+    pub task_root: Option<PathBuf>,
+}
+
+impl CodeOptions {
+    /// The layout for code unpacked at `code` with layers at `opt`.
+    fn layout(&self, code: PathBuf, opt_dir: Option<PathBuf>) -> Result<CodeLayout, CodeError> {
+        let task_root = match &self.runtime.task_root {
+            Some(link) => present_at(link, &code)?,
+            None => code,
+        };
+        Ok(CodeLayout {
+            task_root,
+            opt_dir,
+            runtime_dir: Some(self.runtime.dir.clone()),
+        })
+    }
+}
+
+/// Points the link at `link` (or, when it points at another link, the last link of
+/// the chain: `/var/task` → a link the runner owns) at `code`, atomically, and returns
+/// `link`: the path the function sees as its task root.
+pub fn present_at(link: &Path, code: &Path) -> Result<PathBuf, CodeError> {
+    let mut last = link.to_owned();
+    for _ in 0..8 {
+        match std::fs::read_link(&last) {
+            Ok(target) => {
+                let target = last.parent().map(|p| p.join(&target)).unwrap_or(target);
+                if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+                    last = target;
+                    continue;
+                }
+                break;
+            }
+            Err(_) if std::fs::symlink_metadata(&last).is_ok() => {
+                return Err(CodeError::Io {
+                    action: "cannot present the function's code at",
+                    path: link.to_owned(),
+                    source: std::io::Error::other(
+                        "it is a folder or file, not a link the runner can point at the code (--task-root)",
+                    ),
+                })
+            }
+            Err(_) => break,
+        }
+    }
+    let parent = last.parent().unwrap_or(Path::new("."));
+    let staged = parent.join(format!(".{}.{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+    std::os::unix::fs::symlink(code, &staged).map_err(CodeError::io("cannot create a link in", parent))?;
+    std::fs::rename(&staged, &last).map_err(|e| {
+        let _ = std::fs::remove_file(&staged);
+        CodeError::Io {
+            action: "cannot point the task root link",
+            path: last.clone(),
+            source: e,
+        }
+    })?;
+    Ok(link.to_owned())
 }
 
 /// A local artifact: a zip (unpacked into the cache) or a folder.
@@ -46,16 +119,18 @@ pub async fn local(artifact: &Path, options: &CodeOptions) -> Result<Prepared, R
         .await
         .map_err(|e| RunnerError::Start(format!("unpacking panicked: {e}")))??;
     Ok(Prepared {
-        layout: CodeLayout {
-            task_root,
-            opt_dir: options.opt_dir.clone(),
-        },
+        layout: options.layout(task_root, options.opt_dir.clone())?,
         facts: FunctionFacts {
             name: Some(artifact_name(artifact)),
             ..Default::default()
         },
         handler: BOOTSTRAP.to_owned(),
-        runtime: CUSTOM_RUNTIME.to_owned(),
+        runtime: options
+            .runtime
+            .runtime
+            .clone()
+            .or_else(|| options.runtime.dir.image_runtime.clone()),
+        logging: LogSettings::default(),
         env: BTreeMap::new(),
     })
 }
@@ -64,7 +139,7 @@ pub async fn local(artifact: &Path, options: &CodeOptions) -> Result<Prepared, R
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeSource {
     /// `--artifact`: a zip, a folder or an executable on this machine.
-    Local(std::path::PathBuf),
+    Local(PathBuf),
     /// The function's own code, from Lambda: `--function` (and `--qualifier`), else the
     /// function the envelope's context names.
     Remote {
@@ -126,7 +201,7 @@ pub async fn remote(
     tracing::info!(
         function = spec.facts.arn.as_deref().unwrap_or(&function.name),
         version = spec.facts.version.as_deref().unwrap_or(LATEST),
-        runtime = spec.runtime.as_deref().unwrap_or("?"),
+        runtime = spec.runtime.as_ref().map(Runtime::id).unwrap_or("?"),
         lambda_timeout_s = spec.timeout_s,
         layers = spec.layers.len(),
         "function found (its Lambda timeout is not enforced here)"
@@ -154,10 +229,11 @@ pub async fn remote(
         )
     };
     Ok(Prepared {
-        layout: CodeLayout { task_root, opt_dir },
+        layout: options.layout(task_root, opt_dir)?,
         facts: spec.facts,
         handler: spec.handler.unwrap_or_else(|| BOOTSTRAP.to_owned()),
-        runtime: spec.runtime.unwrap_or_else(|| CUSTOM_RUNTIME.to_owned()),
+        runtime: spec.runtime,
+        logging: spec.logging,
         env: spec.env,
     })
 }

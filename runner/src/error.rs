@@ -58,12 +58,22 @@ pub enum CodeError {
         reason: String,
     },
     /// No bootstrap where Lambda looks for one.
-    #[error("no `bootstrap` in {task_root}{opt}; a custom-runtime function needs an executable file named bootstrap at the root of its zip")]
+    #[error("no `bootstrap` in {searched}; {hint}")]
     NoBootstrap {
-        /// The task root searched.
-        task_root: PathBuf,
-        /// ", nor in <opt>" when a layers root was searched too.
-        opt: String,
+        /// The folders searched.
+        searched: String,
+        /// What the function needs, given its runtime.
+        hint: String,
+    },
+    /// The function's managed runtime is not the one this image holds.
+    #[error("the function runs on {runtime}, but this runner image holds {image_runtime}; start it with the runner's task definition for {runtime} ({map}), on the runner image built on {base_image}", map = immortal_handler_sdk::container::TASK_DEFINITIONS_VAR)]
+    WrongRuntime {
+        /// The function's runtime.
+        runtime: String,
+        /// The image's.
+        image_runtime: String,
+        /// AWS's base image for the function's runtime.
+        base_image: String,
     },
     /// The bootstrap exists but cannot be executed.
     #[error("{path} is not executable (mode {mode:o}); set its executable bit (chmod 755) before zipping")]

@@ -104,6 +104,7 @@ pub async fn run_envelope(
         grace: settings.grace,
         handler: settings.handler.clone().unwrap_or(prepared.handler),
         runtime: prepared.runtime,
+        logging: prepared.logging,
         function_env: prepared.env,
     };
     let invocation = Arc::new(resolve(envelope, function, &prepared.facts));
@@ -155,7 +156,9 @@ pub async fn write_outcome(
 }
 
 /// `--fetch-only`: the code in the cache; prints the task root.
-pub async fn fetch_only(code: CodeSource, carrier: Carrier, options: CodeOptions) -> Result<Exit, RunnerError> {
+pub async fn fetch_only(code: CodeSource, carrier: Carrier, mut options: CodeOptions) -> Result<Exit, RunnerError> {
+    // Nothing runs: the code stays in the cache, not presented at the task root.
+    options.runtime.task_root = None;
     let envelope = open(&carrier).await?;
     let function = function_of(&envelope)?;
     let prepared = code.prepare(function.as_ref(), &options, aws::shared).await?;

@@ -9,6 +9,7 @@ use immortal_handler_sdk::function_ref::{FunctionRef, LATEST};
 
 use crate::error::RunnerError;
 use crate::invocation::FunctionFacts;
+use crate::runtime::Runtime;
 
 /// A downloadable zip and the hash Lambda recorded for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +45,10 @@ pub struct FunctionSpec {
     pub facts: FunctionFacts,
     /// Configured handler (`_HANDLER`).
     pub handler: Option<String>,
-    /// Runtime identifier, e.g. `provided.al2023`.
-    pub runtime: Option<String>,
+    /// Its runtime (`None` for container images).
+    pub runtime: Option<Runtime>,
+    /// Its `LoggingConfig`.
+    pub logging: LogSettings,
     /// Lambda timeout in seconds (reported, not enforced).
     pub timeout_s: Option<i32>,
     /// `x86_64` or `arm64`.
@@ -56,6 +59,17 @@ pub struct FunctionSpec {
     pub code: CodeRef,
     /// Layer version ARNs in the order Lambda applies them.
     pub layers: Vec<String>,
+}
+
+/// A function's `LoggingConfig`, as far as the runtime sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    /// `JSON` or `Text` (`AWS_LAMBDA_LOG_FORMAT`).
+    pub format: Option<String>,
+    /// The application log level (`AWS_LAMBDA_LOG_LEVEL`), for JSON logs.
+    pub application_level: Option<String>,
+    /// The log group, when not `/aws/lambda/NAME`.
+    pub log_group: Option<String>,
 }
 
 /// A Lambda client for the region of `function` (an ARN's region wins over the default).
@@ -114,12 +128,29 @@ pub async fn get_function(
         version: version.clone(),
         arn: config.function_arn.clone(),
         memory_mb: config.memory_size.and_then(|m| u32::try_from(m).ok()),
+        log_group: config.logging_config.as_ref().and_then(|l| l.log_group.clone()),
     };
     let what = format!("function {}:{}", function.name, version.as_deref().unwrap_or(LATEST));
     Ok(FunctionSpec {
         facts,
         handler: config.handler,
-        runtime: config.runtime.map(|r| r.as_str().to_owned()),
+        runtime: config.runtime.map(|r| Runtime::new(r.as_str())),
+        logging: config
+            .logging_config
+            .map(|l| {
+                let format = l.log_format.map(|f| f.as_str().to_owned());
+                // Lambda passes the level only with JSON logs: text logs have none.
+                let json = format.as_deref() == Some("JSON");
+                LogSettings {
+                    application_level: l
+                        .application_log_level
+                        .filter(|_| json)
+                        .map(|level| level.as_str().to_owned()),
+                    format,
+                    log_group: l.log_group,
+                }
+            })
+            .unwrap_or_default(),
         timeout_s: config.timeout,
         architecture: config
             .architectures

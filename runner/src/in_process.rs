@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use immortal_handler_sdk::ffi::{self, Buffer, Status};
 
-use crate::bootstrap::{self, CodeLayout, LaunchConfig, BOOTSTRAP, CUSTOM_RUNTIME};
+use crate::bootstrap::{self, CodeLayout, LaunchConfig, BOOTSTRAP};
 use crate::code::artifact_name;
 use crate::error::{CodeError, RunnerError};
 use crate::execution::{self, Job};
@@ -117,12 +117,14 @@ pub async fn run(library_path: &Path, job: Job, stop: StopSignal) -> Result<Exit
             .map(|p| p.to_owned())
             .unwrap_or_else(|| ".".into()),
         opt_dir: job.code_options.opt_dir.clone(),
+        runtime_dir: None,
     };
     let env = bootstrap::environment(&LaunchConfig {
         invocation: &invocation,
         layout: &layout,
         handler: job.settings.handler.as_deref().unwrap_or(BOOTSTRAP),
-        runtime: CUSTOM_RUNTIME,
+        runtime: None,
+        logging: &Default::default(),
         runtime_api: "",
         function_env: &Default::default(),
         unlimited: job.settings.timeout.is_none(),

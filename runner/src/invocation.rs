@@ -22,6 +22,8 @@ pub struct FunctionFacts {
     pub arn: Option<String>,
     /// Configured memory.
     pub memory_mb: Option<u32>,
+    /// Its log group (`LoggingConfig.LogGroup`), when not `/aws/lambda/NAME`.
+    pub log_group: Option<String>,
 }
 
 /// An invocation with every field Lambda would have.
@@ -90,6 +92,7 @@ impl Invocation {
         let log_group = ctx
             .log_group_name
             .clone()
+            .or_else(|| facts.log_group.clone())
             .unwrap_or_else(|| format!("/aws/lambda/{function_name}"));
         let log_stream = ctx
             .log_stream_name

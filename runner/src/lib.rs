@@ -8,7 +8,8 @@
 //! - [`execution`]: one envelope run with one function's code, start to end;
 //! - [`supervisor`]: one invocation, supervised (Runtime API, bootstrap, deadline, signals);
 //! - [`runtime_api`]: the local Lambda Runtime API; [`bootstrap`]: the child process;
-//! - [`code`], [`function`], [`artifact`]: the function's code and configuration;
+//! - [`code`], [`function`], [`artifact`], [`runtime`]: the function's code,
+//!   configuration and runtime;
 //! - [`invocation`]: the context with every gap filled; [`outcome`], [`report`], [`exit`];
 //! - [`in_process`] (`--lib`) and [`drain`] (`--queue`).
 #![deny(missing_docs)]
@@ -27,6 +28,7 @@ pub mod invocation;
 pub mod mode;
 pub mod outcome;
 pub mod report;
+pub mod runtime;
 pub mod runtime_api;
 pub mod signals;
 pub mod supervisor;

@@ -16,10 +16,11 @@ use immortal_overflow::{Carrier, Lookup, OverflowSettings};
 
 use crate::artifact::Cache;
 use crate::cli::Cli;
-use crate::code::{CodeOptions, CodeSource};
+use crate::code::{CodeOptions, CodeSource, RuntimeOptions};
 use crate::drain::DrainOptions;
 use crate::error::RunnerError;
 use crate::execution::{Job, RunSettings};
+use crate::runtime::{Runtime, RuntimeDir};
 
 /// What to do.
 pub enum Mode {
@@ -54,6 +55,14 @@ impl Mode {
             cache: Cache::new(cli.cache_dir.clone().unwrap_or_else(Cache::default_root)),
             opt_dir: cli.opt_dir.clone(),
             max_unpacked: cli.max_unpacked_size,
+            runtime: RuntimeOptions {
+                dir: RuntimeDir {
+                    path: cli.runtime_dir.clone(),
+                    image_runtime: cli.image_runtime.clone().map(Runtime::new),
+                },
+                runtime: cli.runtime.clone().map(Runtime::new),
+                task_root: cli.task_root.clone(),
+            },
         };
         let settings = RunSettings {
             timeout: cli.timeout.map(Duration::from_secs_f64),

@@ -11,8 +11,10 @@ use tokio::time::Instant;
 
 use crate::bootstrap::{describe_exit, environment, Bootstrap, CodeLayout, LaunchConfig};
 use crate::error::RunnerError;
+use crate::function::LogSettings;
 use crate::invocation::Invocation;
 use crate::outcome::{timeout_message, Failure, Outcome};
+use crate::runtime::Runtime;
 use crate::runtime_api::{ApiEvent, ResponseSink, RuntimeApi};
 use crate::signals::{stop_requested, StopSignal};
 
@@ -25,8 +27,10 @@ pub struct InvokeOptions {
     pub grace: Duration,
     /// `_HANDLER`.
     pub handler: String,
-    /// The Lambda runtime identifier (for `AWS_EXECUTION_ENV`).
-    pub runtime: String,
+    /// The function's runtime, when known.
+    pub runtime: Option<Runtime>,
+    /// Its `LoggingConfig`.
+    pub logging: LogSettings,
     /// The function's own environment variables.
     pub function_env: BTreeMap<String, String>,
 }
@@ -39,7 +43,7 @@ pub async fn invoke(
     sink: ResponseSink,
     mut stop: StopSignal,
 ) -> Result<Outcome, RunnerError> {
-    let program = layout.bootstrap()?;
+    let (program, origin) = layout.bootstrap(options.runtime.as_ref())?;
     let mut api = RuntimeApi::start(invocation.clone(), options.timeout, sink)
         .await
         .map_err(|e| RunnerError::Start(format!("cannot serve the Runtime API on 127.0.0.1: {e}")))?;
@@ -48,7 +52,8 @@ pub async fn invoke(
         invocation: &invocation,
         layout,
         handler: &options.handler,
-        runtime: &options.runtime,
+        runtime: options.runtime.as_ref(),
+        logging: &options.logging,
         runtime_api: &runtime_api,
         function_env: &options.function_env,
         unlimited: options.timeout.is_none(),
@@ -58,6 +63,8 @@ pub async fn invoke(
     tracing::info!(
         bootstrap = %program.display(),
         pid = child.pid(),
+        from = ?origin,
+        runtime = options.runtime.as_ref().map(Runtime::id).unwrap_or("custom"),
         runtime_api = %runtime_api,
         request_id = %invocation.request_id,
         function = %invocation.function_name,

@@ -22,7 +22,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Creates cluster `name` and task definition `name-runner` with container `runner`.
+    /// Creates cluster `name` and task definition `name-runner` with container `runner`
+    /// (and makes sure the functions the fixture records name exist).
     pub async fn create(sdk: &SdkConfig, name: &str) -> Cluster {
         let ecs = aws_sdk_ecs::Client::new(sdk);
         ecs.create_cluster()
@@ -33,25 +34,9 @@ impl Cluster {
             .await
             .expect("create cluster");
         let family = format!("{name}-runner");
-        ecs.register_task_definition()
-            .family(&family)
-            .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
-            .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
-            .cpu("1024")
-            .memory("2048")
-            // moto answers HTTP 500 to a task definition with task-level memory only.
-            .container_definitions(
-                ContainerDefinition::builder()
-                    .name("runner")
-                    .image("immortal-runner:latest")
-                    .memory(2048)
-                    .essential(true)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("register task definition");
+        register(&ecs, &family).await;
         let network = default_network(sdk.endpoint_url().expect("an emulator endpoint"));
+        crate::lambda::fixture_functions(sdk).await;
         Cluster {
             ecs,
             name: name.to_owned(),
@@ -59,6 +44,11 @@ impl Cluster {
             container: "runner".into(),
             network,
         }
+    }
+
+    /// Registers another runner task definition, `family` (e.g. one per runtime).
+    pub async fn register_task_definition(&self, family: &str) {
+        register(&self.ecs, family).await;
     }
 
     /// The forwarder settings that target this cluster (in the default VPC).
@@ -102,6 +92,28 @@ impl Cluster {
         }
         tasks
     }
+}
+
+/// Registers a runner task definition `family` with container `runner`.
+async fn register(ecs: &aws_sdk_ecs::Client, family: &str) {
+    ecs.register_task_definition()
+        .family(family)
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .cpu("1024")
+        .memory("2048")
+        // moto answers HTTP 500 to a task definition with task-level memory only.
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("runner")
+                .image("immortal-runner:latest")
+                .memory(2048)
+                .essential(true)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("register task definition");
 }
 
 /// The environment overrides of the runner's container in `task`.

@@ -24,11 +24,52 @@ pub struct Deployed {
     pub sha256: String,
 }
 
-/// Creates function `name` from `zip`, with `env`. The zip is stored public-read in the
+/// Creates function `name` from `zip`, with `env`, on the custom runtime. See [`deploy_as`].
+pub async fn deploy(sdk: &SdkConfig, name: &str, zip: &[u8], env: &[(&str, &str)]) -> Deployed {
+    deploy_as(sdk, name, zip, env, Runtime::Providedal2023, "bootstrap").await
+}
+
+/// The functions the tests' fixture records name (`thumbnail`, `echo`), created once per
+/// emulator (on the custom runtime, with a stand-in zip): the forwarder looks up the
+/// runtime of every function it relaunches, as it does in AWS.
+pub async fn fixture_functions(sdk: &SdkConfig) {
+    let client = aws_sdk_lambda::Client::new(sdk);
+    for name in ["thumbnail", "echo"] {
+        if client.get_function().function_name(name).send().await.is_ok() {
+            continue;
+        }
+        let zip = crate::zips::zip_bytes(&[crate::zips::Entry::File("bootstrap", b"#!/bin/sh\n", 0o755)]);
+        let created = client
+            .create_function()
+            .function_name(name)
+            .runtime(Runtime::Providedal2023)
+            .role(test_role(sdk).await)
+            .handler("bootstrap")
+            .code(FunctionCode::builder().zip_file(zip.into()).build())
+            .send()
+            .await;
+        // Another test of this process may have created it first.
+        if let Err(e) = created {
+            assert!(
+                client.get_function().function_name(name).send().await.is_ok(),
+                "cannot create {name}: {e:?}"
+            );
+        }
+    }
+}
+
+/// Creates function `name` on `runtime` from `zip`, with `env`. The zip is stored public-read in the
 /// tasks bucket: moto reports `Code.Location` as an unsigned URL into
 /// `awslambda-<region>-tasks` but never stores the zip there itself, so the function is
 /// created from an S3 object at that very key, readable without a signature.
-pub async fn deploy(sdk: &SdkConfig, name: &str, zip: &[u8], env: &[(&str, &str)]) -> Deployed {
+pub async fn deploy_as(
+    sdk: &SdkConfig,
+    name: &str,
+    zip: &[u8],
+    env: &[(&str, &str)],
+    runtime: Runtime,
+    handler: &str,
+) -> Deployed {
     let role = test_role(sdk).await;
     let s3 = immortal_handler_sdk::aws::s3_client(sdk);
     let _ = s3.create_bucket().bucket(TASKS_BUCKET).send().await;
@@ -45,9 +86,9 @@ pub async fn deploy(sdk: &SdkConfig, name: &str, zip: &[u8], env: &[(&str, &str)
     let out = aws_sdk_lambda::Client::new(sdk)
         .create_function()
         .function_name(name)
-        .runtime(Runtime::Providedal2023)
+        .runtime(runtime)
         .role(role)
-        .handler("bootstrap")
+        .handler(handler)
         .code(FunctionCode::builder().s3_bucket(TASKS_BUCKET).s3_key(&key).build())
         .environment(Environment::builder().set_variables(Some(variables)).build())
         .memory_size(512)

@@ -61,3 +61,18 @@ pub fn zip_bytes(entries: &[Entry<'_>]) -> Vec<u8> {
     write_zip(&path, entries);
     std::fs::read(path).expect("read zip")
 }
+
+/// A zip (in memory) of `files` (paths relative to `dir`, kept as entry names), each
+/// with mode 644: what `zip -r fn.zip .` makes of a handler's folder.
+pub fn folder_zip(dir: &Path, files: &[&str]) -> Vec<u8> {
+    let contents: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(f).display())))
+        .collect();
+    let entries: Vec<Entry<'_>> = files
+        .iter()
+        .zip(&contents)
+        .map(|(name, data)| Entry::File(name, data, 0o644))
+        .collect();
+    zip_bytes(&entries)
+}

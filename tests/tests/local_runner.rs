@@ -86,7 +86,10 @@ fn an_unmodified_lambda_runtime_function_sees_lambda_exactly() {
     assert_eq!(env["AWS_LAMBDA_LOG_STREAM_NAME"], "2026/11/22/[7]abc");
     assert_eq!(env["AWS_REGION"], "eu-west-1");
     assert_eq!(env["_HANDLER"], "bootstrap");
-    assert_eq!(env["AWS_EXECUTION_ENV"], "AWS_Lambda_provided.al2023");
+    assert!(
+        env.get("AWS_EXECUTION_ENV").is_none(),
+        "Lambda sets no AWS_EXECUTION_ENV for custom runtimes"
+    );
     assert_eq!(env["IMMORTAL_NO_DEADLINE"], "1");
     let task_root = env["LAMBDA_TASK_ROOT"].as_str().unwrap();
     assert_eq!(seen["cwd"], task_root, "the bootstrap runs in the task root");

@@ -98,6 +98,7 @@ struct FakeSpec {
     sha256: Option<String>,
     layer: Option<Bytes>,
     cut_first_download_at: Option<usize>,
+    logging: Option<Value>,
 }
 
 impl FakeLambda {
@@ -114,17 +115,21 @@ impl FakeLambda {
                     .iter()
                     .map(|l| json!({"Arn": "arn:aws:lambda:us-east-1:123456789012:layer:tools:1", "CodeSize": l.len()}))
                     .collect();
+                let mut configuration = json!({
+                    "FunctionName": "fake", "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:fake",
+                    "Runtime": "provided.al2023", "Handler": "bootstrap", "Version": "$LATEST",
+                    "MemorySize": 256, "Timeout": 3, "CodeSize": spec.code.len(),
+                    "CodeSha256": spec.sha256.clone().unwrap_or_else(|| code_sha256(&spec.code)),
+                    "Environment": {"Variables": {"FROM": "fake"}}, "Layers": layers,
+                    "PackageType": "Zip", "Architectures": ["x86_64"]
+                });
+                if let Some(logging) = &spec.logging {
+                    configuration["LoggingConfig"] = logging.clone();
+                }
                 return Reply::json(
                     200,
                     &json!({
-                        "Configuration": {
-                            "FunctionName": "fake", "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:fake",
-                            "Runtime": "provided.al2023", "Handler": "bootstrap", "Version": "$LATEST",
-                            "MemorySize": 256, "Timeout": 3, "CodeSize": spec.code.len(),
-                            "CodeSha256": spec.sha256.clone().unwrap_or_else(|| code_sha256(&spec.code)),
-                            "Environment": {"Variables": {"FROM": "fake"}}, "Layers": layers,
-                            "PackageType": "Zip", "Architectures": ["x86_64"]
-                        },
+                        "Configuration": configuration,
                         "Code": {"RepositoryType": "S3", "Location": format!("{base}/code/fn.zip?X-Amz-Signature=s")}
                     }),
                 );
@@ -343,4 +348,37 @@ async fn a_layer_lands_in_the_layers_root_and_its_binary_is_on_path() {
         .filter(|r| r.path.starts_with("/2018-10-31/layers/"))
         .count();
     assert_eq!(layer_calls, 1, "GetLayerVersion once");
+}
+
+#[tokio::test]
+async fn the_functions_logging_config_reaches_its_runtime_as_lambda_passes_it() {
+    let code = Bytes::from(bootstrap_zip_bytes(&fixture("echo")));
+    let json_logs = FakeLambda::start(FakeSpec {
+        code: code.clone(),
+        logging: Some(
+            json!({"LogFormat": "JSON", "ApplicationLogLevel": "DEBUG", "SystemLogLevel": "WARN", "LogGroup": "/custom/fake"}),
+        ),
+        ..Default::default()
+    });
+    let ran = run(json_logs.runner("{}")).await;
+    ran.expect_code(0);
+    let env = &ran.json()["env"];
+    assert_eq!(env["AWS_LAMBDA_LOG_FORMAT"], "JSON");
+    assert_eq!(env["AWS_LAMBDA_LOG_LEVEL"], "DEBUG");
+    assert_eq!(env["AWS_LAMBDA_LOG_GROUP_NAME"], "/custom/fake", "its own log group");
+    assert!(env.get("AWS_EXECUTION_ENV").is_none(), "none for a custom runtime");
+
+    let text_logs = FakeLambda::start(FakeSpec {
+        code,
+        logging: Some(json!({"LogFormat": "Text", "LogGroup": "/aws/lambda/fake"})),
+        ..Default::default()
+    });
+    let ran = run(text_logs.runner("{}")).await;
+    ran.expect_code(0);
+    let env = &ran.json()["env"];
+    assert_eq!(env["AWS_LAMBDA_LOG_FORMAT"], "Text");
+    assert!(
+        env.get("AWS_LAMBDA_LOG_LEVEL").is_none(),
+        "levels come with JSON logs only"
+    );
 }
