@@ -1,37 +1,44 @@
 # syntax=docker/dockerfile:1
 #
-# The runner image for the Fargate task. The runner is built on Amazon Linux 2023 and
-# runs on Amazon Linux 2023: the userland of Lambda's provided.al2023 runtime, so any
-# bootstrap (and any layer) that runs in Lambda runs here, with the same glibc.
+# The runner images: one per runtime family, each AWS's own Lambda base image for that
+# runtime (the interpreter under /var/lang, the runtime interface client and its
+# bootstrap under /var/runtime, exactly the userland the function has in Lambda) plus
+# one file, the runner. The runner is built once, outside any image, the way the Lambda
+# zips are built (cargo-lambda's zig linker, glibc 2.26: it runs on every AWS base
+# image, Amazon Linux 2 and 2023), and tested as built; scripts/build-images builds it
+# and every image:
 #
-#   docker build -t immortal-runner .
-#   docker run --rm -e IMMORTAL_EVENT='{}' -e IMMORTAL_CONTEXT='{"invoked_function_arn":"..."}' immortal-runner
+#   scripts/build-images                                   # all runtimes, x86_64
+#   scripts/build-images --arch arm64 python3.12           # one runtime, arm64
+#
+# or by hand, after scripts/build-images --binaries-only:
+#
+#   docker build --platform linux/amd64 \
+#     --build-arg BASE_IMAGE=public.ecr.aws/lambda/python:3.12 --build-arg RUNTIME=python3.12 \
+#     -t immortal-runner:python3.12-x86_64 .
+#
+# The default (no build arguments) is the custom-runtime image, on provided:al2023.
 
-ARG AL2023=public.ecr.aws/amazonlinux/amazonlinux:2023
-
-FROM ${AL2023} AS build
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# A C toolchain for ring's build script; the Rust toolchain pinned to the one the
-# workspace is tested with.
-# hadolint ignore=DL3041
-RUN dnf install -y --setopt=install_weak_deps=False gcc tar gzip && dnf clean all
-ENV RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo PATH=/usr/local/cargo/bin:$PATH
-RUN curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
-    | sh -s -- -y --profile minimal --default-toolchain 1.95.0
-WORKDIR /src
-COPY . .
-RUN cargo build --release --locked -p immortal-runner --bin runner \
-    && install -m 0755 target/release/runner /runner
-
-FROM ${AL2023}-minimal
-# The code cache and the layers root (/opt, as in Lambda) at fixed paths the runner's
-# user can write; nothing else is writable by it.
+ARG BASE_IMAGE=public.ecr.aws/lambda/provided:al2023
+FROM ${BASE_IMAGE}
+ARG RUNTIME=provided.al2023
+# Set by BuildKit from --platform: amd64 or arm64.
+ARG TARGETARCH=amd64
+# The code cache and the layers root belong to the runner's user. /var/task becomes a
+# link to a link the runner owns and points at each function's code before it runs:
+# code that hard-codes /var/task finds its files there, and cannot change them.
 RUN mkdir -p /var/cache/immortal /opt \
+    && rm -rf /var/task \
+    && ln -s /var/cache/immortal/task /var/task \
     && chown 10001:10001 /var/cache/immortal /opt
-COPY --from=build /runner /usr/local/bin/runner
+COPY --chmod=0755 target/images/${TARGETARCH}/runner /usr/local/bin/runner
 ENV IMMORTAL_CACHE_DIR=/var/cache/immortal \
-    IMMORTAL_OPT_DIR=/opt
+    IMMORTAL_OPT_DIR=/opt \
+    IMMORTAL_RUNTIME_DIR=/var/runtime \
+    IMMORTAL_IMAGE_RUNTIME=${RUNTIME} \
+    IMMORTAL_TASK_ROOT=/var/task
 # Never root: the runner, and the bootstrap it starts, run as this unprivileged user.
 USER 10001:10001
 WORKDIR /var/cache/immortal
+# Takes the place of the base image's /lambda-entrypoint.sh (the emulator).
 ENTRYPOINT ["/usr/local/bin/runner"]

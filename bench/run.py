@@ -165,6 +165,49 @@ def bench_runner_overhead():
     shutil.rmtree(cache, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- managed runtimes
+
+RUNTIMES = os.path.join(ROOT, "tests", "fixtures", "runtimes")
+NODE_RIC = os.path.join(ROOT, ".tools", "node_modules", "aws-lambda-ric", "dist", "index.mjs")
+
+
+def bench_runtimes():
+    """A trivial Python and Node.js handler, cold, under the runner with the runtime's
+    own bootstrap, beside the floor: the interpreter starting and importing its runtime
+    interface client, nothing else. The difference is the runner's share."""
+    print("managed runtimes", file=sys.stderr)
+    cases = [
+        ("Python", "python3.12", "python", "handler.py", "def handler(event, context):\n    return event\n",
+         "handler.handler", [sys.executable, "-c", "import awslambdaric.bootstrap, awslambdaric.lambda_runtime_client"]),
+        ("Node.js", "nodejs20.x", "nodejs", "index.mjs", "export const handler = async (event) => event;\n",
+         "index.handler", ["node", "--input-type=module", "-e", f"await import({json.dumps(NODE_RIC)})"]),
+    ]
+    for label, runtime, family, name, source, handler, floor_cmd in cases:
+        work = tempfile.mkdtemp(prefix=f"bench-{family}-")
+        zip_path = os.path.join(work, "fn.zip")
+        with zipfile.ZipFile(zip_path, "w") as z:
+            z.writestr(name, source)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IMMORTAL_")}
+        env.update(IMMORTAL_CACHE_DIR=os.path.join(work, "cache"), RUST_LOG="warn")
+        cmd = [RUNNER, "--artifact", zip_path, "--runtime-dir", os.path.join(RUNTIMES, family),
+               "--runtime", runtime, "--handler", handler, "--event", '{"n":1}']
+        ours, floor = [], []
+        for i in range(REPS + 1):
+            wall, code, out, err, _ = run_timed(cmd, env=env)
+            assert code == 0 and json.loads(out) == {"n": 1}, err.decode()
+            fwall, fcode, _, ferr, _ = run_timed(floor_cmd)
+            assert fcode == 0, ferr.decode()
+            if i:  # the first run fills the page cache and the code cache
+                ours.append(wall)
+                floor.append(fwall)
+        o, f = median_ms(ours), median_ms(floor)
+        row(f"cold round trip, trivial {label} handler (ms)", f"{o:.1f} (runner + {label}'s runtime interface client)",
+            f"{f:.1f} (interpreter start + importing its client)", o / f, "")
+        row(f"runner's share of a {label} round trip (ms)", f"{o - f:.1f}", "", None, "< 10 ms",
+            "round trip minus the floor: the runner, the Runtime API, the handler itself")
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- code fetch
 
 class FakeLambda(http.server.ThreadingHTTPServer):
@@ -543,6 +586,21 @@ def machine():
     return f"{os.cpu_count()} × {cpu}, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
 
 
+def merged(fresh):
+    """The rows of bench/RESULTS.md with `fresh` ones replacing theirs by name: a run of
+    one group keeps the other groups' figures where they are; new rows come last."""
+    path = os.path.join(ROOT, "bench", "RESULTS.md")
+    old = []
+    if os.path.exists(path):
+        for line in open(path):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if line.startswith("| ") and len(cells) == 6 and cells[0] != "benchmark":
+                old.append(tuple(cells))
+    by_name = {r[0]: r for r in fresh}
+    out = [by_name.pop(r[0], r) for r in old]
+    return out + [r for r in fresh if r[0] in by_name]
+
+
 def main():
     os.makedirs(WORK, exist_ok=True)
     for path in (RUNNER, ECHO):
@@ -554,7 +612,8 @@ def main():
     try:
         wait_port(port)
         only = set(sys.argv[1:])
-        for name, fn in (("runner", bench_runner_overhead), ("fetch", bench_fetch), ("forwarder", bench_forwarder),
+        for name, fn in (("runner", bench_runner_overhead), ("runtimes", bench_runtimes), ("fetch", bench_fetch),
+                         ("forwarder", bench_forwarder),
                          ("thumbnail", lambda: bench_thumbnail(f"http://127.0.0.1:{port}")),
                          ("drain", lambda: bench_drain(f"http://127.0.0.1:{port}")), ("sizes", bench_sizes)):
             if not only or name in only:
@@ -562,7 +621,7 @@ def main():
     finally:
         moto.terminate()
     header = "| benchmark | immortal | reference (same run) | ratio | target | note |\n|---|---|---|---|---|---|\n"
-    table = header + "".join(f"| {' | '.join(cells)} |\n" for cells in rows)
+    table = header + "".join(f"| {' | '.join(cells)} |\n" for cells in merged(rows))
     print(table)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     with open(os.path.join(ROOT, "bench", "RESULTS.md"), "w") as f:

@@ -27,14 +27,7 @@ pub fn workspace_artifact(artifact: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "--workspace"]);
-        // Variables cargo set for this test process would look like a changed build
-        // environment to build scripts (ring's, via cc) and force rebuilds.
-        for (key, _) in std::env::vars() {
-            let keep = ["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&key.as_str()) || key.starts_with("CARGO_BUILD_");
-            if (key.starts_with("CARGO_") && !keep) || key == "OUT_DIR" {
-                cmd.env_remove(key);
-            }
-        }
+        without_cargo_test_env(&mut cmd);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
@@ -48,6 +41,19 @@ pub fn workspace_artifact(artifact: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Removes the variables cargo set for this test process from `cmd`'s environment: to
+/// build scripts (ring's, via cc) they would look like a changed build environment and
+/// force a rebuild of everything a cargo command run from a test builds.
+pub fn without_cargo_test_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars() {
+        let keep = ["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&key.as_str()) || key.starts_with("CARGO_BUILD_");
+        if (key.starts_with("CARGO_") && !keep) || key == "OUT_DIR" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
 }
 
 /// The `runner` binary.

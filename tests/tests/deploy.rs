@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use immortal_tests::emulator::Emulator;
-use immortal_tests::runner::lambda_zip;
+use immortal_tests::runner::{lambda_zip, without_cargo_test_env};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -19,7 +19,8 @@ fn packaged_template() -> &'static Value {
     TEMPLATE.get_or_init(|| {
         let repo = repo();
         let service = tempfile::tempdir().unwrap().keep();
-        for file in ["serverless.yml", ".cfnlintrc.yaml"] {
+        for file in ["serverless.yml", ".cfnlintrc.yaml", "examples/primes/handler.py"] {
+            std::fs::create_dir_all(service.join(file).parent().unwrap()).unwrap();
             std::fs::copy(repo.join(file), service.join(file)).unwrap();
         }
         for (binary, folder) in [("thumbnail", "thumbnail"), ("dlq-forwarder", "dlq-forwarder")] {
@@ -172,6 +173,59 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
     assert_eq!(scaler_env["IMMORTAL_MODE"], "drain");
     let payload = &resource(template, "PayloadBucket")["Properties"];
     assert_eq!(payload["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"], 14);
+
+    // A task definition per runtime, each on its own image, all alike otherwise.
+    let custom = &resource(template, "RunnerTaskDefinition")["Properties"];
+    let map = resource(template, "ForwarderLambdaFunction")["Properties"]["Environment"]["Variables"]
+        ["IMMORTAL_TASK_DEFINITIONS"]
+        .to_string();
+    for (name, runtime, family) in [
+        ("RunnerTaskDefinition", "provided.al2023", "immortal-test-runner"),
+        (
+            "RunnerTaskDefinitionPython312",
+            "python3.12",
+            "immortal-test-runner-python312",
+        ),
+        (
+            "RunnerTaskDefinitionPython313",
+            "python3.13",
+            "immortal-test-runner-python313",
+        ),
+        (
+            "RunnerTaskDefinitionNodejs20",
+            "nodejs20.x",
+            "immortal-test-runner-nodejs20",
+        ),
+        (
+            "RunnerTaskDefinitionNodejs22",
+            "nodejs22.x",
+            "immortal-test-runner-nodejs22",
+        ),
+    ] {
+        let props = &resource(template, name)["Properties"];
+        assert_eq!(props["Family"], family);
+        let container = &props["ContainerDefinitions"][0];
+        assert!(
+            container["Image"].to_string().contains(&format!(":{runtime}-x86_64")),
+            "{name}: {}",
+            container["Image"]
+        );
+        assert_eq!(
+            container["Environment"], custom["ContainerDefinitions"][0]["Environment"],
+            "{name}"
+        );
+        assert_eq!(props["Cpu"], custom["Cpu"], "{name}");
+        if runtime != "provided.al2023" {
+            assert!(map.contains(&format!("{runtime}=${{{name}}}")), "{runtime} in {map}");
+        }
+    }
+    let primes = &resource(template, "PrimesLambdaFunction")["Properties"];
+    assert_eq!(primes["Runtime"], "python3.12");
+    let primes_config = &resource(template, "PrimesLambdaEvConf")["Properties"];
+    assert_eq!(primes_config["MaximumRetryAttempts"], 0);
+    assert!(primes_config["DestinationConfig"]["OnFailure"]["Destination"]
+        .to_string()
+        .contains("FailuresQueue"));
 }
 
 /// Actions that have no resource-level permissions for our use: `*` is the only possible
@@ -278,7 +332,7 @@ fn iam_is_least_privilege_with_no_wildcard_where_an_arn_is_known() {
 }
 
 #[test]
-fn the_dockerfile_passes_hadolint_and_runs_as_non_root() {
+fn the_dockerfile_is_an_aws_base_image_plus_the_runner_and_passes_hadolint() {
     let out = Command::new("hadolint")
         .arg(repo().join("Dockerfile"))
         .output()
@@ -289,20 +343,79 @@ fn the_dockerfile_passes_hadolint_and_runs_as_non_root() {
         String::from_utf8_lossy(&out.stdout)
     );
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
-    let final_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
-    let user = final_stage
+    let instructions: Vec<&str> = dockerfile
         .lines()
-        .rfind(|l| l.starts_with("USER "))
-        .expect("a USER in the final stage");
+        .filter(|l| !l.starts_with('#') && !l.starts_with(' ') && !l.trim().is_empty())
+        .collect();
+    let of = |keyword: &str| -> Vec<&str> {
+        instructions
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with(&format!("{keyword} ")))
+            .collect()
+    };
+    assert_eq!(of("FROM"), ["FROM ${BASE_IMAGE}"], "one stage, on the base image given");
     assert!(
-        !user.contains("root") && !user.trim_end().ends_with(" 0") && !user.contains(" 0:"),
-        "{user}"
+        dockerfile.contains("ARG BASE_IMAGE=public.ecr.aws/lambda/provided:al2023"),
+        "AWS's Lambda base image, provided:al2023 by default"
     );
-    assert!(final_stage.contains("ENTRYPOINT [\"/usr/local/bin/runner\"]"));
+    assert_eq!(
+        of("COPY"),
+        ["COPY --chmod=0755 target/images/${TARGETARCH}/runner /usr/local/bin/runner"],
+        "the base plus one file: the runner built and tested outside"
+    );
+    let user = of("USER");
+    assert_eq!(user.len(), 1);
+    assert!(!user[0].contains("root") && !user[0].contains(" 0"), "{user:?}");
+    assert_eq!(of("ENTRYPOINT"), ["ENTRYPOINT [\"/usr/local/bin/runner\"]"]);
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
     assert!(
-        final_stage.starts_with("${AL2023}-minimal") || final_stage.contains("amazonlinux"),
-        "Amazon Linux 2023 base"
+        ignore.contains("!target/images"),
+        "the build context is the runner alone"
     );
+}
+
+#[test]
+fn the_image_runner_is_built_for_glibc_2_26_and_runs_a_python_function_as_built() {
+    let out = without_cargo_test_env(&mut Command::new(repo().join("scripts/build-images")))
+        .arg("--binaries-only")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/build-images --binaries-only:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs at most GLIBC_2."), "{stderr}");
+    let runner = repo().join("target/images/amd64/runner");
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("fn.zip");
+    std::fs::write(
+        &zip,
+        immortal_tests::zips::folder_zip(&repo().join("tests/fixtures/functions/python"), &["lambda_function.py"]),
+    )
+    .unwrap();
+    let ran = Command::new(&runner)
+        .args(["--artifact".as_ref(), zip.as_os_str()])
+        .args([
+            "--runtime-dir".as_ref(),
+            repo().join("tests/fixtures/runtimes/python").as_os_str(),
+        ])
+        .args(["--runtime", "python3.12", "--handler", "lambda_function.lambda_handler"])
+        .args([
+            "--event",
+            r#"{"from":"the image binary"}"#,
+            "--context",
+            r#"{"request_id":"img-1"}"#,
+        ])
+        .env("IMMORTAL_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    let seen: Value = serde_json::from_slice(&ran.stdout).unwrap();
+    assert_eq!(seen["request_id"], "img-1");
+    assert_eq!(seen["event"]["from"], "the image binary");
 }
 
 #[test]
