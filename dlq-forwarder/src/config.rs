@@ -1,14 +1,15 @@
 //! The forwarder's settings, read from the environment and validated once, at init.
 
 use immortal_handler_sdk::container::{
-    ASSIGN_PUBLIC_IP_VAR, CAPACITY_PROVIDERS_VAR, CLUSTER_VAR, CONTAINER_NAME_VAR, DRAIN_QUEUE_URL_VAR,
-    MAX_WORKERS_VAR, MESSAGES_PER_WORKER_VAR, MODE_VAR, ON_DEMAND_FALLBACK_VAR, SECURITY_GROUPS_VAR, STARTED_BY_VAR,
-    SUBNETS_VAR, TASK_DEFINITIONS_VAR, TASK_DEFINITION_VAR,
+    ASSIGN_PUBLIC_IP_VAR, CAPACITY_PROVIDERS_VAR, CLUSTER_VAR, CONTAINER_NAME_VAR, DRAIN_QUEUE_URL_VAR, MAX_MEMORY_VAR,
+    MAX_WORKERS_VAR, MESSAGES_PER_WORKER_VAR, MIN_MEMORY_VAR, MODE_VAR, ON_DEMAND_FALLBACK_VAR, SECURITY_GROUPS_VAR,
+    STARTED_BY_VAR, SUBNETS_VAR, TASK_DEFINITIONS_VAR, TASK_DEFINITION_VAR,
 };
 use immortal_overflow::settings::invalid;
 use immortal_overflow::{Lookup, OverflowSettings, SettingError};
 
 use crate::runtimes::TaskDefinitions;
+use crate::size::SizeLimits;
 
 /// A capacity provider in the RunTask strategy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +66,8 @@ pub struct Config {
     pub on_demand_fallback: bool,
     /// `IMMORTAL_STARTED_BY` (default `immortal-forwarder`).
     pub started_by: String,
+    /// `IMMORTAL_MIN_MEMORY`, `IMMORTAL_MAX_MEMORY`: bounds on a task's memory.
+    pub size_limits: SizeLimits,
     /// What the forwarder shares with the runner: the relaunch policy, the function
     /// map, where records go, the payload bucket.
     pub overflow: OverflowSettings,
@@ -140,9 +143,23 @@ impl Config {
             assign_public_ip,
             capacity_providers,
             on_demand_fallback: lookup.flag(ON_DEMAND_FALLBACK_VAR, true)?,
+            size_limits: SizeLimits {
+                min_memory: memory_setting(lookup, MIN_MEMORY_VAR)?,
+                max_memory: memory_setting(lookup, MAX_MEMORY_VAR)?,
+            },
             started_by,
         })
     }
+}
+
+/// A memory bound in MB, within Fargate's range.
+fn memory_setting(lookup: &Lookup<'_>, name: &'static str) -> Result<Option<u32>, SettingError> {
+    lookup.parsed(name, |text| {
+        text.parse::<u32>()
+            .ok()
+            .filter(|mb| (512..=122_880).contains(mb))
+            .ok_or_else(|| "a number of MB from 512 to 122880 (Fargate's range)".to_owned())
+    })
 }
 
 /// Parses `NAME[:WEIGHT[:BASE]],...`.

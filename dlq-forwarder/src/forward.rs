@@ -11,6 +11,7 @@ use immortal_overflow::{Carrier, Triage, Verdict};
 use crate::config::Config;
 use crate::launch::{self, TaskRequest};
 use crate::runtimes::{FunctionRuntimes, TaskDefinitions};
+use crate::size::{self, TaskSize};
 
 /// What became of one message.
 #[derive(Debug)]
@@ -94,8 +95,8 @@ impl Forwarder {
             Verdict::Relaunch(envelope) => envelope,
             settled => return (Decision::Settled(settled), request_id, function),
         };
-        let task_definition = match self.task_definition(message, function.as_ref()).await {
-            Ok(task_definition) => task_definition,
+        let (task_definition, size) = match self.task_definition(message, function.as_ref()).await {
+            Ok(chosen) => chosen,
             Err(verdict) => return (Decision::Settled(verdict), request_id, function),
         };
         let carrier = match self.carrier(&envelope, &message.message_id).await {
@@ -104,6 +105,7 @@ impl Forwarder {
         };
         let label = function.as_ref().map(|f| f.label()).unwrap_or_default();
         let request = TaskRequest {
+            size: Some(size),
             task_definition: &task_definition,
             environment: carrier.to_environment(),
             token: launch::client_token(&message.message_id),
@@ -117,9 +119,14 @@ impl Forwarder {
         (decision, request_id, function)
     }
 
-    /// The runner's task definition for the function's runtime; when none runs it, the
-    /// verdict (passed on with the reason, or kept queued).
-    async fn task_definition(&self, message: &QueueMessage, function: Option<&FunctionRef>) -> Result<String, Verdict> {
+    /// The runner's task definition for the function's runtime, and the task's size for
+    /// its memory; when nothing runs it, the verdict (passed on with the reason, or kept
+    /// queued).
+    async fn task_definition(
+        &self,
+        message: &QueueMessage,
+        function: Option<&FunctionRef>,
+    ) -> Result<(String, TaskSize), Verdict> {
         let Some(function) = function else {
             return Err(Verdict::Failed {
                 reason: "the record names no function".into(),
@@ -136,7 +143,18 @@ impl Forwarder {
                 function.label()
             ),
             Some(runtime) => match self.config.task_definitions.choose(runtime, &found.architecture) {
-                Some(task_definition) => return Ok(task_definition.to_owned()),
+                Some(task_definition) => {
+                    if !found.subnets.is_empty() && found.subnets != self.config.subnets {
+                        tracing::warn!(
+                            function = %function.label(),
+                            function_subnets = ?found.subnets,
+                            task_subnets = ?self.config.subnets,
+                            "the function runs in other VPC subnets than its task will; what it reaches there it may not reach here"
+                        );
+                    }
+                    let size = size::for_function(found.memory_mb, &self.config.size_limits);
+                    return Ok((task_definition.to_owned(), size));
+                }
                 None => TaskDefinitions::none_for(runtime, &found.architecture),
             },
         };

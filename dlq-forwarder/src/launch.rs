@@ -11,6 +11,7 @@ use immortal_handler_sdk::container;
 use serde_json::json;
 
 use crate::config::Config;
+use crate::size::TaskSize;
 
 /// ECS's limit on all overrides of one RunTask, JSON formatting included.
 pub const OVERRIDES_LIMIT: usize = 8192;
@@ -83,6 +84,8 @@ pub enum LaunchError {
 
 /// One RunTask for one envelope.
 pub struct TaskRequest<'a> {
+    /// The task's CPU and memory (else the task definition's).
+    pub size: Option<TaskSize>,
     /// The runner's task definition for the function's runtime.
     pub task_definition: &'a str,
     /// The carrier's environment.
@@ -138,6 +141,8 @@ async fn call(
                 .set_environment(Some(environment))
                 .build(),
         )
+        .set_cpu(request.size.map(|s| s.cpu.to_string()))
+        .set_memory(request.size.map(|s| s.memory.to_string()))
         .build();
     let network = NetworkConfiguration::builder()
         .awsvpc_configuration(

@@ -4,7 +4,7 @@
 //! one ECS Fargate task of the immortal runner, and no message is lost.
 //!
 //! [`config`] (validated at init), [`forward`] (one batch), [`runtimes`] (which task
-//! definition runs a function), [`launch`] (RunTask, the overrides budget, the
+//! definition runs a function), [`size`] (how large its task is), [`launch`] (RunTask, the overrides budget, the
 //! idempotency token), and the scaling mode ([`scale`]).
 #![deny(missing_docs)]
 
@@ -13,3 +13,4 @@ pub mod forward;
 pub mod launch;
 pub mod runtimes;
 pub mod scale;
+pub mod size;

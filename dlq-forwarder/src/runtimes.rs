@@ -1,6 +1,6 @@
-//! Which of the runner's task definitions runs a function: its runtime and
-//! architecture (GetFunctionConfiguration, remembered for a minute), matched against
-//! `IMMORTAL_TASK_DEFINITIONS`. A Python function needs the runner image built on
+//! Which of the runner's task definitions runs a function, and how large: its runtime,
+//! architecture and memory (GetFunctionConfiguration, remembered for a minute), matched
+//! against `IMMORTAL_TASK_DEFINITIONS`. A Python function needs the runner image built on
 //! AWS's Python image; launching it anywhere else would only fail in the container.
 
 use std::collections::HashMap;
@@ -100,13 +100,17 @@ impl TaskDefinitions {
     }
 }
 
-/// A function's runtime and architecture.
+/// What the forwarder needs of a function's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionRuntime {
     /// `python3.12`...; `None` for container-image functions.
     pub runtime: Option<String>,
     /// `x86_64` or `arm64`.
     pub architecture: String,
+    /// `MemorySize`.
+    pub memory_mb: u32,
+    /// `VpcConfig`'s subnets, when it runs in a VPC.
+    pub subnets: Vec<String>,
 }
 
 /// Looks functions' runtimes up, remembering each for a minute.
@@ -160,6 +164,11 @@ impl FunctionRuntimes {
                 .architectures
                 .and_then(|a| a.first().map(|a| a.as_str().to_owned()))
                 .unwrap_or_else(|| "x86_64".to_owned()),
+            memory_mb: config
+                .memory_size
+                .and_then(|m| u32::try_from(m).ok())
+                .unwrap_or(immortal_handler_sdk::function_ref::DEFAULT_MEMORY_MB),
+            subnets: config.vpc_config.and_then(|v| v.subnet_ids).unwrap_or_default(),
         };
         self.known
             .lock()

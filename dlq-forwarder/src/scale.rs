@@ -7,6 +7,7 @@ use immortal_handler_sdk::container::QUEUE_URL_VAR;
 
 use crate::config::{Config, DrainSettings};
 use crate::launch::{self, TaskRequest};
+use crate::size;
 
 /// How many workers to start: enough for `depth` messages at `per_worker` each, at most
 /// `max_workers` in all, minus those `running`.
@@ -79,6 +80,12 @@ pub async fn tick(
     let mut tasks = Vec::new();
     for n in 0..started {
         let request = TaskRequest {
+            // A worker runs many functions: as large as the ceiling allows, else the task
+            // definition's own size.
+            size: config
+                .size_limits
+                .max_memory
+                .map(|max| size::for_function(max, &config.size_limits)),
             task_definition: config.task_definitions.custom(),
             environment: vec![(QUEUE_URL_VAR.to_owned(), drain.queue_url.clone())],
             token: launch::client_token(&format!("{seed}/{n}")),

@@ -66,6 +66,10 @@ pub const ON_DEMAND_FALLBACK_VAR: &str = "IMMORTAL_ON_DEMAND_FALLBACK";
 pub const STARTED_BY_VAR: &str = "IMMORTAL_STARTED_BY";
 /// `task` (one task per message) or `drain` (a scaler of drain workers).
 pub const MODE_VAR: &str = "IMMORTAL_MODE";
+/// The least memory (MB) a runner task gets.
+pub const MIN_MEMORY_VAR: &str = "IMMORTAL_MIN_MEMORY";
+/// The most memory (MB) a runner task gets (and a drain worker's size).
+pub const MAX_MEMORY_VAR: &str = "IMMORTAL_MAX_MEMORY";
 /// Drain mode: the queue the workers drain.
 pub const DRAIN_QUEUE_URL_VAR: &str = "IMMORTAL_DRAIN_QUEUE_URL";
 /// Drain mode: the most workers at once.

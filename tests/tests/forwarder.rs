@@ -255,3 +255,50 @@ async fn without_a_payload_bucket_a_too_large_event_fails_and_says_so() {
         ran.stderr
     );
 }
+
+#[tokio::test]
+async fn each_task_is_sized_from_its_functions_memory() {
+    let (sdk, cluster, _) = setup(&[]).await;
+    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let mut sizes = Vec::new();
+    for memory in [128, 10240] {
+        let name = format!("mem{memory}-{}", uuid_like());
+        deploy(&sdk, &name, &bootstrap_zip_bytes(&fixture("echo")), &[]).await;
+        lambda
+            .update_function_configuration()
+            .function_name(&name)
+            .memory_size(memory)
+            .send()
+            .await
+            .unwrap();
+        let queue = Queue::create(
+            &sdk,
+            &format!("dlq-{}", uuid_like()),
+            &[("immortal:function", &name)],
+            &[],
+        )
+        .await;
+        queue
+            .send_dead_letter("{}", &format!("req-{memory}"), "Task timed out after 3.00 seconds")
+            .await;
+        let messages = queue.receive(10, 1).await;
+        let ran = forward(&queue.lambda_event(&messages), &cluster, &[]).await;
+        assert_eq!(ran.json(), json!({"batchItemFailures": []}), "{}", ran.stderr);
+        let task = cluster
+            .tasks()
+            .await
+            .into_iter()
+            .find(|t| task_tag(t, "immortal:request-id").as_deref() == Some(&format!("req-{memory}")))
+            .expect("its task");
+        let overrides = task.overrides().expect("overrides");
+        let cpu: u32 = overrides.cpu().expect("a CPU override").parse().unwrap();
+        let mem: u32 = overrides.memory().expect("a memory override").parse().unwrap();
+        sizes.push((cpu, mem));
+    }
+    assert_eq!(sizes[0], (256, 512), "128 MB gets the smallest task");
+    let (cpu, mem) = sizes[1];
+    assert!(
+        mem >= 10240 && cpu >= 6 * 1024,
+        "10 GB and six vCPUs at least: {cpu}/{mem}"
+    );
+}
