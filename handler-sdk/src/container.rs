@@ -85,6 +85,16 @@ pub const QUEUE_URL_VAR: &str = "IMMORTAL_QUEUE_URL";
 pub const GRACE_PERIOD_VAR: &str = "IMMORTAL_GRACE_PERIOD";
 /// The code cache.
 pub const CACHE_DIR_VAR: &str = "IMMORTAL_CACHE_DIR";
+/// Whose credentials the function gets: `assume` (its own role), `inherit`, or a role ARN.
+pub const FUNCTION_ROLE_VAR: &str = "IMMORTAL_FUNCTION_ROLE";
+/// How long a served credential lives before the runner renews it (seconds).
+pub const CREDENTIALS_LIFETIME_VAR: &str = "IMMORTAL_CREDENTIALS_LIFETIME";
+/// `immortal-sandbox`, to run each function as a user of its own (set by the image).
+pub const SANDBOX_VAR: &str = "IMMORTAL_SANDBOX";
+/// `true`: /tmp belongs to this runner alone (set by the image), emptied between functions.
+pub const OWN_TMP_VAR: &str = "IMMORTAL_OWN_TMP";
+/// Where the function's logs go: `cloudwatch` or `stderr`.
+pub const FUNCTION_LOGS_VAR: &str = "IMMORTAL_FUNCTION_LOGS";
 /// The layers root.
 pub const OPT_DIR_VAR: &str = "IMMORTAL_OPT_DIR";
 /// The runtime directory (`/var/runtime` in AWS's base images).
@@ -119,8 +129,7 @@ pub const TIMEOUT_ERROR_TYPE: &str = "Sandbox.Timedout";
 /// The phrase in Lambda's timeout messages, in both the old and new formats.
 pub const TIMEOUT_PHRASE: &str = "Task timed out after";
 
-/// Whether `name` is one of immortal's own variables (the runner's settings, which a
-/// bootstrap never needs).
+/// Whether `name` is one of immortal's variables.
 pub fn is_immortal_var(name: &str) -> bool {
     name.starts_with(PREFIX)
 }

@@ -129,11 +129,60 @@ pub struct LaunchConfig<'a> {
     pub logging: &'a LogSettings,
     /// `host:port` of the local Runtime API.
     pub runtime_api: &'a str,
-    /// The function's own `Environment.Variables`.
+    /// The function's own variables (`Environment.Variables`, then `--env`).
     pub function_env: &'a BTreeMap<String, String>,
     /// True when the invocation has no time limit.
     pub unlimited: bool,
+    /// What of the runner's own environment reaches the function.
+    pub passthrough: Passthrough,
+    /// How the function gets its credentials (the container credentials endpoint).
+    pub credentials: &'a [(String, String)],
+    /// Its private scratch folder (`TMPDIR`).
+    pub scratch: &'a Path,
 }
+
+/// What of the runner's own environment reaches the function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Passthrough {
+    /// Everything but the envelope's own variables: a local run, where the variables a
+    /// user sets are meant for the function (as with cargo-lambda and SAM).
+    Shell,
+    /// Only the region, `LANG` and the SDK's endpoint overrides: the function runs as
+    /// itself, and the runner's credentials, settings and ECS URIs are not its business.
+    Region,
+}
+
+impl Passthrough {
+    /// Whether the runner's variable `name` reaches the function.
+    pub fn passes(self, name: &str) -> bool {
+        match self {
+            Passthrough::Shell => ![
+                container::EVENT_VAR,
+                container::CONTEXT_VAR,
+                container::ENVELOPE_URL_VAR,
+            ]
+            .contains(&name),
+            Passthrough::Region => {
+                ["AWS_REGION", "AWS_DEFAULT_REGION", "LANG"].contains(&name) || name.starts_with("AWS_ENDPOINT_URL")
+            }
+        }
+    }
+}
+
+/// Credentials an SDK takes before the container credentials endpoint.
+const STATIC_CREDENTIALS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+];
 
 /// `AWS_Lambda_<runtime>`, for managed runtimes only.
 const EXECUTION_ENV: &str = "AWS_EXECUTION_ENV";
@@ -145,21 +194,19 @@ const LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
 /// Lambda's default PATH for `provided` runtimes, used when the runner has none.
 const LAMBDA_PATH: &str = "/usr/local/bin:/usr/bin/:/bin";
 
-/// The bootstrap's environment: the runner's own (credentials, endpoint overrides)
-/// minus the envelope variables, then the function's variables, then Lambda's reserved
-/// ones, which a function cannot override in Lambda either.
+/// The bootstrap's environment: what passes through of the runner's own, then the
+/// function's variables, then Lambda's reserved ones, which a function cannot override
+/// in Lambda either. Nothing else: no runner setting, no ECS URI, no runner credential.
 pub fn environment(cfg: &LaunchConfig<'_>) -> BTreeMap<String, String> {
-    let mut env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| {
-            ![
-                container::EVENT_VAR,
-                container::CONTEXT_VAR,
-                container::ENVELOPE_URL_VAR,
-            ]
-            .contains(&k.as_str())
-        })
-        .collect();
+    let mut env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| cfg.passthrough.passes(k)).collect();
     env.extend(cfg.function_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if !cfg.credentials.is_empty() {
+        // Served credentials: static keys from anywhere would win over them in every SDK.
+        for key in STATIC_CREDENTIALS {
+            env.remove(*key);
+        }
+        env.extend(cfg.credentials.iter().cloned());
+    }
 
     let inv = cfg.invocation;
     let task_root = cfg.layout.task_root.display().to_string();
@@ -201,6 +248,7 @@ pub fn environment(cfg: &LaunchConfig<'_>) -> BTreeMap<String, String> {
         ("AWS_REGION", inv.region.clone()),
         ("AWS_DEFAULT_REGION", inv.region.clone()),
         ("TZ", ":UTC".to_owned()),
+        ("TMPDIR", cfg.scratch.display().to_string()),
         ("PATH", path),
         ("LD_LIBRARY_PATH", ld_path.join(":")),
         (container::RUNNER_VAR, env!("CARGO_PKG_VERSION").to_owned()),
@@ -233,35 +281,119 @@ pub fn environment(cfg: &LaunchConfig<'_>) -> BTreeMap<String, String> {
     env
 }
 
+/// Runs the bootstrap as a user of its own, through `immortal-sandbox` (see that crate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxUser {
+    /// The setuid `immortal-sandbox` program.
+    pub program: PathBuf,
+    /// The function's user (and group) id.
+    pub uid: u32,
+}
+
+impl SandboxUser {
+    /// Kills what `uid` still runs and removes what it owns in `dirs` (its scratch
+    /// folder, its files in /tmp). Best effort: a failure is logged.
+    pub async fn sweep(&self, dirs: &[PathBuf]) {
+        let result = tokio::process::Command::new(&self.program)
+            .arg(immortal_sandbox::SWEEP)
+            .args([self.uid.to_string(), self.uid.to_string()])
+            .args(dirs)
+            .env_clear()
+            .stdin(Stdio::null())
+            .status()
+            .await;
+        if !result.is_ok_and(|s| s.success()) {
+            tracing::warn!(uid = self.uid, ?dirs, "could not sweep up after the function");
+        }
+    }
+}
+
 /// The running bootstrap, in a process group of its own so that signals reach
 /// everything it started (as stopping a Lambda sandbox would).
 pub struct Bootstrap {
     child: tokio::process::Child,
     pgid: i32,
+    sandboxed: bool,
     status: Option<ExitStatus>,
 }
 
 impl Bootstrap {
-    /// Starts `program` in `cwd` with exactly `env`. Its stdout and stderr both go to the
+    /// Starts `program` in `cwd` with exactly `env` (as `sandbox`'s user when given).
+    /// Its stdout and stderr both go to `output` (the function's log), else to the
     /// runner's stderr: the runner's stdout carries only the response.
-    pub fn spawn(program: &Path, cwd: &Path, env: &BTreeMap<String, String>) -> std::io::Result<Bootstrap> {
-        let stderr_for_stdout = std::io::stderr().lock();
-        let stdout = Stdio::from(std::os::fd::AsFd::as_fd(&stderr_for_stdout).try_clone_to_owned()?);
-        drop(stderr_for_stdout);
-        let child = tokio::process::Command::new(program)
-            .current_dir(cwd)
-            .env_clear()
-            .envs(env)
+    pub fn spawn(
+        program: &Path,
+        cwd: &Path,
+        env: &BTreeMap<String, String>,
+        sandbox: Option<&SandboxUser>,
+        scratch: &Path,
+        output: Option<std::os::fd::OwnedFd>,
+    ) -> std::io::Result<Bootstrap> {
+        let (stdout, stderr) = match output {
+            Some(fd) => (Stdio::from(fd.try_clone()?), Stdio::from(fd)),
+            None => {
+                let stderr = std::io::stderr().lock();
+                let copy = std::os::fd::AsFd::as_fd(&stderr).try_clone_to_owned()?;
+                (Stdio::from(copy), Stdio::inherit())
+            }
+        };
+        let mut command = match sandbox {
+            None => {
+                let mut command = tokio::process::Command::new(program);
+                command.current_dir(cwd).env_clear().envs(env);
+                command
+            }
+            Some(user) => {
+                let mut command = tokio::process::Command::new(&user.program);
+                command
+                    .arg(immortal_sandbox::EXEC)
+                    .args([user.uid.to_string(), user.uid.to_string()])
+                    .env_clear();
+                command
+            }
+        };
+        command
             .stdin(Stdio::null())
             .stdout(stdout)
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()?;
+            .kill_on_drop(true);
+        let child = match sandbox {
+            None => command.spawn()?,
+            Some(_) => {
+                // What to run travels on a pipe the child reads once it is unprivileged.
+                let spec = immortal_sandbox::Spec {
+                    cwd: cwd.display().to_string(),
+                    scratch: Some(scratch.display().to_string()),
+                    argv: vec![program.display().to_string()],
+                    env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                };
+                let (reader, writer) = std::io::pipe()?;
+                let reader_fd = std::os::fd::AsRawFd::as_raw_fd(&reader);
+                // SAFETY: dup2 in the forked child before exec; async-signal-safe.
+                unsafe {
+                    command.pre_exec(move || {
+                        if libc::dup2(reader_fd, immortal_sandbox::SPEC_FD) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                let child = command.spawn()?;
+                drop(reader);
+                let bytes = spec.encode();
+                std::thread::spawn(move || {
+                    let mut writer = writer;
+                    let _ = std::io::Write::write_all(&mut writer, &bytes);
+                });
+                child
+            }
+        };
         let pgid = child.id().map(|id| id as i32).unwrap_or(0);
         Ok(Bootstrap {
             child,
             pgid,
+            sandboxed: sandbox.is_some(),
             status: None,
         })
     }
@@ -271,12 +403,18 @@ impl Bootstrap {
         self.pgid
     }
 
-    /// Sends `signal` to the bootstrap's whole process group.
+    /// Sends `signal` to the bootstrap's whole process group (through the sandbox,
+    /// which relays it to the function's session).
     pub fn signal(&self, signal: i32) {
         if self.pgid > 0 && self.status.is_none() {
-            // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+            // SIGKILL would end the sandbox and orphan the function: ask it to kill.
+            let (target, signal) = match (self.sandboxed, signal) {
+                (true, libc::SIGKILL) => (self.pgid, immortal_sandbox::KILL_SIGNAL),
+                _ => (-self.pgid, signal),
+            };
+            // SAFETY: kill(2) on our child or its process group; no memory is involved.
             unsafe {
-                libc::kill(-self.pgid, signal);
+                libc::kill(target, signal);
             }
         }
     }
@@ -326,9 +464,10 @@ impl Bootstrap {
         Ok(status)
     }
 
-    /// Leaves no stragglers: whatever the bootstrap started dies with it.
+    /// Leaves no stragglers: whatever the bootstrap started dies with it (a sandbox
+    /// kills every process of the function's user itself before it exits).
     fn kill_group(&self) {
-        if self.pgid > 0 {
+        if self.pgid > 0 && !self.sandboxed {
             // SAFETY: as in `signal`; the group may already be gone (ESRCH), which is fine.
             unsafe {
                 libc::kill(-self.pgid, libc::SIGKILL);

@@ -6,7 +6,9 @@ use clap::Parser;
 use immortal_handler_sdk::container;
 
 use crate::artifact::unpack::LAMBDA_UNPACKED_LIMIT;
+use crate::credentials::FunctionRole;
 use crate::exit::EXIT_CODES_HELP;
+use crate::function_logs::LogDestination;
 use crate::runtime::DEFAULT_RUNTIME_DIR;
 
 /// Run an AWS Lambda function's own `bootstrap` with its original event and context,
@@ -85,6 +87,51 @@ pub struct Cli {
     /// link the runner owns). Default: the code's own folder in the cache.
     #[arg(long, value_name = "LINK", env = container::TASK_ROOT_VAR, hide_env_values = true)]
     pub task_root: Option<PathBuf>,
+
+    /// Whose credentials the function gets: `assume` (its own execution role, assumed
+    /// and served to it on loopback, renewed for as long as it runs; the image's
+    /// default), `inherit` (the runner's own: a local run as yourself, the default
+    /// here), or a role ARN to assume (a local run as the function).
+    #[arg(long, value_name = "assume|inherit|ARN", default_value = "inherit", env = container::FUNCTION_ROLE_VAR, hide_env_values = true, value_parser = FunctionRole::parse)]
+    pub function_role: FunctionRole,
+
+    /// Renew the function's assumed credentials after this long (default: the role
+    /// session's hour, the most a role assumed by a role gets).
+    #[arg(long, value_name = "SECONDS", env = container::CREDENTIALS_LIFETIME_VAR, hide_env_values = true, value_parser = parse_seconds)]
+    pub credentials_lifetime: Option<f64>,
+
+    /// A variable for the function (KEY=VALUE; repeatable), over its configured ones.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+
+    /// Variables for the function from a dotenv file (KEY=VALUE lines, # comments),
+    /// over its configured ones; --env wins over the file.
+    ///
+    /// Which of the shell's own variables the function sees: with local code
+    /// (--artifact) or --function-role inherit, all of them except the runner's
+    /// IMMORTAL_* settings, as cargo-lambda and SAM pass them; when it runs as itself
+    /// (assume or a role ARN, on Lambda's code), only AWS_REGION, AWS_DEFAULT_REGION,
+    /// LANG and the SDK's AWS_ENDPOINT_URL* overrides. Always on top: its configured
+    /// variables, then Lambda's reserved ones.
+    #[arg(long, value_name = "FILE", verbatim_doc_comment)]
+    pub env_file: Option<PathBuf>,
+
+    /// Run each function as a user of its own through this setuid `immortal-sandbox`
+    /// (set by the image); without it, functions run as the runner's user.
+    #[arg(long, value_name = "PATH", env = container::SANDBOX_VAR, hide_env_values = true)]
+    pub sandbox: Option<PathBuf>,
+
+    /// /tmp belongs to this runner alone (set by the image): what a function leaves
+    /// there is removed before the next runs. Otherwise the runner removes only the
+    /// scratch folders it made.
+    #[arg(long, env = container::OWN_TMP_VAR, hide_env_values = true)]
+    pub own_tmp: bool,
+
+    /// Where the function's output goes: `cloudwatch` (its own log group, a stream
+    /// named like Lambda's, with START/END/REPORT lines; the image's default) or
+    /// `stderr` (the runner's, the default here). The runner's own logs stay on stderr.
+    #[arg(long, value_name = "cloudwatch|stderr", default_value = "stderr", env = container::FUNCTION_LOGS_VAR, hide_env_values = true, value_parser = LogDestination::parse)]
+    pub function_logs: LogDestination,
 
     /// Emulate Lambda's limit: at the deadline the bootstrap is killed and the result is
     /// Lambda's Sandbox.Timedout error (exit 5). Default: no limit.
@@ -169,6 +216,13 @@ pub struct Cli {
     /// Refuse code or layer zips that unpack to more than this many bytes.
     #[arg(long, value_name = "BYTES", default_value_t = LAMBDA_UNPACKED_LIMIT, env = container::MAX_UNPACKED_SIZE_VAR, hide_env_values = true)]
     pub max_unpacked_size: u64,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
 }
 
 fn parse_seconds(text: &str) -> Result<f64, String> {

@@ -29,6 +29,8 @@ pub struct Prepared {
     pub logging: LogSettings,
     /// The function's own environment variables.
     pub env: BTreeMap<String, String>,
+    /// Its execution role, when known.
+    pub role: Option<String>,
 }
 
 /// Settings for getting code.
@@ -132,6 +134,7 @@ pub async fn local(artifact: &Path, options: &CodeOptions) -> Result<Prepared, R
             .or_else(|| options.runtime.dir.image_runtime.clone()),
         logging: LogSettings::default(),
         env: BTreeMap::new(),
+        role: None,
     })
 }
 
@@ -210,8 +213,10 @@ pub async fn remote(
     let s3_endpoint = aws::endpoint_override("S3");
     let fetcher = Fetcher::new(Some(aws::s3_client(sdk)), s3_endpoint);
     let task_root = artifact::obtain(&fetcher, &spec.code, &options.cache, "code", options.max_unpacked).await?;
-    let opt_dir = if spec.layers.is_empty() {
-        options.opt_dir.clone()
+    // With no layers, no layers root: or, when it is a fixed folder (/opt in the image),
+    // an emptied one, so that no function sees another's layers.
+    let opt_dir = if spec.layers.is_empty() && options.opt_dir.is_none() {
+        None
     } else {
         let mut layers = Vec::with_capacity(spec.layers.len());
         for arn in &spec.layers {
@@ -235,6 +240,7 @@ pub async fn remote(
         runtime: spec.runtime,
         logging: spec.logging,
         env: spec.env,
+        role: spec.role,
     })
 }
 

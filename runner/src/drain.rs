@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::code::{CodeOptions, CodeSource};
 use crate::error::RunnerError;
-use crate::execution::{self, RunSettings};
+use crate::execution::{self, RunSettings, Slot};
 use crate::exit::Exit;
 use crate::outcome::Outcome;
 use crate::report::Reporter;
@@ -95,24 +95,29 @@ pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, Runn
     let (concurrency, idle) = (worker.options.concurrency, worker.options.idle);
     tracing::info!(queue = %worker.queue_url, concurrency, idle_s = idle.as_secs_f64(), visibility_s = visibility, "draining");
 
-    let mut running: JoinSet<()> = JoinSet::new();
+    // Each run holds a slot, and in it the user id its function runs as: two functions
+    // running at once never share a user, one after the other they may.
+    let mut running: JoinSet<Slot> = JoinSet::new();
+    let mut free: Vec<Slot> = (0..concurrency as u32).rev().map(Slot).collect();
     let mut idle_since = Instant::now();
     let mut stopping = stop.clone();
     let (mut ran, mut stopped) = (0usize, false);
     loop {
-        while running.try_join_next().is_some() {}
+        while let Some(done) = running.try_join_next() {
+            free.extend(done.ok());
+        }
         if stop.borrow().is_some() {
             stopped = true;
             break;
         }
-        if running.len() >= concurrency {
+        if running.len() >= concurrency || free.is_empty() {
             tokio::select! {
-                _ = running.join_next() => {}
+                done = running.join_next() => free.extend(done.and_then(Result::ok)),
                 _ = stop_requested(&mut stopping) => {}
             }
             continue;
         }
-        let room = (concurrency - running.len()).min(10) as i32;
+        let room = free.len().min(10) as i32;
         // Short polls while runs are in flight, so finished slots refill quickly.
         let wait = if running.is_empty() {
             idle.as_secs().clamp(1, 20) as i32
@@ -129,7 +134,11 @@ pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, Runn
                 for message in messages {
                     ran += 1;
                     let (worker, stop) = (worker.clone(), stop.clone());
-                    running.spawn(async move { worker.run(message, stop).await });
+                    let slot = free.pop().expect("no more messages than free slots are received");
+                    running.spawn(async move {
+                        worker.run(message, stop, slot).await;
+                        slot
+                    });
                 }
             }
             Ok(_) => {
@@ -170,11 +179,11 @@ impl Worker {
     }
 
     /// Runs one message to its end, with a heartbeat while it runs.
-    async fn run(self: Arc<Self>, message: Message, stop: StopSignal) {
+    async fn run(self: Arc<Self>, message: Message, stop: StopSignal, slot: Slot) {
         let receipt = message.receipt_handle.clone().unwrap_or_default();
         let message_id = message.message_id.clone().unwrap_or_default();
         let heartbeat = tokio::spawn(self.clone().heartbeat(receipt.clone()));
-        let settled = self.process(&message, stop.clone()).await;
+        let settled = self.process(&message, stop.clone(), slot).await;
         heartbeat.abort();
         match settled {
             Settled::Done => self.delete(&receipt, &message_id).await,
@@ -183,7 +192,7 @@ impl Worker {
         }
     }
 
-    async fn process(&self, message: &Message, stop: StopSignal) -> Settled {
+    async fn process(&self, message: &Message, stop: StopSignal, slot: Slot) -> Settled {
         let queued = self.queue_message(message);
         let triaged = self.triage.triage(&queued).await;
         let request_id = triaged.request_id.unwrap_or_default();
@@ -209,6 +218,8 @@ impl Worker {
                 &envelope,
                 function.as_ref(),
                 &self.options.settings,
+                slot,
+                false,
                 ResponseSink::discard(),
                 stop.clone(),
             )

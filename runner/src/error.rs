@@ -19,6 +19,13 @@ pub enum RunnerError {
     /// Could not set up the local Runtime API or start the bootstrap (exit 4).
     #[error("{0}")]
     Start(String),
+    /// The function's own role could not be assumed (exit 3: it cannot run as itself).
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialsError),
+    /// The function is configured in a way the runner cannot honour (exit 3): never a
+    /// silent half-run.
+    #[error("{0}")]
+    Configuration(String),
     /// A local I/O failure writing the result (exit 1 would lie; reported as usage of a bad --output).
     #[error("cannot write the result to {path}: {source}")]
     Output {
@@ -34,9 +41,28 @@ impl RunnerError {
     pub fn exit(&self) -> Exit {
         match self {
             RunnerError::Usage(_) | RunnerError::Output { .. } => Exit::Usage,
-            RunnerError::Code(_) | RunnerError::Function(_) => Exit::Code,
+            RunnerError::Code(_)
+            | RunnerError::Function(_)
+            | RunnerError::Credentials(_)
+            | RunnerError::Configuration(_) => Exit::Code,
             RunnerError::Start(_) => Exit::Init,
         }
+    }
+
+    /// The errorType of the failure record for an invocation this stopped before its
+    /// bootstrap ran (`None`: nothing to report, e.g. a bad --output path).
+    pub fn error_type(&self) -> Option<&'static str> {
+        Some(match self {
+            RunnerError::Code(CodeError::NoBootstrap { .. } | CodeError::WrongRuntime { .. }) => {
+                "Immortal.RuntimeUnavailable"
+            }
+            RunnerError::Code(_) | RunnerError::Function(_) => "Immortal.CodeUnavailable",
+            RunnerError::Credentials(_) => "Immortal.RoleUnavailable",
+            RunnerError::Configuration(_) => "Immortal.ConfigurationUnsupported",
+            RunnerError::Start(_) => "Immortal.StartFailed",
+            RunnerError::Usage(_) => "Immortal.BadInput",
+            RunnerError::Output { .. } => return None,
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! get the code ready, supervise the bootstrap, write the response, report the
 //! outcome. Single runs and drain workers both come through here.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +12,17 @@ use immortal_handler_sdk::function_ref::ContextDefaults;
 use immortal_handler_sdk::{Envelope, FunctionRef};
 use immortal_overflow::{Carrier, OverflowSettings};
 
+use immortal_handler_sdk::container::FUNCTION_ROLE_VAR;
+use immortal_sandbox::FUNCTION_UIDS;
+
+use crate::bootstrap::{Passthrough, SandboxUser};
 use crate::code::{CodeOptions, CodeSource, Prepared};
+use crate::credentials::{FunctionCredentials, FunctionRole};
 use crate::error::RunnerError;
 use crate::exit::Exit;
+use crate::function_logs::{FunctionLog, LogDestination};
 use crate::invocation::{FunctionFacts, Invocation};
-use crate::outcome::Outcome;
+use crate::outcome::{Failure, Outcome};
 use crate::report::Reporter;
 use crate::runtime_api::ResponseSink;
 use crate::signals::StopSignal;
@@ -30,7 +37,24 @@ pub struct RunSettings {
     pub grace: Duration,
     /// `_HANDLER` override.
     pub handler: Option<String>,
+    /// Whose credentials the function gets.
+    pub function_role: FunctionRole,
+    /// Renew served credentials after this long (default: the session's hour).
+    pub credentials_lifetime: Option<Duration>,
+    /// `immortal-sandbox`, to run each function as a user of its own.
+    pub sandbox: Option<PathBuf>,
+    /// `/tmp` is this runner's alone: empty what a function leaves there.
+    pub own_tmp: bool,
+    /// `--env` and `--env-file`: variables layered over the function's own.
+    pub env: BTreeMap<String, String>,
+    /// Where the function's output goes.
+    pub function_logs: LogDestination,
 }
+
+/// Where this run's function stands among those a worker runs at once: its user id
+/// (`FUNCTION_UIDS` start + slot) when sandboxed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Slot(pub u32);
 
 /// One invocation to run, as the command line asked for it.
 pub struct Job {
@@ -49,28 +73,50 @@ pub struct Job {
 }
 
 impl Job {
-    /// Runs the job with a bootstrap and returns the exit code.
+    /// Runs the job with a bootstrap and returns the exit code. A failure before the
+    /// bootstrap runs is reported as the invocation's outcome too, never only logged.
     pub async fn run(self, stop: StopSignal) -> Result<Exit, RunnerError> {
         let reporter = Reporter::new(&self.overflow);
         let envelope = open(&self.carrier).await?;
         let function = function_of(&envelope)?;
-        let prepared = self
-            .code
-            .prepare(function.as_ref(), &self.code_options, aws::shared)
+        let result = async {
+            let prepared = self
+                .code
+                .prepare(function.as_ref(), &self.code_options, aws::shared)
+                .await?;
+            let sink = open_sink(self.output.as_deref()).await?;
+            let local = matches!(self.code, CodeSource::Local(_));
+            let (invocation, outcome) = run_envelope(
+                prepared,
+                &envelope,
+                function.as_ref(),
+                &self.settings,
+                Slot::default(),
+                local,
+                sink.clone(),
+                stop,
+            )
             .await?;
-        let sink = open_sink(self.output.as_deref()).await?;
-        let (invocation, outcome) = run_envelope(
-            prepared,
-            &envelope,
-            function.as_ref(),
-            &self.settings,
-            sink.clone(),
-            stop,
-        )
-        .await?;
-        write_outcome(&sink, &outcome, self.output.as_deref()).await?;
-        Ok(finish(&reporter, &invocation, &outcome).await)
+            write_outcome(&sink, &outcome, self.output.as_deref()).await?;
+            Ok(finish(&reporter, &invocation, &outcome).await)
+        }
+        .await;
+        if let Err(err) = &result {
+            report_unrun(&reporter, &envelope, function.as_ref(), err).await;
+        }
+        result
     }
+}
+
+/// Reports an invocation that never reached its bootstrap as a failure record
+/// (`RetriesExhausted`, errorType naming the cause), so that no end goes unrecorded.
+pub async fn report_unrun(reporter: &Reporter, envelope: &Envelope, function: Option<&FunctionRef>, err: &RunnerError) {
+    let Some(error_type) = err.error_type() else { return };
+    let invocation = resolve(envelope, function, &FunctionFacts::default());
+    let message = format!("RequestId: {} Error: {err}", invocation.request_id);
+    let outcome = Outcome::failed(Failure::Init, error_type, &message);
+    // Undeliverable, the record is in the log in full; the run's own exit code stands.
+    let _ = reporter.deliver(&invocation, &outcome).await;
 }
 
 /// The envelope a carrier brings (a bad one is bad input: exit 2).
@@ -89,27 +135,120 @@ pub fn function_of(envelope: &Envelope) -> Result<Option<FunctionRef>, RunnerErr
         .map_err(|e| RunnerError::Usage(e.to_string()))
 }
 
-/// Runs `envelope` with the prepared code: the invocation resolved against the
-/// function, and how it ended.
+/// Runs `envelope` with the prepared code, as the function itself: its role, its
+/// user, its own scratch folder and environment. Returns the invocation resolved
+/// against the function, and how it ended. `local` code takes the shell's variables.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_envelope(
     prepared: Prepared,
     envelope: &Envelope,
     function: Option<&FunctionRef>,
     settings: &RunSettings,
+    slot: Slot,
+    local: bool,
     sink: ResponseSink,
     stop: StopSignal,
 ) -> Result<(Arc<Invocation>, Outcome), RunnerError> {
+    let invocation = Arc::new(resolve(envelope, function, &prepared.facts));
+    let role = match &settings.function_role {
+        FunctionRole::Inherit => None,
+        FunctionRole::Arn(arn) => Some(arn.clone()),
+        FunctionRole::Assume => Some(prepared.role.clone().ok_or_else(|| {
+            RunnerError::Usage(format!(
+                "--function-role assume needs the function's configuration, which local code has not: fetch it from Lambda (no --artifact), or name the role (--function-role ARN), or run as yourself ({FUNCTION_ROLE_VAR}=inherit)"
+            ))
+        })?),
+    };
+    let credentials = match &role {
+        None => None,
+        Some(role) => Some(
+            FunctionCredentials::assume(
+                aws::shared().await,
+                role,
+                &session_name(&invocation.request_id),
+                settings.credentials_lifetime,
+            )
+            .await?,
+        ),
+    };
+    let passthrough = if local || role.is_none() {
+        Passthrough::Shell
+    } else {
+        Passthrough::Region
+    };
+    let sandbox = settings.sandbox.as_ref().map(|program| SandboxUser {
+        program: program.clone(),
+        uid: FUNCTION_UIDS.start() + slot.0,
+    });
+    // The function's private scratch folder: made by the runner, or (sandboxed) by the
+    // function's user itself, and gone after the run either way.
+    let own_scratch;
+    let scratch = match &sandbox {
+        Some(user) => std::env::temp_dir().join(format!("immortal-{}-{}", user.uid, uuid::Uuid::new_v4().simple())),
+        None => {
+            own_scratch = tempfile::Builder::new()
+                .prefix("immortal-fn-")
+                .tempdir()
+                .map_err(|e| RunnerError::Start(format!("cannot create the function's scratch folder: {e}")))?;
+            own_scratch.path().to_owned()
+        }
+    };
+    let mut function_env = prepared.env;
+    function_env.extend(settings.env.clone());
     let options = InvokeOptions {
         timeout: settings.timeout,
         grace: settings.grace,
         handler: settings.handler.clone().unwrap_or(prepared.handler),
         runtime: prepared.runtime,
         logging: prepared.logging,
-        function_env: prepared.env,
+        function_env,
+        passthrough,
+        credentials: credentials
+            .as_ref()
+            .map(FunctionCredentials::environment)
+            .unwrap_or_default(),
+        sandbox: sandbox.clone(),
+        scratch: scratch.clone(),
     };
-    let invocation = Arc::new(resolve(envelope, function, &prepared.facts));
-    let outcome = supervisor::invoke(&prepared.layout, invocation.clone(), &options, sink, stop).await?;
-    Ok((invocation, outcome))
+    let json = options.logging.format.as_deref() == Some("JSON");
+    let mut log = match settings.function_logs {
+        LogDestination::Stderr => FunctionLog::stderr(json),
+        LogDestination::CloudWatch => {
+            // Written as the function: its role may write its own log group.
+            let mut config = aws_sdk_cloudwatchlogs::config::Builder::from(aws::shared().await);
+            if let Some(credentials) = &credentials {
+                config = config.credentials_provider(credentials.provider());
+            }
+            let stream = FunctionLog::stream_name(&invocation);
+            tracing::info!(group = %invocation.log_group, stream = %stream, "the function's logs go to its log group");
+            FunctionLog::cloudwatch(
+                aws_sdk_cloudwatchlogs::Client::from_conf(config.build()),
+                invocation.log_group.clone(),
+                stream,
+                json,
+            )
+        }
+    };
+    let outcome = supervisor::invoke(&prepared.layout, invocation.clone(), &options, &mut log, sink, stop).await;
+    log.close().await;
+    if let Some(user) = &sandbox {
+        let mut dirs = vec![scratch];
+        if settings.own_tmp {
+            dirs.push(std::env::temp_dir());
+        }
+        user.sweep(&dirs).await;
+    }
+    Ok((invocation, outcome?))
+}
+
+/// `immortal-<request id>`, within STS's 64 characters and alphabet.
+fn session_name(request_id: &str) -> String {
+    let id: String = request_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "+=,.@-".contains(*c))
+        .take(55)
+        .collect();
+    format!("immortal-{id}")
 }
 
 /// The invocation with every gap filled, as Lambda would have it.

@@ -59,6 +59,8 @@ pub struct FunctionSpec {
     pub code: CodeRef,
     /// Layer version ARNs in the order Lambda applies them.
     pub layers: Vec<String>,
+    /// Its execution role (`Configuration.Role`).
+    pub role: Option<String>,
 }
 
 /// A function's `LoggingConfig`, as far as the runtime sees it.
@@ -108,6 +110,19 @@ pub async fn get_function(
     if config.package_type.as_ref().map(|p| p.as_str()) == Some("Image") {
         return Err(RunnerError::Function(format!(
             "{label} is a container-image function; the runner runs zip functions. Run its image instead."
+        )));
+    }
+    if let Some(error) = config.environment.as_ref().and_then(|e| e.error.as_ref()) {
+        return Err(RunnerError::Configuration(format!(
+            "{label}'s environment variables could not be read ({}: {}); Lambda would not run it either: give the runner's role kms:Decrypt on the function's key, or fix the key",
+            error.error_code.as_deref().unwrap_or("error"),
+            error.message.as_deref().unwrap_or("no message"),
+        )));
+    }
+    if let Some(mount) = config.file_system_configs.as_ref().and_then(|f| f.first()) {
+        return Err(RunnerError::Configuration(format!(
+            "{label} mounts an EFS file system at {}; the runner's task has no such mount, and would run it without its files",
+            mount.local_mount_path
         )));
     }
     let code = out
@@ -173,6 +188,7 @@ pub async fn get_function(
             .into_iter()
             .filter_map(|l| l.arn)
             .collect(),
+        role: config.role,
     })
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use immortal_handler_sdk::ffi::{self, Buffer, Status};
 
-use crate::bootstrap::{self, CodeLayout, LaunchConfig, BOOTSTRAP};
+use crate::bootstrap::{self, CodeLayout, LaunchConfig, Passthrough, BOOTSTRAP};
 use crate::code::artifact_name;
 use crate::error::{CodeError, RunnerError};
 use crate::execution::{self, Job};
@@ -126,8 +126,11 @@ pub async fn run(library_path: &Path, job: Job, stop: StopSignal) -> Result<Exit
         runtime: None,
         logging: &Default::default(),
         runtime_api: "",
-        function_env: &Default::default(),
+        function_env: &job.settings.env,
         unlimited: job.settings.timeout.is_none(),
+        passthrough: Passthrough::Shell,
+        credentials: &[],
+        scratch: &std::env::temp_dir(),
     });
     for (key, value) in env.iter().filter(|(k, _)| k.as_str() != "AWS_LAMBDA_RUNTIME_API") {
         // The handler reads its configuration from the process environment, as in Lambda;

@@ -7,6 +7,12 @@ use immortal_handler_sdk::logging;
 use immortal_runner::{cli::Cli, signals};
 
 fn main() -> ExitCode {
+    // Nothing the runner starts may read its memory or environment in /proc, however it
+    // runs (the function's user differs anyway when sandboxed).
+    // SAFETY: prctl on this process only.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let cli = Cli::parse();
     logging::init_cli();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

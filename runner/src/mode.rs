@@ -2,6 +2,7 @@
 //! invocation (with local code, code fetched from Lambda, or a handler library
 //! in-process), only fetch code, or drain a queue.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,10 +65,21 @@ impl Mode {
                 task_root: cli.task_root.clone(),
             },
         };
+        let mut env = match &cli.env_file {
+            Some(path) => read_env_file(path)?,
+            None => BTreeMap::new(),
+        };
+        env.extend(cli.env.iter().cloned());
         let settings = RunSettings {
             timeout: cli.timeout.map(Duration::from_secs_f64),
             grace: Duration::from_secs_f64(cli.grace_period),
             handler: cli.handler.clone(),
+            function_role: cli.function_role.clone(),
+            credentials_lifetime: cli.credentials_lifetime.map(Duration::from_secs_f64),
+            sandbox: cli.sandbox.clone(),
+            own_tmp: cli.own_tmp,
+            env,
+            function_logs: cli.function_logs,
         };
         if let Some(queue_url) = cli.queue {
             return Ok(Mode::Drain(DrainOptions {
@@ -195,6 +207,34 @@ fn read_context(cli: &Cli) -> Result<Option<String>, RunnerError> {
         .transpose()
 }
 
+/// A dotenv file: `KEY=VALUE` lines (an optional `export `, quotes around the value),
+/// blank lines and `#` comments.
+fn read_env_file(path: &std::path::Path) -> Result<BTreeMap<String, String>, RunnerError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| RunnerError::Usage(format!("cannot read the env file {}: {e}", path.display())))?;
+    let mut vars = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (key, value) = line
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| {
+                RunnerError::Usage(format!("{} line {}: `{line}` is not KEY=VALUE", path.display(), n + 1))
+            })?;
+        let value = value.trim();
+        let unquoted = ['"', '\'']
+            .iter()
+            .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+            .unwrap_or(value);
+        vars.insert(key.trim().to_owned(), unquoted.to_owned());
+    }
+    Ok(vars)
+}
+
 /// Where one half of the envelope comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -238,6 +278,19 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, "# comment\nA=1\nexport B = \"two words\"\n\nC='x=y'\n").unwrap();
+        let vars = read_env_file(&path).unwrap();
+        assert_eq!(vars["A"], "1");
+        assert_eq!(vars["B"], "two words");
+        assert_eq!(vars["C"], "x=y");
+        std::fs::write(&path, "A=1\nnonsense\n").unwrap();
+        assert!(read_env_file(&path).unwrap_err().to_string().contains("line 2"));
+    }
 
     #[test]
     fn forms() {

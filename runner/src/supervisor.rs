@@ -4,14 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::bootstrap::{describe_exit, environment, Bootstrap, CodeLayout, LaunchConfig};
+use crate::bootstrap::{describe_exit, environment, Bootstrap, CodeLayout, LaunchConfig, Passthrough, SandboxUser};
 use crate::error::RunnerError;
 use crate::function::LogSettings;
+use crate::function_logs::{tree_peak_rss_mb, FunctionLog, Report};
 use crate::invocation::Invocation;
 use crate::outcome::{timeout_message, Failure, Outcome};
 use crate::runtime::Runtime;
@@ -33,13 +35,23 @@ pub struct InvokeOptions {
     pub logging: LogSettings,
     /// The function's own environment variables.
     pub function_env: BTreeMap<String, String>,
+    /// What of the runner's environment reaches it.
+    pub passthrough: Passthrough,
+    /// The credentials endpoint's variables, when it has its own role.
+    pub credentials: Vec<(String, String)>,
+    /// Its own user, when sandboxed.
+    pub sandbox: Option<SandboxUser>,
+    /// Its private scratch folder (`TMPDIR`).
+    pub scratch: PathBuf,
 }
 
-/// Runs `invocation` with the bootstrap found in `layout`.
+/// Runs `invocation` with the bootstrap found in `layout`; its output and the platform's
+/// START/END/REPORT lines go to `log`.
 pub async fn invoke(
     layout: &CodeLayout,
     invocation: Arc<Invocation>,
     options: &InvokeOptions,
+    log: &mut FunctionLog,
     sink: ResponseSink,
     mut stop: StopSignal,
 ) -> Result<Outcome, RunnerError> {
@@ -57,12 +69,26 @@ pub async fn invoke(
         runtime_api: &runtime_api,
         function_env: &options.function_env,
         unlimited: options.timeout.is_none(),
+        passthrough: options.passthrough,
+        credentials: &options.credentials,
+        scratch: &options.scratch,
     });
-    let mut child = Bootstrap::spawn(&program, &layout.task_root, &env)
-        .map_err(|e| RunnerError::Start(format!("cannot start {}: {e}", program.display())))?;
+    let output = log
+        .output()
+        .map_err(|e| RunnerError::Start(format!("cannot open a pipe for the function's logs: {e}")))?;
+    let mut child = Bootstrap::spawn(
+        &program,
+        &layout.task_root,
+        &env,
+        options.sandbox.as_ref(),
+        &options.scratch,
+        output,
+    )
+    .map_err(|e| RunnerError::Start(format!("cannot start {}: {e}", program.display())))?;
     tracing::info!(
         bootstrap = %program.display(),
         pid = child.pid(),
+        user = options.sandbox.as_ref().map(|s| s.uid),
         from = ?origin,
         runtime = options.runtime.as_ref().map(Runtime::id).unwrap_or("custom"),
         runtime_api = %runtime_api,
@@ -75,6 +101,10 @@ pub async fn invoke(
     let mut deadline: Option<Instant> = None;
     let mut delivered = false;
     let started = Instant::now();
+    let mut delivered_at = started;
+    let mut report = Report::default();
+    // Lambda reports the peak memory: sampled while the bootstrap lives.
+    let mut memory = tokio::time::interval(Duration::from_secs(1));
 
     // Phase 1: until a result, an exit, the deadline or a stop request.
     let outcome = loop {
@@ -82,7 +112,10 @@ pub async fn invoke(
             event = api.events.recv() => match event {
                 Some(ApiEvent::Delivered) => {
                     delivered = true;
+                    delivered_at = Instant::now();
+                    report.init = Some(started.elapsed());
                     deadline = options.timeout.map(|t| Instant::now() + t);
+                    log.start(&invocation);
                     tracing::info!(init_ms = started.elapsed().as_millis() as u64, "event delivered");
                 }
                 Some(ApiEvent::Finished(outcome)) => break outcome,
@@ -94,6 +127,9 @@ pub async fn invoke(
                 ),
                 Some(ApiEvent::Idle) | None => {}
             },
+            _ = memory.tick() => {
+                report.max_memory_mb = report.max_memory_mb.max(tree_peak_rss_mb(child.pid()));
+            }
             status = child.wait() => {
                 let status = status.map_err(|e| RunnerError::Start(format!("cannot wait for the bootstrap: {e}")))?;
                 // A report may have raced the exit: it wins.
@@ -133,6 +169,27 @@ pub async fn invoke(
         }
     };
     log_outcome(&outcome, started);
+    if delivered {
+        report.max_memory_mb = report.max_memory_mb.max(tree_peak_rss_mb(child.pid()));
+        report.duration = delivered_at.elapsed();
+        report.status = match &outcome {
+            Outcome::Failed {
+                kind: Failure::Timeout, ..
+            } => Some("timeout"),
+            Outcome::Failed {
+                kind: Failure::Signal(_),
+                ..
+            } => Some("error"),
+            _ => None,
+        };
+        report.error_type = report.status.map(|_| match &outcome {
+            Outcome::Failed {
+                kind: Failure::Timeout, ..
+            } => immortal_handler_sdk::container::TIMEOUT_ERROR_TYPE,
+            _ => "Runtime.ExitError",
+        });
+        log.end(&invocation, &report);
+    }
 
     // Phase 2: let the runtime settle (ask for the next event, or exit), then stop it.
     if child.exited().is_none() {

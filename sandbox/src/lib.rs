@@ -1,0 +1,158 @@
+//! # immortal-sandbox
+//!
+//! Lambda runs a function as an unprivileged user of its own, with its code read-only.
+//! The runner does the same in its container without running as root itself: it stays
+//! the image's unprivileged user and starts each bootstrap through `immortal-sandbox`, a
+//! small setuid-root program that does three things and parses nothing it was not
+//! given by the runner while it holds root:
+//!
+//! - `immortal-sandbox exec UID GID`: forks; the child drops to `UID:GID` (no
+//!   supplementary groups, no new privileges, killed with its parent), and only then
+//!   reads what to run from fd 3 ([`Spec`]) and `exec`s it. The parent stays, relays the
+//!   runner's signals to the child's session, and when the child is gone kills every
+//!   process left of `UID`; it exits as the child did.
+//! - `immortal-sandbox sweep UID GID [DIR...]`: as `UID`, kills every process of `UID`
+//!   and removes what `UID` owns in each `DIR` (its `/tmp` files, its scratch folder).
+//!
+//! `UID` must lie in [`FUNCTION_UIDS`], and the caller must not: a function cannot use
+//! it to become another. Install it owned by root, group of the runner, mode 4750.
+#![deny(missing_docs)]
+
+use std::ffi::CString;
+use std::ops::RangeInclusive;
+
+/// The user ids functions run as: one per concurrently running function.
+pub const FUNCTION_UIDS: RangeInclusive<u32> = 20_000..=29_999;
+/// The file descriptor the child reads its [`Spec`] from.
+pub const SPEC_FD: i32 = 3;
+/// Sent to the sandbox, it kills the function at once (SIGKILL itself could not be
+/// relayed: it would kill the sandbox and leave the function running).
+pub const KILL_SIGNAL: i32 = libc::SIGUSR1;
+/// The sub-command that runs a bootstrap.
+pub const EXEC: &str = "exec";
+/// The sub-command that clears up after a function.
+pub const SWEEP: &str = "sweep";
+
+/// What the child runs, written by the runner to [`SPEC_FD`] and read by the child once
+/// it is unprivileged: NUL-terminated strings, in this order: the working directory,
+/// a scratch folder to create (mode 700, may be empty), the number of arguments, the
+/// arguments (the program first), then `KEY=VALUE` environment entries to the end.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Spec {
+    /// The working directory.
+    pub cwd: String,
+    /// A private folder to create for the function (its `TMPDIR`), if any.
+    pub scratch: Option<String>,
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// The whole environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// Why a spec cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError(pub &'static str);
+
+impl Spec {
+    /// The wire form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut push = |s: &str| {
+            out.extend_from_slice(s.as_bytes());
+            out.push(0);
+        };
+        push(&self.cwd);
+        push(self.scratch.as_deref().unwrap_or(""));
+        push(&self.argv.len().to_string());
+        for arg in &self.argv {
+            push(arg);
+        }
+        for (key, value) in &self.env {
+            push(&format!("{key}={value}"));
+        }
+        out
+    }
+
+    /// Reads the wire form.
+    pub fn decode(bytes: &[u8]) -> Result<Spec, SpecError> {
+        let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+        let fields = bytes
+            .split(|b| *b == 0)
+            .map(|f| String::from_utf8(f.to_vec()).map_err(|_| SpecError("a field is not UTF-8")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut fields = fields.into_iter();
+        let cwd = fields.next().ok_or(SpecError("no working directory"))?;
+        let scratch = Some(fields.next().ok_or(SpecError("no scratch folder"))?).filter(|s| !s.is_empty());
+        let argc: usize = fields
+            .next()
+            .ok_or(SpecError("no argument count"))?
+            .parse()
+            .map_err(|_| SpecError("the argument count is not a number"))?;
+        if argc == 0 {
+            return Err(SpecError("no program"));
+        }
+        let argv: Vec<String> = fields.by_ref().take(argc).collect();
+        if argv.len() != argc {
+            return Err(SpecError("fewer arguments than counted"));
+        }
+        let env = fields
+            .map(|entry| {
+                entry
+                    .split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or(SpecError("an environment entry has no ="))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Spec {
+            cwd,
+            scratch,
+            argv,
+            env,
+        })
+    }
+
+    /// The arguments and environment as C strings for `execve`.
+    pub fn c_strings(&self) -> Result<(Vec<CString>, Vec<CString>), SpecError> {
+        let c = |s: String| CString::new(s).map_err(|_| SpecError("a NUL inside a field"));
+        let argv = self.argv.iter().cloned().map(c).collect::<Result<_, _>>()?;
+        let env = self
+            .env
+            .iter()
+            .map(|(k, v)| c(format!("{k}={v}")))
+            .collect::<Result<_, _>>()?;
+        Ok((argv, env))
+    }
+}
+
+/// Whether `uid` is one a function may run as.
+pub fn is_function_uid(uid: u32) -> bool {
+    FUNCTION_UIDS.contains(&uid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_round_trip() {
+        let spec = Spec {
+            cwd: "/var/task".into(),
+            scratch: Some("/tmp/fn-1".into()),
+            argv: vec!["/var/runtime/bootstrap".into(), "a b".into()],
+            env: vec![("A".into(), "1=2".into()), ("EMPTY".into(), String::new())],
+        };
+        assert_eq!(Spec::decode(&spec.encode()).unwrap(), spec);
+        let no_scratch = Spec { scratch: None, ..spec };
+        assert_eq!(Spec::decode(&no_scratch.encode()).unwrap(), no_scratch);
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        assert!(Spec::decode(b"").is_err());
+        assert!(Spec::decode(b"/\0\0x\0").is_err());
+        assert!(Spec::decode(b"/\0\00\0").is_err(), "no program");
+        assert!(Spec::decode(b"/\0\02\0only-one\0").is_err());
+        assert!(Spec::decode(b"/\0\01\0p\0NOEQUALS\0").is_err());
+        assert!(is_function_uid(20_000) && !is_function_uid(0) && !is_function_uid(10_001));
+    }
+}
