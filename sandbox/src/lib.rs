@@ -148,11 +148,12 @@ mod tests {
 
     #[test]
     fn bad_specs_are_refused() {
+        let spec = |fields: &[&str]| fields.iter().flat_map(|f| [f.as_bytes(), b"\0"].concat()).collect::<Vec<u8>>();
         assert!(Spec::decode(b"").is_err());
-        assert!(Spec::decode(b"/\0\0x\0").is_err());
-        assert!(Spec::decode(b"/\0\00\0").is_err(), "no program");
-        assert!(Spec::decode(b"/\0\02\0only-one\0").is_err());
-        assert!(Spec::decode(b"/\0\01\0p\0NOEQUALS\0").is_err());
+        assert!(Spec::decode(&spec(&["/", "", "x"])).is_err());
+        assert!(Spec::decode(&spec(&["/", "", "0"])).is_err(), "no program");
+        assert!(Spec::decode(&spec(&["/", "", "2", "only-one"])).is_err());
+        assert!(Spec::decode(&spec(&["/", "", "1", "p", "NOEQUALS"])).is_err());
         assert!(is_function_uid(20_000) && !is_function_uid(0) && !is_function_uid(10_001));
     }
 }
