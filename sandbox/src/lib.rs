@@ -148,7 +148,12 @@ mod tests {
 
     #[test]
     fn bad_specs_are_refused() {
-        let spec = |fields: &[&str]| fields.iter().flat_map(|f| [f.as_bytes(), b"\0"].concat()).collect::<Vec<u8>>();
+        let spec = |fields: &[&str]| {
+            fields
+                .iter()
+                .flat_map(|f| [f.as_bytes(), b"\0"].concat())
+                .collect::<Vec<u8>>()
+        };
         assert!(Spec::decode(b"").is_err());
         assert!(Spec::decode(&spec(&["/", "", "x"])).is_err());
         assert!(Spec::decode(&spec(&["/", "", "0"])).is_err(), "no program");

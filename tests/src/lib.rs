@@ -6,6 +6,8 @@
 
 pub mod ecs;
 pub mod emulator;
+pub mod fake_lambda;
+pub mod image_user;
 pub mod lambda;
 pub mod queue;
 pub mod runner;

@@ -119,7 +119,11 @@ impl Default for RunnerCmd {
 impl RunnerCmd {
     /// `runner` with a private cache folder and no inherited IMMORTAL_* variables.
     pub fn new() -> Self {
-        let mut cmd = Command::new(runner_bin());
+        Self::with_command(Command::new(runner_bin()))
+    }
+
+    /// `runner` started by `cmd` (e.g. `setpriv ... runner`), as [`RunnerCmd::new`].
+    pub fn with_command(mut cmd: Command) -> Self {
         for (key, _) in std::env::vars() {
             if key.starts_with("IMMORTAL_") {
                 cmd.env_remove(key);

@@ -85,6 +85,14 @@ impl Reply {
         }
     }
 
+    /// The same reply with one more header (whole replies only).
+    pub fn with_header(mut self, name: &str, value: &str) -> Reply {
+        if let Reply::Full { headers, .. } = &mut self {
+            headers.push((name.to_owned(), value.to_owned()));
+        }
+        self
+    }
+
     /// `bytes` as a file, honouring a `Range: bytes=N-` request header.
     pub fn file(request: &Seen, bytes: &Bytes) -> Reply {
         if let Some(start) = request

@@ -94,7 +94,11 @@ pub async fn layers_root(
             .get_or_fill(&format!("opt/{set_key}"), |root| fill_layers(&dirs, root))
             .map(|(root, _)| root),
         Some(root) => {
-            let marker = root.join(LAYERS_MARKER);
+            // The marker lives in the cache: the layers root holds the layers and nothing else.
+            let marker = cache
+                .root()
+                .join(LAYERS_MARKERS)
+                .join(hex(&Sha256::digest(root.as_os_str().as_encoded_bytes())));
             if std::fs::read_to_string(&marker).is_ok_and(|m| m == set_key) {
                 return Ok(root);
             }
@@ -121,6 +125,8 @@ pub async fn layers_root(
                 };
             }
             fill_layers(&dirs, &root)?;
+            let markers = marker.parent().expect("a marker has a folder");
+            std::fs::create_dir_all(markers).map_err(CodeError::io("cannot create", markers))?;
             std::fs::write(&marker, &set_key).map_err(CodeError::io("cannot write", &marker))?;
             Ok(root)
         }
@@ -129,8 +135,9 @@ pub async fn layers_root(
     .expect("copying layers does not panic")
 }
 
-/// Marks a layers root filled by the runner, with the layer set it holds.
-const LAYERS_MARKER: &str = ".immortal-layers";
+/// Where the cache remembers which layer set each fixed layers root holds (a root it
+/// filled has a marker there).
+const LAYERS_MARKERS: &str = "opt-roots";
 
 fn fill_layers(dirs: &[PathBuf], root: &Path) -> Result<(), CodeError> {
     for dir in dirs {

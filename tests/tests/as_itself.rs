@@ -1,0 +1,464 @@
+//! The function runs as itself: its own role (assumed, served, renewed), its own user,
+//! scratch and layers, its own log group, only its own environment, and nothing of the
+//! runner's or a neighbour's. The runner runs as the image runs it (see `image_user`).
+
+use std::path::PathBuf;
+
+use aws_sdk_lambda::types::Runtime;
+use bytes::Bytes;
+use immortal_tests::emulator::Emulator;
+use immortal_tests::fake_lambda::{FakeFunction, FakeLambda};
+use immortal_tests::image_user::{ImageUser, RUNNER_UID};
+use immortal_tests::lambda::{deploy, deploy_as, uuid_like};
+use immortal_tests::queue::Queue;
+use immortal_tests::runner::{fixture, Ran, RunnerCmd};
+use immortal_tests::server::{Reply, Seen, TestServer};
+use immortal_tests::zips::{bootstrap_zip_bytes, folder_zip, zip_bytes, Entry};
+use serde_json::{json, Value};
+
+/// The runner's own key id in these tests: it must reach no function.
+const RUNNER_KEY: &str = "AKIARUNNERSOWNKEY001";
+
+async fn run(cmd: RunnerCmd) -> Ran {
+    tokio::task::spawn_blocking(move || cmd.run()).await.unwrap()
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// A role `name` in the emulator, trusting the runner (the emulator does not check).
+async fn role(sdk: &aws_config::SdkConfig, name: &str) -> String {
+    aws_sdk_iam::Client::new(sdk)
+        .create_role()
+        .role_name(name)
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+        .send()
+        .await
+        .expect("create role")
+        .role
+        .expect("role")
+        .arn
+}
+
+/// Gives function `name` the execution role `role`.
+async fn set_role(sdk: &aws_config::SdkConfig, name: &str, role: &str) {
+    aws_sdk_lambda::Client::new(sdk)
+        .update_function_configuration()
+        .function_name(name)
+        .role(role)
+        .send()
+        .await
+        .expect("update role");
+}
+
+fn context_for(name: &str, request_id: &str) -> String {
+    json!({"request_id": request_id, "invoked_function_arn": format!("arn:aws:lambda:us-east-1:123456789012:function:{name}")}).to_string()
+}
+
+#[tokio::test]
+async fn a_function_runs_as_its_own_role_and_user_and_the_runners_credentials_are_out_of_reach() {
+    let emulator = Emulator::shared();
+    let sdk = emulator.sdk_config().await;
+    let id = uuid_like();
+    let (name, role_name) = (format!("inspect-{id}"), format!("fn-role-{id}"));
+    deploy(
+        &sdk,
+        &name,
+        &bootstrap_zip_bytes(&fixture("inspect")),
+        &[("FROM_CONFIG", "yes")],
+    )
+    .await;
+    set_role(&sdk, &name, &role(&sdk, &role_name).await).await;
+
+    let image = ImageUser::new();
+    let cmd = image
+        .runner()
+        .envs(emulator.env())
+        .env("AWS_ACCESS_KEY_ID", RUNNER_KEY)
+        .env("IMMORTAL_FUNCTION_ROLE", "assume")
+        // Test-shortened: renewed after 6 s instead of within the hour.
+        .env("IMMORTAL_CREDENTIALS_LIFETIME", "6")
+        .args(["--event", r#"{"whoami": true, "again_after_s": 5}"#])
+        .args(["--context", &context_for(&name, "req-self")]);
+    let ran = run(cmd).await;
+    ran.expect_code(0);
+    let seen = ran.json();
+    let (first, again) = (&seen["whoami"]["first"], &seen["whoami"]["again"]);
+    let assumed = format!(":assumed-role/{role_name}/");
+    assert!(first["arn"].as_str().unwrap().contains(&assumed), "{first}");
+    assert!(
+        again["arn"].as_str().unwrap().contains(&assumed),
+        "after the renewal: {again}"
+    );
+    assert_ne!(first["access_key_id"], RUNNER_KEY);
+    assert_ne!(
+        first["access_key_id"], again["access_key_id"],
+        "held open past the credentials' lifetime, it called AWS with renewed ones"
+    );
+    assert!(
+        ran.stderr.contains("the function's credentials were renewed"),
+        "{}",
+        ran.stderr
+    );
+
+    let env = seen["env"].as_object().unwrap();
+    assert!(
+        !env.values().any(|v| v.as_str().unwrap().contains(RUNNER_KEY)),
+        "the runner's key is nowhere in the function's environment: {env:?}"
+    );
+    assert_eq!(env["FROM_CONFIG"], "yes");
+    assert!(env.contains_key("AWS_CONTAINER_CREDENTIALS_FULL_URI"));
+    let runner_environ = seen["runner_environ"].as_str().unwrap();
+    assert!(runner_environ.starts_with("denied"), "{runner_environ}");
+    let uid = seen["uid"].as_u64().unwrap() as u32;
+    assert!(
+        (20_000..30_000).contains(&uid) && uid != RUNNER_UID,
+        "its own user: {uid}"
+    );
+    assert!(
+        seen["task_root_write"].as_str().unwrap().starts_with("refused"),
+        "{}",
+        seen["task_root_write"]
+    );
+}
+
+#[tokio::test]
+async fn a_python_function_gets_its_own_role_through_boto3() {
+    let emulator = Emulator::shared();
+    let sdk = emulator.sdk_config().await;
+    let id = uuid_like();
+    let (name, role_name) = (format!("py-self-{id}"), format!("py-role-{id}"));
+    let zip = folder_zip(&fixtures().join("functions/python-whoami"), &["lambda_function.py"]);
+    deploy_as(
+        &sdk,
+        &name,
+        &zip,
+        &[],
+        Runtime::Python312,
+        "lambda_function.lambda_handler",
+    )
+    .await;
+    set_role(&sdk, &name, &role(&sdk, &role_name).await).await;
+    let cmd = RunnerCmd::new()
+        .envs(emulator.env())
+        .env("AWS_ACCESS_KEY_ID", RUNNER_KEY)
+        .env("IMMORTAL_FUNCTION_ROLE", "assume")
+        .env("IMMORTAL_RUNTIME_DIR", fixtures().join("runtimes/python"))
+        .args(["--event", "{}", "--context", &context_for(&name, "req-py-self")]);
+    let ran = run(cmd).await;
+    ran.expect_code(0);
+    let seen = ran.json();
+    assert!(
+        seen["arn"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(":assumed-role/{role_name}/")),
+        "{seen}"
+    );
+    assert!(!seen["env_values"].to_string().contains(RUNNER_KEY));
+}
+
+#[tokio::test]
+async fn a_role_that_refuses_the_runner_gives_exit_3_a_record_and_the_statement_to_add() {
+    let emulator = Emulator::shared();
+    let sdk = emulator.sdk_config().await;
+    let id = uuid_like();
+    let name = format!("refused-{id}");
+    deploy(&sdk, &name, &bootstrap_zip_bytes(&fixture("inspect")), &[]).await;
+    set_role(&sdk, &name, &role(&sdk, &format!("strict-{id}")).await).await;
+    let failures = Queue::create(&sdk, &format!("failures-{id}"), &[], &[]).await;
+    // The emulator grants every AssumeRole: STS here refuses it, as a role that does not
+    // trust the runner makes it.
+    let sts = TestServer::start(Some(emulator.url.clone()), |req: &Seen| {
+        if String::from_utf8_lossy(&req.body).contains("Action=AssumeRole") {
+            return Reply::Full {
+                status: 403,
+                headers: vec![("content-type".into(), "text/xml".into())],
+                body: Bytes::from_static(b"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User is not authorized to perform: sts:AssumeRole</Message></Error><RequestId>r</RequestId></ErrorResponse>"),
+            };
+        }
+        Reply::Forward
+    });
+    let cmd = RunnerCmd::new()
+        .envs(emulator.env())
+        .env("AWS_ENDPOINT_URL_STS", &sts.url)
+        .env("IMMORTAL_FUNCTION_ROLE", "assume")
+        .env("IMMORTAL_ON_FAILURE", &failures.url)
+        .args(["--event", "{}", "--context", &context_for(&name, "req-refused")]);
+    let ran = run(cmd).await;
+    ran.expect_code(3);
+    assert!(
+        ran.stderr.contains(r#"\"Action\":\"sts:AssumeRole\""#) || ran.stderr.contains(r#""Action":"sts:AssumeRole""#),
+        "the statement to add:\n{}",
+        ran.stderr
+    );
+    assert!(
+        !ran.stderr.contains("bootstrap started"),
+        "nothing ran without its role"
+    );
+    let records = failures.receive(10, 2).await;
+    assert_eq!(records.len(), 1, "one record");
+    let record: Value = serde_json::from_str(records[0].body().unwrap()).unwrap();
+    assert_eq!(record["requestContext"]["requestId"], "req-refused");
+    assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(record["responsePayload"]["errorType"], "Immortal.RoleUnavailable");
+    let message = record["responsePayload"]["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("trust policy") && message.contains("sts:AssumeRole"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn the_functions_logs_and_platform_lines_reach_its_own_log_group_through_throttling() {
+    let emulator = Emulator::shared();
+    let sdk = emulator.sdk_config().await;
+    let id = uuid_like();
+    let group = format!("/aws/lambda/logs-{id}");
+    // The log service throttles the first eight deliveries: more than the SDK's own
+    // retries absorb.
+    let throttled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = throttled.clone();
+    let logs = TestServer::start(Some(emulator.url.clone()), move |req: &Seen| {
+        if req.target() == Some("PutLogEvents") && counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 8 {
+            return Reply::json(
+                400,
+                &json!({"__type": "ThrottlingException", "message": "Rate exceeded"}),
+            );
+        }
+        Reply::Forward
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("fn.zip");
+    std::fs::write(
+        &zip,
+        folder_zip(&fixtures().join("functions/python-logs"), &["lambda_function.py"]),
+    )
+    .unwrap();
+    let lines = 500;
+    let cmd = RunnerCmd::new()
+        .envs(emulator.env())
+        .env("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", &logs.url)
+        .args(["--artifact".as_ref(), zip.as_os_str()])
+        .args(["--runtime-dir".as_ref(), fixtures().join("runtimes/python").as_os_str()])
+        .args(["--runtime", "python3.12", "--handler", "lambda_function.lambda_handler"])
+        .args([
+            "--function-logs",
+            "cloudwatch",
+            "--event",
+            &json!({"lines": lines}).to_string(),
+        ])
+        .args([
+            "--context",
+            &json!({"request_id": "req-logs", "log_group_name": group}).to_string(),
+        ]);
+    let ran = run(cmd).await;
+    ran.expect_code(0);
+    assert!(
+        throttled.load(std::sync::atomic::Ordering::SeqCst) > 8,
+        "it was throttled"
+    );
+    assert!(
+        !ran.stderr.contains("line 0 of request"),
+        "the function's lines are not on stderr"
+    );
+    let client = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    let mut messages = Vec::new();
+    let mut next = None;
+    loop {
+        let page = client
+            .filter_log_events()
+            .log_group_name(&group)
+            .set_next_token(next)
+            .send()
+            .await
+            .expect("the function's own log group exists");
+        messages.extend(page.events().iter().filter_map(|e| e.message().map(str::to_owned)));
+        next = page.next_token;
+        if next.is_none() {
+            break;
+        }
+    }
+    for n in 0..lines {
+        let line = format!("line {n} of request req-logs");
+        assert_eq!(
+            messages.iter().filter(|m| **m == line).count(),
+            1,
+            "{line} once, none lost"
+        );
+    }
+    assert!(
+        messages
+            .iter()
+            .any(|m| m == "START RequestId: req-logs Version: $LATEST"),
+        "{messages:?}"
+    );
+    assert!(messages.iter().any(|m| m == "END RequestId: req-logs"));
+    let report = messages
+        .iter()
+        .find(|m| m.starts_with("REPORT RequestId: req-logs\t"))
+        .expect("a REPORT line");
+    for field in [
+        "Duration: ",
+        "Billed Duration: ",
+        "Memory Size: 128 MB",
+        "Max Memory Used: ",
+        "Init Duration: ",
+    ] {
+        assert!(report.contains(field), "{field} in {report}");
+    }
+    let streams = client
+        .describe_log_streams()
+        .log_group_name(&group)
+        .send()
+        .await
+        .unwrap();
+    let stream = streams.log_streams()[0].log_stream_name().unwrap();
+    assert!(
+        stream.contains("/[$LATEST]immortal-") && stream.len() > "2026/11/23/[$LATEST]immortal-".len(),
+        "named like Lambda's: {stream}"
+    );
+}
+
+#[tokio::test]
+async fn environment_variables_lambda_cannot_decrypt_fail_the_run_with_a_record() {
+    let emulator = Emulator::shared();
+    let sdk = emulator.sdk_config().await;
+    let failures = Queue::create(&sdk, &format!("failures-{}", uuid_like()), &[], &[]).await;
+    let fake = FakeLambda::start(
+        vec![FakeFunction {
+            name: "sealed".into(),
+            code: Bytes::from(bootstrap_zip_bytes(&fixture("inspect"))),
+            configuration: json!({"Environment": {"Error": {"ErrorCode": "KMSAccessDeniedException", "Message": "Lambda was unable to decrypt the environment variables"}}}),
+            ..Default::default()
+        }],
+        Some(emulator.url.clone()),
+    );
+    let cmd = RunnerCmd::new()
+        .envs(emulator.env())
+        .env("AWS_ENDPOINT_URL", &fake.server.url)
+        .env("IMMORTAL_ON_FAILURE", &failures.url)
+        .args(["--event", "{}", "--context", &context_for("sealed", "req-sealed")]);
+    let ran = run(cmd).await;
+    ran.expect_code(3);
+    assert!(ran.stderr.contains("KMSAccessDeniedException"), "{}", ran.stderr);
+    assert!(
+        !ran.stderr.contains("bootstrap started"),
+        "never a half-run without its variables"
+    );
+    let records = failures.receive(10, 2).await;
+    assert_eq!(records.len(), 1);
+    let record: Value = serde_json::from_str(records[0].body().unwrap()).unwrap();
+    assert_eq!(record["requestContext"]["requestId"], "req-sealed");
+    assert_eq!(
+        record["responsePayload"]["errorType"],
+        "Immortal.ConfigurationUnsupported"
+    );
+}
+
+/// Lambda's OnFailure record for a timed-out invocation of `function`.
+fn timeout_record(request_id: &str, function: &str, event: &Value) -> String {
+    json!({
+        "version": "1.0", "timestamp": "2026-11-23T10:00:00.000Z",
+        "requestContext": {"requestId": request_id, "functionArn": format!("arn:aws:lambda:us-east-1:123456789012:function:{function}:$LATEST"),
+                           "condition": "RetriesExhausted", "approximateInvokeCount": 1},
+        "requestPayload": event,
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "responsePayload": {"errorType": "Sandbox.Timedout", "errorMessage": "Task timed out after 3.00 seconds"},
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn two_functions_in_one_drain_worker_share_nothing() {
+    let emulator = Emulator::shared();
+    let sdk = emulator.sdk_config().await;
+    let id = uuid_like();
+    let image = ImageUser::new();
+    let code = Bytes::from(bootstrap_zip_bytes(&fixture("inspect")));
+    let layer = Bytes::from(zip_bytes(&[Entry::File("a-layer-file", b"only for a", 0o644)]));
+    let role = role(&sdk, &format!("neighbour-{id}")).await;
+    let function = |name: &str, layers: Vec<Bytes>| FakeFunction {
+        name: name.to_owned(),
+        code: code.clone(),
+        layers,
+        configuration: json!({"Role": role}),
+    };
+    let (a, b) = (format!("a-{id}"), format!("b-{id}"));
+    let fake = FakeLambda::start(
+        vec![function(&a, vec![layer]), function(&b, vec![])],
+        Some(emulator.url.clone()),
+    );
+    let queue = Queue::create(&sdk, &format!("drain-{id}"), &[], &[]).await;
+    let success = Queue::create(&sdk, &format!("success-{id}"), &[], &[]).await;
+    let opt = image.work().parent().unwrap().join("opt");
+    for (me, other) in [(&a, &b), (&b, &a)] {
+        let event = json!({"write_marker": format!("marker-{me}"), "look_for": format!("marker-{other}"), "opt": opt});
+        queue.send(&timeout_record(&format!("req-{me}"), me, &event)).await;
+    }
+    let cmd = image
+        .runner()
+        .envs(emulator.env())
+        .env("AWS_ENDPOINT_URL", &fake.server.url)
+        .env("AWS_ACCESS_KEY_ID", RUNNER_KEY)
+        .env("IMMORTAL_FUNCTION_ROLE", "assume")
+        .env("IMMORTAL_ON_SUCCESS", &success.url)
+        // What ECS gives the runner's container, never its functions.
+        .env("ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/runner")
+        .env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/credentials/runner")
+        .args(["--queue", &queue.url, "--concurrency", "1", "--idle-timeout", "2"]);
+    let ran = run(cmd).await;
+    ran.expect_code(0);
+    let mut seen = std::collections::BTreeMap::new();
+    for message in success.receive(10, 2).await {
+        let record: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+        let request = record["requestContext"]["requestId"].as_str().unwrap().to_owned();
+        seen.insert(request, record["responsePayload"].clone());
+    }
+    assert_eq!(seen.len(), 2, "both ran: {}", ran.stderr);
+    let allowed = ["IMMORTAL_RUNNER", "IMMORTAL_NO_DEADLINE", "IMMORTAL_OVERFLOW"];
+    for (me, response) in &seen {
+        assert_eq!(
+            response["look_for"]["in_tmp"], false,
+            "{me} sees no other function's /tmp files"
+        );
+        let opt = response["opt"].as_array().unwrap();
+        if me == &format!("req-{a}") {
+            assert_eq!(opt, &vec![json!("a-layer-file")], "{me} has its layer");
+        } else {
+            assert!(
+                opt.is_empty(),
+                "{me} has no layers, and none of its neighbour's: {opt:?}"
+            );
+        }
+        assert!(
+            response["task_root_write"].as_str().unwrap().starts_with("refused"),
+            "{me}"
+        );
+        let env = response["env"].as_object().unwrap();
+        let immortal: Vec<&String> = env.keys().filter(|k| k.starts_with("IMMORTAL_")).collect();
+        assert!(
+            immortal.iter().all(|k| allowed.contains(&k.as_str())),
+            "{me}: {immortal:?}"
+        );
+        assert!(!env.values().any(|v| v.as_str().unwrap().contains(RUNNER_KEY)), "{me}");
+        for ecs in [
+            "ECS_CONTAINER_METADATA_URI_V4",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        ] {
+            assert!(!env.contains_key(ecs), "{me}: {ecs}");
+        }
+        assert_ne!(response["uid"].as_u64(), Some(u64::from(RUNNER_UID)));
+    }
+    let leftovers: Vec<String> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("marker-") && n.contains(&id))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the worker left /tmp as it found it: {leftovers:?}"
+    );
+}
