@@ -24,20 +24,31 @@ FROM ${BASE_IMAGE}
 ARG RUNTIME=provided.al2023
 # Set by BuildKit from --platform: amd64 or arm64.
 ARG TARGETARCH=amd64
-# The code cache and the layers root belong to the runner's user. /var/task becomes a
-# link to a link the runner owns and points at each function's code before it runs:
-# code that hard-codes /var/task finds its files there, and cannot change them.
+# The code cache and the layers root belong to the runner's user (10001); functions run
+# as users of their own (20000 and up) and can read them, not change them. /var/task
+# becomes a link to a link the runner owns and points at each function's code before
+# it runs: code that hard-codes /var/task finds its files there. /tmp is the task's
+# alone (Fargate gives each task its own): the runner empties what a function leaves
+# there before the next one runs.
 RUN mkdir -p /var/cache/immortal /opt \
     && rm -rf /var/task \
     && ln -s /var/cache/immortal/task /var/task \
-    && chown 10001:10001 /var/cache/immortal /opt
+    && chown 10001:10001 /var/cache/immortal /opt \
+    && chmod 1777 /tmp
 COPY --chmod=0755 target/images/${TARGETARCH}/runner /usr/local/bin/runner
+# The one program that runs as root, and only to start a function as its own user
+# (see sandbox/): setuid, executable by the runner's group alone.
+COPY --chown=0:10001 --chmod=4750 target/images/${TARGETARCH}/immortal-sandbox /usr/local/bin/immortal-sandbox
 ENV IMMORTAL_CACHE_DIR=/var/cache/immortal \
     IMMORTAL_OPT_DIR=/opt \
     IMMORTAL_RUNTIME_DIR=/var/runtime \
     IMMORTAL_IMAGE_RUNTIME=${RUNTIME} \
-    IMMORTAL_TASK_ROOT=/var/task
-# Never root: the runner, and the bootstrap it starts, run as this unprivileged user.
+    IMMORTAL_TASK_ROOT=/var/task \
+    IMMORTAL_SANDBOX=/usr/local/bin/immortal-sandbox \
+    IMMORTAL_OWN_TMP=true \
+    IMMORTAL_FUNCTION_ROLE=assume \
+    IMMORTAL_FUNCTION_LOGS=cloudwatch
+# Never root: the runner runs as this unprivileged user, each function as its own.
 USER 10001:10001
 WORKDIR /var/cache/immortal
 # Takes the place of the base image's /lambda-entrypoint.sh (the emulator).

@@ -219,6 +219,21 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
             assert!(map.contains(&format!("{runtime}=${{{name}}}")), "{runtime} in {map}");
         }
     }
+    // Each function runs as itself: its role trusts the runner's, which holds none of
+    // the functions' own rights.
+    for role in ["ThumbnailRole", "PrimesRole"] {
+        let trust = &resource(template, role)["Properties"]["AssumeRolePolicyDocument"]["Statement"];
+        assert!(
+            trust
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["Principal"]["AWS"] == serde_json::json!({"Fn::GetAtt": ["RunnerTaskRole", "Arn"]})),
+            "{role} trusts the runner: {trust}"
+        );
+    }
+    let runner_role = resource(template, "RunnerTaskRole").to_string();
+    assert!(!runner_role.contains("uploads"), "the runner holds no function's rights: {runner_role}");
     let primes = &resource(template, "PrimesLambdaFunction")["Properties"];
     assert_eq!(primes["Runtime"], "python3.12");
     let primes_config = &resource(template, "PrimesLambdaEvConf")["Properties"];
@@ -318,7 +333,7 @@ fn iam_is_least_privilege_with_no_wildcard_where_an_arn_is_known() {
     assert!(problems.is_empty(), "IAM problems:\n{}", problems.join("\n"));
     let runner = statements
         .iter()
-        .filter(|(role, _)| role == "RunnerTaskRole")
+        .filter(|(role, _)| role == "RunnerTaskRole" || role == "RunnerFunctionsPolicy")
         .collect::<Vec<_>>();
     let get_function: Vec<_> = runner
         .iter()
@@ -361,8 +376,11 @@ fn the_dockerfile_is_an_aws_base_image_plus_the_runner_and_passes_hadolint() {
     );
     assert_eq!(
         of("COPY"),
-        ["COPY --chmod=0755 target/images/${TARGETARCH}/runner /usr/local/bin/runner"],
-        "the base plus one file: the runner built and tested outside"
+        [
+            "COPY --chmod=0755 target/images/${TARGETARCH}/runner /usr/local/bin/runner",
+            "COPY --chown=0:10001 --chmod=4750 target/images/${TARGETARCH}/immortal-sandbox /usr/local/bin/immortal-sandbox"
+        ],
+        "the base plus the runner and its sandbox, built and tested outside; only the runner's group may start the sandbox"
     );
     let user = of("USER");
     assert_eq!(user.len(), 1);
