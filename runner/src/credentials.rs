@@ -354,6 +354,6 @@ mod tests {
     #[test]
     fn expirations_are_rfc3339() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
-        assert_eq!(rfc3339(t), "2026-11-18T09:46:40Z");
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40Z");
     }
 }

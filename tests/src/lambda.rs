@@ -30,11 +30,16 @@ pub async fn deploy(sdk: &SdkConfig, name: &str, zip: &[u8], env: &[(&str, &str)
 }
 
 /// The functions the tests' fixture records name (`thumbnail`, `echo`), created once per
-/// emulator (on the custom runtime, with a stand-in zip): the forwarder looks up the
-/// runtime of every function it relaunches, as it does in AWS.
+/// emulator: the forwarder looks up the runtime of every function it relaunches, as it
+/// does in AWS.
 pub async fn fixture_functions(sdk: &SdkConfig) {
+    ensure_functions(sdk, &["thumbnail", "echo"]).await;
+}
+
+/// Functions `names` on the custom runtime (a stand-in zip), unless they exist.
+pub async fn ensure_functions(sdk: &SdkConfig, names: &[&str]) {
     let client = aws_sdk_lambda::Client::new(sdk);
-    for name in ["thumbnail", "echo"] {
+    for name in names.iter().copied() {
         if client.get_function().function_name(name).send().await.is_ok() {
             continue;
         }

@@ -233,7 +233,10 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
         );
     }
     let runner_role = resource(template, "RunnerTaskRole").to_string();
-    assert!(!runner_role.contains("uploads"), "the runner holds no function's rights: {runner_role}");
+    assert!(
+        !runner_role.contains("uploads"),
+        "the runner holds no function's rights: {runner_role}"
+    );
     let primes = &resource(template, "PrimesLambdaFunction")["Properties"];
     assert_eq!(primes["Runtime"], "python3.12");
     let primes_config = &resource(template, "PrimesLambdaEvConf")["Properties"];

@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use bytes::Bytes;
 use immortal_tests::ecs::Cluster;
 use immortal_tests::emulator::{aws_env, Emulator};
-use immortal_tests::lambda::{deploy, uuid_like};
+use immortal_tests::lambda::{deploy, ensure_functions, uuid_like};
 use immortal_tests::queue::Queue;
 use immortal_tests::runner::{fixture, Ran, RunnerCmd};
 use immortal_tests::server::{Reply, Seen, TestServer};
@@ -246,6 +246,7 @@ async fn a_storm_of_1000_timeouts_with_20_percent_throttling_ends_with_exactly_o
     // Four functions' dead-letter queues, 250 timeouts each (the emulator's receive slows
     // down with queue length; four queues keep the test quick without changing what it tests).
     let mut queues = Vec::new();
+    ensure_functions(&sdk, &["thumbnail-0", "thumbnail-1", "thumbnail-2", "thumbnail-3"]).await;
     for q in 0..4 {
         let function = format!("thumbnail-{q}");
         let attributes = [
