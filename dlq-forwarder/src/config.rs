@@ -5,6 +5,7 @@ use immortal_handler_sdk::container::{
     MAX_WORKERS_VAR, MESSAGES_PER_WORKER_VAR, MIN_MEMORY_VAR, MODE_VAR, ON_DEMAND_FALLBACK_VAR, SECURITY_GROUPS_VAR,
     STARTED_BY_VAR, SUBNETS_VAR, TASK_DEFINITIONS_VAR, TASK_DEFINITION_VAR,
 };
+use immortal_handler_sdk::container::{MAX_ATTEMPTS_VAR, PAYLOAD_BUCKET_VAR};
 use immortal_overflow::settings::invalid;
 use immortal_overflow::{Lookup, OverflowSettings, SettingError};
 
@@ -71,6 +72,11 @@ pub struct Config {
     /// What the forwarder shares with the runner: the relaunch policy, the function
     /// map, where records go, the payload bucket.
     pub overflow: OverflowSettings,
+    /// `IMMORTAL_PAYLOAD_BUCKET`, required here: where every relaunched invocation's
+    /// envelope and ledger entry live.
+    pub payload_bucket: String,
+    /// `IMMORTAL_MAX_ATTEMPTS` (default 3): container attempts per invocation.
+    pub max_attempts: u32,
     /// `IMMORTAL_MODE`: `task` (default) or `drain`.
     pub mode: Mode,
 }
@@ -121,9 +127,15 @@ impl Config {
                 messages_per_worker: lookup.count(MESSAGES_PER_WORKER_VAR, 10)?,
             }),
         };
+        let overflow = OverflowSettings::read(lookup)?;
         Ok(Config {
             mode,
-            overflow: OverflowSettings::read(lookup)?,
+            payload_bucket: overflow.payload_bucket.clone().ok_or(SettingError::Missing {
+                name: PAYLOAD_BUCKET_VAR,
+                what: "the bucket for the envelopes and the ledger: the durable record of every relaunched invocation (the runner's role reads it too)",
+            })?,
+            max_attempts: lookup.count(MAX_ATTEMPTS_VAR, 3)? as u32,
+            overflow,
             cluster: lookup.required(CLUSTER_VAR, "the ECS cluster to run the runner's tasks in")?,
             task_definitions: {
                 let custom = lookup.required(
@@ -221,6 +233,7 @@ pub(crate) mod tests {
             CONTAINER_NAME_VAR,
             SUBNETS_VAR,
             SECURITY_GROUPS_VAR,
+            PAYLOAD_BUCKET_VAR,
         ] {
             let mut vars = minimal();
             vars.remove(name);

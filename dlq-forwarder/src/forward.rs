@@ -1,17 +1,27 @@
 //! One batch of queue messages: each recognised, judged by the relaunch policy, and
 //! launched as a task, or reported as a batch item failure so SQS delivers it again
-//! (and, after maxReceiveCount, parks it). Nothing is deleted that did not start a task.
+//! (and, after maxReceiveCount, parks it).
+//!
+//! Before RunTask the invocation gets its durable record: the envelope in the payload
+//! bucket and a ledger entry keyed by its request id. A message leaves the queue only
+//! when ECS accepted the task (or the ledger shows the invocation already launched or
+//! ended): from then on the ledger, not a process, holds the invocation. The same
+//! request id delivered again, or at once by several messages, starts nothing more.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
-use immortal_handler_sdk::container::PAYLOAD_BUCKET_VAR;
 use immortal_handler_sdk::record::{QueueMessage, SqsBatch};
 use immortal_handler_sdk::{Envelope, FunctionRef};
-use immortal_overflow::{Carrier, Triage, Verdict};
+use immortal_overflow::ledger::{now_ms, Entry, Ledger, LedgerError, State, Versioned};
+use immortal_overflow::{Carrier, Publisher, Triage, Verdict};
 
 use crate::config::Config;
-use crate::launch::{self, TaskRequest};
+use crate::launch::{self, LaunchError, TaskRequest};
 use crate::runtimes::{FunctionRuntimes, TaskDefinitions};
 use crate::size::{self, TaskSize};
+
+/// How long one forwarder holds an attempt it is starting before another may take over
+/// (RunTask answers in seconds; a crashed forwarder's lease runs out).
+pub const LAUNCH_LEASE_MS: u64 = 120_000;
 
 /// What became of one message.
 #[derive(Debug)]
@@ -21,6 +31,13 @@ pub enum Decision {
         /// Its ARN.
         task_arn: String,
     },
+    /// The ledger already holds this invocation: launched, or ended. Nothing started.
+    Held {
+        /// Where it stands.
+        state: State,
+        /// Its current attempt.
+        attempt: u32,
+    },
     /// Not launched: declined, passed on, or failed (never `Verdict::Relaunch`).
     Settled(Verdict),
 }
@@ -29,7 +46,7 @@ impl Decision {
     /// Whether the message may leave the queue.
     pub fn done(&self) -> bool {
         match self {
-            Decision::Launched { .. } => true,
+            Decision::Launched { .. } | Decision::Held { .. } => true,
             Decision::Settled(verdict) => verdict.done(),
         }
     }
@@ -37,23 +54,25 @@ impl Decision {
 
 /// The forwarder: configuration and AWS clients.
 pub struct Forwarder {
-    config: Config,
-    ecs: aws_sdk_ecs::Client,
-    s3: aws_sdk_s3::Client,
-    triage: Triage,
-    runtimes: FunctionRuntimes,
+    pub(crate) config: Config,
+    pub(crate) ecs: aws_sdk_ecs::Client,
+    pub(crate) ledger: Ledger,
+    pub(crate) triage: Triage,
+    pub(crate) publisher: Publisher,
+    pub(crate) runtimes: FunctionRuntimes,
 }
 
 impl Forwarder {
     /// A forwarder with clients made from `sdk`.
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Self {
-        let triage = Triage::new(sdk, &config.overflow, "forwarder");
+        let s3 = immortal_handler_sdk::aws::s3_client(sdk);
         Forwarder {
-            config,
             ecs: aws_sdk_ecs::Client::new(sdk),
-            s3: immortal_handler_sdk::aws::s3_client(sdk),
+            ledger: Ledger::new(s3, config.payload_bucket.clone()),
+            triage: Triage::new(sdk, &config.overflow, "forwarder"),
+            publisher: Publisher::new(sdk, config.overflow.payload_bucket.clone()),
             runtimes: FunctionRuntimes::new(sdk),
-            triage,
+            config,
         }
     }
 
@@ -64,8 +83,7 @@ impl Forwarder {
             // Boxed: the per-record future (triage, S3, RunTask) is deep enough to strain
             // the compiler's layout computation when nested in the runtime's service.
             let decision = Box::pin(self.forward(message)).await;
-            let retry = !decision.done();
-            if retry {
+            if !decision.done() {
                 let mut failure = BatchItemFailure::default();
                 failure.item_identifier = message.message_id.clone();
                 response.batch_item_failures.push(failure);
@@ -79,11 +97,15 @@ impl Forwarder {
         let (decision, request_id, function) = self.decide(message).await;
         let request_id = request_id.unwrap_or_default();
         let function = function.map(|f| f.label()).unwrap_or_default();
+        let message_id = &message.message_id;
         match &decision {
             Decision::Launched { task_arn } => {
-                tracing::info!(message_id = %message.message_id, request_id, function, decision = "launched", task_arn = %task_arn, "record forwarded")
+                tracing::info!(message_id, request_id, function, decision = "launched", task_arn = %task_arn, "record forwarded")
             }
-            Decision::Settled(verdict) => verdict.log(&message.message_id, &request_id, &function),
+            Decision::Held { state, attempt } => {
+                tracing::info!(message_id, request_id, function, decision = "held", state = ?state, attempt, "the ledger already holds this invocation; nothing started")
+            }
+            Decision::Settled(verdict) => verdict.log(message_id, &request_id, &function),
         }
         decision
     }
@@ -95,85 +117,199 @@ impl Forwarder {
             Verdict::Relaunch(envelope) => envelope,
             settled => return (Decision::Settled(settled), request_id, function),
         };
-        let (task_definition, size) = match self.task_definition(message, function.as_ref()).await {
+        let Some(target) = function.clone() else {
+            let reason = "the record names no function".to_owned();
+            return (Decision::Settled(Verdict::Failed { reason }), request_id, function);
+        };
+        let (task_definition, size) = match self.task_definition(&target).await {
             Ok(chosen) => chosen,
-            Err(verdict) => return (Decision::Settled(verdict), request_id, function),
+            Err(Unrunnable::Retry(reason)) => {
+                return (Decision::Settled(Verdict::Failed { reason }), request_id, function)
+            }
+            Err(Unrunnable::Never(reason)) => {
+                let verdict = self.triage.not_runnable(message, reason).await;
+                return (Decision::Settled(verdict), request_id, function);
+            }
         };
-        let carrier = match self.carrier(&envelope, &message.message_id).await {
-            Ok(carrier) => carrier,
-            Err(reason) => return (Decision::Settled(Verdict::Failed { reason }), request_id, function),
-        };
-        let label = function.as_ref().map(|f| f.label()).unwrap_or_default();
-        let request = TaskRequest {
-            size: Some(size),
-            task_definition: &task_definition,
-            environment: carrier.to_environment(),
-            token: launch::client_token(&message.message_id),
-            request_id: request_id.as_deref().unwrap_or_default(),
-            function: &label,
-        };
-        let decision = match launch::run_task(&self.ecs, &self.config, &request).await {
-            Ok(task_arn) => Decision::Launched { task_arn },
-            Err(e) => Decision::Settled(Verdict::Failed { reason: e.to_string() }),
-        };
+        let decision = self
+            .first_attempt(&envelope, &target, &task_definition, size)
+            .await
+            .unwrap_or_else(|reason| Decision::Settled(Verdict::Failed { reason }));
         (decision, request_id, function)
     }
 
-    /// The runner's task definition for the function's runtime, and the task's size for
-    /// its memory; when nothing runs it, the verdict (passed on with the reason, or kept
-    /// queued).
-    async fn task_definition(
+    /// Starts attempt 1 of `envelope`'s invocation, unless the ledger already holds it.
+    async fn first_attempt(
         &self,
-        message: &QueueMessage,
-        function: Option<&FunctionRef>,
-    ) -> Result<(String, TaskSize), Verdict> {
-        let Some(function) = function else {
-            return Err(Verdict::Failed {
-                reason: "the record names no function".into(),
-            });
-        };
-        let found = self
-            .runtimes
-            .of(function)
-            .await
-            .map_err(|reason| Verdict::Failed { reason })?;
-        let reason = match &found.runtime {
-            None => format!(
-                "{} is a container-image function; the runner runs zip functions (run its image on ECS instead)",
-                function.label()
-            ),
-            Some(runtime) => match self.config.task_definitions.choose(runtime, &found.architecture) {
-                Some(task_definition) => {
-                    if !found.subnets.is_empty() && found.subnets != self.config.subnets {
-                        tracing::warn!(
-                            function = %function.label(),
-                            function_subnets = ?found.subnets,
-                            task_subnets = ?self.config.subnets,
-                            "the function runs in other VPC subnets than its task will; what it reaches there it may not reach here"
-                        );
+        envelope: &Envelope,
+        function: &FunctionRef,
+        task_definition: &str,
+        size: TaskSize,
+    ) -> Result<Decision, String> {
+        let request_id = envelope
+            .context
+            .request_id
+            .clone()
+            .ok_or("the record has no request id")?;
+        let mut existing = match self.ledger.read(&request_id).await.map_err(|e| e.to_string())? {
+            Some(existing) => existing,
+            None => {
+                let at = self.ledger.envelope_location(&request_id, 1);
+                let digest = self
+                    .ledger
+                    .store_envelope(&at, envelope.to_json().into_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let entry = Entry {
+                    request_id: request_id.clone(),
+                    function: function.label(),
+                    attempt: 1,
+                    state: State::Launching,
+                    task: None,
+                    envelope: at.to_string(),
+                    digest,
+                    on_demand: false,
+                    lease_until_ms: now_ms() + LAUNCH_LEASE_MS,
+                    reason: None,
+                    history: Vec::new(),
+                    revision: 0,
+                };
+                match self.ledger.create(&entry).await.map_err(|e| e.to_string())? {
+                    Ok(etag) => {
+                        let mut held = Versioned { entry, etag };
+                        return self.launch(&mut held, function, task_definition, size).await;
                     }
-                    let size = size::for_function(found.memory_mb, &self.config.size_limits);
-                    return Ok((task_definition.to_owned(), size));
+                    // Another delivery of the same invocation got there first.
+                    Err(existing) => existing,
                 }
-                None => TaskDefinitions::none_for(runtime, &found.architecture),
-            },
+            }
         };
-        Err(self.triage.not_runnable(message, reason).await)
+        match existing.entry.state {
+            State::Launching if existing.entry.lease_until_ms > now_ms() => Err(format!(
+                "attempt {} of {request_id} is being started by another forwarder; this delivery waits",
+                existing.entry.attempt
+            )),
+            State::Launching => {
+                // Its starter is gone: take the lease over and finish the same attempt (the
+                // same token: if ECS had accepted it, it answers with that task).
+                existing.entry.lease_until_ms = now_ms() + LAUNCH_LEASE_MS;
+                existing.etag = self
+                    .ledger
+                    .update(&mut existing.entry, &existing.etag)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.launch(&mut existing, function, task_definition, size).await
+            }
+            state => Ok(Decision::Held {
+                state,
+                attempt: existing.entry.attempt,
+            }),
+        }
     }
 
-    /// Inline overrides when they fit, else the envelope stored in the payload bucket.
-    async fn carrier(&self, envelope: &Envelope, message_id: &str) -> Result<Carrier, String> {
-        let inline = Carrier::inline(envelope);
-        if launch::fits_overrides(&self.config.container_name, &inline.to_environment()) {
-            return Ok(inline);
-        }
-        let Some(bucket) = &self.config.overflow.payload_bucket else {
-            return Err(format!(
-                "the envelope is too large for ECS's {}-character overrides limit and {PAYLOAD_BUCKET_VAR} is not set; set it to a bucket the forwarder can write and the runner can read",
-                launch::OVERRIDES_LIMIT
-            ));
+    /// Starts the ledger entry's current attempt (the lease is held) and records its
+    /// task. Spot first when configured; after a capacity failure the entry says so
+    /// before the on-demand try, so a retry takes the same way, never both.
+    pub(crate) async fn launch(
+        &self,
+        held: &mut Versioned,
+        function: &FunctionRef,
+        task_definition: &str,
+        size: TaskSize,
+    ) -> Result<Decision, String> {
+        let carrier = Carrier::Stored {
+            at: immortal_handler_sdk::envelope::S3Location::parse(&held.entry.envelope).map_err(|e| e.to_string())?,
+            digest: Some(held.entry.digest.clone()),
         };
-        let request_id = envelope.context.request_id.as_deref().unwrap_or("unknown");
-        Carrier::store(&self.s3, Carrier::location(bucket, request_id, message_id), envelope).await
+        let (label, request_id) = (function.label(), held.entry.request_id.clone());
+        let request = TaskRequest {
+            size: Some(size),
+            task_definition,
+            environment: carrier.to_environment(),
+            token: launch::attempt_token(&request_id, held.entry.attempt),
+            request_id: &request_id,
+            function: &label,
+        };
+        let providers = !self.config.capacity_providers.is_empty();
+        let mut result = Err(LaunchError::Api("not started".into()));
+        if !held.entry.on_demand {
+            result = launch::call(&self.ecs, &self.config, &request, &request.token, providers).await;
+            if let Err(LaunchError::Capacity(reason)) = &result {
+                if providers && self.config.on_demand_fallback {
+                    tracing::warn!(request_id = %request_id, reason = %reason, "no capacity with the provider strategy; trying FARGATE on demand");
+                    held.entry.on_demand = true;
+                    held.etag = self
+                        .ledger
+                        .update(&mut held.entry, &held.etag)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        if held.entry.on_demand {
+            let token = launch::fallback_token(&request.token);
+            result = launch::call(&self.ecs, &self.config, &request, &token, false).await;
+        }
+        match result {
+            Ok(task_arn) => {
+                held.entry.state = State::Running;
+                held.entry.task = Some(task_arn.clone());
+                held.entry.lease_until_ms = 0;
+                match self.ledger.update(&mut held.entry, &held.etag).await {
+                    Ok(etag) => held.etag = etag,
+                    // The task runs; its runner moves the entry on. What matters here is
+                    // that ECS accepted it.
+                    Err(e @ LedgerError::Conflict(_)) | Err(e @ LedgerError::Store { .. }) => {
+                        tracing::warn!(error = %e, task_arn, "the task started but the ledger could not say so yet")
+                    }
+                }
+                Ok(Decision::Launched { task_arn })
+            }
+            Err(e) => {
+                // Released at once: the next delivery (or the sweep) tries this attempt again.
+                held.entry.lease_until_ms = 0;
+                if let Ok(etag) = self.ledger.update(&mut held.entry, &held.etag).await {
+                    held.etag = etag;
+                }
+                Err(e.to_string())
+            }
+        }
     }
+
+    /// The runner's task definition for the function's runtime, and the task's size for
+    /// its memory.
+    pub(crate) async fn task_definition(&self, function: &FunctionRef) -> Result<(String, TaskSize), Unrunnable> {
+        let found = self.runtimes.of(function).await.map_err(Unrunnable::Retry)?;
+        let Some(runtime) = &found.runtime else {
+            return Err(Unrunnable::Never(format!(
+                "{} is a container-image function; the runner runs zip functions (run its image on ECS instead)",
+                function.label()
+            )));
+        };
+        let Some(task_definition) = self.config.task_definitions.choose(runtime, &found.architecture) else {
+            return Err(Unrunnable::Never(TaskDefinitions::none_for(
+                runtime,
+                &found.architecture,
+            )));
+        };
+        if !found.subnets.is_empty() && found.subnets != self.config.subnets {
+            tracing::warn!(
+                function = %function.label(),
+                function_subnets = ?found.subnets,
+                task_subnets = ?self.config.subnets,
+                "the function runs in other VPC subnets than its task will; what it reaches there it may not reach here"
+            );
+        }
+        let size = size::for_function(found.memory_mb, &self.config.size_limits);
+        Ok((task_definition.to_owned(), size))
+    }
+}
+
+/// Why no task definition was chosen.
+#[derive(Debug)]
+pub(crate) enum Unrunnable {
+    /// For now (the function's configuration could not be read): try again.
+    Retry(String),
+    /// Never here (no runner for its runtime): passed on with the reason.
+    Never(String),
 }

@@ -122,7 +122,16 @@ pub async fn run_task(
     }
 }
 
-async fn call(
+/// The token for attempt `attempt` of invocation `request_id`: a retried launch of the
+/// same attempt (a redelivered message, a forwarder that crashed mid-launch) is the
+/// same RunTask to ECS, never a second task.
+pub fn attempt_token(request_id: &str, attempt: u32) -> String {
+    client_token(&format!("{request_id}/{attempt}"))
+}
+
+/// One RunTask: with the capacity provider strategy (`use_strategy`), else on-demand
+/// Fargate. Returns the task ARN.
+pub async fn call(
     ecs: &aws_sdk_ecs::Client,
     config: &Config,
     request: &TaskRequest<'_>,

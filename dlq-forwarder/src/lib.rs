@@ -5,12 +5,14 @@
 //!
 //! [`config`] (validated at init), [`forward`] (one batch), [`runtimes`] (which task
 //! definition runs a function), [`size`] (how large its task is), [`launch`] (RunTask, the overrides budget, the
-//! idempotency token), and the scaling mode ([`scale`]).
+//! idempotency token), [`reconcile`] (a stopped task without an outcome → the next
+//! attempt; the periodic sweep), and the scaling mode ([`scale`]).
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod forward;
 pub mod launch;
+pub mod reconcile;
 pub mod runtimes;
 pub mod scale;
 pub mod size;

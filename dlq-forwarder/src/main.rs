@@ -1,11 +1,16 @@
-//! The forwarder's `bootstrap`: validate the configuration, then serve SQS batches (one
-//! task per message) or scheduled ticks (the drain mode's scaler).
+//! The forwarder's `bootstrap`: validate the configuration, then serve whatever triggers
+//! it, recognised by shape: SQS batches (one task per message), ECS "Task State Change"
+//! events (a stopped task without an outcome is relaunched), and scheduled events (the
+//! sweep, and in drain mode the scaler's tick).
 
-use immortal_dlq_forwarder::config::{Config, DrainSettings, Mode};
-use immortal_dlq_forwarder::{forward::Forwarder, scale};
+use immortal_dlq_forwarder::config::{Config, Mode};
+use immortal_dlq_forwarder::forward::Forwarder;
+use immortal_dlq_forwarder::reconcile::{Reconciled, StoppedTask};
+use immortal_dlq_forwarder::scale;
 use immortal_handler_sdk::record::SqsBatch;
 use immortal_handler_sdk::{aws, init_error, logging};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::{json, Value};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
@@ -19,33 +24,40 @@ async fn main() -> Result<(), Error> {
         }
     };
     let sdk = aws::load().await;
-    match config.mode.clone() {
-        Mode::Task => Box::pin(per_message_tasks(config, sdk)).await,
-        Mode::Drain(drain) => Box::pin(scaler(config, drain, sdk)).await,
-    }
-}
-
-/// One task per message, for every SQS batch.
-async fn per_message_tasks(config: Config, sdk: aws_config::SdkConfig) -> Result<(), Error> {
-    let forwarder = Forwarder::new(config, &sdk);
-    let forwarder = &forwarder;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsBatch>| async move {
-        Ok::<_, Error>(forwarder.handle(event.payload).await)
-    }))
-    .await
-}
-
-/// Drain mode: a scaling tick for every scheduled event.
-async fn scaler(config: Config, drain: DrainSettings, sdk: aws_config::SdkConfig) -> Result<(), Error> {
     let (ecs, sqs) = (aws_sdk_ecs::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk));
-    let (config, drain, ecs, sqs) = (&config, &drain, &ecs, &sqs);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        // A schedule event's id makes a retried tick's RunTask calls idempotent.
-        let seed = event.payload["id"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or(event.context.request_id);
-        scale::tick(ecs, sqs, config, drain, &seed).await.map_err(Error::from)
+    let forwarder = Forwarder::new(config.clone(), &sdk);
+    let (config, forwarder, ecs, sqs) = (&config, &forwarder, &ecs, &sqs);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let (payload, context) = event.into_parts();
+        if payload.get("Records").is_some() {
+            let batch: SqsBatch = serde_json::from_value(payload)?;
+            return Ok::<_, Error>(serde_json::to_value(Box::pin(forwarder.handle(batch)).await)?);
+        }
+        if let Some(stopped) = StoppedTask::from_event(&payload) {
+            return match Box::pin(forwarder.reconcile(&stopped)).await {
+                // Failed, so that EventBridge's retries (and then the sweep) try again.
+                Reconciled::Failed { reason } => Err(Error::from(reason)),
+                done => Ok(serde_json::to_value(done)?),
+            };
+        }
+        if payload["detail-type"] == "Scheduled Event" {
+            let swept = Box::pin(forwarder.sweep()).await;
+            let tick = match &config.mode {
+                Mode::Task => None,
+                Mode::Drain(drain) => {
+                    // A schedule event's id makes a retried tick's RunTask calls idempotent.
+                    let seed = payload["id"].as_str().unwrap_or(&context.request_id).to_owned();
+                    Some(scale::tick(ecs, sqs, config, drain, &seed).await?)
+                }
+            };
+            return Ok(json!({"swept": swept, "tick": tick}));
+        }
+        if payload["source"] == "aws.ecs" {
+            return Ok(json!({"ignored": "a task state change other than a runner task stopping"}));
+        }
+        Err(Error::from(
+            "unrecognised event: the forwarder takes SQS batches, ECS Task State Change events and scheduled events",
+        ))
     }))
     .await
 }

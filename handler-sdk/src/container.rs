@@ -11,6 +11,8 @@ pub const CONTEXT_VAR: &str = "IMMORTAL_CONTEXT";
 /// Where a whole envelope is stored (`s3://bucket/key`). Takes the place of
 /// [`EVENT_VAR`] and [`CONTEXT_VAR`].
 pub const ENVELOPE_URL_VAR: &str = "IMMORTAL_ENVELOPE_URL";
+/// The stored envelope's SHA-256 (hex): the runner refuses one that differs.
+pub const ENVELOPE_DIGEST_VAR: &str = "IMMORTAL_ENVELOPE_DIGEST";
 
 // ---- What the runner sets for the bootstrap ----
 
@@ -70,6 +72,10 @@ pub const MODE_VAR: &str = "IMMORTAL_MODE";
 pub const MIN_MEMORY_VAR: &str = "IMMORTAL_MIN_MEMORY";
 /// The most memory (MB) a runner task gets (and a drain worker's size).
 pub const MAX_MEMORY_VAR: &str = "IMMORTAL_MAX_MEMORY";
+/// Container attempts per invocation before it is reported `RetriesExhausted` (default 3).
+pub const MAX_ATTEMPTS_VAR: &str = "IMMORTAL_MAX_ATTEMPTS";
+/// The runner container's `stopTimeout` (seconds): how long ECS waits after SIGTERM.
+pub const STOP_TIMEOUT_VAR: &str = "IMMORTAL_STOP_TIMEOUT";
 /// Drain mode: the queue the workers drain.
 pub const DRAIN_QUEUE_URL_VAR: &str = "IMMORTAL_DRAIN_QUEUE_URL";
 /// Drain mode: the most workers at once.

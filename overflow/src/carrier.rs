@@ -4,9 +4,12 @@
 //! variable names or the storage layout.
 //!
 //! - [`Carrier::Inline`]: `IMMORTAL_EVENT` and `IMMORTAL_CONTEXT`, the two halves as JSON.
-//! - [`Carrier::Stored`]: `IMMORTAL_ENVELOPE_URL`, the whole envelope in the payload bucket.
+//! - [`Carrier::Stored`]: `IMMORTAL_ENVELOPE_URL`, the whole envelope in the payload
+//!   bucket, and `IMMORTAL_ENVELOPE_DIGEST`, its SHA-256: what the forwarder launches
+//!   tasks with, so that no event ever rides in task overrides (CloudTrail, DescribeTasks
+//!   and ECS's events keep those).
 
-use immortal_handler_sdk::container::{CONTEXT_VAR, ENVELOPE_URL_VAR, EVENT_VAR};
+use immortal_handler_sdk::container::{CONTEXT_VAR, ENVELOPE_DIGEST_VAR, ENVELOPE_URL_VAR, EVENT_VAR};
 use immortal_handler_sdk::envelope::S3Location;
 use immortal_handler_sdk::{Envelope, EnvelopeError};
 
@@ -23,8 +26,13 @@ pub enum Carrier {
         /// The context JSON (may be empty: all defaults).
         context: String,
     },
-    /// The whole envelope, stored at this location.
-    Stored(S3Location),
+    /// The whole envelope, stored at `at`, with its SHA-256 (hex) when known.
+    Stored {
+        /// Where.
+        at: S3Location,
+        /// What its bytes hash to.
+        digest: Option<String>,
+    },
 }
 
 /// Why a carried envelope could not be had.
@@ -36,6 +44,16 @@ pub enum CarrierError {
     /// A half, or the stored document, is not what it must be.
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    /// The stored envelope is not the one the task was started with.
+    #[error("the envelope at {at} is not the one this task was started for: its SHA-256 is {actual}, {ENVELOPE_DIGEST_VAR} says {expected}; refusing to run it")]
+    Digest {
+        /// Where.
+        at: S3Location,
+        /// What the task was told.
+        expected: String,
+        /// What is there.
+        actual: String,
+    },
     /// The stored envelope could not be read.
     #[error("cannot read the envelope at {at}: {reason}")]
     Unreadable {
@@ -65,10 +83,15 @@ impl Carrier {
 
     /// Stores `envelope` at `at` and returns the carrier that points at it.
     pub async fn store(s3: &aws_sdk_s3::Client, at: S3Location, envelope: &Envelope) -> Result<Carrier, String> {
-        store::put_json(s3, &at, envelope.to_json().into_bytes())
+        let bytes = envelope.to_json().into_bytes();
+        let digest = crate::ledger::digest(&bytes);
+        store::put_json(s3, &at, bytes)
             .await
             .map_err(|e| format!("cannot store the envelope: {e}"))?;
-        Ok(Carrier::Stored(at))
+        Ok(Carrier::Stored {
+            at,
+            digest: Some(digest),
+        })
     }
 
     /// The container environment variables that carry it.
@@ -78,7 +101,11 @@ impl Carrier {
                 (EVENT_VAR.to_owned(), event.clone()),
                 (CONTEXT_VAR.to_owned(), context.clone()),
             ],
-            Carrier::Stored(at) => vec![(ENVELOPE_URL_VAR.to_owned(), at.to_string())],
+            Carrier::Stored { at, digest } => {
+                let mut env = vec![(ENVELOPE_URL_VAR.to_owned(), at.to_string())];
+                env.extend(digest.iter().map(|d| (ENVELOPE_DIGEST_VAR.to_owned(), d.clone())));
+                env
+            }
         }
     }
 
@@ -86,9 +113,10 @@ impl Carrier {
     /// wins over inline halves.
     pub fn from_environment(lookup: &Lookup<'_>) -> Result<Option<Carrier>, CarrierError> {
         if let Some(url) = lookup.value(ENVELOPE_URL_VAR) {
-            return Ok(Some(Carrier::Stored(
-                S3Location::parse(&url).map_err(CarrierError::Location)?,
-            )));
+            return Ok(Some(Carrier::Stored {
+                at: S3Location::parse(&url).map_err(CarrierError::Location)?,
+                digest: lookup.value(ENVELOPE_DIGEST_VAR),
+            }));
         }
         Ok(lookup.value(EVENT_VAR).map(|event| Carrier::Inline {
             event,
@@ -105,9 +133,17 @@ impl Carrier {
     {
         match self {
             Carrier::Inline { event, context } => Ok(Envelope::from_parts(event, context)?),
-            Carrier::Stored(at) => {
+            Carrier::Stored { at, digest } => {
                 let unreadable = |reason: String| CarrierError::Unreadable { at: at.clone(), reason };
                 let bytes = store::get_bytes(&s3().await, at).await.map_err(unreadable)?;
+                let actual = crate::ledger::digest(&bytes);
+                if digest.as_ref().is_some_and(|expected| *expected != actual) {
+                    return Err(CarrierError::Digest {
+                        at: at.clone(),
+                        expected: digest.clone().unwrap_or_default(),
+                        actual,
+                    });
+                }
                 let text = String::from_utf8(bytes).map_err(|_| unreadable("not UTF-8 text".into()))?;
                 tracing::info!(envelope = %at, bytes = text.len(), "envelope read from S3");
                 Ok(Envelope::from_json(&text)?)
@@ -133,7 +169,13 @@ mod tests {
             (ENVELOPE_URL_VAR.into(), "s3://b/envelopes/r/m.json".into()),
         ]);
         let carrier = Carrier::from_environment(&Lookup::new(|k| vars.get(k).cloned())).unwrap();
-        assert_eq!(carrier, Some(Carrier::Stored(Carrier::location("b", "r", "m"))));
+        assert_eq!(
+            carrier,
+            Some(Carrier::Stored {
+                at: Carrier::location("b", "r", "m"),
+                digest: None
+            })
+        );
         let vars = lookup(&[(ENVELOPE_URL_VAR.into(), "https://b/k".into())]);
         let err = Carrier::from_environment(&Lookup::new(|k| vars.get(k).cloned())).unwrap_err();
         assert!(err.to_string().starts_with(ENVELOPE_URL_VAR), "{err}");

@@ -8,6 +8,7 @@
 //! - [`queue_function`]: which function a dead-letter queue belongs to;
 //! - [`triage`]: one message → run it, decline it, pass it on, or keep it queued;
 //! - [`carrier`]: the envelope's trip into a container and back;
+//! - [`ledger`]: the durable record of every relaunched invocation;
 //! - [`publisher`]: destination records to SQS, SNS or EventBridge;
 //! - [`store`]: small JSON documents in the payload bucket.
 //!
@@ -16,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod carrier;
+pub mod ledger;
 pub mod policy;
 pub mod publisher;
 pub mod queue_function;

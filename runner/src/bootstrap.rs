@@ -341,6 +341,17 @@ impl Bootstrap {
             None => {
                 let mut command = tokio::process::Command::new(program);
                 command.current_dir(cwd).env_clear().envs(env);
+                // A runner killed outright takes its function with it, as a container's
+                // end does (the sandbox helper arranges the same for its child).
+                // SAFETY: prctl in the forked child before exec; async-signal-safe.
+                unsafe {
+                    command.pre_exec(|| {
+                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
                 command
             }
             Some(user) => {

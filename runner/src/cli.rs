@@ -139,8 +139,14 @@ pub struct Cli {
     pub timeout: Option<f64>,
 
     /// How long the bootstrap may take to exit after SIGTERM before it gets SIGKILL.
-    #[arg(long, value_name = "SECONDS", default_value = "2", env = container::GRACE_PERIOD_VAR, hide_env_values = true, value_parser = parse_seconds)]
-    pub grace_period: f64,
+    /// Default: the task's stop timeout less 5 s for the runner itself, else 2.
+    #[arg(long, value_name = "SECONDS", env = container::GRACE_PERIOD_VAR, hide_env_values = true, value_parser = parse_seconds)]
+    pub grace_period: Option<f64>,
+
+    /// The container's stopTimeout: how long ECS waits between SIGTERM and SIGKILL (set
+    /// by the task definition).
+    #[arg(long, value_name = "SECONDS", env = container::STOP_TIMEOUT_VAR, hide_env_values = true, value_parser = parse_seconds)]
+    pub stop_timeout: Option<f64>,
 
     /// Write the response (or error JSON) here instead of stdout.
     #[arg(long, short = 'o', value_name = "FILE")]

@@ -15,6 +15,9 @@ use immortal_overflow::{Carrier, OverflowSettings};
 use immortal_handler_sdk::container::FUNCTION_ROLE_VAR;
 use immortal_sandbox::FUNCTION_UIDS;
 
+use immortal_overflow::ledger::State;
+
+use crate::attempt::{Attempt, Go};
 use crate::bootstrap::{Passthrough, SandboxUser};
 use crate::code::{CodeOptions, CodeSource, Prepared};
 use crate::credentials::{FunctionCredentials, FunctionRole};
@@ -75,11 +78,20 @@ pub struct Job {
 impl Job {
     /// Runs the job with a bootstrap and returns the exit code. A failure before the
     /// bootstrap runs is reported as the invocation's outcome too, never only logged.
+    /// When the envelope is an attempt the ledger holds, the ledger hears how it went.
     pub async fn run(self, stop: StopSignal) -> Result<Exit, RunnerError> {
         let reporter = Reporter::new(&self.overflow);
         let envelope = open(&self.carrier).await?;
         let function = function_of(&envelope)?;
-        let result = async {
+        let attempt = Attempt::of(&self.carrier, self.overflow.payload_bucket.as_deref()).await;
+        if let Some(attempt) = &attempt {
+            if let Go::Superseded(why) = attempt.start().await {
+                tracing::warn!(request_id = %attempt.request_id, attempt = attempt.number, why = %why, "not run: another attempt holds this invocation, or it ended");
+                return Ok(Exit::Success);
+            }
+        }
+        let stopping = stop.clone();
+        let ran = async {
             let prepared = self
                 .code
                 .prepare(function.as_ref(), &self.code_options, aws::shared)
@@ -98,13 +110,37 @@ impl Job {
             )
             .await?;
             write_outcome(&sink, &outcome, self.output.as_deref()).await?;
-            Ok(finish(&reporter, &invocation, &outcome).await)
+            Ok((invocation, outcome))
         }
         .await;
-        if let Err(err) = &result {
-            report_unrun(&reporter, &envelope, function.as_ref(), err).await;
+        let (invocation, outcome) = match ran {
+            Ok(done) => done,
+            Err(err) => {
+                report_unrun(&reporter, &envelope, function.as_ref(), &err).await;
+                if let Some(attempt) = &attempt {
+                    attempt.end(State::Failed, Some(err.to_string())).await;
+                }
+                return Err(err);
+            }
+        };
+        if let (Some(attempt), Some(signal)) = (&attempt, *stopping.borrow()) {
+            // Stopped from outside (Spot, scale-in): nothing about the invocation failed.
+            // Said in the log first, before any call that could hang past SIGKILL.
+            let reason = format!("the task was stopped ({})", crate::outcome::signal_name(signal));
+            tracing::warn!(request_id = %invocation.request_id, attempt = attempt.number, reason = %reason, "attempt interrupted; the reconciler relaunches it");
+            attempt.end(State::Interrupted, Some(reason)).await;
+            return Ok(outcome.exit());
         }
-        result
+        let exit = finish(&reporter, &invocation, &outcome).await;
+        if let Some(attempt) = &attempt {
+            match (&outcome, exit) {
+                // Undelivered: left unended, so it runs again rather than vanish.
+                (_, Exit::Undelivered) => {}
+                (Outcome::Response { .. }, _) => attempt.end(State::Succeeded, None).await,
+                (Outcome::Failed { .. }, _) => attempt.end(State::Failed, outcome.error_type()).await,
+            }
+        }
+        Ok(exit)
     }
 }
 

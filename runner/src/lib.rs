@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod artifact;
+pub mod attempt;
 pub mod bootstrap;
 pub mod cli;
 pub mod code;

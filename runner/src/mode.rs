@@ -72,7 +72,7 @@ impl Mode {
         env.extend(cli.env.iter().cloned());
         let settings = RunSettings {
             timeout: cli.timeout.map(Duration::from_secs_f64),
-            grace: Duration::from_secs_f64(cli.grace_period),
+            grace: Duration::from_secs_f64(grace_period(cli.grace_period, cli.stop_timeout)),
             handler: cli.handler.clone(),
             function_role: cli.function_role.clone(),
             credentials_lifetime: cli.credentials_lifetime.map(Duration::from_secs_f64),
@@ -139,6 +139,19 @@ impl Mode {
     }
 }
 
+/// The bootstrap's grace after SIGTERM: as given, else what the task's stop timeout
+/// leaves after the runner's own 5 s (to record the interruption), else 2 s.
+fn grace_period(given: Option<f64>, stop_timeout: Option<f64>) -> f64 {
+    given
+        .or(stop_timeout.map(|t| (t - RUNNER_STOP_SECONDS).max(1.0)))
+        .unwrap_or(DEFAULT_GRACE_SECONDS)
+}
+
+/// What the runner keeps of the task's stop timeout for itself.
+const RUNNER_STOP_SECONDS: f64 = 5.0;
+/// The bootstrap's grace when nothing says otherwise.
+const DEFAULT_GRACE_SECONDS: f64 = 2.0;
+
 /// The shared overflow settings, through the one parser both binaries use; clap has
 /// already filled each option from its variable when the flag is absent.
 fn overflow_settings(cli: &Cli) -> Result<OverflowSettings, RunnerError> {
@@ -168,7 +181,7 @@ fn envelope_carrier(cli: &Cli) -> Result<Option<Carrier>, RunnerError> {
             return Ok(Some(Carrier::inline(&envelope)));
         }
         let at = S3Location::parse(location).map_err(|e| RunnerError::Usage(format!("--envelope: {e}")))?;
-        return Ok(Some(Carrier::Stored(at)));
+        return Ok(Some(Carrier::Stored { at, digest: None }));
     }
     let carrier = match &cli.event {
         Some(event) => Some(Carrier::Inline {
@@ -278,6 +291,14 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_grace_follows_the_tasks_stop_timeout() {
+        assert_eq!(grace_period(None, None), 2.0);
+        assert_eq!(grace_period(None, Some(120.0)), 115.0);
+        assert_eq!(grace_period(None, Some(3.0)), 1.0);
+        assert_eq!(grace_period(Some(0.5), Some(120.0)), 0.5);
+    }
 
     #[test]
     fn env_files() {

@@ -19,6 +19,10 @@ pub struct Cluster {
     pub container: String,
     /// A subnet and security group of the emulator's default VPC.
     pub network: (String, String),
+    /// The payload bucket (envelopes and the ledger).
+    pub payload_bucket: String,
+    /// An S3 client for it.
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl Cluster {
@@ -37,12 +41,21 @@ impl Cluster {
         register(&ecs, &family).await;
         let network = default_network(sdk.endpoint_url().expect("an emulator endpoint"));
         crate::lambda::fixture_functions(sdk).await;
+        let s3 = immortal_handler_sdk::aws::s3_client(sdk);
+        let payload_bucket = format!("{}-payloads", name.to_ascii_lowercase());
+        s3.create_bucket()
+            .bucket(&payload_bucket)
+            .send()
+            .await
+            .expect("create the payload bucket");
         Cluster {
             ecs,
             name: name.to_owned(),
             task_definition: family,
             container: "runner".into(),
             network,
+            payload_bucket,
+            s3,
         }
     }
 
@@ -60,7 +73,45 @@ impl Cluster {
             ("IMMORTAL_CONTAINER_NAME", self.container.clone()),
             ("IMMORTAL_SUBNETS", subnet),
             ("IMMORTAL_SECURITY_GROUPS", group),
+            ("IMMORTAL_PAYLOAD_BUCKET", self.payload_bucket.clone()),
         ]
+    }
+
+    /// The envelope `task` was started with, read from the payload bucket.
+    pub async fn task_envelope(&self, task: &Task) -> serde_json::Value {
+        let env = task_env(task);
+        let url = env.get("IMMORTAL_ENVELOPE_URL").expect("the task names its envelope");
+        let (bucket, key) = url
+            .strip_prefix("s3://")
+            .and_then(|rest| rest.split_once('/'))
+            .expect("an s3:// location");
+        let bytes = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("the stored envelope")
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        serde_json::from_slice(&bytes).expect("an envelope")
+    }
+
+    /// The ledger entry of `request_id`.
+    pub async fn ledger_entry(&self, request_id: &str) -> Option<serde_json::Value> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.payload_bucket)
+            .key(format!("ledger/{request_id}.json"))
+            .send()
+            .await
+            .ok()?;
+        serde_json::from_slice(&out.body.collect().await.ok()?.into_bytes()).ok()
     }
 
     /// Every task started in the cluster, with tags.

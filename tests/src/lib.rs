@@ -7,6 +7,7 @@
 pub mod ecs;
 pub mod emulator;
 pub mod fake_lambda;
+pub mod fargate;
 pub mod image_user;
 pub mod lambda;
 pub mod queue;

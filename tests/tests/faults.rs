@@ -125,8 +125,10 @@ async fn throttled_and_capacity_failed_records_alone_are_retried_and_each_ends_w
                 .await,
         );
     }
+    // RunTask's client token is the invocation's attempt: `<request id>/<attempt>`.
+    let token = |n: usize| format!("req-{n}/1");
     let (throttle, starve): (BTreeSet<String>, BTreeSet<String>) =
-        (ids[0..3].iter().cloned().collect(), ids[3..5].iter().cloned().collect());
+        ((0..3).map(token).collect(), (3..5).map(token).collect());
     let faults_on = Arc::new(Mutex::new(true));
     let on = faults_on.clone();
     let (t, s) = (throttle.clone(), starve.clone());
@@ -148,7 +150,7 @@ async fn throttled_and_capacity_failed_records_alone_are_retried_and_each_ends_w
         messages.extend(queue.receive(10 - messages.len() as i32, 1).await);
     }
     let response = forward(&queue, &messages, &cluster, &proxy.url, 2).await;
-    let expected: BTreeSet<String> = throttle.union(&starve).cloned().collect();
+    let expected: BTreeSet<String> = ids[0..5].iter().cloned().collect();
     assert_eq!(
         failed_ids(&response),
         expected,
@@ -170,12 +172,12 @@ async fn throttled_and_capacity_failed_records_alone_are_retried_and_each_ends_w
     let launched = launched.lock().unwrap().clone();
     assert_eq!(
         launched.keys().cloned().collect::<BTreeSet<_>>(),
-        ids.iter().cloned().collect(),
-        "every message launched"
+        (0..10).map(token).collect(),
+        "every invocation launched"
     );
     assert!(
         launched.values().all(|n| *n == 1),
-        "no message launched twice: {launched:?}"
+        "no invocation launched twice: {launched:?}"
     );
     assert_eq!(cluster.tasks().await.len(), 10);
     assert_eq!(queue.depth().await, 0);
@@ -347,10 +349,10 @@ async fn no_spot_capacity_falls_back_to_fargate_on_demand_once() {
     let id = uuid_like();
     let cluster = Cluster::create(&sdk, &format!("spot-{id}")).await;
     let queue = Queue::create(&sdk, &format!("spot-{id}"), &[("immortal:function", "thumbnail")], &[]).await;
-    let message_id = queue
+    queue
         .send_dead_letter(r#"{"k":1}"#, "req-spot", "Task timed out after 3.00 seconds")
         .await;
-    // Spot has no capacity: every call with the message's own token (the strategy call)
+    // Spot has no capacity: every call with the attempt's own token (the strategy call)
     // fails; the on-demand retry carries a token of its own.
     let (proxy, launched) = ecs_proxy(|token| (!token.ends_with("/od")).then(no_capacity));
     let messages = queue.receive(10, 1).await;
@@ -380,7 +382,7 @@ async fn no_spot_capacity_falls_back_to_fargate_on_demand_once() {
     assert_eq!(calls[1]["launchType"], "FARGATE");
     assert_eq!(
         launched.lock().unwrap().keys().cloned().collect::<Vec<_>>(),
-        [format!("{message_id}/od")]
+        ["req-spot/1/od"]
     );
     assert_eq!(cluster.tasks().await.len(), 1);
 }

@@ -62,13 +62,19 @@ async fn a_timeout_in_a_tagged_dead_letter_queue_becomes_one_task_carrying_the_e
     let tasks = cluster.tasks().await;
     assert_eq!(tasks.len(), 1);
     let env = task_env(&tasks[0]);
-    let event: Value = serde_json::from_str(&env["IMMORTAL_EVENT"]).unwrap();
+    assert_eq!(
+        env.keys().collect::<Vec<_>>(),
+        ["IMMORTAL_ENVELOPE_DIGEST", "IMMORTAL_ENVELOPE_URL"],
+        "the overrides carry the envelope's location and digest, never the event"
+    );
+    let envelope = cluster.task_envelope(&tasks[0]).await;
+    let event = envelope["event"].clone();
     assert_eq!(
         event,
         serde_json::from_str::<Value>(S3_EVENT).unwrap(),
         "the event, unchanged"
     );
-    let context: Value = serde_json::from_str(&env["IMMORTAL_CONTEXT"]).unwrap();
+    let context = envelope["context"].clone();
     assert_eq!(context["request_id"], "req-dlq-1");
     assert_eq!(
         context["invoked_function_arn"],
@@ -96,7 +102,7 @@ async fn a_destination_record_on_a_shared_queue_names_its_own_function() {
     assert_eq!(ran.json(), json!({"batchItemFailures": []}));
     let tasks = cluster.tasks().await;
     assert_eq!(tasks.len(), 1);
-    let context: Value = serde_json::from_str(&task_env(&tasks[0])["IMMORTAL_CONTEXT"]).unwrap();
+    let context = cluster.task_envelope(&tasks[0]).await["context"].clone();
     assert_eq!(
         context["invoked_function_arn"],
         "arn:aws:lambda:us-east-1:123456789012:function:thumbnail:$LATEST"
@@ -195,65 +201,106 @@ async fn a_missing_setting_fails_init_naming_it() {
 }
 
 #[tokio::test]
-async fn an_event_too_large_for_the_overrides_travels_through_s3_and_the_runner_reads_it_back() {
+async fn the_runner_reads_the_stored_envelope_back_and_refuses_one_that_changed() {
     let emulator = Emulator::shared();
     let (sdk, cluster, _) = setup(&[]).await;
     let id = uuid_like();
     let function = format!("echo-{id}");
     deploy(&sdk, &function, &bootstrap_zip_bytes(&fixture("echo")), &[]).await;
     let queue = Queue::create(&sdk, &format!("big-{id}"), &[("immortal:function", &function)], &[]).await;
-    let bucket = format!("payloads-{id}");
-    immortal_handler_sdk::aws::s3_client(&sdk)
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
 
     let event = json!({"blob": "x".repeat(10_000), "unicode": "é→✓"});
     queue
         .send_dead_letter(&event.to_string(), "req-big", "Task timed out after 3.00 seconds")
         .await;
     let messages = queue.receive(10, 1).await;
-    let ran = forward(
-        &queue.lambda_event(&messages),
-        &cluster,
-        &[("IMMORTAL_PAYLOAD_BUCKET", bucket.clone())],
-    )
-    .await;
+    let ran = forward(&queue.lambda_event(&messages), &cluster, &[]).await;
     assert_eq!(ran.json(), json!({"batchItemFailures": []}), "{}", ran.stderr);
     let tasks = cluster.tasks().await;
     let env: BTreeMap<String, String> = task_env(&tasks[0]);
-    assert_eq!(env.keys().collect::<Vec<_>>(), ["IMMORTAL_ENVELOPE_URL"]);
-    assert!(env["IMMORTAL_ENVELOPE_URL"].starts_with(&format!("s3://{bucket}/envelopes/req-big/")));
+    let url = env["IMMORTAL_ENVELOPE_URL"].clone();
+    assert_eq!(
+        url,
+        format!("s3://{}/envelopes/req-big/attempt-1.json", cluster.payload_bucket)
+    );
+    assert!(
+        !format!("{tasks:?}").contains("xxxxxxxx"),
+        "the event is nowhere in the task"
+    );
 
-    // The runner, as the task would run it: only the task's environment.
-    let task_env_vars: Vec<(&'static str, String)> =
-        vec![("IMMORTAL_ENVELOPE_URL", env["IMMORTAL_ENVELOPE_URL"].clone())];
-    let cmd = RunnerCmd::new().envs(emulator.env()).envs(task_env_vars);
-    let ran = tokio::task::spawn_blocking(move || cmd.run()).await.unwrap();
+    // The runner, as the task runs it: the task's environment and the payload bucket.
+    let run = |env: BTreeMap<String, String>| {
+        let cmd = RunnerCmd::new()
+            .envs(emulator.env())
+            .envs(env.into_iter().map(|(k, v)| (&*k.leak(), v)))
+            .envs([("IMMORTAL_PAYLOAD_BUCKET", cluster.payload_bucket.clone())]);
+        tokio::task::spawn_blocking(move || cmd.run())
+    };
+    let key = url
+        .rsplit_once(&format!("{}/", cluster.payload_bucket))
+        .unwrap()
+        .1
+        .to_owned();
+    let stored = cluster
+        .s3
+        .get_object()
+        .bucket(&cluster.payload_bucket)
+        .key(&key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    let put = |bytes: Vec<u8>| {
+        cluster
+            .s3
+            .put_object()
+            .bucket(&cluster.payload_bucket)
+            .key(&key)
+            .body(bytes.into())
+            .send()
+    };
+    let tampered = String::from_utf8(stored.to_vec()).unwrap().replace("é→✓", "evil");
+    put(tampered.into_bytes()).await.unwrap();
+    let refused = run(env.clone()).await.unwrap();
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("IMMORTAL_ENVELOPE_DIGEST") && refused.stderr.contains("refusing to run it"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stdout.is_empty(), "nothing ran");
+
+    put(stored.to_vec()).await.unwrap();
+    let ran = run(env).await.unwrap();
     ran.expect_code(0);
     let seen = ran.json();
     assert_eq!(seen["event"], event);
     assert_eq!(seen["request_id"], "req-big");
     assert_eq!(seen["function_name"], function);
+    let entry = cluster.ledger_entry("req-big").await.expect("a ledger entry");
+    assert_eq!(entry["state"], "succeeded", "{entry}");
+    assert_eq!(entry["attempt"], 1);
 }
 
 #[tokio::test]
-async fn without_a_payload_bucket_a_too_large_event_fails_and_says_so() {
-    let (_sdk, cluster, queue) = setup(&[("immortal:function", "thumbnail")]).await;
-    let event = json!({"blob": "x".repeat(10_000)});
-    let id = queue
-        .send_dead_letter(&event.to_string(), "req-big2", "Task timed out after 3.00 seconds")
-        .await;
-    let messages = queue.receive(10, 1).await;
-    let ran = forward(&queue.lambda_event(&messages), &cluster, &[]).await;
-    assert_eq!(ran.json(), json!({"batchItemFailures": [{"itemIdentifier": id}]}));
-    assert!(
-        ran.stderr.contains("IMMORTAL_PAYLOAD_BUCKET is not set"),
-        "{}",
-        ran.stderr
-    );
+async fn without_a_payload_bucket_the_forwarder_fails_init_naming_it() {
+    let (_sdk, cluster, _queue) = setup(&[]).await;
+    let ran = forward(
+        &json!({"Records": []}),
+        &cluster,
+        &[("IMMORTAL_PAYLOAD_BUCKET", String::new())],
+    )
+    .await;
+    ran.expect_code(4);
+    let error = ran.json();
+    assert_eq!(error["errorType"], "Immortal.Config");
+    let message = error["errorMessage"].as_str().unwrap();
+    assert!(message.starts_with("IMMORTAL_PAYLOAD_BUCKET is not set"), "{error}");
+    assert!(message.contains("ledger"), "{error}");
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use aws_sdk_s3::Client as S3;
-use immortal_tests::ecs::{task_env, Cluster};
+use immortal_tests::ecs::Cluster;
 use immortal_tests::emulator::Emulator;
 use immortal_tests::lambda::uuid_like;
 use immortal_tests::queue::Queue;
@@ -297,12 +297,11 @@ async fn an_early_hand_off_in_lambda_is_relaunched_by_the_forwarder_and_finishes
     );
     let tasks = cluster.tasks().await;
     assert_eq!(tasks.len(), 1);
-    let env = task_env(&tasks[0]);
-    let context: Value = serde_json::from_str(&env["IMMORTAL_CONTEXT"]).unwrap();
+    let context = cluster.task_envelope(&tasks[0]).await["context"].clone();
     assert_eq!(context["overflow"]["error_type"], "Immortal.Overflow");
 
     // The task: no clock, so the same handler carries on and writes the thumbnail.
-    let cmd = thumbnail(&event, &small, &["--context", &env["IMMORTAL_CONTEXT"]]);
+    let cmd = thumbnail(&event, &small, &["--context", &context.to_string()]);
     let in_runner = run(cmd).await;
     in_runner.expect_code(0);
     let (png, _, meta) = bucket

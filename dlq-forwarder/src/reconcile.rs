@@ -1,0 +1,437 @@
+//! The reconciler: after ECS accepted a task, the ledger holds the invocation, and this
+//! makes sure every attempt ends in an outcome. An ECS "Task State Change" event
+//! (STOPPED) for a task whose run reported no end (it never started, it was
+//! interrupted, it was killed) relaunches the invocation as its next attempt, up to
+//! `IMMORTAL_MAX_ATTEMPTS`, then reports it `RetriesExhausted` with the reason. A
+//! periodic sweep catches what the events missed: attempts whose task is gone, and
+//! launches whose starter vanished.
+
+use immortal_handler_sdk::container::ENVELOPE_URL_VAR;
+use immortal_handler_sdk::destination::{DestinationRecord, OutcomeFacts};
+use immortal_handler_sdk::envelope::S3Location;
+use immortal_handler_sdk::function_ref::LATEST;
+use immortal_handler_sdk::{Envelope, ErrorDocument, FunctionRef};
+use immortal_overflow::carrier::CarrierError;
+use immortal_overflow::ledger::{envelope_key_parts, now_ms, AttemptEnd, State, Versioned};
+use immortal_overflow::publisher::timestamp_now;
+use immortal_overflow::Carrier;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::forward::{Forwarder, Unrunnable, LAUNCH_LEASE_MS};
+
+/// A task that stopped, as ECS tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoppedTask {
+    /// Its ARN.
+    pub task_arn: String,
+    /// The envelope it was started with (from its overrides).
+    pub envelope: S3Location,
+    /// Why it stopped: stop code, stopped reason, the container's exit code and reason.
+    pub reason: String,
+}
+
+impl StoppedTask {
+    /// Recognises an EventBridge "ECS Task State Change" event for a stopped runner task
+    /// (`None` for anything else, and for tasks not started with an envelope).
+    pub fn from_event(event: &Value) -> Option<StoppedTask> {
+        if event["source"] != "aws.ecs" || event["detail-type"] != "ECS Task State Change" {
+            return None;
+        }
+        let detail = &event["detail"];
+        if detail["lastStatus"] != "STOPPED" {
+            return None;
+        }
+        Self::from_task(detail)
+    }
+
+    /// The same from a DescribeTasks task (as JSON, camelCase as ECS writes it).
+    pub fn from_task(task: &Value) -> Option<StoppedTask> {
+        let envelope = task["overrides"]["containerOverrides"]
+            .as_array()?
+            .iter()
+            .flat_map(|c| c["environment"].as_array().into_iter().flatten())
+            .find(|kv| kv["name"] == ENVELOPE_URL_VAR)?["value"]
+            .as_str()?;
+        let mut reason = format!(
+            "stop code {}: {}",
+            task["stopCode"].as_str().unwrap_or("unknown"),
+            task["stoppedReason"].as_str().unwrap_or("no reason given")
+        );
+        for container in task["containers"].as_array().into_iter().flatten() {
+            match container["exitCode"].as_i64() {
+                Some(code) => reason.push_str(&format!(
+                    "; container {} exit code {code}",
+                    container["name"].as_str().unwrap_or("?")
+                )),
+                None => reason.push_str(&format!(
+                    "; container {} did not run",
+                    container["name"].as_str().unwrap_or("?")
+                )),
+            }
+            if let Some(why) = container["reason"].as_str() {
+                reason.push_str(&format!(" ({why})"));
+            }
+        }
+        Some(StoppedTask {
+            task_arn: task["taskArn"].as_str()?.to_owned(),
+            envelope: S3Location::parse(envelope).ok()?,
+            reason,
+        })
+    }
+}
+
+/// What the reconciler did about one stopped task or ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "kebab-case")]
+pub enum Reconciled {
+    /// Nothing to do: the invocation ended, or the event is about an older attempt.
+    Nothing {
+        /// Why.
+        why: String,
+    },
+    /// Started again, as this attempt.
+    Relaunched {
+        /// The request id.
+        request_id: String,
+        /// The new attempt.
+        attempt: u32,
+        /// Its task.
+        task_arn: String,
+    },
+    /// Out of attempts: reported `RetriesExhausted`.
+    Exhausted {
+        /// The request id.
+        request_id: String,
+        /// Why the last attempt ended.
+        reason: String,
+    },
+    /// Could not act now; the sweep tries again.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Forwarder {
+    /// Acts on a stopped task.
+    pub async fn reconcile(&self, stopped: &StoppedTask) -> Reconciled {
+        let Some((request_id, attempt)) = envelope_key_parts(&stopped.envelope.key) else {
+            return nothing(format!("{} names no invocation attempt", stopped.envelope));
+        };
+        let result = self
+            .reconcile_entry(&request_id, attempt, Some(&stopped.task_arn), &stopped.reason)
+            .await;
+        let outcome = result.unwrap_or_else(|reason| Reconciled::Failed { reason });
+        log(&outcome, &request_id);
+        outcome
+    }
+
+    async fn reconcile_entry(
+        &self,
+        request_id: &str,
+        attempt: u32,
+        task: Option<&str>,
+        reason: &str,
+    ) -> Result<Reconciled, String> {
+        let Some(mut held) = self.ledger.read(request_id).await.map_err(|e| e.to_string())? else {
+            return Ok(nothing(format!("{request_id} has no ledger entry")));
+        };
+        let entry = &held.entry;
+        if entry.state.ended() {
+            return Ok(nothing(format!("{request_id} ended ({:?})", entry.state)));
+        }
+        if entry.state == State::Launching {
+            // A launch under way, or one that stalled (its RunTask failed, its starter
+            // vanished): finished now, whichever attempt the event was about.
+            return self.resume_launch(&mut held).await.map(|done| {
+                done.unwrap_or_else(|| {
+                    nothing(format!(
+                        "attempt {} of {request_id} is being started",
+                        held.entry.attempt
+                    ))
+                })
+            });
+        }
+        if entry.attempt != attempt || (task.is_some() && entry.task.as_deref() != task) {
+            return Ok(nothing(format!(
+                "the stopped task ran attempt {attempt}; {request_id} is at attempt {}",
+                entry.attempt
+            )));
+        }
+        let reason = match &entry.reason {
+            // The runner said why it stopped (interrupted); ECS says how.
+            Some(own) => format!("{own}; {reason}"),
+            None => reason.to_owned(),
+        };
+        let envelope = match self.envelope(&entry.envelope, &entry.digest).await {
+            Ok(envelope) => envelope,
+            // Not the envelope the invocation was launched with: nothing may run it, and
+            // its event cannot be trusted into a record either.
+            Err(e @ CarrierError::Digest { .. }) => {
+                return self.exhaust(&mut held, None, &format!("{reason}; {e}")).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let function = FunctionRef::parse(&entry.function).map_err(|e| e.to_string())?;
+        if entry.attempt >= self.config.max_attempts {
+            return self.exhaust(&mut held, Some(&envelope), &reason).await;
+        }
+        let (task_definition, size) = match self.task_definition(&function).await {
+            Ok(chosen) => chosen,
+            Err(Unrunnable::Retry(why)) => return Err(why),
+            Err(Unrunnable::Never(why)) => {
+                return self
+                    .exhaust(&mut held, Some(&envelope), &format!("{reason}; {why}"))
+                    .await
+            }
+        };
+        // The next attempt: the same request id, event and context, one attempt on.
+        let mut next = envelope;
+        if let Some(overflow) = next.context.overflow.as_mut() {
+            overflow.attempt += 1;
+        }
+        let number = held.entry.attempt + 1;
+        let at = self.ledger.envelope_location(request_id, number);
+        let digest = self
+            .ledger
+            .store_envelope(&at, next.to_json().into_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let ended = AttemptEnd {
+            attempt: held.entry.attempt,
+            task: held.entry.task.take(),
+            reason,
+        };
+        let entry = &mut held.entry;
+        entry.history.push(ended);
+        entry.attempt = number;
+        entry.state = State::Launching;
+        entry.envelope = at.to_string();
+        entry.digest = digest;
+        entry.on_demand = false;
+        entry.reason = None;
+        entry.lease_until_ms = now_ms() + LAUNCH_LEASE_MS;
+        // A conflict: someone else (another event, the sweep) moved it on first.
+        held.etag = self
+            .ledger
+            .update(&mut held.entry, &held.etag)
+            .await
+            .map_err(|e| e.to_string())?;
+        match self.launch(&mut held, &function, &task_definition, size).await? {
+            crate::forward::Decision::Launched { task_arn } => Ok(Reconciled::Relaunched {
+                request_id: request_id.to_owned(),
+                attempt: number,
+                task_arn,
+            }),
+            other => Err(format!("not launched: {other:?}")),
+        }
+    }
+
+    /// Out of attempts: the failure record, with the reason, then the ledger says so.
+    /// Without a trustworthy `envelope` the record carries no request payload.
+    async fn exhaust(
+        &self,
+        held: &mut Versioned,
+        envelope: Option<&Envelope>,
+        reason: &str,
+    ) -> Result<Reconciled, String> {
+        let entry = &held.entry;
+        let message = format!(
+            "RequestId: {} Error: the invocation's {} container attempts ended without an outcome; the last: {reason}",
+            entry.request_id, entry.attempt
+        );
+        let error = ErrorDocument::new("Immortal.AttemptsExhausted", message).to_json();
+        let null = serde_json::value::RawValue::from_string("null".into()).expect("null is JSON");
+        let context = envelope.map(|e| &e.context);
+        let arn = context
+            .and_then(|c| c.invoked_function_arn.clone())
+            .unwrap_or_else(|| entry.function.clone());
+        let record = DestinationRecord::outcome(OutcomeFacts {
+            request_id: &entry.request_id,
+            function_arn: &arn,
+            executed_version: context.and_then(|c| c.function_version.as_deref()).unwrap_or(LATEST),
+            invoke_count: context
+                .and_then(|c| c.overflow.as_ref())
+                .map(|o| o.attempt)
+                .unwrap_or(entry.attempt),
+            request_payload: envelope.map(|e| &*e.event).unwrap_or(&null),
+            success: false,
+            response: error.as_bytes(),
+            timestamp: timestamp_now(),
+            marker: ("forwarder", env!("CARGO_PKG_VERSION")),
+        });
+        match &self.config.overflow.on_failure {
+            Some(target) => {
+                self.publisher
+                    .publish(target, &record)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            None => tracing::error!(
+                record = %serde_json::to_string(&record).unwrap_or_default(),
+                "out of attempts and no failure destination is set; here is the record in full"
+            ),
+        }
+        held.entry.state = State::Exhausted;
+        held.entry.reason = Some(reason.to_owned());
+        held.etag = self
+            .ledger
+            .update(&mut held.entry, &held.etag)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Reconciled::Exhausted {
+            request_id: held.entry.request_id.clone(),
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// The attempt's envelope, checked against its digest.
+    async fn envelope(&self, location: &str, digest: &str) -> Result<Envelope, CarrierError> {
+        let at = S3Location::parse(location).map_err(CarrierError::Location)?;
+        let carrier = Carrier::Stored {
+            at,
+            digest: Some(digest.to_owned()),
+        };
+        carrier.open(|| async { self.ledger.s3().clone() }).await
+    }
+
+    /// The periodic sweep: every invocation not ended whose attempt's task is gone (a
+    /// missed event) is reconciled; a launch whose starter vanished is finished.
+    pub async fn sweep(&self) -> Vec<Reconciled> {
+        let ids = match self.ledger.live().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "the sweep cannot list the ledger");
+                return vec![];
+            }
+        };
+        let mut done = Vec::new();
+        for request_id in ids {
+            let outcome = match self.sweep_one(&request_id).await {
+                Ok(Some(outcome)) => outcome,
+                Ok(None) => continue,
+                Err(reason) => Reconciled::Failed { reason },
+            };
+            log(&outcome, &request_id);
+            done.push(outcome);
+        }
+        done
+    }
+
+    async fn sweep_one(&self, request_id: &str) -> Result<Option<Reconciled>, String> {
+        let Some(mut held) = self.ledger.read(request_id).await.map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let entry = held.entry.clone();
+        match (entry.state, entry.task.as_deref()) {
+            (State::Launching, _) => self.resume_launch(&mut held).await,
+            (State::Running | State::Interrupted, Some(task)) => {
+                let Some(reason) = self.stopped(task).await? else {
+                    return Ok(None);
+                };
+                self.reconcile_entry(request_id, entry.attempt, Some(task), &reason)
+                    .await
+                    .map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Finishes the launch of the entry's current attempt when nobody holds it (its lease
+    /// ran out or was released): the same attempt, the same client token, so a launch
+    /// ECS had in fact accepted answers with its task instead of starting another.
+    /// `None` while another holds it.
+    async fn resume_launch(&self, held: &mut Versioned) -> Result<Option<Reconciled>, String> {
+        if held.entry.lease_until_ms > now_ms() {
+            return Ok(None);
+        }
+        let function = FunctionRef::parse(&held.entry.function).map_err(|e| e.to_string())?;
+        let (task_definition, size) = match self.task_definition(&function).await {
+            Ok(chosen) => chosen,
+            Err(Unrunnable::Retry(why) | Unrunnable::Never(why)) => return Err(why),
+        };
+        held.entry.lease_until_ms = now_ms() + LAUNCH_LEASE_MS;
+        held.etag = self
+            .ledger
+            .update(&mut held.entry, &held.etag)
+            .await
+            .map_err(|e| e.to_string())?;
+        match self.launch(held, &function, &task_definition, size).await? {
+            crate::forward::Decision::Launched { task_arn } => Ok(Some(Reconciled::Relaunched {
+                request_id: held.entry.request_id.clone(),
+                attempt: held.entry.attempt,
+                task_arn,
+            })),
+            other => Err(format!("not launched: {other:?}")),
+        }
+    }
+
+    /// Why `task` stopped, if it did (or is gone).
+    async fn stopped(&self, task: &str) -> Result<Option<String>, String> {
+        let out = self
+            .ecs
+            .describe_tasks()
+            .cluster(&self.config.cluster)
+            .tasks(task)
+            .send()
+            .await
+            .map_err(|e| immortal_handler_sdk::aws::describe_error(&e))?;
+        if let Some(found) = out.tasks().first() {
+            if found.last_status() != Some("STOPPED") {
+                return Ok(None);
+            }
+            let exit = found
+                .containers()
+                .iter()
+                .map(|c| format!("container {} exit code {:?}", c.name().unwrap_or("?"), c.exit_code()))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Ok(Some(format!(
+                "stop code {}: {}; {exit} (found by the sweep)",
+                found.stop_code().map(|c| c.as_str()).unwrap_or("unknown"),
+                found.stopped_reason().unwrap_or("no reason given")
+            )));
+        }
+        Ok(Some("the task is gone from ECS (found by the sweep)".to_owned()))
+    }
+}
+
+fn nothing(why: String) -> Reconciled {
+    Reconciled::Nothing { why }
+}
+
+fn log(outcome: &Reconciled, request_id: &str) {
+    match outcome {
+        Reconciled::Nothing { why } => tracing::info!(request_id, decision = "nothing", why = %why, "task stopped"),
+        Reconciled::Relaunched { attempt, task_arn, .. } => {
+            tracing::warn!(request_id, decision = "relaunched", attempt, task_arn = %task_arn, "the attempt ended without an outcome; relaunched")
+        }
+        Reconciled::Exhausted { reason, .. } => {
+            tracing::error!(request_id, decision = "exhausted", reason = %reason, "out of attempts; reported RetriesExhausted")
+        }
+        Reconciled::Failed { reason } => {
+            tracing::error!(request_id, decision = "failed", reason = %reason, "could not reconcile now; the sweep tries again")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stopped_runner_tasks_are_recognised_with_their_reason() {
+        let event: Value = serde_json::from_str(include_str!("../fixtures/ecs-task-stopped.json")).unwrap();
+        let stopped = StoppedTask::from_event(&event).unwrap();
+        assert_eq!(stopped.envelope.key, "envelopes/req-1/attempt-2.json");
+        assert!(stopped.reason.contains("SpotInterruption"), "{}", stopped.reason);
+        assert!(stopped.reason.contains("exit code 143"), "{}", stopped.reason);
+        let mut running = event.clone();
+        running["detail"]["lastStatus"] = "RUNNING".into();
+        assert_eq!(StoppedTask::from_event(&running), None);
+        let mut other = event;
+        other["source"] = "aws.ec2".into();
+        assert_eq!(StoppedTask::from_event(&other), None);
+    }
+}

@@ -1,0 +1,389 @@
+//! The ledger: one durable record per relaunched invocation, kept beside the envelopes
+//! in the payload bucket, so that after ECS accepts a task no process is the only holder
+//! of an invocation. Keyed by the original request id (`ledger/<request id>.json`),
+//! written with S3's conditional writes: `If-None-Match: *` creates an entry once,
+//! `If-Match` on its ETag updates it only if nobody else did in between. A marker under
+//! `ledger/live/` exists while the invocation has not ended, for the sweep to find.
+//!
+//! The forwarder creates the entry and launches attempts; the runner records how its
+//! attempt ended; the reconciler (the forwarder again, on ECS's task events and on a
+//! schedule) relaunches an attempt whose task stopped without an end.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_sdk_s3::primitives::ByteStream;
+use immortal_handler_sdk::aws::describe_error;
+use immortal_handler_sdk::envelope::S3Location;
+use serde::{Deserialize, Serialize};
+
+use crate::store;
+
+/// Where an invocation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// An attempt is being started (a forwarder holds the lease).
+    Launching,
+    /// An attempt's task was accepted by ECS (or a drain worker runs it).
+    Running,
+    /// The attempt was stopped from outside (Spot, scale-in); it will be relaunched.
+    Interrupted,
+    /// It ended with a response.
+    Succeeded,
+    /// It ended with an error (the function's, or one before it could run).
+    Failed,
+    /// Its attempts ran out; reported as `RetriesExhausted`.
+    Exhausted,
+}
+
+impl State {
+    /// Whether the invocation has ended (nothing more will run for it).
+    pub fn ended(self) -> bool {
+        matches!(self, State::Succeeded | State::Failed | State::Exhausted)
+    }
+}
+
+/// How an earlier attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptEnd {
+    /// Its number.
+    pub attempt: u32,
+    /// Its task, if one was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Why it ended: the task's stop code, exit code and reason.
+    pub reason: String,
+}
+
+/// One invocation's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The original request id.
+    pub request_id: String,
+    /// The function (name or ARN, with its qualifier).
+    pub function: String,
+    /// The current container attempt, from 1 (Lambda's own attempts do not count).
+    pub attempt: u32,
+    /// Where it stands.
+    pub state: State,
+    /// The current attempt's task, once ECS accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The current attempt's envelope.
+    pub envelope: String,
+    /// SHA-256 (hex) of that envelope's bytes.
+    pub digest: String,
+    /// The current attempt went to on-demand Fargate after Spot had no capacity: a
+    /// retried launch takes the same way (and token), never both.
+    #[serde(default)]
+    pub on_demand: bool,
+    /// Until when (epoch ms) the one starting an attempt holds it; after that another
+    /// may take over.
+    pub lease_until_ms: u64,
+    /// Why the current attempt ended, when it did without an outcome (or how).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Earlier attempts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AttemptEnd>,
+    /// Bumped on every write (so an unchanged-looking rewrite still changes the ETag).
+    pub revision: u64,
+}
+
+/// Why the ledger could not be read or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// S3 failed.
+    #[error("the ledger at {at}: {reason}")]
+    Store {
+        /// Where.
+        at: String,
+        /// Why.
+        reason: String,
+    },
+    /// Someone else wrote the entry in between (retry from a fresh read).
+    #[error("the ledger entry {0} changed meanwhile")]
+    Conflict(String),
+}
+
+/// The ledger in one payload bucket.
+#[derive(Clone)]
+pub struct Ledger {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+/// An entry as read, with the ETag that guards the next write.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// The entry.
+    pub entry: Entry,
+    /// Its ETag.
+    pub etag: String,
+}
+
+/// Epoch milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+impl Ledger {
+    /// The ledger in `bucket`.
+    pub fn new(s3: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        Ledger {
+            s3,
+            bucket: bucket.into(),
+        }
+    }
+
+    /// The S3 client it writes with.
+    pub fn s3(&self) -> &aws_sdk_s3::Client {
+        &self.s3
+    }
+
+    /// Where an attempt's envelope is stored.
+    pub fn envelope_location(&self, request_id: &str, attempt: u32) -> S3Location {
+        S3Location {
+            bucket: self.bucket.clone(),
+            key: format!("{ENVELOPES}{}/attempt-{attempt}.json", key_safe(request_id)),
+        }
+    }
+
+    fn entry_key(request_id: &str) -> String {
+        format!("{LEDGER}{}.json", key_safe(request_id))
+    }
+
+    fn live_key(request_id: &str) -> String {
+        format!("{LIVE}{}", key_safe(request_id))
+    }
+
+    /// Creates `entry` unless one exists: `Ok(Ok(etag))` when created, `Ok(Err(existing))`
+    /// when another was there first.
+    pub async fn create(&self, entry: &Entry) -> Result<Result<String, Versioned>, LedgerError> {
+        let key = Self::entry_key(&entry.request_id);
+        match self.put(&key, entry, Condition::Absent).await {
+            Ok(etag) => {
+                self.mark_live(&entry.request_id, true).await?;
+                Ok(Ok(etag))
+            }
+            Err(LedgerError::Conflict(_)) => match self.read(&entry.request_id).await? {
+                Some(existing) => Ok(Err(existing)),
+                None => Err(LedgerError::Conflict(key)),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The entry of `request_id`, if any.
+    pub async fn read(&self, request_id: &str) -> Result<Option<Versioned>, LedgerError> {
+        let key = Self::entry_key(request_id);
+        let out = match self.s3.get_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(self.error(&key, describe_error(&e))),
+        };
+        let etag = out.e_tag.clone().unwrap_or_default();
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.error(&key, e.to_string()))?
+            .into_bytes();
+        let entry = serde_json::from_slice(&bytes).map_err(|e| self.error(&key, format!("not a ledger entry: {e}")))?;
+        Ok(Some(Versioned { entry, etag }))
+    }
+
+    /// Writes `entry` over the version read (`etag`); a conflict means someone else
+    /// wrote it meanwhile.
+    pub async fn update(&self, entry: &mut Entry, etag: &str) -> Result<String, LedgerError> {
+        entry.revision += 1;
+        let key = Self::entry_key(&entry.request_id);
+        let etag = self.put(&key, entry, Condition::Matches(etag)).await?;
+        if entry.state.ended() {
+            self.mark_live(&entry.request_id, false).await?;
+        }
+        Ok(etag)
+    }
+
+    /// Reads, changes with `change` (which returns false to leave it as it is) and writes
+    /// back, again from a fresh read when someone else wrote in between. Returns the
+    /// entry as written (or as found, unchanged).
+    pub async fn modify(
+        &self,
+        request_id: &str,
+        mut change: impl FnMut(&mut Entry) -> bool,
+    ) -> Result<Option<Entry>, LedgerError> {
+        for _ in 0..8 {
+            let Some(Versioned { mut entry, etag }) = self.read(request_id).await? else {
+                return Ok(None);
+            };
+            if !change(&mut entry) {
+                return Ok(Some(entry));
+            }
+            match self.update(&mut entry, &etag).await {
+                Ok(_) => return Ok(Some(entry)),
+                Err(LedgerError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(LedgerError::Conflict(Self::entry_key(request_id)))
+    }
+
+    /// The request ids of invocations that have not ended.
+    pub async fn live(&self) -> Result<Vec<String>, LedgerError> {
+        let mut ids = Vec::new();
+        let mut next = None;
+        loop {
+            let page = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(LIVE)
+                .set_continuation_token(next)
+                .send()
+                .await
+                .map_err(|e| self.error(LIVE, describe_error(&e)))?;
+            ids.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key()?.strip_prefix(LIVE).map(str::to_owned)),
+            );
+            next = page.next_continuation_token;
+            if next.is_none() {
+                return Ok(ids);
+            }
+        }
+    }
+
+    /// Stores an attempt's envelope document; returns its SHA-256 (hex).
+    pub async fn store_envelope(&self, at: &S3Location, bytes: Vec<u8>) -> Result<String, LedgerError> {
+        let digest = digest(&bytes);
+        store::put_json(&self.s3, at, bytes)
+            .await
+            .map_err(|reason| self.error(&at.key, reason))?;
+        Ok(digest)
+    }
+
+    async fn mark_live(&self, request_id: &str, live: bool) -> Result<(), LedgerError> {
+        let key = Self::live_key(request_id);
+        let result = if live {
+            self.s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .body(ByteStream::from_static(b""))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| describe_error(&e))
+        } else {
+            self.s3
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| describe_error(&e))
+        };
+        result.map_err(|reason| self.error(&key, reason))
+    }
+
+    async fn put(&self, key: &str, entry: &Entry, condition: Condition<'_>) -> Result<String, LedgerError> {
+        let body = serde_json::to_vec(entry).expect("a ledger entry serializes");
+        let mut put = self
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body));
+        put = match condition {
+            Condition::Absent => put.if_none_match("*"),
+            Condition::Matches(etag) => put.if_match(etag),
+        };
+        match put.send().await {
+            Ok(out) => Ok(out.e_tag.unwrap_or_default()),
+            Err(e) => {
+                let code = e.raw_response().map(|r| r.status().as_u16());
+                // 412: the precondition did not hold; 409: a concurrent conditional write.
+                if matches!(code, Some(412) | Some(409)) {
+                    Err(LedgerError::Conflict(key.to_owned()))
+                } else {
+                    Err(self.error(key, describe_error(&e)))
+                }
+            }
+        }
+    }
+
+    fn error(&self, key: &str, reason: String) -> LedgerError {
+        LedgerError::Store {
+            at: format!("s3://{}/{key}", self.bucket),
+            reason,
+        }
+    }
+}
+
+/// A conditional write.
+enum Condition<'a> {
+    /// Only if no object is there.
+    Absent,
+    /// Only if the object still has this ETag.
+    Matches(&'a str),
+}
+
+/// The prefix of stored envelopes.
+pub const ENVELOPES: &str = "envelopes/";
+/// The prefix of ledger entries.
+pub const LEDGER: &str = "ledger/";
+/// The prefix of live markers.
+pub const LIVE: &str = "ledger/live/";
+
+/// SHA-256 of `bytes`, hex.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A request id as one key segment (request ids are UUIDs; anything else is kept safe).
+fn key_safe(request_id: &str) -> String {
+    request_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The request id and attempt an envelope key names
+/// (`envelopes/<request id>/attempt-<n>.json`).
+pub fn envelope_key_parts(key: &str) -> Option<(String, u32)> {
+    let rest = key.strip_prefix(ENVELOPES)?;
+    let (request_id, file) = rest.split_once('/')?;
+    let attempt = file.strip_prefix("attempt-")?.strip_suffix(".json")?.parse().ok()?;
+    Some((request_id.to_owned(), attempt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_keys_name_their_invocation_and_attempt() {
+        assert_eq!(
+            envelope_key_parts("envelopes/3f2a-1/attempt-2.json"),
+            Some(("3f2a-1".into(), 2))
+        );
+        assert_eq!(envelope_key_parts("envelopes/x/m-1.json"), None);
+        assert_eq!(key_safe("a/b c"), "a_b_c");
+        assert!(State::Exhausted.ended() && !State::Interrupted.ended());
+        assert_eq!(digest(b"").len(), 64);
+    }
+}
