@@ -215,9 +215,10 @@ impl Writer<'_> {
     /// Never follows a link while writing: each folder is created with `mkdir` (which
     /// does not follow a link at its name) or, if something is there already, accepted
     /// only when it is a real folder; files are created new, without following a link
-    /// at their name, in folders so checked. Afterwards every folder written into is
-    /// resolved again and must be itself under `dest`: links kept in the tree may point
-    /// anywhere (Lambda allows that), but nothing was written through one.
+    /// at their name, in folders so checked. Afterwards every folder written into must
+    /// still be a real folder, so every path of the tree resolves to itself under
+    /// `dest`: links kept in the tree may point anywhere (Lambda allows that), but
+    /// nothing was written through one.
     pub fn write<S: Sync, C: Contents<S>>(
         &self,
         plan: &Plan<S>,
@@ -285,26 +286,26 @@ impl Writer<'_> {
             },
         )?;
 
-        // Nothing was written through a link: every folder resolves to itself.
-        let root = dest.canonicalize().map_err(CodeError::io("cannot resolve", dest))?;
+        // Nothing was written through a link: every folder written into is, now that
+        // all is in place, a real folder. Checked parents first, that makes each one's
+        // canonical path its own path under `dest` (one lstat each, where resolving
+        // every path again would read every component of it).
         let dirs: Vec<&Path> = levels.iter().flatten().copied().collect();
         each(
             threads,
             &dirs,
             || Ok(()),
             |_, rel| {
-                let real = dest
-                    .join(rel)
-                    .canonicalize()
-                    .map_err(CodeError::io("cannot resolve", dest.join(rel)))?;
-                if real != root.join(rel) {
-                    return Err(CodeError::UnsafeEntry {
+                let path = dest.join(rel);
+                match std::fs::symlink_metadata(&path) {
+                    Ok(meta) if meta.is_dir() => Ok(()),
+                    Ok(_) => Err(CodeError::UnsafeEntry {
                         archive: self.label.to_owned(),
                         entry: rel.display().to_string(),
-                        why: "resolves outside the folder after unpacking (written through a link)",
-                    });
+                        why: "is no longer a folder after unpacking (something was written through a link)",
+                    }),
+                    Err(e) => Err(CodeError::io("cannot inspect", path)(e)),
                 }
-                Ok(())
             },
         )?;
         Ok(budget.written.into_inner())
