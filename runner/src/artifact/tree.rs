@@ -287,9 +287,9 @@ impl Writer<'_> {
         )?;
 
         // Nothing was written through a link: every folder written into is, now that
-        // all is in place, a real folder. Checked parents first, that makes each one's
-        // canonical path its own path under `dest` (one lstat each, where resolving
-        // every path again would read every component of it).
+        // all is in place, a real folder. With every folder of every path so checked,
+        // each path's canonical path is its own under `dest` (one lstat per folder,
+        // where resolving every path again would read each of its components).
         let dirs: Vec<&Path> = levels.iter().flatten().copied().collect();
         each(
             threads,
