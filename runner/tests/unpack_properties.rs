@@ -118,7 +118,7 @@ fn expected(zip_path: &Path) -> Option<BTreeMap<PathBuf, Kind>> {
     let mut model: BTreeMap<PathBuf, Kind> = BTreeMap::new();
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).unwrap();
-        let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
+        let name = entry.name().unwrap().into_owned();
         let mut rel = PathBuf::new();
         for c in Path::new(&name).components() {
             match c {

@@ -13,6 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use zip::read::ZipFileEntry;
 use zip::ZipArchive;
 
 use super::tree::{self, Contents, Node, Plan, Sink};
@@ -58,7 +59,7 @@ pub fn unpack_with(archive: &Path, dest: &Path, limit: u64, threads: usize) -> R
     for i in 0..zip.len() {
         let entry = zip.by_index_data(i).map_err(|e| not_a_zip(e.to_string()))?;
         declared = declared.saturating_add(entry.size());
-        let name = entry_name(entry.name_raw());
+        let name = entry_name(&entry);
         let unsafe_entry = |why| CodeError::UnsafeEntry {
             archive: label.clone(),
             entry: name.clone(),
@@ -113,7 +114,7 @@ impl Entries<'_> {
     fn name(&self, index: usize) -> String {
         self.zip
             .by_index_data(index)
-            .map(|e| entry_name(e.name_raw()))
+            .map(|e| entry_name(&e))
             .unwrap_or_default()
     }
 
@@ -172,10 +173,13 @@ fn check_link_target(target: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// The entry's name as text (lossy when it is not UTF-8; the zip crate decodes CP437
-/// names without the UTF-8 flag the same way for display).
-fn entry_name(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).into_owned()
+/// The entry's name as text: UTF-8, or CP437 for names without the UTF-8 flag (as the
+/// zip crate decodes them), else the raw bytes read leniently.
+fn entry_name(entry: &ZipFileEntry<'_>) -> String {
+    entry
+        .name()
+        .map(|name| name.into_owned())
+        .unwrap_or_else(|_| String::from_utf8_lossy(entry.name_raw()).into_owned())
 }
 
 /// The entry name as a relative path with no way out of the folder.
@@ -298,6 +302,28 @@ mod tests {
         assert!(check_link_target(b"").is_err());
         assert!(check_link_target(b"a\0b").is_err());
         assert!(check_link_target(&[b'a'; 4096]).is_err());
+    }
+
+    #[test]
+    fn names_without_the_utf8_flag_are_cp437() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip_path = dir.path().join("legacy.zip");
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        zip.start_file("cafX.txt", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut zip, b"x").unwrap();
+        let mut bytes = zip.finish().unwrap().into_inner();
+        // An ASCII name carries no UTF-8 flag; 0x82 is `é` in CP437 (and not UTF-8).
+        for at in 0..bytes.len() - 8 {
+            if &bytes[at..at + 8] == b"cafX.txt" {
+                bytes[at + 3] = 0x82;
+            }
+        }
+        std::fs::write(&zip_path, bytes).unwrap();
+        let dest = dir.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        unpack(&zip_path, &dest, 1 << 20).unwrap();
+        assert_eq!(std::fs::read(dest.join("caf\u{e9}.txt")).unwrap(), b"x");
     }
 
     #[test]
