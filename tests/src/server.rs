@@ -3,7 +3,6 @@
 //! the emulator cannot: a Lambda API that serves layers, a flaky download host, a
 //! fault-injecting proxy.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -73,6 +72,10 @@ pub enum Reply {
     },
     /// Pass the request on, then show `observe` the upstream's status and body.
     ForwardThen(Observer),
+    /// The reply, after a pause (a slow server: widens a race).
+    After(std::time::Duration, Box<Reply>),
+    /// Close the connection without answering (a server gone away mid-download).
+    HangUp,
 }
 
 impl Reply {
@@ -158,9 +161,7 @@ impl TestServer {
                         let service = hyper::service::service_fn(move |req| {
                             let (handler, log, upstream, client) =
                                 (handler.clone(), log.clone(), upstream.clone(), client.clone());
-                            async move {
-                                Ok::<_, Infallible>(serve(req, &*handler, &log, upstream.as_deref(), &client).await)
-                            }
+                            async move { serve(req, &*handler, &log, upstream.as_deref(), &client).await }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -191,7 +192,7 @@ async fn serve(
     log: &Mutex<Vec<Seen>>,
     upstream: Option<&str>,
     client: &reqwest::Client,
-) -> hyper::Response<Body> {
+) -> Result<hyper::Response<Body>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let seen = Seen {
@@ -213,9 +214,17 @@ async fn serve(
     };
     log.lock().unwrap().push(seen.clone());
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    match handler(&seen) {
+    let mut reply = handler(&seen);
+    while let Reply::After(pause, then) = reply {
+        tokio::time::sleep(pause).await;
+        reply = *then;
+    }
+    Ok(match reply {
         Reply::Forward => forward(&seen, path, upstream, client, None).await,
         Reply::ForwardThen(observe) => forward(&seen, path, upstream, client, Some(observe)).await,
+        // An error from the service makes hyper drop the connection unanswered.
+        Reply::HangUp => return Err(std::io::Error::other("hung up by the test")),
+        Reply::After(..) => unreachable!("unwrapped above"),
         Reply::Full { status, headers, body } => response(status, &headers, full(body)),
         Reply::Cut {
             status,
@@ -235,7 +244,7 @@ async fn serve(
             let stream = futures_util::stream::iter(frames);
             response(status, &headers, BodyExt::boxed(StreamBody::new(stream)))
         }
-    }
+    })
 }
 
 fn full(body: Bytes) -> Body {

@@ -8,9 +8,10 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use immortal_tests::ecs::{task_env, Cluster};
 use immortal_tests::emulator::Emulator;
-use immortal_tests::lambda::{deploy, uuid_like};
+use immortal_tests::lambda::{deploy, uuid_like, TASKS_BUCKET};
 use immortal_tests::queue::Queue;
 use immortal_tests::runner::{fixture, Ran, RunnerCmd, Running};
+use immortal_tests::server::{Reply, Seen, TestServer};
 use immortal_tests::zips::bootstrap_zip_bytes;
 use serde_json::{json, Value};
 
@@ -28,13 +29,16 @@ fn timeout_record(request_id: &str, function_arn: &str, event: &Value) -> String
 
 /// A drain worker with a code cache of its own (so each worker's downloads can be counted).
 fn worker(queue: &Queue, outcomes: &Queue, cache: &Path, idle: &str) -> Running {
+    worker_cmd(queue, outcomes, cache, idle).spawn()
+}
+
+fn worker_cmd(queue: &Queue, outcomes: &Queue, cache: &Path, idle: &str) -> RunnerCmd {
     RunnerCmd::new()
         .cache(cache)
         .envs(Emulator::shared().env())
         .env("IMMORTAL_QUEUE_URL", &queue.url)
         .env("IMMORTAL_ON_SUCCESS", &outcomes.url)
         .args(["--idle-timeout", idle])
-        .spawn()
 }
 
 async fn wait(running: Running, limit: Duration) -> Ran {
@@ -138,6 +142,70 @@ async fn three_workers_drain_200_messages_for_two_functions_each_exactly_once() 
     );
     assert!(records.values().all(|n| *n == 1), "each exactly once: {records:?}");
     assert_eq!(queue.depth().await, 0, "all deleted");
+}
+
+#[tokio::test]
+async fn two_messages_for_one_function_at_once_download_its_code_once() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let function = deploy(&sdk, &format!("once-{id}"), &bootstrap_zip_bytes(&fixture("echo")), &[]).await;
+    let queue = Queue::create(&sdk, &format!("once-{id}"), &[], &[]).await;
+    let outcomes = Queue::create(&sdk, &format!("once-out-{id}"), &[], &[]).await;
+    for n in 0..2 {
+        queue
+            .send(&timeout_record(
+                &format!("req-once-{n}"),
+                &function.arn,
+                &json!({"n": n}),
+            ))
+            .await;
+    }
+    // S3 through a proxy that counts the code's GETs and answers them slowly, so the
+    // second message asks while the first one's download is still under way.
+    let s3 = TestServer::start(Some(Emulator::shared().url.clone()), |req: &Seen| {
+        if req.method == "GET" && req.path.starts_with(&format!("/{TASKS_BUCKET}/")) {
+            Reply::After(Duration::from_millis(1500), Box::new(Reply::Forward))
+        } else {
+            Reply::Forward
+        }
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let running = worker_cmd(&queue, &outcomes, cache.path(), "2")
+        .env("AWS_ENDPOINT_URL_S3", &s3.url)
+        .args(["--concurrency", "2"])
+        .spawn();
+    let ran = wait(running, Duration::from_secs(60)).await;
+    ran.expect_code(0);
+    let gets = s3
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with(&format!("/{TASKS_BUCKET}/")))
+        .count();
+    assert_eq!(gets, 1, "one download for both messages:\n{}", ran.stderr);
+    assert_eq!(
+        log_count(&ran.stderr, "downloaded", "what", "once-"),
+        1,
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(
+        log_count(&ran.stderr, "message ran", "request_id", "req-once-"),
+        2,
+        "{}",
+        ran.stderr
+    );
+    let waited = ran
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "code ready" && v["waited"] == true)
+        .count();
+    assert_eq!(
+        waited, 1,
+        "the second message waited for the first one's download:\n{}",
+        ran.stderr
+    );
+    assert_eq!(outcomes_by_request(&outcomes).await.len(), 2);
 }
 
 async fn sleepy_function(id: &str) -> (aws_config::SdkConfig, String) {

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use immortal_tests::emulator::{aws_env, Emulator};
@@ -92,13 +93,22 @@ struct FakeLambda {
     server: TestServer,
 }
 
+/// The credentials a presigned code location carries (never to be seen in a log).
+const SIGNED_QUERY: &str =
+    "X-Amz-Security-Token=SECRET-TOKEN&X-Amz-Credential=SECRET-CREDENTIAL&X-Amz-Signature=SECRET-SIGNATURE";
+
 #[derive(Clone, Default)]
 struct FakeSpec {
     code: Bytes,
     sha256: Option<String>,
-    layer: Option<Bytes>,
+    /// Layer zips, in the function's order.
+    layers: Vec<Bytes>,
     cut_first_download_at: Option<usize>,
     logging: Option<Value>,
+    /// After the first download, hang up on every request for the code.
+    hang_up_after_first: bool,
+    /// Every download of the code waits this long before answering.
+    slow_download: Option<Duration>,
 }
 
 impl FakeLambda {
@@ -111,9 +121,10 @@ impl FakeLambda {
             let spec = &spec2;
             if req.path.starts_with("/2015-03-31/functions/") {
                 let layers: Vec<Value> = spec
-                    .layer
+                    .layers
                     .iter()
-                    .map(|l| json!({"Arn": "arn:aws:lambda:us-east-1:123456789012:layer:tools:1", "CodeSize": l.len()}))
+                    .enumerate()
+                    .map(|(n, l)| json!({"Arn": format!("arn:aws:lambda:us-east-1:123456789012:layer:tools:{}", n + 1), "CodeSize": l.len()}))
                     .collect();
                 let mut configuration = json!({
                     "FunctionName": "fake", "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:fake",
@@ -130,33 +141,46 @@ impl FakeLambda {
                     200,
                     &json!({
                         "Configuration": configuration,
-                        "Code": {"RepositoryType": "S3", "Location": format!("{base}/code/fn.zip?X-Amz-Signature=s")}
+                        "Code": {"RepositoryType": "S3", "Location": format!("{base}/code/fn.zip?{SIGNED_QUERY}")}
                     }),
                 );
             }
             if req.path.starts_with("/2018-10-31/layers/") {
-                let layer = spec.layer.clone().unwrap_or_default();
+                let version: usize = req.path.rsplit('/').next().and_then(|v| v.parse().ok()).unwrap_or(1);
+                let layer = spec.layers.get(version - 1).cloned().unwrap_or_default();
                 return Reply::json(
                     200,
-                    &json!({"Content": {"Location": format!("{base}/code/layer.zip"), "CodeSha256": code_sha256(&layer), "CodeSize": layer.len()},
-                            "LayerArn": "arn:aws:lambda:us-east-1:123456789012:layer:tools", "Version": 1}),
+                    &json!({"Content": {"Location": format!("{base}/code/layer-{version}.zip?{SIGNED_QUERY}"), "CodeSha256": code_sha256(&layer), "CodeSize": layer.len()},
+                            "LayerArn": "arn:aws:lambda:us-east-1:123456789012:layer:tools", "Version": version}),
                 );
             }
             if req.path == "/code/fn.zip" {
                 let mut n = downloads.lock().unwrap();
                 *n += 1;
-                if let (1, Some(cut_at)) = (*n, spec.cut_first_download_at) {
-                    return Reply::Cut {
+                if *n > 1 && spec.hang_up_after_first {
+                    return Reply::HangUp;
+                }
+                let reply = match (*n, spec.cut_first_download_at) {
+                    (1, Some(cut_at)) => Reply::Cut {
                         status: 200,
                         headers: vec![],
                         body: spec.code.clone(),
                         cut_at,
-                    };
-                }
-                return Reply::file(req, &spec.code);
+                    },
+                    _ => Reply::file(req, &spec.code),
+                };
+                return match spec.slow_download {
+                    Some(pause) => Reply::After(pause, Box::new(reply)),
+                    None => reply,
+                };
             }
-            if req.path == "/code/layer.zip" {
-                return Reply::file(req, &spec.layer.clone().unwrap_or_default());
+            if let Some(version) = req
+                .path
+                .strip_prefix("/code/layer-")
+                .and_then(|v| v.strip_suffix(".zip"))
+            {
+                let layer = version.parse::<usize>().ok().and_then(|v| spec.layers.get(v - 1));
+                return Reply::file(req, &layer.cloned().unwrap_or_default());
             }
             Reply::Full {
                 status: 404,
@@ -175,6 +199,23 @@ impl FakeLambda {
             .envs(env)
             .args(["--event", event, "--function", "fake"])
     }
+
+    /// The requests for the function's code.
+    fn downloads(&self) -> Vec<Seen> {
+        self.server
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/code/fn.zip")
+            .collect()
+    }
+}
+
+/// Panics when a log names a credential of the presigned location.
+fn assert_no_credentials(ran: &Ran) {
+    for secret in ["SECRET-", "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token"] {
+        assert!(!ran.stderr.contains(secret), "`{secret}` in the log:\n{}", ran.stderr);
+        assert!(!ran.stdout_text().contains(secret), "`{secret}` in the output");
+    }
 }
 
 #[tokio::test]
@@ -189,15 +230,66 @@ async fn a_download_cut_midway_resumes_with_a_range_request_and_verifies() {
     let ran = run(fake.runner("{}")).await;
     ran.expect_code(0);
     assert_eq!(ran.json()["env"]["FROM"], "fake");
-    let downloads: Vec<Seen> = fake
-        .server
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == "/code/fn.zip")
-        .collect();
+    let downloads = fake.downloads();
     assert_eq!(downloads.len(), 2, "one cut download, one resumed");
     assert_eq!(downloads[1].header("range"), Some(format!("bytes={half}-").as_str()));
     assert!(ran.stderr.contains("retrying"), "{}", ran.stderr);
+    assert_no_credentials(&ran);
+}
+
+#[tokio::test]
+async fn a_download_that_fails_mid_body_logs_no_credentials() {
+    // Cut mid-body, then the host is gone: each retry fails before any response, the
+    // failure reqwest describes with the URL it was sending to.
+    let code = Bytes::from(bootstrap_zip_bytes(&fixture("echo")));
+    let fake = FakeLambda::start(FakeSpec {
+        cut_first_download_at: Some(code.len() / 2),
+        hang_up_after_first: true,
+        code,
+        ..Default::default()
+    });
+    let ran = run(fake.runner("{}")).await;
+    ran.expect_code(3);
+    assert!(fake.downloads().len() > 2, "retried");
+    assert!(ran.stderr.contains("retrying"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("/code/fn.zip"),
+        "names the location:\n{}",
+        ran.stderr
+    );
+    assert_no_credentials(&ran);
+}
+
+#[tokio::test]
+async fn two_runners_sharing_a_cache_download_the_code_once() {
+    let code = Bytes::from(bootstrap_zip_bytes(&fixture("echo")));
+    let fake = FakeLambda::start(FakeSpec {
+        code,
+        // The first download is still under way when the second runner looks.
+        slow_download: Some(Duration::from_millis(1500)),
+        ..Default::default()
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let fetch = || fake.runner("{}").cache(cache.path()).args(["--fetch-only"]).spawn();
+    let (first, second) = (fetch(), fetch());
+    let (first, second) = (
+        tokio::task::spawn_blocking(move || first.wait(Duration::from_secs(60))),
+        tokio::task::spawn_blocking(move || second.wait(Duration::from_secs(60))),
+    );
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    first.expect_code(0);
+    second.expect_code(0);
+    assert_eq!(fake.downloads().len(), 1, "one download for both");
+    assert_eq!(first.stdout_text(), second.stdout_text(), "the same task root");
+    let waited = [&first, &second]
+        .iter()
+        .filter(|r| r.stderr.contains(r#""cache_hit":true"#) && r.stderr.contains(r#""waited":true"#))
+        .count();
+    assert_eq!(
+        waited, 1,
+        "one waited for the other's entry:\n{}\n{}",
+        first.stderr, second.stderr
+    );
 }
 
 #[tokio::test]
@@ -286,7 +378,7 @@ async fn zips_that_escape_their_folder_or_are_too_large_are_refused() {
             Entry::File("link/evil", b"x", 0o644),
         ],
         &[],
-        "symlink pointing outside",
+        "passes through a symlink",
     )
     .await;
     refused(
@@ -321,7 +413,7 @@ async fn a_layer_lands_in_the_layers_root_and_its_binary_is_on_path() {
     ]));
     let fake = FakeLambda::start(FakeSpec {
         code,
-        layer: Some(layer),
+        layers: vec![layer],
         ..Default::default()
     });
     let opt = tempfile::tempdir().unwrap();
@@ -381,4 +473,91 @@ async fn the_functions_logging_config_reaches_its_runtime_as_lambda_passes_it() 
         env.get("AWS_LAMBDA_LOG_LEVEL").is_none(),
         "levels come with JSON logs only"
     );
+}
+
+#[tokio::test]
+async fn a_later_layer_never_writes_through_an_earlier_layers_link() {
+    // Layer 1: `a -> b/../escape`, dangling on its own. Layer 2: `b -> .` and a folder
+    // `a/`. Merged by following links, `a` would resolve to the folder beside the layers
+    // root and layer 2's file would land there. As Lambda extracts layers in order, a
+    // later layer's entry replaces an earlier one's: `a` becomes a real folder in the root.
+    let code = Bytes::from(bootstrap_zip_bytes(&fixture("echo")));
+    let first = Bytes::from(zip_bytes(&[Entry::Symlink("a", "b/../escape")]));
+    let second = Bytes::from(zip_bytes(&[
+        Entry::Symlink("b", "."),
+        Entry::Dir("a/"),
+        Entry::File("a/evil", b"layer 2", 0o644),
+    ]));
+    let fake = FakeLambda::start(FakeSpec {
+        code,
+        layers: vec![first, second],
+        ..Default::default()
+    });
+    let outer = tempfile::tempdir().unwrap();
+    let (opt, escape) = (outer.path().join("opt"), outer.path().join("escape"));
+    std::fs::create_dir(&escape).unwrap();
+    let ran = run(fake.runner("{}").args(["--opt-dir".as_ref(), opt.as_os_str()])).await;
+    ran.expect_code(0);
+    assert_eq!(
+        std::fs::read_dir(&escape).unwrap().count(),
+        0,
+        "nothing written outside the layers root"
+    );
+    assert_eq!(files_named(outer.path(), "evil"), 1);
+    let a = std::fs::symlink_metadata(opt.join("a")).unwrap();
+    assert!(a.is_dir(), "the later folder replaced the earlier link");
+    assert_eq!(std::fs::read(opt.join("a/evil")).unwrap(), b"layer 2");
+    assert_eq!(
+        std::fs::read_link(opt.join("b")).unwrap(),
+        Path::new("."),
+        "links are kept"
+    );
+}
+
+#[tokio::test]
+async fn a_virtualenv_layer_keeps_its_absolute_python_link() {
+    // A virtualenv's interpreter is a link to the system's: legal in Lambda, kept as it is.
+    let code = Bytes::from(zip_bytes(&[
+        Entry::File("bootstrap", &std::fs::read(fixture("echo")).unwrap(), 0o755),
+        Entry::Symlink("bin/node", "/usr/bin/node"),
+    ]));
+    let layer = Bytes::from(zip_bytes(&[
+        Entry::Dir("python/"),
+        Entry::Dir("python/bin/"),
+        Entry::Symlink("python/bin/python", "/usr/bin/python3"),
+        Entry::Symlink("python/bin/python3", "python"),
+        Entry::File("python/pyvenv.cfg", b"home = /usr/bin\n", 0o644),
+        Entry::File("python/lib/python3.12/site-packages/tool.py", b"print('hi')\n", 0o644),
+    ]));
+    let fake = FakeLambda::start(FakeSpec {
+        code,
+        layers: vec![layer],
+        ..Default::default()
+    });
+    let (opt, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let fetched = run(fake.runner("{}").cache(cache.path()).args([
+        "--fetch-only".as_ref(),
+        "--opt-dir".as_ref(),
+        opt.path().as_os_str(),
+    ]))
+    .await;
+    fetched.expect_code(0);
+    let task_root = std::path::PathBuf::from(fetched.stdout_text().trim());
+    assert_eq!(
+        std::fs::read_link(task_root.join("bin/node")).unwrap(),
+        Path::new("/usr/bin/node"),
+        "the code's absolute link is kept too"
+    );
+    let ran = run(fake.runner("{}").args(["--opt-dir".as_ref(), opt.path().as_os_str()])).await;
+    ran.expect_code(0);
+    assert_eq!(ran.json()["env"]["FROM"], "fake");
+    assert_eq!(
+        std::fs::read_link(opt.path().join("python/bin/python")).unwrap(),
+        Path::new("/usr/bin/python3")
+    );
+    assert_eq!(
+        std::fs::read_link(opt.path().join("python/bin/python3")).unwrap(),
+        Path::new("python")
+    );
+    assert!(opt.path().join("python/lib/python3.12/site-packages/tool.py").is_file());
 }

@@ -130,7 +130,7 @@ impl Fetcher {
             let mut response = match request.send().await {
                 Ok(response) => response,
                 Err(e) => {
-                    last_error = message_with_causes(&e);
+                    last_error = transport_error(e);
                     continue;
                 }
             };
@@ -186,7 +186,7 @@ impl Fetcher {
                         break 'attempts;
                     }
                     Err(e) => {
-                        last_error = message_with_causes(&e);
+                        last_error = transport_error(e);
                         continue 'attempts;
                     }
                 }
@@ -219,6 +219,33 @@ impl Fetcher {
 /// The URL without its query string (presigned URLs carry credentials there).
 pub fn redact(url: &str) -> String {
     url.split('?').next().unwrap_or(url).to_owned()
+}
+
+/// A transport failure as text for logs and errors. reqwest's own text names the URL
+/// it failed on, query string and all (a presigned URL's signature is a bearer
+/// credential for its lifetime): drop it, and scrub any signed query a cause repeats.
+fn transport_error(e: reqwest::Error) -> String {
+    scrub_signed_queries(&message_with_causes(&e.without_url()))
+}
+
+/// `text` with the query string of every URL that carries an AWS signature
+/// (`X-Amz-Signature`, `X-Amz-Credential`, `X-Amz-Security-Token`, ...) removed.
+pub fn scrub_signed_queries(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('?') {
+        out.push_str(&rest[..at]);
+        let query_len = rest[at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ','))
+            .unwrap_or(rest.len() - at);
+        let query = &rest[at..at + query_len];
+        if !query.to_ascii_lowercase().contains("x-amz-") {
+            out.push_str(query);
+        }
+        rest = &rest[at + query_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// For an S3 URL (virtual-hosted or path-style), the same object at `endpoint`,
@@ -337,5 +364,31 @@ mod tests {
             redact("https://b.s3.amazonaws.com/k?X-Amz-Signature=secret"),
             "https://b.s3.amazonaws.com/k"
         );
+        assert_eq!(
+            scrub_signed_queries("failed for url (https://b/k?x-amz-credential=A&X-Amz-Signature=s): reset; what?"),
+            "failed for url (https://b/k): reset; what?"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_request_names_no_signature() {
+        // Nothing listens on port 1: the connection is refused, and reqwest's own text
+        // for that names the URL it was sending to.
+        let mut fetcher = Fetcher::new(None, None);
+        fetcher.attempts = 1;
+        let code = CodeRef {
+            what: "function f".into(),
+            location: "http://127.0.0.1:1/code.zip?X-Amz-Security-Token=SECRETTOKEN&X-Amz-Signature=SECRETSIG".into(),
+            sha256: "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".into(),
+            size: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = fetcher
+            .download(&code, &dir.path().join("zip"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http://127.0.0.1:1/code.zip"), "{err}");
+        assert!(!err.contains("X-Amz") && !err.contains("SECRET"), "{err}");
     }
 }

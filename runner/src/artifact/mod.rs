@@ -1,14 +1,16 @@
 //! The function's code: fetched, verified, unpacked and cached.
 //!
-//! [`unpack`] is the guard for untrusted zips, [`cache`] the content-addressed store,
-//! [`fetch`] the streamed, resumable download.
+//! [`unpack`] is the guard for untrusted zips, [`tree`] the planned, parallel writer it
+//! shares with the layer merge, [`cache`] the content-addressed store, [`fetch`] the
+//! streamed, resumable download.
 
 pub mod cache;
 pub mod fetch;
+pub mod tree;
 pub mod unpack;
 
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -43,6 +45,9 @@ pub fn local(artifact: &Path, cache: &Cache, limit: u64) -> Result<PathBuf, Code
 /// The folder holding `code` unpacked: from the cache when its CodeSha256 was seen
 /// before (nothing is downloaded), else downloaded, verified, unpacked and cached.
 /// `kind` is `code` or `layer`.
+///
+/// Downloaded once however many ask at once: tasks of this process wait for the first
+/// one's turn, other processes for its lock file, and then find the entry it published.
 pub async fn obtain(
     fetcher: &Fetcher,
     code: &CodeRef,
@@ -52,9 +57,25 @@ pub async fn obtain(
 ) -> Result<PathBuf, CodeError> {
     let digest = code.digest()?;
     let key = format!("{kind}/{}", hex(&digest));
+    let hit = |dir: PathBuf, waited: bool| {
+        tracing::info!(what = %code.what, cache = %dir.display(), cache_hit = true, waited, "code ready");
+        Ok(dir)
+    };
     if let Some(dir) = cache.get(&key) {
-        tracing::info!(what = %code.what, cache = %dir.display(), cache_hit = true, "code ready");
-        return Ok(dir);
+        return hit(dir, false);
+    }
+    let _turn = cache.turn(&key).await;
+    if let Some(dir) = cache.get(&key) {
+        return hit(dir, true);
+    }
+    let lock = {
+        let (cache, key) = (cache.clone(), key.clone());
+        tokio::task::spawn_blocking(move || cache.lock(&key))
+            .await
+            .expect("locking does not panic")?
+    };
+    if let Some(dir) = cache.get(&key) {
+        return hit(dir, true);
     }
     let downloads = cache.root().join(".downloads");
     std::fs::create_dir_all(&downloads).map_err(CodeError::io("cannot create", &downloads))?;
@@ -63,7 +84,7 @@ pub async fn obtain(
     let got = fetcher.download(code, zip.path()).await?;
     let cache = cache.clone();
     let (dir, _) = tokio::task::spawn_blocking(move || {
-        cache.get_or_fill(&key, |dir| unpack::unpack(zip.path(), dir, limit).map(|_| ()))
+        cache.fill(&lock, |dir| unpack::unpack(zip.path(), dir, limit).map(|_| ()))
     })
     .await
     .expect("unpacking does not panic")?;
@@ -94,6 +115,11 @@ pub async fn layers_root(
             .get_or_fill(&format!("opt/{set_key}"), |root| fill_layers(&dirs, root))
             .map(|(root, _)| root),
         Some(root) => {
+            // One rebuild at a time, whoever asks (drain workers run messages at once).
+            let _lock = cache.lock(&format!(
+                "opt-dir/{}",
+                hex(&Sha256::digest(root.as_os_str().as_encoded_bytes()))
+            ))?;
             // The marker lives in the cache: the layers root holds the layers and nothing else.
             let marker = cache
                 .root()
@@ -139,36 +165,75 @@ pub async fn layers_root(
 /// filled has a marker there).
 const LAYERS_MARKERS: &str = "opt-roots";
 
+/// Merges the unpacked layers `dirs` into `root` (empty), in order, as Lambda extracts
+/// layers into /opt: a later layer's entry replaces an earlier one's ([`tree::Plan::overlay`]).
+/// The merge is planned first, so a folder of a later layer where an earlier one left a
+/// link becomes a real folder inside `root`: nothing is ever written through a link
+/// (an earlier layer's `a -> b/../..` and a later one's `b -> .` plus `a/x` put `x`
+/// in `root/a`, not outside).
 fn fill_layers(dirs: &[PathBuf], root: &Path) -> Result<(), CodeError> {
+    let mut plan = tree::Plan::default();
     for dir in dirs {
-        copy_tree(dir, root)?;
+        plan_tree(dir, Path::new(""), &mut plan)?;
+    }
+    // No limit of its own: each layer was capped when it was unpacked.
+    let too_large = || CodeError::TooLarge {
+        archive: "layers".into(),
+        limit: u64::MAX,
+    };
+    let writer = tree::Writer {
+        threads: tree::default_threads(),
+        limit: u64::MAX,
+        label: "layers",
+        too_large: &too_large,
+    };
+    writer.write(&plan, root, || Ok(CachedFiles))?;
+    Ok(())
+}
+
+/// Lays the tree under `dir` (a layer in the cache) over `plan`, without following links.
+fn plan_tree(dir: &Path, rel: &Path, plan: &mut tree::Plan<PathBuf>) -> Result<(), CodeError> {
+    let here = dir.join(rel);
+    for entry in std::fs::read_dir(&here).map_err(CodeError::io("cannot list", &here))? {
+        let entry = entry.map_err(CodeError::io("cannot list", &here))?;
+        let (path, name) = (entry.path(), rel.join(entry.file_name()));
+        let kind = entry.file_type().map_err(CodeError::io("cannot inspect", &path))?;
+        if kind.is_dir() {
+            plan.overlay(&name, tree::Node::Dir);
+            plan_tree(dir, &name, plan)?;
+        } else if kind.is_symlink() {
+            plan.overlay(&name, tree::Node::Link { source: path });
+        } else if kind.is_file() {
+            let mode = entry
+                .metadata()
+                .map_err(CodeError::io("cannot inspect", &path))?
+                .permissions()
+                .mode()
+                & 0o777;
+            plan.overlay(&name, tree::Node::File { source: path, mode });
+        }
     }
     Ok(())
 }
 
-/// Copies `src` into `dst` (modes and symlinks kept; existing files replaced).
-fn copy_tree(src: &Path, dst: &Path) -> Result<(), CodeError> {
-    std::fs::create_dir_all(dst).map_err(CodeError::io("cannot create", dst))?;
-    for entry in std::fs::read_dir(src).map_err(CodeError::io("cannot list", src))? {
-        let entry = entry.map_err(CodeError::io("cannot list", src))?;
-        let from = entry.path();
-        let to = dst.join(entry.file_name());
-        let kind = entry.file_type().map_err(CodeError::io("cannot inspect", &from))?;
-        if kind.is_dir() {
-            copy_tree(&from, &to)?;
-            continue;
-        }
-        if std::fs::symlink_metadata(&to).is_ok_and(|m| !m.is_dir()) {
-            std::fs::remove_file(&to).map_err(CodeError::io("cannot replace", &to))?;
-        }
-        if kind.is_symlink() {
-            let target = std::fs::read_link(&from).map_err(CodeError::io("cannot read", &from))?;
-            std::os::unix::fs::symlink(target, &to).map_err(CodeError::io("cannot create", &to))?;
-        } else {
-            std::fs::copy(&from, &to).map_err(CodeError::io("cannot copy to", &to))?;
-        }
+/// Reads files and links of layers unpacked in the cache.
+struct CachedFiles;
+
+impl tree::Contents<PathBuf> for CachedFiles {
+    fn copy(&mut self, source: &PathBuf, sink: &mut tree::Sink<'_>) -> Result<(), CodeError> {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(source)
+            .map_err(CodeError::io("cannot open", source))?;
+        sink.pump(&mut file, CodeError::io("cannot read", source))
     }
-    Ok(())
+
+    fn link(&mut self, source: &PathBuf) -> Result<std::ffi::OsString, CodeError> {
+        std::fs::read_link(source)
+            .map(PathBuf::into_os_string)
+            .map_err(CodeError::io("cannot read", source))
+    }
 }
 
 /// Whether the file starts like a zip archive.
