@@ -35,9 +35,10 @@ pub enum Mode {
 /// The scaling mode's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainSettings {
-    /// `IMMORTAL_DRAIN_QUEUE_URL`: the overflow queue the workers drain (handed to them
-    /// as `IMMORTAL_QUEUE_URL`).
-    pub queue_url: String,
+    /// `IMMORTAL_DRAIN_QUEUE_URL`: the overflow queues the workers drain, comma-separated
+    /// (every queue whose trigger drain mode switches off; handed to the workers as
+    /// `IMMORTAL_QUEUE_URL`).
+    pub queue_urls: Vec<String>,
     /// `IMMORTAL_MAX_WORKERS` (default 10).
     pub max_workers: u64,
     /// `IMMORTAL_MESSAGES_PER_WORKER` (default 10): queue depth one worker is started for.
@@ -119,9 +120,9 @@ impl Config {
         {
             false => Mode::Task,
             true => Mode::Drain(DrainSettings {
-                queue_url: lookup.required(
+                queue_urls: lookup.list(
                     DRAIN_QUEUE_URL_VAR,
-                    "the overflow queue the drain workers read (drain mode)",
+                    "the overflow queues the drain workers read, comma-separated (drain mode)",
                 )?,
                 max_workers: lookup.count(MAX_WORKERS_VAR, 10)?,
                 messages_per_worker: lookup.count(MESSAGES_PER_WORKER_VAR, 10)?,

@@ -1,5 +1,6 @@
 //! The scaling mode (`IMMORTAL_MODE=drain`): on a schedule, start just enough drain
-//! workers (`runner --queue`) for the queue's depth, counting the ones already running.
+//! workers (`runner --queue`) for the overflow queues' depth, counting the ones already
+//! running. Each worker drains every queue.
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use immortal_handler_sdk::aws::describe_error;
@@ -26,7 +27,7 @@ pub fn workers_to_start(depth: u64, running: u64, max_workers: u64, per_worker: 
 /// What one tick did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Tick {
-    /// Visible plus in-flight messages.
+    /// Visible plus in-flight messages, over every queue.
     pub depth: u64,
     /// Workers already running (or starting).
     pub running: u64,
@@ -45,19 +46,22 @@ pub async fn tick(
     drain: &DrainSettings,
     seed: &str,
 ) -> Result<Tick, String> {
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(&drain.queue_url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .map_err(|e| format!("GetQueueAttributes({}) failed: {}", drain.queue_url, describe_error(&e)))?
-        .attributes
-        .unwrap_or_default();
-    let count = |name: QueueAttributeName| attributes.get(&name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let depth = count(QueueAttributeName::ApproximateNumberOfMessages)
-        + count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
+    let mut depth = 0;
+    for queue_url in &drain.queue_urls {
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| format!("GetQueueAttributes({queue_url}) failed: {}", describe_error(&e)))?
+            .attributes
+            .unwrap_or_default();
+        let count = |name: QueueAttributeName| attributes.get(&name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        depth += count(QueueAttributeName::ApproximateNumberOfMessages)
+            + count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
+    }
     let mut running = 0u64;
     let mut next = None;
     loop {
@@ -87,7 +91,8 @@ pub async fn tick(
                 .max_memory
                 .map(|max| size::for_function(max, &config.size_limits)),
             task_definition: config.task_definitions.custom(),
-            environment: vec![(QUEUE_URL_VAR.to_owned(), drain.queue_url.clone())],
+            // Every worker drains every queue.
+            environment: vec![(QUEUE_URL_VAR.to_owned(), drain.queue_urls.join(","))],
             token: launch::client_token(&format!("{seed}/{n}")),
             request_id: "drain-worker",
             function: "drain-worker",

@@ -85,7 +85,8 @@ pub const MESSAGES_PER_WORKER_VAR: &str = "IMMORTAL_MESSAGES_PER_WORKER";
 
 // ---- The runner's settings ----
 
-/// The overflow queue a drain worker (`runner --queue`) reads; set by the scaler.
+/// The overflow queues a drain worker (`runner --queue`) reads, comma-separated; set by
+/// the scaler.
 pub const QUEUE_URL_VAR: &str = "IMMORTAL_QUEUE_URL";
 /// SIGTERM → SIGKILL delay for the bootstrap.
 pub const GRACE_PERIOD_VAR: &str = "IMMORTAL_GRACE_PERIOD";
@@ -118,6 +119,9 @@ pub const CONCURRENCY_VAR: &str = "IMMORTAL_CONCURRENCY";
 pub const IDLE_TIMEOUT_VAR: &str = "IMMORTAL_IDLE_TIMEOUT";
 /// Drain mode: the heartbeat's visibility extension.
 pub const VISIBILITY_TIMEOUT_VAR: &str = "IMMORTAL_VISIBILITY_TIMEOUT";
+/// Drain mode: how long a message may run before the worker hands it to the ledger
+/// (seconds; SQS keeps a message invisible for 12 hours at most).
+pub const HANDOVER_AFTER_VAR: &str = "IMMORTAL_HANDOVER_AFTER";
 
 // ---- Tags ----
 

@@ -3,8 +3,8 @@
 //! ended, so the reconciler relaunches exactly the attempts that ended without an
 //! outcome, and never one that is still running.
 
-use immortal_handler_sdk::aws;
-use immortal_overflow::ledger::{envelope_key_parts, Ledger, State};
+use immortal_handler_sdk::{aws, Envelope};
+use immortal_overflow::ledger::{envelope_key_parts, Entry, Ledger, LedgerError, State};
 use immortal_overflow::Carrier;
 
 /// The ledger entry this run's attempt belongs to.
@@ -39,6 +39,44 @@ impl Attempt {
             ledger,
             request_id,
             number,
+        })
+    }
+
+    /// Hands a drain worker's run of `envelope` (of `function`) to the ledger in `bucket`
+    /// as attempt 1, running in this task: from then on the ledger owns the invocation
+    /// and its queue message can go. `None` when the ledger already holds this
+    /// invocation (or it has no request id).
+    pub async fn hand_over(bucket: &str, envelope: &Envelope, function: &str) -> Result<Option<Attempt>, LedgerError> {
+        let Some(request_id) = envelope.context.request_id.clone() else {
+            return Ok(None);
+        };
+        let ledger = Ledger::new(aws::s3_client(aws::shared().await), bucket);
+        let at = ledger.envelope_location(&request_id, 1);
+        let digest = ledger.store_envelope(&at, envelope.to_json().into_bytes()).await?;
+        let entry = Entry {
+            request_id: request_id.clone(),
+            function: function.to_owned(),
+            attempt: 1,
+            state: State::Running,
+            task: own_task_arn().await,
+            envelope: at.to_string(),
+            digest,
+            on_demand: false,
+            lease_until_ms: 0,
+            reason: None,
+            history: Vec::new(),
+            revision: 0,
+        };
+        Ok(match ledger.create(&entry).await? {
+            Ok(_) => Some(Attempt {
+                ledger,
+                request_id,
+                number: 1,
+            }),
+            Err(existing) => {
+                tracing::warn!(request_id = %request_id, state = ?existing.entry.state, "the ledger already holds this invocation; the run keeps its message");
+                None
+            }
         })
     }
 

@@ -178,12 +178,13 @@ pub struct Cli {
     #[arg(long, value_name = "BUCKET", env = container::PAYLOAD_BUCKET_VAR, hide_env_values = true)]
     pub payload_bucket: Option<String>,
 
-    /// Drain-worker mode: run the messages of this overflow queue one after another
-    /// (dead-letter messages or destination records), deleting each once it has an
-    /// outcome; exit when the queue stays empty for --idle-timeout.
-    #[arg(long, value_name = "QUEUE_URL", env = container::QUEUE_URL_VAR, hide_env_values = true,
+    /// Drain-worker mode: run the messages of these overflow queues (repeat the flag or
+    /// separate with commas; dead-letter messages or destination records), deleting
+    /// each once it has an outcome; exit when every queue stays empty for
+    /// --idle-timeout.
+    #[arg(long, value_name = "QUEUE_URL", env = container::QUEUE_URL_VAR, hide_env_values = true, value_delimiter = ',',
           conflicts_with_all = ["artifact", "lib", "event", "context", "envelope", "function", "fetch_only"])]
-    pub queue: Option<String>,
+    pub queue: Vec<String>,
 
     /// Drain mode: messages run at once.
     #[arg(
@@ -208,6 +209,12 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub visibility_timeout: Option<i32>,
+
+    /// Drain mode: after a message has run this long, hand it to the ledger in the
+    /// payload bucket (which then owns it) and delete it from its queue, before SQS's
+    /// 12-hour limit on a message's invisibility would deliver it a second time.
+    #[arg(long, value_name = "SECONDS", default_value = "41400", env = container::HANDOVER_AFTER_VAR, hide_env_values = true, value_parser = parse_seconds)]
+    pub handover_after: f64,
 
     /// Drain mode: which failures are run (timeout, overflow, error, expired, all;
     /// default timeout,overflow), as the forwarder's IMMORTAL_RELAUNCH.

@@ -1,11 +1,16 @@
-//! Drain-worker mode (`runner --queue URL`): long-poll the overflow queue and run each
-//! message exactly as a single-task run would, sharing the code cache across messages.
+//! Drain-worker mode (`runner --queue URL[,URL...]`): long-poll the overflow queues and
+//! run each message exactly as a single-task run would, sharing the code cache across
+//! messages.
 //!
 //! A message is deleted only once its run has an outcome (and that outcome was
-//! reported); while it runs, its visibility timeout is extended (a heartbeat). The
-//! worker exits after the queue has stayed empty for the idle time. On SIGTERM it takes
-//! no new messages, stops the running bootstraps, releases their messages (visibility 0)
-//! so another worker runs them, and exits.
+//! reported); while it runs, its visibility timeout is extended (a heartbeat). SQS
+//! keeps a message invisible for 12 hours at most: a run that reaches
+//! `--handover-after` is handed to the ledger in the payload bucket (which then owns
+//! it, as it owns every task the forwarder starts) and its message deleted, so it is
+//! never delivered a second time. The worker exits after every queue has stayed empty
+//! for the idle time. On SIGTERM it takes no new messages, stops the running
+//! bootstraps, releases their messages (visibility 0) so another worker runs them (or,
+//! for a handed-over run, marks the attempt interrupted for the reconciler), and exits.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,13 +18,17 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use immortal_handler_sdk::aws::{self, describe_error};
 use immortal_handler_sdk::record::{MessageAttribute, QueueMessage};
+use immortal_handler_sdk::Envelope;
+use immortal_overflow::ledger::State;
 use immortal_overflow::{OverflowSettings, Triage, Verdict};
 use tokio::task::JoinSet;
 
+use crate::attempt::Attempt;
 use crate::code::{CodeOptions, CodeSource};
 use crate::error::RunnerError;
 use crate::execution::{self, RunSettings, Slot};
 use crate::exit::Exit;
+use crate::invocation::Invocation;
 use crate::outcome::Outcome;
 use crate::report::Reporter;
 use crate::runtime_api::ResponseSink;
@@ -27,14 +36,16 @@ use crate::signals::{stop_requested, StopSignal};
 
 /// How a worker runs.
 pub struct DrainOptions {
-    /// The queue.
-    pub queue_url: String,
+    /// The queues.
+    pub queue_urls: Vec<String>,
     /// Messages run at once.
     pub concurrency: usize,
-    /// Exit after the queue has been empty this long.
+    /// Exit after every queue has been empty this long.
     pub idle: Duration,
-    /// How long a received message stays invisible per heartbeat (default: the queue's own).
+    /// How long a received message stays invisible per heartbeat (default: its queue's own).
     pub visibility: Option<i32>,
+    /// After how long a running message is handed to the ledger.
+    pub handover_after: Duration,
     /// The relaunch policy, the function map, where outcomes go.
     pub overflow: OverflowSettings,
     /// Code cache and layers.
@@ -43,57 +54,69 @@ pub struct DrainOptions {
     pub settings: RunSettings,
 }
 
+/// One overflow queue.
+struct Queue {
+    url: String,
+    arn: Option<String>,
+    visibility: i32,
+}
+
 /// Everything a message's run needs, shared by the runs.
 struct Worker {
     sqs: aws_sdk_sqs::Client,
-    queue_url: String,
-    queue_arn: Option<String>,
-    visibility: i32,
+    queues: Vec<Queue>,
     triage: Triage,
     reporter: Reporter,
     options: DrainOptions,
 }
 
-/// Drains the queue until it stays empty or a stop is requested.
+/// Drains the queues until they stay empty or a stop is requested.
 pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, RunnerError> {
     let sdk = aws::shared().await;
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(&options.queue_url)
-        .attribute_names(QueueAttributeName::VisibilityTimeout)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map_err(|e| {
-            RunnerError::Usage(format!(
-                "cannot read the queue {}: {}",
-                options.queue_url,
-                describe_error(&e)
-            ))
-        })?
-        .attributes
-        .unwrap_or_default();
-    let visibility = options
-        .visibility
-        .or_else(|| {
-            attributes
-                .get(&QueueAttributeName::VisibilityTimeout)
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(30)
-        .max(2);
+    let mut queues = Vec::new();
+    for url in &options.queue_urls {
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| RunnerError::Usage(format!("cannot read the queue {url}: {}", describe_error(&e))))?
+            .attributes
+            .unwrap_or_default();
+        let visibility = options
+            .visibility
+            .or_else(|| {
+                attributes
+                    .get(&QueueAttributeName::VisibilityTimeout)
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(30)
+            .max(2);
+        queues.push(Queue {
+            url: url.clone(),
+            arn: attributes.get(&QueueAttributeName::QueueArn).cloned(),
+            visibility,
+        });
+    }
+    if options.overflow.payload_bucket.is_none() {
+        tracing::warn!(
+            "no payload bucket (IMMORTAL_PAYLOAD_BUCKET): a run longer than 12 hours cannot be handed to the ledger, and SQS will deliver its message again"
+        );
+    }
     let worker = Arc::new(Worker {
         sqs,
-        queue_url: options.queue_url.clone(),
-        queue_arn: attributes.get(&QueueAttributeName::QueueArn).cloned(),
-        visibility,
+        queues,
         triage: Triage::new(sdk, &options.overflow, "runner"),
         reporter: Reporter::new(&options.overflow),
         options,
     });
     let (concurrency, idle) = (worker.options.concurrency, worker.options.idle);
-    tracing::info!(queue = %worker.queue_url, concurrency, idle_s = idle.as_secs_f64(), visibility_s = visibility, "draining");
+    for queue in &worker.queues {
+        tracing::info!(queue = %queue.url, concurrency, idle_s = idle.as_secs_f64(), visibility_s = queue.visibility, "draining");
+    }
 
     // Each run holds a slot, and in it the user id its function runs as: two functions
     // running at once never share a user, one after the other they may.
@@ -101,7 +124,7 @@ pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, Runn
     let mut free: Vec<Slot> = (0..concurrency as u32).rev().map(Slot).collect();
     let mut idle_since = Instant::now();
     let mut stopping = stop.clone();
-    let (mut ran, mut stopped) = (0usize, false);
+    let (mut ran, mut stopped, mut next) = (0usize, false, 0usize);
     loop {
         while let Some(done) = running.try_join_next() {
             free.extend(done.ok());
@@ -118,14 +141,18 @@ pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, Runn
             continue;
         }
         let room = free.len().min(10) as i32;
-        // Short polls while runs are in flight, so finished slots refill quickly.
-        let wait = if running.is_empty() {
+        // One queue per poll, in turn. Short polls while runs are in flight (so finished
+        // slots refill quickly) and when there are several queues (so none waits on
+        // another's long poll).
+        let queue = next % worker.queues.len();
+        next += 1;
+        let wait = if running.is_empty() && worker.queues.len() == 1 {
             idle.as_secs().clamp(1, 20) as i32
         } else {
             1
         };
         let received = tokio::select! {
-            received = worker.receive(room, wait) => received,
+            received = worker.receive(queue, room, wait) => received,
             _ = stop_requested(&mut stopping) => continue,
         };
         match received {
@@ -136,7 +163,7 @@ pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, Runn
                     let (worker, stop) = (worker.clone(), stop.clone());
                     let slot = free.pop().expect("no more messages than free slots are received");
                     running.spawn(async move {
-                        worker.run(message, stop, slot).await;
+                        worker.run(queue, message, stop, slot).await;
                         slot
                     });
                 }
@@ -147,7 +174,7 @@ pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, Runn
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot receive from the queue; retrying");
+                tracing::error!(queue = %worker.queues[queue].url, error = %e, "cannot receive from the queue; retrying");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
@@ -161,14 +188,15 @@ pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, Runn
 }
 
 impl Worker {
-    async fn receive(&self, max: i32, wait: i32) -> Result<Vec<Message>, String> {
+    async fn receive(&self, queue: usize, max: i32, wait: i32) -> Result<Vec<Message>, String> {
+        let queue = &self.queues[queue];
         Ok(self
             .sqs
             .receive_message()
-            .queue_url(&self.queue_url)
+            .queue_url(&queue.url)
             .max_number_of_messages(max)
             .wait_time_seconds(wait)
-            .visibility_timeout(self.visibility)
+            .visibility_timeout(queue.visibility)
             .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
@@ -178,23 +206,32 @@ impl Worker {
             .unwrap_or_default())
     }
 
-    /// Runs one message to its end, with a heartbeat while it runs.
-    async fn run(self: Arc<Self>, message: Message, stop: StopSignal, slot: Slot) {
+    /// Runs one message to its end, with a heartbeat while it runs (until it is handed
+    /// to the ledger).
+    async fn run(self: Arc<Self>, queue: usize, message: Message, stop: StopSignal, slot: Slot) {
         let receipt = message.receipt_handle.clone().unwrap_or_default();
         let message_id = message.message_id.clone().unwrap_or_default();
-        let heartbeat = tokio::spawn(self.clone().heartbeat(receipt.clone()));
-        let settled = self.process(&message, stop.clone(), slot).await;
+        let heartbeat = tokio::spawn(self.clone().heartbeat(queue, receipt.clone()));
+        let queued = self.queue_message(queue, &message);
+        let settled = self.process(queue, &queued, &receipt, stop, slot, &heartbeat).await;
         heartbeat.abort();
         match settled {
-            Settled::Done => self.delete(&receipt, &message_id).await,
-            Settled::Release => self.set_visibility(&receipt, 0).await,
-            Settled::Leave => {}
+            Settled::Done => self.delete(queue, &receipt, &message_id).await,
+            Settled::Release => self.set_visibility(queue, &receipt, 0).await,
+            Settled::Leave | Settled::HandedOver => {}
         }
     }
 
-    async fn process(&self, message: &Message, stop: StopSignal, slot: Slot) -> Settled {
-        let queued = self.queue_message(message);
-        let triaged = self.triage.triage(&queued).await;
+    async fn process(
+        &self,
+        queue: usize,
+        queued: &QueueMessage,
+        receipt: &str,
+        stop: StopSignal,
+        slot: Slot,
+        heartbeat: &tokio::task::JoinHandle<()>,
+    ) -> Settled {
+        let triaged = self.triage.triage(queued).await;
         let request_id = triaged.request_id.unwrap_or_default();
         let function = triaged.function.as_ref().map(|f| f.label()).unwrap_or_default();
         let envelope = match triaged.verdict {
@@ -206,26 +243,24 @@ impl Worker {
                 return if settled.done() { Settled::Done } else { Settled::Leave };
             }
         };
-        let result = async {
-            let function = execution::function_of(&envelope)?;
-            let code = CodeSource::Remote {
-                function: None,
-                qualifier: None,
-            };
-            let prepared = code.prepare(function.as_ref(), &self.options.code, aws::shared).await?;
-            execution::run_envelope(
-                prepared,
-                &envelope,
-                function.as_ref(),
-                &self.options.settings,
-                slot,
-                false,
-                ResponseSink::discard(),
-                stop.clone(),
-            )
-            .await
-        }
-        .await;
+        let run = self.execute(&envelope, stop.clone(), slot);
+        tokio::pin!(run);
+        let handover = tokio::time::sleep(self.options.handover_after);
+        tokio::pin!(handover);
+        let (mut handed, mut tried) = (None, false);
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                _ = &mut handover, if !tried => {
+                    tried = true;
+                    handed = self.hand_over(&envelope, &function).await;
+                    if handed.is_some() {
+                        heartbeat.abort();
+                        self.delete(queue, receipt, &queued.message_id).await;
+                    }
+                }
+            }
+        };
         let (invocation, outcome) = match result {
             Ok(done) => done,
             Err(e) => {
@@ -233,33 +268,102 @@ impl Worker {
                 return Settled::Leave;
             }
         };
-        if stop.borrow().is_some() {
-            tracing::warn!(message_id = %queued.message_id, request_id, "stopped mid-run; the message is released for another worker");
-            return Settled::Release;
+        let stopped_by = *stop.borrow();
+        if let Some(signal) = stopped_by {
+            let reason = format!("the worker was stopped ({})", crate::outcome::signal_name(signal));
+            return match &handed {
+                Some(attempt) => {
+                    tracing::warn!(message_id = %queued.message_id, request_id, reason = %reason, "stopped mid-run; the ledger's reconciler relaunches it");
+                    attempt.end(State::Interrupted, Some(reason)).await;
+                    Settled::HandedOver
+                }
+                None => {
+                    tracing::warn!(message_id = %queued.message_id, request_id, "stopped mid-run; the message is released for another worker");
+                    Settled::Release
+                }
+            };
         }
         let ok = matches!(outcome, Outcome::Response { .. });
         tracing::info!(message_id = %queued.message_id, request_id, function, success = ok, error_type = outcome.error_type().unwrap_or_default(), "message ran");
-        match self.reporter.deliver(&invocation, &outcome).await {
-            Ok(()) => Settled::Done,
+        let delivered = self.reporter.deliver(&invocation, &outcome).await;
+        match (&handed, delivered) {
+            (None, Ok(())) => Settled::Done,
             // The record is in the log in full; the message runs again rather than vanish.
-            Err(_) => Settled::Release,
+            (None, Err(_)) => Settled::Release,
+            (Some(attempt), Ok(())) => {
+                let (state, reason) = match &outcome {
+                    Outcome::Response { .. } => (State::Succeeded, None),
+                    Outcome::Failed { .. } => (State::Failed, outcome.error_type()),
+                };
+                attempt.end(state, reason).await;
+                Settled::HandedOver
+            }
+            // Left running in the ledger: relaunched once this worker's task has stopped.
+            (Some(_), Err(_)) => Settled::HandedOver,
+        }
+    }
+
+    /// Runs `envelope` with its function's code, in `slot`.
+    async fn execute(
+        &self,
+        envelope: &Envelope,
+        stop: StopSignal,
+        slot: Slot,
+    ) -> Result<(Arc<Invocation>, Outcome), RunnerError> {
+        let function = execution::function_of(envelope)?;
+        let code = CodeSource::Remote {
+            function: None,
+            qualifier: None,
+        };
+        let prepared = code.prepare(function.as_ref(), &self.options.code, aws::shared).await?;
+        execution::run_envelope(
+            prepared,
+            envelope,
+            function.as_ref(),
+            &self.options.settings,
+            slot,
+            false,
+            ResponseSink::discard(),
+            stop,
+        )
+        .await
+    }
+
+    /// Hands a long run to the ledger, which then owns it (`None`: not possible, and the
+    /// heartbeat goes on).
+    async fn hand_over(&self, envelope: &Envelope, function: &str) -> Option<Attempt> {
+        let Some(bucket) = self.options.overflow.payload_bucket.as_deref() else {
+            tracing::error!("the run nears SQS's 12-hour visibility limit and there is no payload bucket to hand it to; its message may be delivered again");
+            return None;
+        };
+        match Attempt::hand_over(bucket, envelope, function).await {
+            Ok(Some(attempt)) => {
+                tracing::info!(request_id = %attempt.request_id, "the run is handed to the ledger; its message leaves the queue");
+                Some(attempt)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot hand the run to the ledger; the heartbeat goes on");
+                None
+            }
         }
     }
 
     /// Keeps the message invisible for as long as it runs.
-    async fn heartbeat(self: Arc<Self>, receipt: String) {
-        let every = Duration::from_secs_f64((self.visibility as f64 / 3.0).max(0.5));
+    async fn heartbeat(self: Arc<Self>, queue: usize, receipt: String) {
+        let visibility = self.queues[queue].visibility;
+        let every = Duration::from_secs_f64((visibility as f64 / 3.0).max(0.5));
         loop {
             tokio::time::sleep(every).await;
-            self.set_visibility(&receipt, self.visibility).await;
+            self.set_visibility(queue, &receipt, visibility).await;
         }
     }
 
-    async fn set_visibility(&self, receipt: &str, seconds: i32) {
+    async fn set_visibility(&self, queue: usize, receipt: &str, seconds: i32) {
         let result = self
             .sqs
             .change_message_visibility()
-            .queue_url(&self.queue_url)
+            .queue_url(&self.queues[queue].url)
             .receipt_handle(receipt)
             .visibility_timeout(seconds)
             .send()
@@ -269,11 +373,11 @@ impl Worker {
         }
     }
 
-    async fn delete(&self, receipt: &str, message_id: &str) {
+    async fn delete(&self, queue: usize, receipt: &str, message_id: &str) {
         if let Err(e) = self
             .sqs
             .delete_message()
-            .queue_url(&self.queue_url)
+            .queue_url(&self.queues[queue].url)
             .receipt_handle(receipt)
             .send()
             .await
@@ -282,7 +386,7 @@ impl Worker {
         }
     }
 
-    fn queue_message(&self, message: &Message) -> QueueMessage {
+    fn queue_message(&self, queue: usize, message: &Message) -> QueueMessage {
         QueueMessage {
             message_id: message.message_id.clone().unwrap_or_default(),
             body: message.body.clone().unwrap_or_default(),
@@ -301,7 +405,7 @@ impl Worker {
                     )
                 })
                 .collect(),
-            queue_arn: self.queue_arn.clone(),
+            queue_arn: self.queues[queue].arn.clone(),
         }
     }
 }
@@ -314,4 +418,6 @@ enum Settled {
     Release,
     /// Leave it: its visibility runs out and SQS delivers it again (then parks it).
     Leave,
+    /// Nothing more to do with the message: it was handed to the ledger and deleted.
+    HandedOver,
 }

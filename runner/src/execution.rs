@@ -123,7 +123,8 @@ impl Job {
                 return Err(err);
             }
         };
-        if let (Some(attempt), Some(signal)) = (&attempt, *stopping.borrow()) {
+        let stopped_by = *stopping.borrow();
+        if let (Some(attempt), Some(signal)) = (&attempt, stopped_by) {
             // Stopped from outside (Spot, scale-in): nothing about the invocation failed.
             // Said in the log first, before any call that could hang past SIGKILL.
             let reason = format!("the task was stopped ({})", crate::outcome::signal_name(signal));

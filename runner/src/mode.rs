@@ -81,9 +81,10 @@ impl Mode {
             env,
             function_logs: cli.function_logs,
         };
-        if let Some(queue_url) = cli.queue {
+        if !cli.queue.is_empty() {
             return Ok(Mode::Drain(DrainOptions {
-                queue_url,
+                queue_urls: cli.queue.clone(),
+                handover_after: Duration::from_secs_f64(cli.handover_after),
                 concurrency: cli.concurrency.max(1),
                 idle: Duration::from_secs_f64(cli.idle_timeout),
                 visibility: cli.visibility_timeout,

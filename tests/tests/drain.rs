@@ -310,14 +310,35 @@ async fn sigterm_mid_run_releases_the_message_and_another_worker_runs_it() {
 }
 
 #[tokio::test]
-async fn the_scaler_starts_workers_for_the_queue_depth_minus_those_running() {
+async fn drain_mode_over_both_overflow_queues_scales_on_their_depth_and_drains_both() {
     let sdk = Emulator::shared().sdk_config().await;
     let id = uuid_like();
     let cluster = Cluster::create(&sdk, &format!("scale-{id}")).await;
-    let queue = Queue::create(&sdk, &format!("scale-{id}"), &[], &[]).await;
-    for n in 0..25 {
-        queue.send(&format!(r#"{{"n":{n}}}"#)).await;
+    // The two example queues: a function's dead-letter queue, and the failures queue
+    // several functions' destinations share.
+    let name = format!("scaled-{id}");
+    let function = deploy(&sdk, &name, &bootstrap_zip_bytes(&fixture("echo")), &[]).await;
+    let dlq = Queue::create(&sdk, &format!("scale-dlq-{id}"), &[("immortal:function", &name)], &[]).await;
+    let failures = Queue::create(&sdk, &format!("scale-failures-{id}"), &[], &[]).await;
+    let mut sent = BTreeSet::new();
+    for n in 0..15 {
+        let request_id = format!("req-dlq-{n}");
+        dlq.send_dead_letter(
+            &format!(r#"{{"n":{n}}}"#),
+            &request_id,
+            "Task timed out after 3.00 seconds",
+        )
+        .await;
+        sent.insert(request_id);
     }
+    for n in 0..10 {
+        let request_id = format!("req-failures-{n}");
+        failures
+            .send(&timeout_record(&request_id, &function.arn, &json!({"n": n})))
+            .await;
+        sent.insert(request_id);
+    }
+    let both = format!("{},{}", dlq.url, failures.url);
     let tick = |event_id: &str| {
         let event = json!({"version": "0", "id": event_id, "detail-type": "Scheduled Event", "source": "aws.events",
                            "account": "123456789012", "time": "2026-11-22T10:00:00Z", "region": "us-east-1",
@@ -326,7 +347,7 @@ async fn the_scaler_starts_workers_for_the_queue_depth_minus_those_running() {
             .envs(Emulator::shared().env())
             .envs(cluster.forwarder_env())
             .env("IMMORTAL_MODE", "drain")
-            .env("IMMORTAL_DRAIN_QUEUE_URL", &queue.url)
+            .env("IMMORTAL_DRAIN_QUEUE_URL", &both)
             .env("IMMORTAL_MAX_WORKERS", "5")
             .env("IMMORTAL_STARTED_BY", "immortal-drain")
     };
@@ -337,7 +358,7 @@ async fn the_scaler_starts_workers_for_the_queue_depth_minus_those_running() {
     .await
     .unwrap();
     first.expect_code(0);
-    let result = first.json();
+    let result = &first.json()["tick"];
     assert_eq!(
         (
             result["depth"].as_u64(),
@@ -345,18 +366,40 @@ async fn the_scaler_starts_workers_for_the_queue_depth_minus_those_running() {
             result["started"].as_u64()
         ),
         (Some(25), Some(0), Some(3)),
-        "{result}"
+        "the depth of both queues: {result}"
     );
     let tasks = cluster.tasks().await;
     assert_eq!(tasks.len(), 3);
     for task in &tasks {
         assert_eq!(task.started_by(), Some("immortal-drain"));
-        assert_eq!(task_env(task)["IMMORTAL_QUEUE_URL"], queue.url);
+        assert_eq!(task_env(task)["IMMORTAL_QUEUE_URL"], both, "every worker drains both");
     }
 
-    // More work arrives; three workers already run, the cap is five.
-    for n in 0..40 {
-        queue.send(&format!(r#"{{"more":{n}}}"#)).await;
+    // One of those workers, as its task runs it: both queues drained, each run once.
+    let outcomes = Queue::create(&sdk, &format!("scale-out-{id}"), &[], &[]).await;
+    let cache = tempfile::tempdir().unwrap();
+    let env = task_env(&tasks[0]);
+    let worker = RunnerCmd::new()
+        .cache(cache.path())
+        .envs(Emulator::shared().env())
+        .env("IMMORTAL_QUEUE_URL", &env["IMMORTAL_QUEUE_URL"])
+        .env("IMMORTAL_ON_SUCCESS", &outcomes.url)
+        .args(["--idle-timeout", "3", "--concurrency", "4"])
+        .spawn();
+    let ran = wait(worker, Duration::from_secs(180)).await;
+    ran.expect_code(0);
+    let seen = outcomes_by_request(&outcomes).await;
+    assert_eq!(
+        seen.keys().cloned().collect::<BTreeSet<_>>(),
+        sent,
+        "both queues drained"
+    );
+    assert!(seen.values().all(|n| *n == 1), "each run once: {seen:?}");
+    assert_eq!((dlq.depth().await, failures.depth().await), (0, 0));
+
+    // More work arrives; three workers already run (as far as ECS knows), the cap is five.
+    for n in 0..60 {
+        failures.send(&format!(r#"{{"more":{n}}}"#)).await;
     }
     let second = tokio::task::spawn_blocking({
         let cmd = tick("tick-2");
@@ -364,15 +407,69 @@ async fn the_scaler_starts_workers_for_the_queue_depth_minus_those_running() {
     })
     .await
     .unwrap();
-    let result = second.json();
+    let result = &second.json()["tick"];
     assert_eq!(
         (
             result["depth"].as_u64(),
             result["running"].as_u64(),
             result["started"].as_u64()
         ),
-        (Some(65), Some(3), Some(2)),
+        (Some(60), Some(3), Some(2)),
         "{result}"
     );
     assert_eq!(cluster.tasks().await.len(), 5);
+}
+
+#[tokio::test]
+async fn a_run_nearing_sqs_visibility_limit_is_handed_to_the_ledger_and_runs_once() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let cluster = Cluster::create(&sdk, &format!("handover-{id}")).await;
+    let name = format!("long-{id}");
+    deploy(&sdk, &name, &bootstrap_zip_bytes(&fixture("sleep")), &[]).await;
+    let queue = Queue::create(
+        &sdk,
+        &format!("handover-{id}"),
+        &[("immortal:function", &name)],
+        &[(QueueAttributeName::VisibilityTimeout, "30")],
+    )
+    .await;
+    let outcomes = Queue::create(&sdk, &format!("handover-out-{id}"), &[], &[]).await;
+    queue
+        .send_dead_letter(r#"{"seconds": 4}"#, "req-long", "Task timed out after 3.00 seconds")
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    // SQS's 12 hours, shrunk to one second.
+    let worker = worker_cmd(&queue, &outcomes, cache.path(), "2")
+        .env("IMMORTAL_PAYLOAD_BUCKET", &cluster.payload_bucket)
+        .env("IMMORTAL_HANDOVER_AFTER", "1")
+        .spawn();
+
+    let mut handed = None;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(entry) = cluster.ledger_entry("req-long").await {
+            handed = Some(entry);
+            break;
+        }
+    }
+    let handed = handed.expect("the run was handed to the ledger");
+    assert_eq!(handed["state"], "running", "{handed}");
+    assert_eq!(handed["attempt"], 1);
+    assert_eq!(
+        queue.depth().await,
+        0,
+        "its message left the queue: SQS will not deliver it again"
+    );
+
+    let ran = wait(worker, Duration::from_secs(60)).await;
+    ran.expect_code(0);
+    assert!(ran.stderr.contains("handed to the ledger"), "{}", ran.stderr);
+    assert_eq!(
+        outcomes_by_request(&outcomes).await,
+        BTreeMap::from([("req-long".to_owned(), 1)]),
+        "one outcome"
+    );
+    let ended = cluster.ledger_entry("req-long").await.unwrap();
+    assert_eq!(ended["state"], "succeeded", "the ledger records how it ended: {ended}");
 }
