@@ -210,6 +210,7 @@ pub(crate) mod tests {
             (CONTAINER_NAME_VAR, "runner"),
             (SUBNETS_VAR, "subnet-1, subnet-2"),
             (SECURITY_GROUPS_VAR, "sg-1"),
+            (PAYLOAD_BUCKET_VAR, "payloads"),
         ])
     }
 
@@ -224,6 +225,7 @@ pub(crate) mod tests {
         assert_eq!(config.subnets, ["subnet-1", "subnet-2"]);
         assert!(!config.assign_public_ip && config.capacity_providers.is_empty() && config.on_demand_fallback);
         assert_eq!(config.started_by, "immortal-forwarder");
+        assert_eq!((config.payload_bucket.as_str(), config.max_attempts), ("payloads", 3));
     }
 
     #[test]
@@ -251,12 +253,16 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string()
             .starts_with(&format!("{DRAIN_QUEUE_URL_VAR} is not set")));
-        vars.insert(DRAIN_QUEUE_URL_VAR, "https://sqs.us-east-1.amazonaws.com/1/q");
+        vars.insert(
+            DRAIN_QUEUE_URL_VAR,
+            "https://sqs.us-east-1.amazonaws.com/1/a, https://sqs.us-east-1.amazonaws.com/1/b",
+        );
         vars.insert(MAX_WORKERS_VAR, "3");
         let Mode::Drain(drain) = load(&vars).unwrap().mode else {
             panic!("drain mode")
         };
         assert_eq!((drain.max_workers, drain.messages_per_worker), (3, 10));
+        assert_eq!(drain.queue_urls.len(), 2, "every overflow queue");
         vars.insert(MAX_WORKERS_VAR, "0");
         assert!(load(&vars).is_err());
     }
