@@ -11,7 +11,7 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use immortal_handler_sdk::record::{QueueMessage, SqsBatch};
 use immortal_handler_sdk::{Envelope, FunctionRef};
-use immortal_overflow::ledger::{now_ms, Entry, Ledger, LedgerError, State, Versioned};
+use immortal_overflow::ledger::{now_ms, Entry, Ledger, State, Versioned};
 use immortal_overflow::{Carrier, Publisher, Triage, Verdict};
 
 use crate::config::Config;
@@ -252,14 +252,29 @@ impl Forwarder {
         }
         match result {
             Ok(task_arn) => {
-                held.entry.state = State::Running;
-                held.entry.task = Some(task_arn.clone());
-                held.entry.lease_until_ms = 0;
-                match self.ledger.update(&mut held.entry, &held.etag).await {
-                    Ok(etag) => held.etag = etag,
-                    // The task runs; its runner moves the entry on. What matters here is
-                    // that ECS accepted it.
-                    Err(e @ LedgerError::Conflict(_)) | Err(e @ LedgerError::Store { .. }) => {
+                // Its runner may have marked the attempt running already (then the entry
+                // changed meanwhile): the task is recorded whoever was first.
+                let attempt = held.entry.attempt;
+                let recorded = self
+                    .ledger
+                    .modify(&request_id, |entry| {
+                        if entry.attempt != attempt || entry.task.is_some() {
+                            return false;
+                        }
+                        entry.task = Some(task_arn.clone());
+                        if entry.state == State::Launching {
+                            entry.state = State::Running;
+                        }
+                        entry.lease_until_ms = 0;
+                        true
+                    })
+                    .await;
+                match recorded {
+                    Ok(Some(entry)) => held.entry = entry,
+                    Ok(None) => {}
+                    // The task runs and its runner moves the entry on; what matters here
+                    // is that ECS accepted it.
+                    Err(e) => {
                         tracing::warn!(error = %e, task_arn, "the task started but the ledger could not say so yet")
                     }
                 }

@@ -153,7 +153,9 @@ impl Forwarder {
                 })
             });
         }
-        if entry.attempt != attempt || (task.is_some() && entry.task.as_deref() != task) {
+        // The attempt's own task (an entry that never learnt its task takes the event's).
+        let other_task = matches!((task, entry.task.as_deref()), (Some(a), Some(b)) if a != b);
+        if entry.attempt != attempt || other_task {
             return Ok(nothing(format!(
                 "the stopped task ran attempt {attempt}; {request_id} is at attempt {}",
                 entry.attempt

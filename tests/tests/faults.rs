@@ -1,7 +1,7 @@
 //! Fault injection: a proxy of our own in front of the emulator throttles and breaks
 //! calls, and nothing is lost or duplicated.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use bytes::Bytes;
 use immortal_tests::ecs::Cluster;
 use immortal_tests::emulator::{aws_env, Emulator};
-use immortal_tests::lambda::{deploy, ensure_functions, uuid_like};
+use immortal_tests::fargate::{no_capacity, throttled, EcsProxy};
+use immortal_tests::lambda::{deploy, uuid_like};
 use immortal_tests::queue::Queue;
 use immortal_tests::runner::{fixture, Ran, RunnerCmd};
 use immortal_tests::server::{Reply, Seen, TestServer};
@@ -18,61 +19,6 @@ use serde_json::{json, Value};
 
 async fn run(cmd: RunnerCmd) -> Ran {
     tokio::task::spawn_blocking(move || cmd.run()).await.unwrap()
-}
-
-fn throttled() -> Reply {
-    Reply::Full {
-        status: 400,
-        headers: vec![("content-type".into(), "application/x-amz-json-1.1".into())],
-        body: Bytes::from_static(br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#),
-    }
-}
-
-fn no_capacity() -> Reply {
-    Reply::json(
-        200,
-        &json!({"tasks": [], "failures": [{"reason": "Capacity is unavailable at this time. Please try again later or in a different availability zone"}]}),
-    )
-}
-
-/// Tasks started, by clientToken.
-type Launched = Arc<Mutex<BTreeMap<String, usize>>>;
-
-/// A proxy in front of the emulator that answers RunTask with `fault(token)` when it
-/// returns one, and otherwise plays ECS's clientToken idempotency (which the emulator
-/// lacks): a token that already started a task gets that task back, not a second one.
-/// Counts the tasks each token started.
-fn ecs_proxy(fault: impl Fn(&str) -> Option<Reply> + Send + Sync + 'static) -> (TestServer, Launched) {
-    let launched: Launched = Arc::default();
-    let counted = launched.clone();
-    let started: Arc<Mutex<BTreeMap<String, Bytes>>> = Arc::default();
-    let server = TestServer::start(Some(Emulator::shared().url.clone()), move |req: &Seen| {
-        if req.target() != Some("RunTask") {
-            return Reply::Forward;
-        }
-        let token = req.json()["clientToken"].as_str().unwrap_or_default().to_owned();
-        if let Some(reply) = fault(&token) {
-            return reply;
-        }
-        if let Some(earlier) = started.lock().unwrap().get(&token) {
-            return Reply::Full {
-                status: 200,
-                headers: vec![],
-                body: earlier.clone(),
-            };
-        }
-        let (started, counted) = (started.clone(), counted.clone());
-        Reply::ForwardThen(Box::new(move |status, body| {
-            let ok = status == 200
-                && serde_json::from_slice::<Value>(body)
-                    .is_ok_and(|v| v["tasks"].as_array().is_some_and(|t| !t.is_empty()));
-            if ok {
-                started.lock().unwrap().insert(token.clone(), body.clone());
-                *counted.lock().unwrap().entry(token).or_default() += 1;
-            }
-        }))
-    });
-    (server, launched)
 }
 
 /// The forwarder, as Lambda runs it, on one batch, through `proxy`.
@@ -132,7 +78,7 @@ async fn throttled_and_capacity_failed_records_alone_are_retried_and_each_ends_w
     let faults_on = Arc::new(Mutex::new(true));
     let on = faults_on.clone();
     let (t, s) = (throttle.clone(), starve.clone());
-    let (proxy, launched) = ecs_proxy(move |token| {
+    let proxy = EcsProxy::start(move |token| {
         if !*on.lock().unwrap() {
             return None;
         }
@@ -149,7 +95,7 @@ async fn throttled_and_capacity_failed_records_alone_are_retried_and_each_ends_w
     while messages.len() < 10 {
         messages.extend(queue.receive(10 - messages.len() as i32, 1).await);
     }
-    let response = forward(&queue, &messages, &cluster, &proxy.url, 2).await;
+    let response = forward(&queue, &messages, &cluster, proxy.url(), 2).await;
     let expected: BTreeSet<String> = ids[0..5].iter().cloned().collect();
     assert_eq!(
         failed_ids(&response),
@@ -165,11 +111,11 @@ async fn throttled_and_capacity_failed_records_alone_are_retried_and_each_ends_w
     let again = queue.receive(10, 2).await;
     let redelivered: BTreeSet<String> = again.iter().map(|m| m.message_id.clone().unwrap()).collect();
     assert_eq!(redelivered, expected);
-    let response = forward(&queue, &again, &cluster, &proxy.url, 2).await;
+    let response = forward(&queue, &again, &cluster, proxy.url(), 2).await;
     assert!(failed_ids(&response).is_empty());
     queue.settle(&again, &response).await;
 
-    let launched = launched.lock().unwrap().clone();
+    let launched = proxy.launched.lock().unwrap().clone();
     assert_eq!(
         launched.keys().cloned().collect::<BTreeSet<_>>(),
         (0..10).map(token).collect(),
@@ -239,111 +185,6 @@ async fn getfunction_throttling_and_s3_errors_are_retried_with_backoff() {
 }
 
 #[tokio::test]
-async fn a_storm_of_1000_timeouts_with_20_percent_throttling_ends_with_exactly_one_task_each() {
-    let sdk = Emulator::shared().sdk_config().await;
-    let id = uuid_like();
-    let cluster = Cluster::create(&sdk, &format!("storm-{id}")).await;
-    let parking = Queue::create(&sdk, &format!("parking-{id}"), &[], &[]).await;
-    let redrive = json!({"deadLetterTargetArn": parking.arn, "maxReceiveCount": "10"}).to_string();
-    // Four functions' dead-letter queues, 250 timeouts each (the emulator's receive slows
-    // down with queue length; four queues keep the test quick without changing what it tests).
-    let mut queues = Vec::new();
-    ensure_functions(&sdk, &["thumbnail-0", "thumbnail-1", "thumbnail-2", "thumbnail-3"]).await;
-    for q in 0..4 {
-        let function = format!("thumbnail-{q}");
-        let attributes = [
-            (QueueAttributeName::VisibilityTimeout, "30"),
-            (QueueAttributeName::RedrivePolicy, redrive.as_str()),
-        ];
-        queues.push(
-            Queue::create(
-                &sdk,
-                &format!("storm-{id}-{q}"),
-                &[("immortal:function", function.as_str())],
-                &attributes,
-            )
-            .await,
-        );
-    }
-    let mut sent = BTreeSet::new();
-    for batch in 0..100 {
-        let queue = &queues[batch % 4];
-        let mut request = queue.sqs.send_message_batch().queue_url(&queue.url);
-        for n in 0..10 {
-            let attr = |t: &str, v: &str| {
-                aws_sdk_sqs::types::MessageAttributeValue::builder()
-                    .data_type(t)
-                    .string_value(v)
-                    .build()
-                    .unwrap()
-            };
-            let request_id = format!("storm-{batch}-{n}");
-            request = request.entries(
-                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                    .id(format!("e{n}"))
-                    .message_body(format!(r#"{{"video":"v{batch}-{n}.mp4"}}"#))
-                    .message_attributes("RequestID", attr("String", &request_id))
-                    .message_attributes("ErrorCode", attr("Number", "200"))
-                    .message_attributes("ErrorMessage", attr("String", "Task timed out after 900.00 seconds"))
-                    .build()
-                    .unwrap(),
-            );
-        }
-        for ok in request.send().await.unwrap().successful {
-            sent.insert(ok.message_id);
-        }
-    }
-    assert_eq!(sent.len(), 1000);
-
-    // One RunTask call in five is throttled, whichever message it carries.
-    let calls = Arc::new(Mutex::new(0u64));
-    let (proxy, launched) = ecs_proxy(move |_| {
-        let mut calls = calls.lock().unwrap();
-        *calls += 1;
-        calls.is_multiple_of(5).then(throttled)
-    });
-
-    // A poller per queue, as Lambda's event source mappings would run them. One attempt
-    // per RunTask: a throttled record goes straight back to its queue.
-    let deadline = std::time::Instant::now() + Duration::from_secs(240);
-    let mut pollers = Vec::new();
-    for queue in queues.clone() {
-        let (cluster, url) = (cluster.clone(), proxy.url.clone());
-        pollers.push(tokio::spawn(async move {
-            while std::time::Instant::now() < deadline {
-                let messages = queue.receive(10, 1).await;
-                if messages.is_empty() {
-                    if queue.depth().await == 0 {
-                        break;
-                    }
-                    continue;
-                }
-                let response = forward(&queue, &messages, &cluster, &url, 1).await;
-                let failed = queue.settle(&messages, &response).await;
-                // A short visibility timeout for retries, so the test does not wait 30 s.
-                queue.release(&messages, &failed).await;
-            }
-        }));
-    }
-    for poller in pollers {
-        poller.await.unwrap();
-    }
-    let launched = launched.lock().unwrap().clone();
-    assert_eq!(
-        launched.keys().cloned().collect::<BTreeSet<_>>(),
-        sent,
-        "every message launched, none lost"
-    );
-    let twice: Vec<_> = launched.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(twice.is_empty(), "launched more than once: {twice:?}");
-    assert_eq!(cluster.tasks().await.len(), 1000);
-    for queue in &queues {
-        assert_eq!(queue.depth().await, 0);
-    }
-    assert_eq!(parking.depth().await, 0, "nothing parked");
-}
-
-#[tokio::test]
 async fn no_spot_capacity_falls_back_to_fargate_on_demand_once() {
     let sdk = Emulator::shared().sdk_config().await;
     let id = uuid_like();
@@ -354,17 +195,18 @@ async fn no_spot_capacity_falls_back_to_fargate_on_demand_once() {
         .await;
     // Spot has no capacity: every call with the attempt's own token (the strategy call)
     // fails; the on-demand retry carries a token of its own.
-    let (proxy, launched) = ecs_proxy(|token| (!token.ends_with("/od")).then(no_capacity));
+    let proxy = EcsProxy::start(|token| (!token.ends_with("/od")).then(no_capacity));
     let messages = queue.receive(10, 1).await;
     let ran = run(
         RunnerCmd::lambda("dlq-forwarder", &queue.lambda_event(&messages).to_string())
-            .envs(aws_env(&proxy.url))
+            .envs(aws_env(proxy.url()))
             .envs(cluster.forwarder_env())
             .env("IMMORTAL_CAPACITY_PROVIDERS", "FARGATE_SPOT:1"),
     )
     .await;
     assert_eq!(ran.json(), json!({"batchItemFailures": []}), "{}", ran.stderr);
     let calls: Vec<Value> = proxy
+        .server
         .requests()
         .iter()
         .filter(|r| r.target() == Some("RunTask"))
@@ -381,7 +223,7 @@ async fn no_spot_capacity_falls_back_to_fargate_on_demand_once() {
     );
     assert_eq!(calls[1]["launchType"], "FARGATE");
     assert_eq!(
-        launched.lock().unwrap().keys().cloned().collect::<Vec<_>>(),
+        proxy.launched.lock().unwrap().keys().cloned().collect::<Vec<_>>(),
         ["req-spot/1/od"]
     );
     assert_eq!(cluster.tasks().await.len(), 1);

@@ -4,15 +4,24 @@
 //! Change" events are built in the documented format by a Fargate stand-in of the
 //! tests' own (the emulator neither runs tasks nor emits events).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_sdk_sqs::types::QueueAttributeName;
 use bytes::Bytes;
+use immortal_dlq_forwarder::config::Config;
+use immortal_dlq_forwarder::forward::Forwarder;
+use immortal_dlq_forwarder::reconcile::{Reconciled, StoppedTask};
+use immortal_handler_sdk::record::SqsBatch;
+use immortal_overflow::ledger::Ledger;
+use immortal_overflow::Lookup;
 use immortal_tests::ecs::Cluster;
 use immortal_tests::emulator::{aws_env, Emulator};
 use immortal_tests::fake_lambda::{FakeFunction, FakeLambda};
-use immortal_tests::fargate::{run_task, task_request, EcsProxy, Fate, TaskRun, When};
+use immortal_tests::fargate::{run_task, task_request, Dice, EcsProxy, Fate, TaskRun, When};
 use immortal_tests::lambda::{deploy, uuid_like};
 use immortal_tests::queue::Queue;
 use immortal_tests::runner::{fixture, Ran, RunnerCmd};
@@ -454,4 +463,255 @@ async fn the_same_dead_letter_message_delivered_three_times_at_once_starts_one_t
     assert!(later.stderr.contains(r#""decision":"held""#), "{}", later.stderr);
     assert!(s.proxy.started().is_empty());
     assert_eq!(s.cluster.tasks().await.len(), 1);
+}
+
+/// What the storm saw.
+#[derive(Default, Debug)]
+struct StormCounts {
+    tasks: AtomicUsize,
+    never_started: AtomicUsize,
+    killed: AtomicUsize,
+    ran_to_end: AtomicUsize,
+    relaunched: AtomicUsize,
+    reconcile_retries: AtomicUsize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_storm_with_tasks_killed_and_runtask_throttled_ends_with_one_success_per_invocation() {
+    const INVOCATIONS: usize = 1000;
+    const FUNCTIONS: usize = 4;
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let cluster = Cluster::create(&sdk, &format!("storm-{id}")).await;
+    let parking = Queue::create(&sdk, &format!("storm-parking-{id}"), &[], &[]).await;
+    let success = Queue::create(&sdk, &format!("storm-ok-{id}"), &[], &[]).await;
+    let failure = Queue::create(&sdk, &format!("storm-failed-{id}"), &[], &[]).await;
+    let redrive = json!({"deadLetterTargetArn": parking.arn, "maxReceiveCount": "10"}).to_string();
+    let zip = bootstrap_zip_bytes(&fixture("sleep"));
+    let mut queues = Vec::new();
+    for q in 0..FUNCTIONS {
+        let function = format!("storm-{id}-{q}");
+        deploy(&sdk, &function, &zip, &[]).await;
+        let attributes = [
+            (QueueAttributeName::VisibilityTimeout, "30"),
+            (QueueAttributeName::RedrivePolicy, redrive.as_str()),
+        ];
+        queues.push(
+            Queue::create(
+                &sdk,
+                &format!("storm-{id}-{q}"),
+                &[("immortal:function", function.as_str())],
+                &attributes,
+            )
+            .await,
+        );
+    }
+    let locks = tempfile::tempdir().unwrap();
+    let event = json!({"seconds": 0.3, "lock_dir": locks.path()}).to_string();
+    let mut sent = BTreeSet::new();
+    for batch in 0..INVOCATIONS / 10 {
+        let queue = &queues[batch % FUNCTIONS];
+        let mut request = queue.sqs.send_message_batch().queue_url(&queue.url);
+        for n in 0..10 {
+            let attr = |t: &str, v: &str| {
+                aws_sdk_sqs::types::MessageAttributeValue::builder()
+                    .data_type(t)
+                    .string_value(v)
+                    .build()
+                    .unwrap()
+            };
+            let request_id = format!("storm-{batch}-{n}");
+            request = request.entries(
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(format!("e{n}"))
+                    .message_body(&event)
+                    .message_attributes("RequestID", attr("String", &request_id))
+                    .message_attributes("ErrorCode", attr("Number", "200"))
+                    .message_attributes("ErrorMessage", attr("String", "Task timed out after 900.00 seconds"))
+                    .build()
+                    .unwrap(),
+            );
+            sent.insert(request_id);
+        }
+        request.send().await.unwrap();
+    }
+
+    // One RunTask call in five is throttled, whichever attempt it carries.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let proxy = Arc::new(EcsProxy::start(move |_| {
+        (counted.fetch_add(1, Ordering::SeqCst) % 5 == 4).then(immortal_tests::fargate::throttled)
+    }));
+
+    // The forwarder's library, as its Lambda binary runs it, one attempt per AWS call: a
+    // throttled RunTask fails its record (SQS delivers it again) or its stop event
+    // (EventBridge delivers it again).
+    let forwarder_sdk = immortal_tests::emulator::sdk_config(proxy.url())
+        .await
+        .to_builder()
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .build();
+    let mut vars: HashMap<String, String> = cluster
+        .forwarder_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    vars.insert("IMMORTAL_ON_FAILURE".into(), failure.url.clone());
+    vars.insert("IMMORTAL_MAX_ATTEMPTS".into(), "10".into());
+    let config = Config::read(&Lookup::new(|k| vars.get(k).cloned())).unwrap();
+    let forwarder = Arc::new(Forwarder::new(config, &forwarder_sdk));
+
+    // Lambda's event source mappings: a poller per queue.
+    let mut pollers = Vec::new();
+    for queue in queues.clone() {
+        let forwarder = forwarder.clone();
+        pollers.push(tokio::spawn(async move {
+            loop {
+                let messages = queue.receive(10, 1).await;
+                if messages.is_empty() {
+                    if queue.depth().await == 0 {
+                        return;
+                    }
+                    continue;
+                }
+                let batch: SqsBatch = serde_json::from_value(queue.lambda_event(&messages)).unwrap();
+                let response = serde_json::to_value(forwarder.handle(batch).await).unwrap();
+                let failed = queue.settle(&messages, &response).await;
+                // Retried at once rather than after the visibility timeout.
+                queue.release(&messages, &failed).await;
+            }
+        }));
+    }
+
+    // Fargate: every started task runs (four at once); one in five is killed at a random
+    // point (a quarter of those never start), and each stop reaches the forwarder.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("storm seed {seed}");
+    let dice = Arc::new(Mutex::new(Dice::new(seed)));
+    let counts = Arc::new(StormCounts::default());
+    let slots = Arc::new(tokio::sync::Semaphore::new(4));
+    let cache = tempfile::tempdir().unwrap();
+    let runner = {
+        let (bucket, ok, failed, cache) = (
+            cluster.payload_bucket.clone(),
+            success.url.clone(),
+            failure.url.clone(),
+            cache.path().to_owned(),
+        );
+        move || {
+            RunnerCmd::new()
+                .cache(&cache)
+                .envs(Emulator::shared().env())
+                .env("IMMORTAL_PAYLOAD_BUCKET", &bucket)
+                .env("IMMORTAL_ON_SUCCESS", &ok)
+                .env("IMMORTAL_ON_FAILURE", &failed)
+                .env("IMMORTAL_STOP_TIMEOUT", "10")
+        }
+    };
+    let mut successes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut running = tokio::task::JoinSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(900);
+    while successes.len() < INVOCATIONS && std::time::Instant::now() < deadline {
+        for task in proxy.started() {
+            counts.tasks.fetch_add(1, Ordering::SeqCst);
+            let fate = {
+                let mut dice = dice.lock().unwrap();
+                match dice.below(20) {
+                    0 => Fate::FailToStart,
+                    1..=3 => Fate::Kill(When::After(Duration::from_millis(dice.below(300)))),
+                    _ => Fate::Run,
+                }
+            };
+            let (forwarder, counts, slots, cmd) = (forwarder.clone(), counts.clone(), slots.clone(), runner());
+            running.spawn(async move {
+                let permit = slots.acquire_owned().await.unwrap();
+                let counter = match fate {
+                    Fate::FailToStart => &counts.never_started,
+                    Fate::Kill(_) => &counts.killed,
+                    _ => &counts.ran_to_end,
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let run = tokio::task::spawn_blocking(move || run_task(task, cmd, fate, Duration::from_secs(10)))
+                    .await
+                    .unwrap();
+                drop(permit);
+                let stopped = StoppedTask::from_event(&run.stopped).expect("a runner task's stop");
+                for _ in 0..100 {
+                    match forwarder.reconcile(&stopped).await {
+                        Reconciled::Failed { .. } => {
+                            counts.reconcile_retries.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Reconciled::Relaunched { .. } => {
+                            counts.relaunched.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        _ => return,
+                    }
+                }
+                panic!("the stop of {} was never reconciled", stopped.task_arn);
+            });
+        }
+        while let Some(done) = running.try_join_next() {
+            done.expect("a task's run");
+        }
+        for (id, n) in Setup::records(&success).await.into_iter().map(|(id, r)| (id, r.len())) {
+            *successes.entry(id).or_default() += n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    while let Some(done) = running.join_next().await {
+        done.expect("a task's run");
+    }
+    for poller in pollers {
+        poller.await.unwrap();
+    }
+    // Whatever is still live after every stop was reconciled is a loss.
+    let swept = forwarder.sweep().await;
+    for (id, n) in Setup::records(&success).await.into_iter().map(|(id, r)| (id, r.len())) {
+        *successes.entry(id).or_default() += n;
+    }
+
+    let concurrent = std::fs::read_to_string(locks.path().join("concurrent.log")).unwrap_or_default();
+    let twice: Vec<_> = successes.iter().filter(|(_, n)| **n != 1).collect();
+    println!(
+        "storm: {INVOCATIONS} invocations, {} RunTask calls ({} throttled), {} tasks: {} ran to their end, {} killed mid-run, {} never started; {} relaunched, {} stop events retried; {} success records for {} invocations, {} more than once, {} run concurrently twice",
+        calls.load(Ordering::SeqCst),
+        calls.load(Ordering::SeqCst) / 5,
+        counts.tasks.load(Ordering::SeqCst),
+        counts.ran_to_end.load(Ordering::SeqCst),
+        counts.killed.load(Ordering::SeqCst),
+        counts.never_started.load(Ordering::SeqCst),
+        counts.relaunched.load(Ordering::SeqCst),
+        counts.reconcile_retries.load(Ordering::SeqCst),
+        successes.values().sum::<usize>(),
+        successes.len(),
+        twice.len(),
+        concurrent.lines().count(),
+    );
+    assert_eq!(
+        successes.keys().cloned().collect::<BTreeSet<_>>(),
+        sent,
+        "no invocation lost"
+    );
+    assert!(twice.is_empty(), "exactly one success each: {twice:?}");
+    let launched = proxy.launched.lock().unwrap().clone();
+    assert!(
+        launched.values().all(|n| *n == 1),
+        "one task per attempt: {:?}",
+        launched.iter().filter(|(_, n)| **n != 1).collect::<Vec<_>>()
+    );
+    assert!(concurrent.is_empty(), "run concurrently twice: {concurrent}");
+    assert!(swept.is_empty(), "nothing left for the sweep: {swept:?}");
+    assert!(counts.killed.load(Ordering::SeqCst) + counts.never_started.load(Ordering::SeqCst) > 0);
+    assert_eq!(parking.depth().await, 0, "nothing parked");
+    assert!(Setup::records(&failure).await.is_empty(), "no failure records");
+    let ledger = Ledger::new(cluster.s3.clone(), cluster.payload_bucket.clone());
+    assert!(
+        ledger.live().await.unwrap().is_empty(),
+        "every invocation ended in the ledger"
+    );
 }
