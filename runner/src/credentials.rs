@@ -57,8 +57,9 @@ impl FunctionRole {
 /// Why the function's role could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
-    /// STS refused: the role does not trust the runner.
-    #[error("cannot assume the function's role {role}: {reason}. Let the runner assume it: add to the role's trust policy {statement}")]
+    /// STS refused: the role does not trust the runner, or (under the overflow stack,
+    /// whose runner may assume only roles tagged so) lacks the `immortal:enabled` tag.
+    #[error("cannot assume the function's role {role}: {reason}. Let the runner assume it: add to the role's trust policy {statement}, and tag the role immortal:enabled=true (the overflow stack's runner may assume only roles tagged so)")]
     Refused {
         /// The role.
         role: String,

@@ -3,6 +3,8 @@
 //! - [`runner`]: builds and runs the `runner` binary and captures what it did.
 //! - [`emulator`]: moto's server on a free port; [`server`]: a programmable HTTP server.
 //! - [`zips`]: code zips the way `cargo lambda build --output-format zip` makes them.
+//! - [`osls`]: Serverless Framework services packaged offline, and readers of the
+//!   CloudFormation they generate.
 
 pub mod ecs;
 pub mod emulator;
@@ -10,6 +12,7 @@ pub mod fake_lambda;
 pub mod fargate;
 pub mod image_user;
 pub mod lambda;
+pub mod osls;
 pub mod queue;
 pub mod runner;
 pub mod server;

@@ -1,25 +1,24 @@
 //! The deploy files: serverless.yml packages offline with osls, the generated template
 //! passes cfn-lint and our least-privilege rules, and the Dockerfile passes hadolint.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use immortal_tests::emulator::Emulator;
+use immortal_tests::osls::{
+    arn_texts, as_list, attachment, iam_statements, package, repo, resource, sample_with_report, tag_conditioned,
+    untagged_function_reads, Overflow, EXPORTS,
+};
 use immortal_tests::runner::{lambda_zip, without_cargo_test_env};
-use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
+use serde_json::{json, Value};
 
 /// Packages serverless.yml in a scratch copy of the service folder (artifacts from this
-/// workspace's binaries, the real ffmpeg layer) and returns the generated template.
+/// workspace's binaries, the real ffmpeg layer) and returns the generated template,
+/// which cfn-lint passed.
 fn packaged_template() -> &'static Value {
     static TEMPLATE: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     TEMPLATE.get_or_init(|| {
         let repo = repo();
         let service = tempfile::tempdir().unwrap().keep();
-        for file in ["serverless.yml", ".cfnlintrc.yaml", "examples/primes/handler.py"] {
+        for file in ["serverless.yml", "examples/primes/handler.py"] {
             std::fs::create_dir_all(service.join(file).parent().unwrap()).unwrap();
             std::fs::copy(repo.join(file), service.join(file)).unwrap();
         }
@@ -40,48 +39,15 @@ fn packaged_template() -> &'static Value {
             service.join("target/layers/ffmpeg-x86_64.zip"),
         )
         .unwrap();
-
-        let osls_dir = repo.join(".tools/node_modules/osls");
-        let out = Command::new(repo.join(".tools/node_modules/.bin/osls"))
-            .current_dir(&service)
-            .args(["package", "--stage", "test", "--region", "us-east-1"])
-            .args([
+        package(
+            &service,
+            &[
                 "--param=subnets=subnet-0a1b2c3d,subnet-4e5f6a7b",
                 "--param=securityGroups=sg-0a1b2c3d",
-            ])
-            .envs(Emulator::shared().env())
-            .env(
-                "NODE_OPTIONS",
-                format!("--require {}", repo.join("tests/fixtures/osls-offline.js").display()),
-            )
-            .env("IMMORTAL_OSLS_DIR", &osls_dir)
-            .output()
-            .expect("osls (scripts/setup test installs it into .tools/)");
-        assert!(
-            out.status.success(),
-            "osls package failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = service.join(".serverless/cloudformation-template-update-stack.json");
-        let lint = Command::new("cfn-lint")
-            .current_dir(&service)
-            .arg(&path)
-            .output()
-            .expect("cfn-lint");
-        assert!(
-            lint.status.success(),
-            "cfn-lint:\n{}",
-            String::from_utf8_lossy(&lint.stdout)
-        );
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+            ],
+        )
+        .0
     })
-}
-
-fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {
-    template["Resources"]
-        .get(name)
-        .unwrap_or_else(|| panic!("no resource {name}"))
 }
 
 #[test]
@@ -219,19 +185,22 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
             assert!(map.contains(&format!("{runtime}=${{{name}}}")), "{runtime} in {map}");
         }
     }
-    // Each function runs as itself: its role trusts the runner's, which holds none of
-    // the functions' own rights.
-    for role in ["ThumbnailRole", "PrimesRole"] {
-        let trust = &resource(template, role)["Properties"]["AssumeRolePolicyDocument"]["Statement"];
-        assert!(
-            trust
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|s| s["Principal"]["AWS"] == serde_json::json!({"Fn::GetAtt": ["RunnerTaskRole", "Arn"]})),
-            "{role} trusts the runner: {trust}"
-        );
-    }
+    // The examples are attached the way any function is (what serverless-immortal
+    // generates, checked by the same assertions in tests/tests/plugin.rs): the tag, one
+    // attempt, the overflow queue or a tagged queue of its own, a tagged role that trusts
+    // the runner's (each function runs as itself; the runner holds none of its rights).
+    let overflow = Overflow::exported_by(template);
+    assert_eq!(overflow.queue, json!({"Fn::GetAtt": ["FailuresQueue", "Arn"]}));
+    assert_eq!(overflow.runner_role, json!({"Fn::GetAtt": ["RunnerTaskRole", "Arn"]}));
+    attachment(template, "ThumbnailBatchLambdaFunction").assert_by_destination("thumbnailBatch", &overflow);
+    attachment(template, "PrimesLambdaFunction").assert_by_destination("primes", &overflow);
+    let queue = attachment(template, "ThumbnailLambdaFunction").assert_by_dead_letter(
+        template,
+        "thumbnail",
+        &thumbnail["Properties"]["FunctionName"],
+        &overflow,
+    );
+    assert_eq!(queue, "ThumbnailDlq");
     let runner_role = resource(template, "RunnerTaskRole").to_string();
     assert!(
         !runner_role.contains("uploads"),
@@ -250,37 +219,6 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
 /// resource (ListTasks is scoped by the ecs:cluster condition instead, checked below).
 const RESOURCELESS_ACTIONS: &[&str] = &["ecr:GetAuthorizationToken", "ecs:ListTasks"];
 
-/// Every Allow statement of every IAM role and policy in the template.
-fn iam_statements(template: &Value) -> Vec<(String, Value)> {
-    let mut found = Vec::new();
-    for (name, resource) in template["Resources"].as_object().unwrap() {
-        let props = &resource["Properties"];
-        let documents: Vec<&Value> = match resource["Type"].as_str() {
-            Some("AWS::IAM::Role") => props["Policies"]
-                .as_array()
-                .map(|p| p.iter().map(|p| &p["PolicyDocument"]).collect())
-                .unwrap_or_default(),
-            Some("AWS::IAM::Policy") | Some("AWS::IAM::ManagedPolicy") => vec![&props["PolicyDocument"]],
-            _ => vec![],
-        };
-        for doc in documents {
-            for statement in doc["Statement"].as_array().into_iter().flatten() {
-                if statement["Effect"] == "Allow" {
-                    found.push((name.clone(), statement.clone()));
-                }
-            }
-        }
-    }
-    found
-}
-
-fn as_list(value: &Value) -> Vec<Value> {
-    match value {
-        Value::Array(items) => items.clone(),
-        other => vec![other.clone()],
-    }
-}
-
 #[test]
 fn iam_is_least_privilege_with_no_wildcard_where_an_arn_is_known() {
     let statements = iam_statements(packaged_template());
@@ -297,14 +235,16 @@ fn iam_is_least_privilege_with_no_wildcard_where_an_arn_is_known() {
                 problems.push(format!("{role}: wildcard action {action}"));
             }
         }
-        for resource in &resources {
-            let text = resource.as_str().map(str::to_owned);
-            let wildcard = text.as_deref() == Some("*")
-                || text
-                    .as_deref()
-                    .is_some_and(|t| t.ends_with(":::*") || t.ends_with(":*:*"));
-            if wildcard && !actions.iter().all(|a| RESOURCELESS_ACTIONS.contains(&a.as_str())) {
-                problems.push(format!("{role}: {actions:?} on {resource} although an ARN is known"));
+        for text in resources.iter().flat_map(arn_texts) {
+            let every = text == "*" || text.ends_with(":::*") || text.ends_with(":*:*");
+            // A whole kind of resource of the account: functions, roles, queues.
+            let every_of_a_kind =
+                text.ends_with(":function:*") || text.ends_with(":role/*") || text.ends_with("${AWS::AccountId}:*");
+            let resourceless = actions.iter().all(|a| RESOURCELESS_ACTIONS.contains(&a.as_str()));
+            if (every && !resourceless) || (every_of_a_kind && !tag_conditioned(statement)) {
+                problems.push(format!(
+                    "{role}: {actions:?} on {text} although an ARN or the immortal:enabled tag condition could say which"
+                ));
             }
         }
         if actions.iter().any(|a| a == "iam:PassRole") {
@@ -334,19 +274,123 @@ fn iam_is_least_privilege_with_no_wildcard_where_an_arn_is_known() {
         }
     }
     assert!(problems.is_empty(), "IAM problems:\n{}", problems.join("\n"));
-    let runner = statements
-        .iter()
-        .filter(|(role, _)| role == "RunnerTaskRole" || role == "RunnerFunctionsPolicy")
-        .collect::<Vec<_>>();
-    let get_function: Vec<_> = runner
-        .iter()
-        .filter(|(_, s)| s["Action"] == "lambda:GetFunction")
-        .collect();
-    assert_eq!(
-        get_function.len(),
-        1,
-        "the task role may GetFunction on the served functions only"
+    let function_reads = untagged_function_reads(&statements);
+    assert!(
+        function_reads.is_empty(),
+        "functions are read only when tagged immortal:enabled=true:\n{}",
+        function_reads.join("\n")
     );
+    // The runner fetches any attached function and assumes its role, by the tag alone:
+    // attaching a function never edits this stack.
+    let runner: Vec<&Value> = statements
+        .iter()
+        .filter(|(role, _)| role == "RunnerTaskRole")
+        .map(|(_, s)| s)
+        .collect();
+    let grants = |action: &str| -> Vec<&Value> {
+        runner
+            .iter()
+            .copied()
+            .filter(|s| as_list(&s["Action"]).contains(&json!(action)))
+            .collect()
+    };
+    for action in ["lambda:GetFunction", "lambda:ListTags", "sts:AssumeRole"] {
+        let found = grants(action);
+        assert_eq!(found.len(), 1, "the task role's {action}: {found:?}");
+        assert!(
+            tag_conditioned(found[0]),
+            "{action} only on what is tagged: {}",
+            found[0]
+        );
+    }
+    assert!(
+        statements
+            .iter()
+            .all(|(_, s)| !as_list(&s["Action"]).contains(&json!("sts:AssumeRole")) || tag_conditioned(s)),
+        "no role may assume roles other than tagged ones"
+    );
+}
+
+/// The check above is no formality: it reads resources built with Fn::Sub and
+/// Fn::Join, and refuses named functions as much as untagged wildcards.
+#[test]
+fn the_function_read_check_sees_through_sub_and_join() {
+    let statement = |resource: Value, tagged: bool| {
+        let mut s = json!({"Effect": "Allow", "Action": ["lambda:GetFunction"], "Resource": resource});
+        if tagged {
+            s["Condition"] = json!({"StringEquals": {"aws:ResourceTag/immortal:enabled": "true"}});
+        }
+        ("Role".to_owned(), s)
+    };
+    let join = json!({"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":lambda:us-east-1:123456789012:function:", {"Ref": "Fn"}]]});
+    let sub_any = json!({"Fn::Sub": immortal_tests::osls::ANY_FUNCTION});
+    let wildcard_join =
+        json!({"Fn::Join": [":", ["arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}", "function", "*"]]});
+    assert_eq!(
+        untagged_function_reads(&[statement(join.clone(), true)]).len(),
+        1,
+        "a named function via Fn::Join"
+    );
+    assert_eq!(
+        untagged_function_reads(&[statement(json!({"Fn::GetAtt": ["Fn", "Arn"]}), true)]).len(),
+        1
+    );
+    assert_eq!(
+        untagged_function_reads(&[statement(sub_any.clone(), false)]).len(),
+        1,
+        "no tag condition"
+    );
+    assert_eq!(
+        untagged_function_reads(&[statement(json!([sub_any.clone(), join]), true)]).len(),
+        1
+    );
+    assert!(untagged_function_reads(&[statement(sub_any, true)]).is_empty());
+    assert!(
+        untagged_function_reads(&[statement(wildcard_join, true)]).is_empty(),
+        "Fn::Join spelled out"
+    );
+}
+
+/// Everything the plugin's sample service imports, on both routes, is exported by the
+/// overflow stack under that name.
+#[test]
+fn the_plugin_imports_only_what_the_overflow_stack_exports() {
+    Overflow::exported_by(packaged_template());
+    let exported: Vec<String> = EXPORTS.iter().map(|name| format!("immortal-test-{name}")).collect();
+    let service = sample_with_report("immortal: { via: deadLetter }");
+    let (template, _) = package(service.path(), &[]);
+    let mut imports = Vec::new();
+    collect_imports(&template, &mut imports);
+    for name in [
+        "immortal-test-OverflowQueueArn",
+        "immortal-test-RunnerTaskRoleArn",
+        "immortal-test-ParkingQueueArn",
+        "immortal-test-ForwarderArn",
+    ] {
+        assert!(
+            imports.contains(&name.to_owned()),
+            "the sample imports {name}: {imports:?}"
+        );
+    }
+    for import in &imports {
+        assert!(
+            exported.contains(import),
+            "{import} is not exported by serverless.yml ({exported:?})"
+        );
+    }
+}
+
+fn collect_imports(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(name) = map.get("Fn::ImportValue").and_then(Value::as_str) {
+                found.push(name.to_owned());
+            }
+            map.values().for_each(|v| collect_imports(v, found));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_imports(v, found)),
+        _ => {}
+    }
 }
 
 #[test]
@@ -437,14 +481,4 @@ fn the_image_runner_is_built_for_glibc_2_26_and_runs_a_python_function_as_built(
     let seen: Value = serde_json::from_slice(&ran.stdout).unwrap();
     assert_eq!(seen["request_id"], "img-1");
     assert_eq!(seen["event"]["from"], "the image binary");
-}
-
-#[test]
-fn the_readme_shows_how_to_attach_the_dead_letter_queue_to_any_function() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    assert!(
-        readme.contains("DeadLetterConfig:") && readme.contains("maximumRetryAttempts: 0"),
-        "the 5-line snippet"
-    );
-    assert!(Path::new(&repo().join("serverless.yml")).is_file());
 }
