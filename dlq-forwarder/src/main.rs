@@ -1,7 +1,7 @@
 //! The forwarder's `bootstrap`: validate the configuration, then serve whatever triggers
 //! it, recognised by shape: SQS batches (one task per message), ECS "Task State Change"
 //! events (a stopped task without an outcome is relaunched), and scheduled events (the
-//! sweep, and in drain mode the scaler's tick).
+//! ledger's sweep; in drain mode, the scaler's tick).
 
 use immortal_dlq_forwarder::config::{Config, Mode};
 use immortal_dlq_forwarder::forward::Forwarder;
@@ -41,16 +41,14 @@ async fn main() -> Result<(), Error> {
             };
         }
         if payload["detail-type"] == "Scheduled Event" {
-            let swept = Box::pin(forwarder.sweep()).await;
-            let tick = match &config.mode {
-                Mode::Task => None,
+            return match &config.mode {
+                Mode::Task => Ok(json!({"swept": Box::pin(forwarder.sweep()).await})),
                 Mode::Drain(drain) => {
                     // A schedule event's id makes a retried tick's RunTask calls idempotent.
                     let seed = payload["id"].as_str().unwrap_or(&context.request_id).to_owned();
-                    Some(scale::tick(ecs, sqs, config, drain, &seed).await?)
+                    Ok(json!({"tick": scale::tick(ecs, sqs, config, drain, &seed).await?}))
                 }
             };
-            return Ok(json!({"swept": swept, "tick": tick}));
         }
         if payload["source"] == "aws.ecs" {
             return Ok(json!({"ignored": "a task state change other than a runner task stopping"}));

@@ -114,6 +114,7 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
             "IMMORTAL_ON_SUCCESS",
             "IMMORTAL_ON_FAILURE",
             "IMMORTAL_PAYLOAD_BUCKET",
+            "IMMORTAL_STOP_TIMEOUT",
             "IMMORTAL_IDLE_TIMEOUT",
             "IMMORTAL_RELAUNCH"
         ]
@@ -137,8 +138,6 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
     assert_eq!(schedule["Properties"]["State"], "DISABLED");
     let scaler_env = &resource(template, "ScalerLambdaFunction")["Properties"]["Environment"]["Variables"];
     assert_eq!(scaler_env["IMMORTAL_MODE"], "drain");
-    let payload = &resource(template, "PayloadBucket")["Properties"];
-    assert_eq!(payload["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"], 14);
 
     // A task definition per runtime, each on its own image, all alike otherwise.
     let custom = &resource(template, "RunnerTaskDefinition")["Properties"];
@@ -218,6 +217,106 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
 /// Actions that have no resource-level permissions for our use: `*` is the only possible
 /// resource (ListTasks is scoped by the ecs:cluster condition instead, checked below).
 const RESOURCELESS_ACTIONS: &[&str] = &["ecr:GetAuthorizationToken", "ecs:ListTasks"];
+
+#[test]
+fn the_stack_keeps_a_durable_record_of_every_relaunch_and_watches_its_queues() {
+    let template = packaged_template();
+    // The payload bucket: encrypted, reachable over TLS only, expiring what it keeps.
+    let bucket = &resource(template, "PayloadBucket")["Properties"];
+    assert_eq!(
+        bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+            ["SSEAlgorithm"],
+        "AES256"
+    );
+    let rules: Vec<(&str, u64)> = bucket["LifecycleConfiguration"]["Rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["Prefix"].as_str().unwrap(), r["ExpirationInDays"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(rules, [("envelopes/", 90), ("ledger/", 90), ("outcomes/", 14)]);
+    let policy = &resource(template, "PayloadBucketPolicy")["Properties"]["PolicyDocument"]["Statement"][0];
+    assert_eq!(policy["Effect"], "Deny");
+    assert_eq!(policy["Condition"]["Bool"]["aws:SecureTransport"], "false");
+
+    // The forwarder: required bucket, max attempts, and its two new triggers.
+    let forwarder = &resource(template, "ForwarderLambdaFunction")["Properties"]["Environment"]["Variables"];
+    assert_eq!(forwarder["IMMORTAL_PAYLOAD_BUCKET"], json!({"Ref": "PayloadBucket"}));
+    assert_eq!(forwarder["IMMORTAL_MAX_ATTEMPTS"], "3");
+    let rules: Vec<&Value> = template["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v["Type"] == "AWS::Events::Rule" && !v["Properties"]["EventPattern"].is_null())
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(rules.len(), 1, "one rule on ECS task state changes");
+    let pattern = &rules[0]["Properties"]["EventPattern"];
+    assert_eq!(pattern["source"], json!(["aws.ecs"]));
+    assert_eq!(pattern["detail-type"], json!(["ECS Task State Change"]));
+    assert_eq!(pattern["detail"]["lastStatus"], json!(["STOPPED"]));
+    assert_eq!(pattern["detail"]["startedBy"], json!(["immortal-forwarder"]));
+    assert_eq!(
+        pattern["detail"]["clusterArn"],
+        json!([{"Fn::GetAtt": ["RunnerCluster", "Arn"]}])
+    );
+    let sweep = template["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.starts_with("ForwarderEventsRuleSchedule"))
+        .expect("the sweep's schedule")
+        .1;
+    assert_eq!(sweep["Properties"]["State"], "ENABLED", "the sweep runs in either mode");
+
+    // The runner gets the task's stop timeout, less what it keeps for itself.
+    let container = &resource(template, "RunnerTaskDefinition")["Properties"]["ContainerDefinitions"][0];
+    assert_eq!(container["StopTimeout"], 120);
+    let stop = container["Environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["Name"] == "IMMORTAL_STOP_TIMEOUT")
+        .unwrap();
+    assert_eq!(stop["Value"], "120");
+
+    // Drain mode takes over both queues whose triggers it switches off.
+    let scaler = &resource(template, "ScalerLambdaFunction")["Properties"]["Environment"]["Variables"];
+    let drained = scaler["IMMORTAL_DRAIN_QUEUE_URL"].to_string();
+    assert!(
+        drained.contains("ThumbnailDlq") && drained.contains("FailuresQueue"),
+        "{drained}"
+    );
+
+    // Alarms: the parking queue's depth, and the oldest message of each overflow queue.
+    let alarms: Vec<(String, String)> = template["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|v| v["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|v| {
+            let p = &v["Properties"];
+            assert_eq!(p["AlarmActions"], json!([{"Ref": "AlarmTopic"}]), "{p}");
+            (
+                p["MetricName"].as_str().unwrap().to_owned(),
+                p["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("ApproximateNumberOfMessagesVisible", "ParkingQueue"),
+        ("ApproximateAgeOfOldestMessage", "ThumbnailDlq"),
+        ("ApproximateAgeOfOldestMessage", "FailuresQueue"),
+    ] {
+        assert!(
+            alarms.iter().any(|(m, q)| (m.as_str(), q.as_str()) == expected),
+            "{expected:?} in {alarms:?}"
+        );
+    }
+}
 
 #[test]
 fn iam_is_least_privilege_with_no_wildcard_where_an_arn_is_known() {
