@@ -423,6 +423,31 @@ def bench_forwarder():
     row("forwarder CPU per record (µs)", f"{result['cpu_us_per_record']:.1f}", "", None, "")
 
 
+def bench_durable(moto_url):
+    """The forwarder's cost per record with the durable write beside without it."""
+    print("forwarder durable write", file=sys.stderr)
+    import boto3
+    kw = dict(endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="b", aws_secret_access_key="b")
+    ecs, ec2, s3 = boto3.client("ecs", **kw), boto3.client("ec2", **kw), boto3.client("s3", **kw)
+    deploy_echo(moto_url, "bench-durable")
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    group = ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]
+    ecs.create_cluster(clusterName="bench-durable")
+    ecs.register_task_definition(family="bench-durable-runner", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="1024",
+                                 memory="2048", containerDefinitions=[{"name": "runner", "image": "immortal-runner", "memory": 2048}])
+    s3.create_bucket(Bucket="bench-durable-payloads")
+    env = aws_env(moto_url, IMMORTAL_CLUSTER="bench-durable", IMMORTAL_TASK_DEFINITION="bench-durable-runner", IMMORTAL_CONTAINER_NAME="runner",
+                  IMMORTAL_SUBNETS=subnet, IMMORTAL_SECURITY_GROUPS=group, IMMORTAL_PAYLOAD_BUCKET="bench-durable-payloads",
+                  IMMORTAL_FUNCTION_MAP="arn:aws:sqs:us-east-1:123456789012:thumbnail-dlq=bench-durable", BENCH_RECORDS="150")
+    out = subprocess.run(["cargo", "bench", "--quiet", "-p", "immortal-dlq-forwarder", "--bench", "durable"],
+                         cwd=ROOT, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    row("forwarder per record, with the durable write (ms)", f"{result['durable_ms']:.1f} (envelope + ledger entry in S3, RunTask, entry updated)",
+        f"{result['inline_ms']:.1f} (RunTask with the event inline, no record)", result["durable_ms"] / result["inline_ms"], "",
+        f"local emulator, {result['records']} records each, interleaved; medians")
+
+
 # ---------------------------------------------------------------- thumbnail
 
 class CountingProxy(http.server.ThreadingHTTPServer):
@@ -596,8 +621,10 @@ def bench_drain(moto_url):
     # empty cache (as a fresh Fargate task has), three at a time.
     url = fill_queue(sqs, "per-task", arn, messages)
     forwarder = os.path.join(LAMBDA, "dlq-forwarder", "bootstrap.zip")
+    boto3.client("s3", **kw).create_bucket(Bucket="bench-payloads")
     fenv = aws_env(moto_url, IMMORTAL_CACHE_DIR=os.path.join(WORK, "fwd-cache"), IMMORTAL_CLUSTER="bench", IMMORTAL_TASK_DEFINITION="bench-runner",
-                   IMMORTAL_CONTAINER_NAME="runner", IMMORTAL_SUBNETS=subnet, IMMORTAL_SECURITY_GROUPS=group)
+                   IMMORTAL_CONTAINER_NAME="runner", IMMORTAL_SUBNETS=subnet, IMMORTAL_SECURITY_GROUPS=group,
+                   IMMORTAL_PAYLOAD_BUCKET="bench-payloads")
     started = time.perf_counter()
     startups = 0
     while True:
@@ -624,7 +651,7 @@ def bench_drain(moto_url):
 
     def one_task(env_vars):
         cache = tempfile.mkdtemp(prefix="task-", dir=WORK)
-        _, code, _, err, _ = run_timed([RUNNER], env=aws_env(moto_url, IMMORTAL_CACHE_DIR=cache, **env_vars))
+        _, code, _, err, _ = run_timed([RUNNER], env=aws_env(moto_url, IMMORTAL_CACHE_DIR=cache, IMMORTAL_PAYLOAD_BUCKET="bench-payloads", **env_vars))
         shutil.rmtree(cache, ignore_errors=True)
         assert code == 0, err.decode()
 
@@ -675,21 +702,6 @@ def machine():
     return f"{os.cpu_count()} × {cpu}, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
 
 
-def merged(fresh):
-    """The rows of bench/RESULTS.md with `fresh` ones replacing theirs by name: a run of
-    one group keeps the other groups' figures where they are; new rows come last."""
-    path = os.path.join(ROOT, "bench", "RESULTS.md")
-    old = []
-    if os.path.exists(path):
-        for line in open(path):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if line.startswith("| ") and len(cells) == 6 and cells[0] != "benchmark":
-                old.append(tuple(cells))
-    by_name = {r[0]: r for r in fresh}
-    out = [by_name.pop(r[0], r) for r in old]
-    return out + [r for r in fresh if r[0] in by_name]
-
-
 def main():
     os.makedirs(WORK, exist_ok=True)
     for path in (RUNNER, ECHO):
@@ -702,7 +714,7 @@ def main():
         wait_port(port)
         only = set(sys.argv[1:])
         for name, fn in (("runner", bench_runner_overhead), ("runtimes", bench_runtimes), ("fetch", bench_fetch),
-                         ("forwarder", bench_forwarder),
+                         ("forwarder", bench_forwarder), ("durable", lambda: bench_durable(f"http://127.0.0.1:{port}")),
                          ("thumbnail", lambda: bench_thumbnail(f"http://127.0.0.1:{port}")),
                          ("drain", lambda: bench_drain(f"http://127.0.0.1:{port}")), ("sizes", bench_sizes)):
             if not only or name in only:
@@ -710,7 +722,7 @@ def main():
     finally:
         moto.terminate()
     header = "| benchmark | immortal | reference (same run) | ratio | target | note |\n|---|---|---|---|---|---|\n"
-    table = header + "".join(f"| {' | '.join(cells)} |\n" for cells in merged(rows))
+    table = header + "".join(f"| {' | '.join(cells)} |\n" for cells in rows)
     print(table)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results = os.path.join(ROOT, "bench", "RESULTS.md")
@@ -721,8 +733,7 @@ def main():
         kept = [tuple(c.strip() for c in line.strip().strip("|").split("|")) for line in old if line.startswith("| ") and not line.startswith("| benchmark |")]
         earlier = next((line for line in old if " UTC" in line), "").split(" UTC")[0]
         when = f"{stamp} ({', '.join(sorted(only))}); the other rows {earlier} UTC; on {machine()}."
-        merged = merge_rows(kept, rows)
-        table = header + "".join(f"| {' | '.join(cells)} |\n" for cells in merged)
+        table = header + "".join(f"| {' | '.join(cells)} |\n" for cells in merge_rows(kept, rows))
     with open(results, "w") as f:
         f.write(f"# Benchmark results\n\n{when}\n\n"
                 f"Produced by `scripts/bench` (release builds from `cargo lambda build --release`); medians of {REPS} runs. "

@@ -151,38 +151,35 @@ impl Forwarder {
             .request_id
             .clone()
             .ok_or("the record has no request id")?;
-        let mut existing = match self.ledger.read(&request_id).await.map_err(|e| e.to_string())? {
-            Some(existing) => existing,
-            None => {
-                let at = self.ledger.envelope_location(&request_id, 1);
-                let digest = self
-                    .ledger
-                    .store_envelope(&at, envelope.to_json().into_bytes())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let entry = Entry {
-                    request_id: request_id.clone(),
-                    function: function.label(),
-                    attempt: 1,
-                    state: State::Launching,
-                    task: None,
-                    envelope: at.to_string(),
-                    digest,
-                    on_demand: false,
-                    lease_until_ms: now_ms() + LAUNCH_LEASE_MS,
-                    reason: None,
-                    history: Vec::new(),
-                    revision: 0,
-                };
-                match self.ledger.create(&entry).await.map_err(|e| e.to_string())? {
-                    Ok(etag) => {
-                        let mut held = Versioned { entry, etag };
-                        return self.launch(&mut held, function, task_definition, size).await;
-                    }
-                    // Another delivery of the same invocation got there first.
-                    Err(existing) => existing,
-                }
+        // Created outright (a redelivery is the rare case, and then the envelope written
+        // is the same bytes): one round trip fewer than reading first.
+        let at = self.ledger.envelope_location(&request_id, 1);
+        let digest = self
+            .ledger
+            .store_envelope(&at, envelope.to_json().into_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let entry = Entry {
+            request_id: request_id.clone(),
+            function: function.label(),
+            attempt: 1,
+            state: State::Launching,
+            task: None,
+            envelope: at.to_string(),
+            digest,
+            on_demand: false,
+            lease_until_ms: now_ms() + LAUNCH_LEASE_MS,
+            reason: None,
+            history: Vec::new(),
+            revision: 0,
+        };
+        let mut existing = match self.ledger.create(&entry).await.map_err(|e| e.to_string())? {
+            Ok(etag) => {
+                let mut held = Versioned { entry, etag };
+                return self.launch(&mut held, function, task_definition, size).await;
             }
+            // Another delivery of the same invocation got there first.
+            Err(existing) => existing,
         };
         match existing.entry.state {
             State::Launching if existing.entry.lease_until_ms > now_ms() => Err(format!(
@@ -255,6 +252,15 @@ impl Forwarder {
                 // Its runner may have marked the attempt running already (then the entry
                 // changed meanwhile): the task is recorded whoever was first.
                 let attempt = held.entry.attempt;
+                let mut running = held.entry.clone();
+                running.task = Some(task_arn.clone());
+                running.state = State::Running;
+                running.lease_until_ms = 0;
+                if let Ok(etag) = self.ledger.update(&mut running, &held.etag).await {
+                    held.entry = running;
+                    held.etag = etag;
+                    return Ok(Decision::Launched { task_arn });
+                }
                 let recorded = self
                     .ledger
                     .modify(&request_id, |entry| {

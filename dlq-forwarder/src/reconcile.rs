@@ -326,6 +326,11 @@ impl Forwarder {
             return Ok(None);
         };
         let entry = held.entry.clone();
+        if entry.state.ended() {
+            // A marker a losing create left behind.
+            self.ledger.forget(request_id).await.map_err(|e| e.to_string())?;
+            return Ok(None);
+        }
         match (entry.state, entry.task.as_deref()) {
             (State::Launching, _) => self.resume_launch(&mut held).await,
             (State::Running | State::Interrupted, Some(task)) => {

@@ -162,11 +162,17 @@ impl Ledger {
 
     /// Creates `entry` unless one exists: `Ok(Ok(etag))` when created, `Ok(Err(existing))`
     /// when another was there first.
+    /// The live marker is written at the same time: a marker left by a create that lost
+    /// to an earlier one is removed by the sweep once it finds the invocation ended.
     pub async fn create(&self, entry: &Entry) -> Result<Result<String, Versioned>, LedgerError> {
         let key = Self::entry_key(&entry.request_id);
-        match self.put(&key, entry, Condition::Absent).await {
+        let (created, marked) = tokio::join!(
+            self.put(&key, entry, Condition::Absent),
+            self.mark_live(&entry.request_id, true)
+        );
+        match created {
             Ok(etag) => {
-                self.mark_live(&entry.request_id, true).await?;
+                marked?;
                 Ok(Ok(etag))
             }
             Err(LedgerError::Conflict(_)) => match self.read(&entry.request_id).await? {
@@ -258,13 +264,36 @@ impl Ledger {
         }
     }
 
-    /// Stores an attempt's envelope document; returns its SHA-256 (hex).
+    /// Stores an attempt's envelope document, once: an attempt's envelope never changes
+    /// under a task that may be about to read it. Returns the SHA-256 (hex) of what is
+    /// stored (the earlier bytes, when a retried or concurrent launch wrote them first).
     pub async fn store_envelope(&self, at: &S3Location, bytes: Vec<u8>) -> Result<String, LedgerError> {
         let digest = digest(&bytes);
-        store::put_json(&self.s3, at, bytes)
-            .await
-            .map_err(|reason| self.error(&at.key, reason))?;
-        Ok(digest)
+        let put = self
+            .s3
+            .put_object()
+            .bucket(&at.bucket)
+            .key(&at.key)
+            .content_type("application/json")
+            .if_none_match("*")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(digest),
+            Err(e) if matches!(e.raw_response().map(|r| r.status().as_u16()), Some(412) | Some(409)) => {
+                let stored = store::get_bytes(&self.s3, at)
+                    .await
+                    .map_err(|reason| self.error(&at.key, reason))?;
+                Ok(self::digest(&stored))
+            }
+            Err(e) => Err(self.error(&at.key, describe_error(&e))),
+        }
+    }
+
+    /// Removes the live marker of an invocation that ended.
+    pub async fn forget(&self, request_id: &str) -> Result<(), LedgerError> {
+        self.mark_live(request_id, false).await
     }
 
     async fn mark_live(&self, request_id: &str, live: bool) -> Result<(), LedgerError> {
