@@ -264,6 +264,20 @@ impl Worker {
         let (invocation, outcome) = match result {
             Ok(done) => done,
             Err(e) => {
+                // As a single task does: a failure before the bootstrap runs is the
+                // invocation's outcome, reported with its cause.
+                let target = execution::function_of(&envelope).ok().flatten();
+                if execution::report_unrun(&self.reporter, &envelope, target.as_ref(), &e).await {
+                    tracing::error!(message_id = %queued.message_id, request_id, function, error = %e, "the run could not start; reported as its outcome");
+                    if let Some(attempt) = &handed {
+                        attempt.end(State::Failed, e.error_type().map(str::to_owned)).await;
+                    }
+                    return if handed.is_some() {
+                        Settled::HandedOver
+                    } else {
+                        Settled::Done
+                    };
+                }
                 tracing::error!(message_id = %queued.message_id, request_id, function, error = %e, "the run could not start; SQS will deliver the message again");
                 return Settled::Leave;
             }

@@ -147,13 +147,21 @@ impl Job {
 
 /// Reports an invocation that never reached its bootstrap as a failure record
 /// (`RetriesExhausted`, errorType naming the cause), so that no end goes unrecorded.
-pub async fn report_unrun(reporter: &Reporter, envelope: &Envelope, function: Option<&FunctionRef>, err: &RunnerError) {
-    let Some(error_type) = err.error_type() else { return };
+/// Returns whether a record went out.
+pub async fn report_unrun(
+    reporter: &Reporter,
+    envelope: &Envelope,
+    function: Option<&FunctionRef>,
+    err: &RunnerError,
+) -> bool {
+    let Some(error_type) = err.error_type() else {
+        return false;
+    };
     let invocation = resolve(envelope, function, &FunctionFacts::default());
     let message = format!("RequestId: {} Error: {err}", invocation.request_id);
     let outcome = Outcome::failed(Failure::Init, error_type, &message);
     // Undeliverable, the record is in the log in full; the run's own exit code stands.
-    let _ = reporter.deliver(&invocation, &outcome).await;
+    reporter.deliver(&invocation, &outcome).await.is_ok()
 }
 
 /// The envelope a carrier brings (a bad one is bad input: exit 2).

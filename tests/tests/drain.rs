@@ -473,3 +473,36 @@ async fn a_run_nearing_sqs_visibility_limit_is_handed_to_the_ledger_and_runs_onc
     let ended = cluster.ledger_entry("req-long").await.unwrap();
     assert_eq!(ended["state"], "succeeded", "the ledger records how it ended: {ended}");
 }
+
+#[tokio::test]
+async fn a_message_whose_run_cannot_start_is_reported_with_its_cause_and_leaves_the_queue() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let bare = deploy(
+        &sdk,
+        &format!("bare-{id}"),
+        &immortal_tests::zips::zip_bytes(&[immortal_tests::zips::Entry::File("README", b"no bootstrap", 0o644)]),
+        &[],
+    )
+    .await;
+    let queue = Queue::create(&sdk, &format!("unrunnable-{id}"), &[], &[]).await;
+    let outcomes = Queue::create(&sdk, &format!("unrunnable-ok-{id}"), &[], &[]).await;
+    let failures = Queue::create(&sdk, &format!("unrunnable-failed-{id}"), &[], &[]).await;
+    queue
+        .send(&timeout_record("req-unrunnable", &bare.arn, &json!({"keep": "me"})))
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    let worker = worker_cmd(&queue, &outcomes, cache.path(), "2")
+        .env("IMMORTAL_ON_FAILURE", &failures.url)
+        .spawn();
+    let ran = wait(worker, Duration::from_secs(60)).await;
+    ran.expect_code(0);
+    let records = failures.receive(10, 2).await;
+    assert_eq!(records.len(), 1, "{}", ran.stderr);
+    let record: Value = serde_json::from_str(records[0].body().unwrap()).unwrap();
+    assert_eq!(record["requestContext"]["requestId"], "req-unrunnable");
+    assert_eq!(record["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(record["responsePayload"]["errorType"], "Immortal.RuntimeUnavailable");
+    assert_eq!(record["requestPayload"], json!({"keep": "me"}), "the event, kept");
+    assert_eq!(queue.depth().await, 0, "reported, so it leaves the queue");
+}
