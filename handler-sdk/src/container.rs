@@ -100,6 +100,8 @@ pub const CREDENTIALS_LIFETIME_VAR: &str = "IMMORTAL_CREDENTIALS_LIFETIME";
 pub const SANDBOX_VAR: &str = "IMMORTAL_SANDBOX";
 /// `true`: /tmp belongs to this runner alone (set by the image), emptied between functions.
 pub const OWN_TMP_VAR: &str = "IMMORTAL_OWN_TMP";
+/// `off`: the runner starts no extensions (as `--no-extensions`).
+pub const EXTENSIONS_VAR: &str = "IMMORTAL_EXTENSIONS";
 /// Where the function's logs go: `cloudwatch` or `stderr`.
 pub const FUNCTION_LOGS_VAR: &str = "IMMORTAL_FUNCTION_LOGS";
 /// The layers root.

@@ -329,6 +329,31 @@ impl Bootstrap {
         scratch: &Path,
         output: Option<std::os::fd::OwnedFd>,
     ) -> std::io::Result<Bootstrap> {
+        Self::spawn_as(immortal_sandbox::EXEC, program, cwd, env, sandbox, scratch, output)
+    }
+
+    /// Starts `program` beside the bootstrap, as the same user (an extension): what the
+    /// user leaves running is cleared up when the bootstrap ends.
+    pub fn spawn_beside(
+        program: &Path,
+        cwd: &Path,
+        env: &BTreeMap<String, String>,
+        sandbox: Option<&SandboxUser>,
+        scratch: &Path,
+        output: Option<std::os::fd::OwnedFd>,
+    ) -> std::io::Result<Bootstrap> {
+        Self::spawn_as(immortal_sandbox::JOIN, program, cwd, env, sandbox, scratch, output)
+    }
+
+    fn spawn_as(
+        subcommand: &str,
+        program: &Path,
+        cwd: &Path,
+        env: &BTreeMap<String, String>,
+        sandbox: Option<&SandboxUser>,
+        scratch: &Path,
+        output: Option<std::os::fd::OwnedFd>,
+    ) -> std::io::Result<Bootstrap> {
         let (stdout, stderr) = match output {
             Some(fd) => (Stdio::from(fd.try_clone()?), Stdio::from(fd)),
             None => {
@@ -357,7 +382,7 @@ impl Bootstrap {
             Some(user) => {
                 let mut command = tokio::process::Command::new(&user.program);
                 command
-                    .arg(immortal_sandbox::EXEC)
+                    .arg(subcommand)
                     .args([user.uid.to_string(), user.uid.to_string()])
                     .env_clear();
                 command
@@ -442,6 +467,16 @@ impl Bootstrap {
 
     /// Whether it has exited already.
     pub fn exited(&self) -> Option<ExitStatus> {
+        self.status
+    }
+
+    /// Whether it has exited, checked now without waiting.
+    pub fn try_exited(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.status = Some(status);
+            }
+        }
         self.status
     }
 

@@ -133,6 +133,16 @@ pub struct Cli {
     #[arg(long, value_name = "cloudwatch|stderr", default_value = "stderr", env = container::FUNCTION_LOGS_VAR, hide_env_values = true, value_parser = LogDestination::parse)]
     pub function_logs: LogDestination,
 
+    /// Start no extensions: the executables in the layers' `extensions/` folder are
+    /// left alone (otherwise each is started before the runtime and served the
+    /// Extensions and Telemetry APIs, as in Lambda). Also IMMORTAL_EXTENSIONS=off.
+    #[arg(long)]
+    pub no_extensions: bool,
+
+    /// `on` (default) or `off`: as --no-extensions.
+    #[arg(long, value_name = "on|off", env = container::EXTENSIONS_VAR, hide_env_values = true, hide = true, value_parser = ["on", "off"])]
+    pub extensions: Option<String>,
+
     /// Emulate Lambda's limit: at the deadline the bootstrap is killed and the result is
     /// Lambda's Sandbox.Timedout error (exit 5). Default: no limit.
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]

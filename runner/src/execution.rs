@@ -52,6 +52,8 @@ pub struct RunSettings {
     pub env: BTreeMap<String, String>,
     /// Where the function's output goes.
     pub function_logs: LogDestination,
+    /// Start the extensions the layers bring.
+    pub extensions: bool,
 }
 
 /// Where this run's function stands among those a worker runs at once: its user id
@@ -254,6 +256,7 @@ pub async fn run_envelope(
             .unwrap_or_default(),
         sandbox: sandbox.clone(),
         scratch: scratch.clone(),
+        extensions: settings.extensions,
     };
     let json = options.logging.format.as_deref() == Some("JSON");
     let mut log = match settings.function_logs {

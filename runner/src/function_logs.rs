@@ -15,6 +15,9 @@ use immortal_handler_sdk::aws::describe_error;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
+use std::sync::Arc;
+
+use crate::extensions::telemetry::{Kind, Telemetry};
 use crate::invocation::Invocation;
 
 /// PutLogEvents: at most this many events, and bytes (each event counts 26 more).
@@ -57,6 +60,8 @@ struct Line {
 /// A run's log: the bootstrap's output and the platform's lines.
 pub struct FunctionLog {
     lines: Option<mpsc::UnboundedSender<Line>>,
+    /// Extensions' telemetry subscriptions, which take the lines too.
+    tap: Option<Arc<Telemetry>>,
     shipper: Option<tokio::task::JoinHandle<()>>,
     readers: Vec<tokio::task::JoinHandle<()>>,
     json: bool,
@@ -69,6 +74,7 @@ impl FunctionLog {
     pub fn stderr(json: bool) -> FunctionLog {
         FunctionLog {
             lines: None,
+            tap: None,
             shipper: None,
             readers: Vec::new(),
             json,
@@ -87,6 +93,7 @@ impl FunctionLog {
         let shipper = tokio::spawn(ship(client, group.clone(), stream.clone(), rx));
         FunctionLog {
             lines: Some(tx),
+            tap: None,
             shipper: Some(shipper),
             readers: Vec::new(),
             json,
@@ -108,12 +115,25 @@ impl FunctionLog {
         )
     }
 
+    /// Lines read from here on also go to the extensions' telemetry subscriptions.
+    pub fn tap(&mut self, telemetry: Arc<Telemetry>) {
+        self.tap = Some(telemetry);
+    }
+
     /// A pipe for the bootstrap's stdout and stderr (`None`: it writes to the runner's
     /// stderr itself).
     pub fn output(&mut self) -> std::io::Result<Option<OwnedFd>> {
-        let Some(tx) = self.lines.clone() else {
+        self.output_as(Kind::Function)
+    }
+
+    /// A pipe for the output of the function (`Kind::Function`) or of an extension
+    /// (`Kind::Extension`): both go to the function's log, as in Lambda.
+    pub fn output_as(&mut self, kind: Kind) -> std::io::Result<Option<OwnedFd>> {
+        let tx = self.lines.clone();
+        let tap = self.tap.clone();
+        if tx.is_none() && tap.is_none() {
             return Ok(None);
-        };
+        }
         let (reader, writer) = std::io::pipe()?;
         let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(reader))?;
         self.readers.push(tokio::spawn(async move {
@@ -125,7 +145,14 @@ impl FunctionLog {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let text = String::from_utf8_lossy(&buf);
-                        send_split(&tx, text.trim_end_matches(['\n', '\r']));
+                        let line = text.trim_end_matches(['\n', '\r']);
+                        match &tx {
+                            Some(tx) => send_split(tx, line),
+                            None => eprintln!("{line}"),
+                        }
+                        if let Some(tap) = &tap {
+                            tap.line(kind, line);
+                        }
                     }
                 }
             }
@@ -186,6 +213,19 @@ impl FunctionLog {
         if let Some(error_type) = report.error_type {
             line.push_str(&format!("\tError Type: {error_type}"));
         }
+        self.platform_line(line);
+    }
+
+    /// The line Lambda writes for each extension once init is done.
+    pub fn extension_ready(&self, name: &str, events: &[&str]) {
+        let line = if self.json {
+            platform(
+                "platform.extension",
+                serde_json::json!({"name": name, "state": "Ready", "events": events}),
+            )
+        } else {
+            format!("EXTENSION\tName: {name}\tState: Ready\tEvents: [{}]", events.join(","))
+        };
         self.platform_line(line);
     }
 

@@ -24,6 +24,7 @@ pub mod drain;
 pub mod error;
 pub mod execution;
 pub mod exit;
+pub mod extensions;
 pub mod function;
 pub mod function_logs;
 pub mod in_process;

@@ -80,6 +80,7 @@ impl Mode {
             own_tmp: cli.own_tmp,
             env,
             function_logs: cli.function_logs,
+            extensions: !cli.no_extensions && cli.extensions.as_deref() != Some("off"),
         };
         if !cli.queue.is_empty() {
             return Ok(Mode::Drain(DrainOptions {

@@ -8,10 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::json;
 use tokio::time::Instant;
 
 use crate::bootstrap::{describe_exit, environment, Bootstrap, CodeLayout, LaunchConfig, Passthrough, SandboxUser};
 use crate::error::RunnerError;
+use crate::extensions::telemetry::Kind;
+use crate::extensions::{self, ExtensionFailure, Extensions, FunctionInfo};
 use crate::function::LogSettings;
 use crate::function_logs::{tree_peak_rss_mb, FunctionLog, Report};
 use crate::invocation::Invocation;
@@ -43,6 +46,8 @@ pub struct InvokeOptions {
     pub sandbox: Option<SandboxUser>,
     /// Its private scratch folder (`TMPDIR`).
     pub scratch: PathBuf,
+    /// Start the extensions in the layers root (`--no-extensions` turns them off).
+    pub extensions: bool,
 }
 
 /// Runs `invocation` with the bootstrap found in `layout`; its output and the platform's
@@ -56,7 +61,14 @@ pub async fn invoke(
     mut stop: StopSignal,
 ) -> Result<Outcome, RunnerError> {
     let (program, origin) = layout.bootstrap(options.runtime.as_ref())?;
-    let mut api = RuntimeApi::start(invocation.clone(), options.timeout, sink)
+    let extensions = Extensions::new(FunctionInfo {
+        name: invocation.function_name.clone(),
+        version: invocation.function_version.clone(),
+        handler: options.handler.clone(),
+        account_id: invocation.invoked_function_arn.split(':').nth(4).map(str::to_owned),
+    });
+    let telemetry = extensions.telemetry.clone();
+    let mut api = RuntimeApi::start(invocation.clone(), options.timeout, sink, extensions.clone())
         .await
         .map_err(|e| RunnerError::Start(format!("cannot serve the Runtime API on 127.0.0.1: {e}")))?;
     let runtime_api = api.address();
@@ -73,6 +85,49 @@ pub async fn invoke(
         credentials: &options.credentials,
         scratch: &options.scratch,
     });
+    let started = Instant::now();
+    telemetry.platform(
+        "platform.initStart",
+        json!({"initializationType": "on-demand", "phase": "init", "functionName": invocation.function_name,
+               "functionVersion": invocation.function_version,
+               "runtimeVersion": options.runtime.as_ref().map(Runtime::id).unwrap_or("provided")}),
+    );
+
+    // Extensions first, as Lambda starts them: by name, each registered and waiting for
+    // its first event before the runtime starts.
+    let programs = match (&layout.opt_dir, options.extensions) {
+        (Some(opt), true) => extensions::executables(opt),
+        _ => Vec::new(),
+    };
+    let mut processes = extensions::Processes::default();
+    if !programs.is_empty() {
+        log.tap(telemetry.clone());
+        let ext_env = extensions::environment(&env);
+        processes = extensions::Processes::start(
+            &extensions,
+            &programs,
+            &layout.task_root,
+            &ext_env,
+            options.sandbox.as_ref(),
+            &options.scratch,
+            || log.output_as(Kind::Extension),
+        )
+        .map_err(RunnerError::Start)?;
+        if let Err(failure) = processes.wait_init(&extensions, extensions::INIT_LIMIT).await {
+            processes
+                .shut_down(&extensions, "failure", extensions::SHUTDOWN_LIMIT)
+                .await;
+            return Ok(extension_failure(&invocation, &failure, Failure::Init));
+        }
+        for (name, events) in extensions.registered() {
+            log.extension_ready(&name, &events);
+            telemetry.platform(
+                "platform.extension",
+                json!({"name": name, "state": "Ready", "events": events}),
+            );
+        }
+    }
+
     let output = log
         .output()
         .map_err(|e| RunnerError::Start(format!("cannot open a pipe for the function's logs: {e}")))?;
@@ -100,8 +155,8 @@ pub async fn invoke(
     let request_id = invocation.request_id.clone();
     let mut deadline: Option<Instant> = None;
     let mut delivered = false;
-    let started = Instant::now();
     let mut delivered_at = started;
+    let mut watch_extensions = extensions.subscribe();
     let mut report = Report::default();
     // Lambda reports the peak memory: sampled while the bootstrap lives.
     let mut memory = tokio::time::interval(Duration::from_secs(1));
@@ -116,7 +171,15 @@ pub async fn invoke(
                     report.init = Some(started.elapsed());
                     deadline = options.timeout.map(|t| Instant::now() + t);
                     log.start(&invocation);
-                    tracing::info!(init_ms = started.elapsed().as_millis() as u64, "event delivered");
+                    let init_ms = started.elapsed().as_secs_f64() * 1000.0;
+                    telemetry.platform("platform.initRuntimeDone", json!({"initializationType": "on-demand", "phase": "init", "status": "success"}));
+                    telemetry.platform("platform.initReport", json!({"initializationType": "on-demand", "phase": "init", "status": "success", "metrics": {"durationMs": round2(init_ms)}}));
+                    let mut start = json!({"requestId": invocation.request_id, "version": invocation.function_version});
+                    if let Some(trace) = invocation.trace_id.as_deref().filter(|t| !t.is_empty()) {
+                        start["tracing"] = json!({"type": "X-Amzn-Trace-Id", "value": trace});
+                    }
+                    telemetry.platform("platform.start", start);
+                    tracing::info!(init_ms = init_ms as u64, "event delivered");
                 }
                 Some(ApiEvent::Finished(outcome)) => break outcome,
                 Some(ApiEvent::InitError(body)) => break Outcome::Failed { kind: Failure::Init, body },
@@ -127,7 +190,20 @@ pub async fn invoke(
                 ),
                 Some(ApiEvent::Idle) | None => {}
             },
+            _ = watch_extensions.changed(), if !processes.is_empty() || extensions.any() => {
+                let failure = extensions.failure().or_else(|| processes.exited().map(|(name, how)| extensions::crash(&name, &how, "during the invocation")));
+                if let Some(failure) = failure {
+                    tracing::error!(error_type = %failure.error_type, "{}", failure.message);
+                    let _ = child.kill().await;
+                    break extension_failure(&invocation, &failure, if delivered { Failure::Function } else { Failure::Init });
+                }
+            }
             _ = memory.tick() => {
+                if !processes.is_empty() {
+                    if let Some((name, how)) = processes.exited() {
+                        extensions.failed(extensions::crash(&name, &how, if delivered { "during the invocation" } else { "during init" }));
+                    }
+                }
                 report.max_memory_mb = report.max_memory_mb.max(tree_peak_rss_mb(child.pid()));
             }
             status = child.wait() => {
@@ -169,6 +245,46 @@ pub async fn invoke(
         }
     };
     log_outcome(&outcome, started);
+    let runtime_ms = delivered_at.elapsed().as_secs_f64() * 1000.0;
+    if delivered {
+        telemetry.platform(
+            "platform.runtimeDone",
+            json!({"requestId": request_id, "status": telemetry_status(&outcome),
+                   "metrics": {"durationMs": round2(runtime_ms), "producedBytes": outcome.body().len()}}),
+        );
+    }
+    // The invocation is complete when every extension registered for INVOKE has asked
+    // for its next event too (an extension that never does holds it open, as in Lambda,
+    // until the timeout when there is one).
+    let mut extensions_timed_out = false;
+    if delivered
+        && extensions.any()
+        && !matches!(
+            outcome,
+            Outcome::Failed {
+                kind: Failure::Timeout | Failure::Signal(_),
+                ..
+            }
+        )
+    {
+        let mut changes = extensions.subscribe();
+        loop {
+            let gone = processes.gone();
+            if extensions.invoke_done(&gone) {
+                break;
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = sleep_until(deadline) => {
+                    tracing::warn!("extensions did not finish the invocation (ask for their next event) before the timeout");
+                    extensions_timed_out = true;
+                    break;
+                }
+                Some(_) = stop_requested(&mut stop) => break,
+            }
+        }
+    }
     if delivered {
         report.max_memory_mb = report.max_memory_mb.max(tree_peak_rss_mb(child.pid()));
         report.duration = delivered_at.elapsed();
@@ -180,20 +296,34 @@ pub async fn invoke(
                 kind: Failure::Signal(_),
                 ..
             } => Some("error"),
+            _ if extensions_timed_out => Some("timeout"),
             _ => None,
         };
         report.error_type = report.status.map(|_| match &outcome {
             Outcome::Failed {
-                kind: Failure::Timeout, ..
-            } => immortal_handler_sdk::container::TIMEOUT_ERROR_TYPE,
-            _ => "Runtime.ExitError",
+                kind: Failure::Signal(_),
+                ..
+            } => "Runtime.ExitError",
+            _ => immortal_handler_sdk::container::TIMEOUT_ERROR_TYPE,
         });
         log.end(&invocation, &report);
+        let mut metrics = json!({"durationMs": round2(report.duration.as_secs_f64() * 1000.0),
+                                 "billedDurationMs": report.duration.as_millis() as u64 + 1,
+                                 "memorySizeMB": invocation.memory_mb, "maxMemoryUsedMB": report.max_memory_mb});
+        if let Some(init) = report.init {
+            metrics["initDurationMs"] = json!(round2(init.as_secs_f64() * 1000.0));
+        }
+        telemetry.platform(
+            "platform.report",
+            json!({"requestId": request_id, "status": report.status.unwrap_or(telemetry_status(&outcome)), "metrics": metrics}),
+        );
     }
 
-    // Phase 2: let the runtime settle (ask for the next event, or exit), then end it as
-    // Lambda's Shutdown phase does for a function without extensions: it lasts 0 ms, the
-    // runtime gets SIGKILL.
+    // Phase 2: let the runtime settle (ask for the next event, or exit), then the
+    // Shutdown phase. Without extensions it lasts 0 ms: the runtime gets SIGKILL. With
+    // them, they get SHUTDOWN first (2 s; the runtime is idle, waiting for its next
+    // event; in Lambda it is stopped first, but its sandbox ends its extensions with it),
+    // then the runtime SIGTERM and 300 ms (500 with an internal extension).
     if child.exited().is_none() {
         let settle = async {
             loop {
@@ -204,9 +334,60 @@ pub async fn invoke(
             }
         };
         let _ = tokio::time::timeout(options.grace, settle).await;
+    }
+    if extensions.any() || !processes.is_empty() {
+        // What the subscribers have not had yet (the report) goes out before SHUTDOWN.
+        telemetry.flush(Duration::from_secs(1)).await;
+        let reason = match &outcome {
+            Outcome::Failed {
+                kind: Failure::Timeout, ..
+            } => "timeout",
+            Outcome::Failed {
+                kind: Failure::Function | Failure::Signal(_) | Failure::Init,
+                ..
+            } if child.exited().is_some() => "failure",
+            _ => "spindown",
+        };
+        processes
+            .shut_down(&extensions, reason, extensions::SHUTDOWN_LIMIT)
+            .await;
+        if child.exited().is_none() {
+            let grace = if extensions.internal() {
+                extensions::RUNTIME_SHUTDOWN_INTERNAL
+            } else {
+                extensions::RUNTIME_SHUTDOWN
+            };
+            let _ = child.stop(grace).await;
+        }
+    } else if child.exited().is_none() {
         let _ = child.kill().await;
     }
     Ok(outcome)
+}
+
+/// The invocation's status as the Telemetry API names it.
+fn telemetry_status(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Response { .. } => "success",
+        Outcome::Failed {
+            kind: Failure::Timeout, ..
+        } => "timeout",
+        Outcome::Failed {
+            kind: Failure::Function,
+            ..
+        } => "error",
+        Outcome::Failed { .. } => "failure",
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The run's outcome when an extension failed it: Lambda's error document.
+fn extension_failure(invocation: &Invocation, failure: &ExtensionFailure, kind: Failure) -> Outcome {
+    let message = format!("RequestId: {} Error: {}", invocation.request_id, failure.message);
+    Outcome::failed(kind, &failure.error_type, &message)
 }
 
 /// A result reported just before the bootstrap exited, if any.

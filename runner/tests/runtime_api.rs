@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use immortal_handler_sdk::function_ref::ContextDefaults;
 use immortal_handler_sdk::Envelope;
+use immortal_runner::extensions::{Extensions, FunctionInfo};
 use immortal_runner::invocation::{FunctionFacts, Invocation};
 use immortal_runner::outcome::{Failure, Outcome};
 use immortal_runner::runtime_api::{ApiEvent, ResponseSink, RuntimeApi};
@@ -13,7 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn api() -> RuntimeApi {
     let envelope = Envelope::from_parts(r#"{"k":1}"#, r#"{"request_id":"req-1"}"#).unwrap();
     let invocation = Invocation::resolve(&envelope, None, &FunctionFacts::default(), &ContextDefaults::from_env());
-    RuntimeApi::start(Arc::new(invocation), None, ResponseSink::discard())
+    let extensions = Extensions::new(FunctionInfo::default());
+    RuntimeApi::start(Arc::new(invocation), None, ResponseSink::discard(), extensions)
         .await
         .unwrap()
 }

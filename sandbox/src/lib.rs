@@ -30,6 +30,10 @@ pub const SPEC_FD: i32 = 3;
 pub const KILL_SIGNAL: i32 = libc::SIGUSR1;
 /// The sub-command that runs a bootstrap.
 pub const EXEC: &str = "exec";
+/// The sub-command that runs a process beside a function's bootstrap, as its user (an
+/// extension): like [`EXEC`], but what the user left running is cleared up when the
+/// bootstrap's `exec` ends, not when this one does.
+pub const JOIN: &str = "join";
 /// The sub-command that clears up after a function.
 pub const SWEEP: &str = "sweep";
 

@@ -292,7 +292,9 @@ fn with_a_timeout_the_deadline_header_is_the_real_deadline() {
 }
 
 #[test]
-fn a_bootstrap_that_ignores_sigterm_is_killed_after_the_grace_period() {
+fn after_the_response_the_runtime_is_ended_at_once_as_lambda_does_without_extensions() {
+    // Lambda's Shutdown phase lasts 0 ms for a function without extensions: the runtime
+    // gets SIGKILL, not SIGTERM and a grace period (this one would ignore SIGTERM).
     let dir = tempfile::tempdir().unwrap();
     let zip = zip_of("ignore-sigterm", dir.path());
     let ran = RunnerCmd::new()
@@ -302,13 +304,16 @@ fn a_bootstrap_that_ignores_sigterm_is_killed_after_the_grace_period() {
             "--event".as_ref(),
             "{}".as_ref(),
             "--grace-period".as_ref(),
-            "0.5".as_ref(),
+            "30".as_ref(),
         ])
         .run();
     ran.expect_code(0);
     let pid = ran.json()["pid"].as_u64().unwrap();
-    assert!(ran.stderr.contains("SIGKILL"), "{}", ran.stderr);
-    assert!(ran.elapsed < Duration::from_secs(8), "took {:?}", ran.elapsed);
+    assert!(
+        ran.elapsed < Duration::from_secs(15),
+        "no grace period at the end: took {:?}",
+        ran.elapsed
+    );
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "bootstrap {pid} still exists"

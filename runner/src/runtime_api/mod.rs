@@ -1,4 +1,5 @@
-//! A faithful local Lambda Runtime API (`/2018-06-01/runtime/...`) for one invocation.
+//! A faithful local Lambda Runtime API (`/2018-06-01/runtime/...`) for one invocation,
+//! and on the same address the Extensions, Telemetry and Logs APIs ([`extensions`]).
 //!
 //! One small handler per endpoint ([`next`], [`response`], [`error`], [`init_error`]);
 //! [`state`] owns the invocation's phase. Status codes and bodies follow the AWS
@@ -25,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::extensions::{self, Extensions};
 use crate::invocation::Invocation;
 use crate::outcome::Outcome;
 pub use sink::ResponseSink;
@@ -61,15 +63,18 @@ impl RuntimeApi {
     /// Binds an ephemeral loopback port and serves `invocation` to whoever asks.
     ///
     /// `timeout` only sets the deadline header; enforcing it is the supervisor's job.
+    /// The Extensions, Telemetry and Logs APIs are served on the same address, for
+    /// `extensions`.
     pub async fn start(
         invocation: Arc<Invocation>,
         timeout: Option<Duration>,
         sink: ResponseSink,
+        extensions: Arc<Extensions>,
     ) -> std::io::Result<RuntimeApi> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let (events, receiver) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(invocation, timeout, events, sink));
+        let shared = Arc::new(Shared::new(invocation, timeout, events, sink, extensions));
         let server = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -107,6 +112,9 @@ impl Drop for RuntimeApi {
 /// Sends each request to its endpoint's handler.
 async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
+    if extensions::api::serves(&path) {
+        return Ok(extensions::api::route(&shared.extensions, req).await);
+    }
     let Some(rest) = path.strip_prefix(PREFIX) else {
         return Ok(reply::not_found(&path));
     };

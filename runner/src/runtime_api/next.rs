@@ -9,6 +9,11 @@ use super::{reply, ApiEvent};
 use crate::invocation::{epoch_ms_after, NO_DEADLINE};
 
 pub(crate) async fn handle(shared: &Shared) -> Response<Full<Bytes>> {
+    if shared.phase() == Phase::Init {
+        // As in Lambda: the event goes out once every extension finished its init, and
+        // at the same moment as INVOKE to those registered for it.
+        shared.extensions.begin_invoke(invoke_event(shared)).await;
+    }
     match shared.transition(Phase::Init, Phase::Running) {
         Ok(()) => {
             shared.report(ApiEvent::Delivered);
@@ -54,4 +59,18 @@ fn event_response(shared: &Shared) -> Response<Full<Bytes>> {
     builder
         .body(Full::new(inv.event.clone()))
         .expect("event response parts are valid")
+}
+
+/// The INVOKE event extensions get: metadata, never the payload.
+fn invoke_event(shared: &Shared) -> Bytes {
+    let inv = &shared.invocation;
+    let deadline = epoch_ms_after(shared.timeout.unwrap_or(NO_DEADLINE));
+    let mut event = serde_json::json!({
+        "eventType": "INVOKE", "deadlineMs": deadline, "requestId": inv.request_id,
+        "invokedFunctionArn": inv.invoked_function_arn,
+    });
+    if let Some(trace) = inv.trace_id.as_deref().filter(|t| !t.is_empty()) {
+        event["tracing"] = serde_json::json!({"type": "X-Amzn-Trace-Id", "value": trace});
+    }
+    Bytes::from(event.to_string())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{ApiEvent, ResponseSink};
+use crate::extensions::Extensions;
 use crate::invocation::Invocation;
 
 /// Where the invocation stands, from the Runtime API's point of view.
@@ -38,6 +39,7 @@ pub(crate) struct Shared {
     pub(crate) invocation: Arc<Invocation>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) sink: ResponseSink,
+    pub(crate) extensions: Arc<Extensions>,
     phase: Mutex<Phase>,
     events: mpsc::UnboundedSender<ApiEvent>,
 }
@@ -48,11 +50,13 @@ impl Shared {
         timeout: Option<Duration>,
         events: mpsc::UnboundedSender<ApiEvent>,
         sink: ResponseSink,
+        extensions: Arc<Extensions>,
     ) -> Self {
         Shared {
             invocation,
             timeout,
             sink,
+            extensions,
             phase: Mutex::new(Phase::Init),
             events,
         }

@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
 
-use immortal_sandbox::{is_function_uid, Spec, EXEC, KILL_SIGNAL, SPEC_FD, SWEEP};
+use immortal_sandbox::{is_function_uid, Spec, EXEC, JOIN, KILL_SIGNAL, SPEC_FD, SWEEP};
 
 /// Exit code for a refused request (the runner reports it as a failure to start).
 const REFUSED: u8 = 125;
@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         ExitCode::from(REFUSED)
     };
     if args.len() < 4 {
-        return refuse("usage: immortal-sandbox exec UID GID | sweep UID GID [DIR...]");
+        return refuse("usage: immortal-sandbox exec UID GID | join UID GID | sweep UID GID [DIR...]");
     }
     let (Ok(uid), Ok(gid)) = (args[2].parse::<u32>(), args[3].parse::<u32>()) else {
         return refuse("UID and GID must be numbers");
@@ -38,12 +38,13 @@ fn main() -> ExitCode {
         return refuse("a function's user may not start functions");
     }
     match args[1].as_str() {
-        EXEC => exec(uid, gid),
+        EXEC => exec(uid, gid, true),
+        JOIN => exec(uid, gid, false),
         SWEEP => {
             sweep(uid, gid, &args[4..]);
             ExitCode::SUCCESS
         }
-        _ => refuse("the sub-command is exec or sweep"),
+        _ => refuse("the sub-command is exec, join or sweep"),
     }
 }
 
@@ -67,7 +68,9 @@ fn relayed() -> libc::sigset_t {
     }
 }
 
-fn exec(uid: u32, gid: u32) -> ExitCode {
+/// Runs the spec's program as `uid`; with `sweep`, kills whatever the user left
+/// running when it ends.
+fn exec(uid: u32, gid: u32, sweep: bool) -> ExitCode {
     let set = relayed();
     // SAFETY: signal masks, prctl, fork and the child's calls before exec are
     // async-signal-safe; the child only touches memory it owns.
@@ -90,7 +93,9 @@ fn exec(uid: u32, gid: u32) -> ExitCode {
         }
         libc::close(SPEC_FD);
         let status = supervise(child, &set);
-        sweep_processes(uid, gid);
+        if sweep {
+            sweep_processes(uid, gid);
+        }
         exit_like(status)
     }
 }

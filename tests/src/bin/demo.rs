@@ -261,7 +261,8 @@ async fn main() -> Result<()> {
     ensure!(tasks.len() == 1, "expected one task, found {}", tasks.len());
     let overrides = task_env(&tasks[0]);
     stages.say(&format!(
-        "forwarder (a Lambda, SQS batch) called ecs:RunTask → {} with overrides {:?}; the queue is empty ({} left)",
+        "forwarder (a Lambda, SQS batch) stored the envelope and a ledger entry in s3://{}, then called ecs:RunTask → {} with overrides {:?} (where the envelope is, never the event); the queue is empty ({} left)",
+        cluster.payload_bucket,
         tasks[0].task_arn().unwrap_or_default(),
         overrides.keys().collect::<Vec<_>>(),
         dlq.depth().await
@@ -274,8 +275,10 @@ async fn main() -> Result<()> {
         .envs(aws_env(&emulator.url))
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("IMMORTAL_CACHE_DIR", out_dir.join("task-cache"))
-        // From the task definition (serverless.yml): where the outcome record goes.
-        .env("IMMORTAL_ON_SUCCESS", &outcomes.url);
+        // From the task definition (serverless.yml): where the outcome record goes, and
+        // the bucket of the envelopes and the ledger.
+        .env("IMMORTAL_ON_SUCCESS", &outcomes.url)
+        .env("IMMORTAL_PAYLOAD_BUCKET", &cluster.payload_bucket);
     let task = run(cmd)?;
     if task.code != Some(0) {
         bail!(
@@ -351,6 +354,15 @@ async fn main() -> Result<()> {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    let entry = cluster
+        .ledger_entry(&request_id)
+        .await
+        .context("no ledger entry for the invocation")?;
+    ensure!(entry["state"] == "succeeded", "the ledger says {entry}");
+    stages.say(&format!(
+        "the ledger (s3://{}/ledger/{request_id}.json): state {}, attempt {}: nothing left to relaunch",
+        cluster.payload_bucket, entry["state"], entry["attempt"]
+    ));
     println!(
         "\nrequest {request_id}: timed out in Lambda, finished in the runner. Account {ACCOUNT}, region {REGION}."
     );
