@@ -462,3 +462,59 @@ async fn two_functions_in_one_drain_worker_share_nothing() {
         "the worker left /tmp as it found it: {leftovers:?}"
     );
 }
+
+#[tokio::test]
+async fn an_extension_runs_as_its_functions_user_and_nothing_of_theirs_outlives_the_run() {
+    let emulator = Emulator::shared();
+    let image = ImageUser::new();
+    // Outside /tmp, which the image's runner empties of what a function's user left.
+    let shared = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(shared.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let notes = shared.path().join("extension.log");
+    let program = std::fs::read(fixture("extension")).unwrap();
+    let layer = Bytes::from(zip_bytes(&[
+        Entry::Dir("extensions/"),
+        Entry::File("extensions/fixture-extension", &program, 0o755),
+    ]));
+    let fake = FakeLambda::start(
+        vec![FakeFunction {
+            name: "observed".into(),
+            code: Bytes::from(bootstrap_zip_bytes(&fixture("inspect"))),
+            layers: vec![layer],
+            configuration: json!({"Environment": {"Variables": {
+                "EXTENSION_LOG": notes.display().to_string(), "EXTENSION_NOTE_UID": "1"}}}),
+        }],
+        Some(emulator.url.clone()),
+    );
+    let cmd = image
+        .runner()
+        .envs(emulator.env())
+        .env("AWS_ENDPOINT_URL_LAMBDA", &fake.server.url)
+        .args(["--event", "{}", "--context", &context_for("observed", "req-observed")]);
+    let ran = run(cmd).await;
+    ran.expect_code(0);
+    let uid = ran.json()["uid"].as_u64().unwrap();
+    assert!((20_000..30_000).contains(&uid), "{uid}");
+    assert_eq!(
+        std::fs::read_to_string(&notes).unwrap().lines().collect::<Vec<_>>(),
+        [
+            format!("UID {uid}").as_str(),
+            "INVOKE req-observed",
+            "INVOKE-DONE",
+            "SHUTDOWN spindown"
+        ],
+        "the extension ran as the function's own user, through INVOKE and SHUTDOWN: {}",
+        ran.stderr
+    );
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) as u64 == uid))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "processes of the function's user left running: {left:?}"
+    );
+}

@@ -1,7 +1,8 @@
 //! An external extension built on the `lambda-extension` crate's published API, nothing
 //! of ours in it: it registers for INVOKE and SHUTDOWN and appends what it gets to the
 //! file `EXTENSION_LOG` names (`INVOKE <request id>`, then `INVOKE-DONE` after
-//! `EXTENSION_DELAY_MS`, and `SHUTDOWN <reason>`).
+//! `EXTENSION_DELAY_MS`, and `SHUTDOWN <reason>`); with `EXTENSION_NOTE_UID`, its user
+//! id first (`UID <n>`).
 
 use std::io::Write;
 
@@ -33,5 +34,9 @@ async fn extension(event: LambdaEvent) -> Result<(), Error> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     println!("fixture-extension starting");
+    if std::env::var_os("EXTENSION_NOTE_UID").is_some() {
+        // SAFETY: a plain id query.
+        note(&format!("UID {}", unsafe { libc::getuid() }))?;
+    }
     lambda_extension::run(service_fn(extension)).await
 }
