@@ -338,10 +338,13 @@ pub async fn invoke(
     if extensions.any() || !processes.is_empty() {
         // What the subscribers have not had yet (the report) goes out before SHUTDOWN.
         telemetry.flush(Duration::from_secs(1)).await;
+        let stopped = stop.borrow().is_some();
         let reason = match &outcome {
             Outcome::Failed {
                 kind: Failure::Timeout, ..
             } => "timeout",
+            // Stopped from outside (the task is stopping): the environment spins down.
+            _ if stopped => "spindown",
             Outcome::Failed {
                 kind: Failure::Function | Failure::Signal(_) | Failure::Init,
                 ..
