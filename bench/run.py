@@ -165,6 +165,40 @@ def bench_runner_overhead():
     shutil.rmtree(cache, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- extensions
+
+NOOP_EXTENSION = os.path.join(LAMBDA, "bench-noop-extension", "bootstrap")
+
+
+def bench_extensions():
+    """The trivial bootstrap with one no-op extension in its layers root (registered for
+    INVOKE and SHUTDOWN) beside the same run without it, interleaved."""
+    print("extensions", file=sys.stderr)
+    work = tempfile.mkdtemp(prefix="bench-ext-")
+    opt = os.path.join(work, "opt")
+    os.makedirs(os.path.join(opt, "extensions"))
+    shutil.copy(NOOP_EXTENSION, os.path.join(opt, "extensions", "noop"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMMORTAL_")}
+    env.update(IMMORTAL_CACHE_DIR=os.path.join(work, "cache"), RUST_LOG="warn")
+    plain = [RUNNER, "--artifact", ECHO, "--event", "{}"]
+    with_ext = plain + ["--opt-dir", opt]
+    ours, reference = [], []
+    for i in range(REPS * 2 + 1):
+        wall, code, _, err, _ = run_timed(with_ext, env=env)
+        assert code == 0 and b"State: Ready" in err, err.decode()
+        rwall, rcode, _, rerr, _ = run_timed(plain, env=env)
+        assert rcode == 0, rerr.decode()
+        if i:  # the first run fills the page cache
+            ours.append(wall)
+            reference.append(rwall)
+    o, r = median_ms(ours), median_ms(reference)
+    row("round trip with one no-op extension (ms)", f"{o:.1f} (register, INVOKE, SHUTDOWN)",
+        f"{r:.1f} (the same run without it)", o / r, "")
+    row("one extension's cost per run (ms)", f"{o - r:.1f}", "", None, "",
+        "its start, init and shutdown; Lambda gives an external extension up to 2 s to shut down")
+    shutil.rmtree(work, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- managed runtimes
 
 RUNTIMES = os.path.join(ROOT, "tests", "fixtures", "runtimes")
@@ -704,7 +738,7 @@ def machine():
 
 def main():
     os.makedirs(WORK, exist_ok=True)
-    for path in (RUNNER, ECHO):
+    for path in (RUNNER, ECHO, NOOP_EXTENSION):
         if not os.path.exists(path):
             sys.exit(f"{path} is missing: run scripts/bench (it builds the release artifacts)")
     port = free_port()
@@ -713,7 +747,7 @@ def main():
     try:
         wait_port(port)
         only = set(sys.argv[1:])
-        for name, fn in (("runner", bench_runner_overhead), ("runtimes", bench_runtimes), ("fetch", bench_fetch),
+        for name, fn in (("runner", bench_runner_overhead), ("extensions", bench_extensions), ("runtimes", bench_runtimes), ("fetch", bench_fetch),
                          ("forwarder", bench_forwarder), ("durable", lambda: bench_durable(f"http://127.0.0.1:{port}")),
                          ("thumbnail", lambda: bench_thumbnail(f"http://127.0.0.1:{port}")),
                          ("drain", lambda: bench_drain(f"http://127.0.0.1:{port}")), ("sizes", bench_sizes)):
