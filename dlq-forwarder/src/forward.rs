@@ -153,10 +153,9 @@ impl Forwarder {
             .ok_or("the record has no request id")?;
         // Created outright (a redelivery is the rare case, and then the envelope written
         // is the same bytes): one round trip fewer than reading first.
-        let at = self.ledger.envelope_location(&request_id, 1);
-        let digest = self
+        let (at, digest) = self
             .ledger
-            .store_envelope(&at, envelope.to_json().into_bytes())
+            .store_attempt(&request_id, 1, envelope)
             .await
             .map_err(|e| e.to_string())?;
         let entry = Entry {

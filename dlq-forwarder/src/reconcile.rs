@@ -194,10 +194,9 @@ impl Forwarder {
             overflow.attempt += 1;
         }
         let number = held.entry.attempt + 1;
-        let at = self.ledger.envelope_location(request_id, number);
-        let digest = self
+        let (at, digest) = self
             .ledger
-            .store_envelope(&at, next.to_json().into_bytes())
+            .store_attempt(request_id, number, &next)
             .await
             .map_err(|e| e.to_string())?;
         let ended = AttemptEnd {

@@ -136,14 +136,7 @@ impl FunctionRuntimes {
                 return Ok(known.clone());
             }
         }
-        let name = match (&function.region, &function.account) {
-            (Some(_), Some(_)) => FunctionRef {
-                qualifier: None,
-                ..function.clone()
-            }
-            .arn("", ""),
-            _ => function.name.clone(),
-        };
+        let name = function.api_name();
         let config = self
             .lambda
             .get_function_configuration()

@@ -123,6 +123,20 @@ impl FunctionRef {
         self.arn(&defaults.region, &defaults.account)
     }
 
+    /// The `FunctionName` Lambda's API takes for it, unqualified (the qualifier goes
+    /// apart): the full ARN when the reference names its region and account (another
+    /// account's function), else the name.
+    pub fn api_name(&self) -> String {
+        match (&self.region, &self.account) {
+            (Some(_), Some(_)) => FunctionRef {
+                qualifier: None,
+                ..self.clone()
+            }
+            .arn("", ""),
+            _ => self.name.clone(),
+        }
+    }
+
     /// `NAME` or `NAME:QUALIFIER`, for messages.
     pub fn label(&self) -> String {
         match &self.qualifier {

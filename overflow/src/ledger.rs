@@ -264,6 +264,19 @@ impl Ledger {
         }
     }
 
+    /// Stores `envelope` as attempt `attempt` of `request_id`'s invocation; returns where
+    /// and its SHA-256 (see [`Ledger::store_envelope`]).
+    pub async fn store_attempt(
+        &self,
+        request_id: &str,
+        attempt: u32,
+        envelope: &immortal_handler_sdk::Envelope,
+    ) -> Result<(S3Location, String), LedgerError> {
+        let at = self.envelope_location(request_id, attempt);
+        let digest = self.store_envelope(&at, envelope.to_json().into_bytes()).await?;
+        Ok((at, digest))
+    }
+
     /// Stores an attempt's envelope document, once: an attempt's envelope never changes
     /// under a task that may be about to read it. Returns the SHA-256 (hex) of what is
     /// stored (the earlier bytes, when a retried or concurrent launch wrote them first).

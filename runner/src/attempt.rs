@@ -51,8 +51,7 @@ impl Attempt {
             return Ok(None);
         };
         let ledger = Ledger::new(aws::s3_client(aws::shared().await), bucket);
-        let at = ledger.envelope_location(&request_id, 1);
-        let digest = ledger.store_envelope(&at, envelope.to_json().into_bytes()).await?;
+        let (at, digest) = ledger.store_attempt(&request_id, 1, envelope).await?;
         let entry = Entry {
             request_id: request_id.clone(),
             function: function.to_owned(),

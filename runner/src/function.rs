@@ -89,14 +89,7 @@ pub async fn get_function(
     function: &FunctionRef,
 ) -> Result<FunctionSpec, RunnerError> {
     let label = function.label();
-    let name = match (&function.region, &function.account) {
-        (Some(_), Some(_)) => FunctionRef {
-            qualifier: None,
-            ..function.clone()
-        }
-        .arn("", ""),
-        _ => function.name.clone(),
-    };
+    let name = function.api_name();
     let out = client
         .get_function()
         .function_name(name)

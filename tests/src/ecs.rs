@@ -81,23 +81,7 @@ impl Cluster {
     pub async fn task_envelope(&self, task: &Task) -> serde_json::Value {
         let env = task_env(task);
         let url = env.get("IMMORTAL_ENVELOPE_URL").expect("the task names its envelope");
-        let (bucket, key) = url
-            .strip_prefix("s3://")
-            .and_then(|rest| rest.split_once('/'))
-            .expect("an s3:// location");
-        let bytes = self
-            .s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .expect("the stored envelope")
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes();
+        let bytes = crate::s3::read(&self.s3, url).await;
         serde_json::from_slice(&bytes).expect("an envelope")
     }
 

@@ -20,7 +20,13 @@ pub struct ImageUser {
     root: tempfile::TempDir,
     /// The installed sandbox.
     pub sandbox: PathBuf,
+    // One at a time: the function users (20000 and up) are the host's, and a sandbox
+    // clears up every process of its user when its function ends. In the image each
+    // runner has a container of its own; tests running at once would not.
+    _alone: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Default for ImageUser {
     fn default() -> Self {
@@ -31,6 +37,7 @@ impl Default for ImageUser {
 impl ImageUser {
     /// Installs the sandbox and makes the runner's folders.
     pub fn new() -> ImageUser {
+        let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         assert_eq!(
             // SAFETY: a plain id query.
             unsafe { libc::geteuid() },
@@ -48,7 +55,11 @@ impl ImageUser {
             std::fs::create_dir(&dir).unwrap();
             chown(&dir, Some(RUNNER_UID), Some(RUNNER_UID)).unwrap();
         }
-        ImageUser { root, sandbox }
+        ImageUser {
+            root,
+            sandbox,
+            _alone: alone,
+        }
     }
 
     /// A folder everyone may read, for the test's zips and files.

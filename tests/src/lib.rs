@@ -15,6 +15,7 @@ pub mod lambda;
 pub mod osls;
 pub mod queue;
 pub mod runner;
+pub mod s3;
 pub mod server;
 pub mod video;
 pub mod zips;

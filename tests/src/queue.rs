@@ -182,6 +182,23 @@ impl Queue {
         }
     }
 
+    /// Every message on the queue now, taken off it, each body as JSON.
+    pub async fn take_all(&self) -> Vec<Value> {
+        let mut taken = Vec::new();
+        loop {
+            let messages = self.receive(10, 1).await;
+            if messages.is_empty() {
+                return taken;
+            }
+            taken.extend(
+                messages
+                    .iter()
+                    .map(|m| serde_json::from_str(m.body().unwrap_or_default()).expect("a JSON body")),
+            );
+            self.settle(&messages, &json!({"batchItemFailures": []})).await;
+        }
+    }
+
     /// Visible plus in-flight messages.
     pub async fn depth(&self) -> usize {
         let attrs = self

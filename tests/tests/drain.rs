@@ -48,19 +48,12 @@ async fn wait(running: Running, limit: Duration) -> Ran {
 /// Every outcome record on `queue`, by request id (how many of each).
 async fn outcomes_by_request(queue: &Queue) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
-    loop {
-        let messages = queue.receive(10, 1).await;
-        if messages.is_empty() {
-            return seen;
-        }
-        for m in &messages {
-            let record: Value = serde_json::from_str(m.body().unwrap()).unwrap();
-            *seen
-                .entry(record["requestContext"]["requestId"].as_str().unwrap().to_owned())
-                .or_default() += 1;
-        }
-        queue.settle(&messages, &json!({"batchItemFailures": []})).await;
+    for record in queue.take_all().await {
+        *seen
+            .entry(record["requestContext"]["requestId"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
+    seen
 }
 
 fn log_count(stderr: &str, message: &str, field: &str, value: &str) -> usize {

@@ -241,19 +241,7 @@ async fn the_runner_reads_the_stored_envelope_back_and_refuses_one_that_changed(
         .unwrap()
         .1
         .to_owned();
-    let stored = cluster
-        .s3
-        .get_object()
-        .bucket(&cluster.payload_bucket)
-        .key(&key)
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
+    let stored = immortal_tests::s3::read(&cluster.s3, &url).await;
     let put = |bytes: Vec<u8>| {
         cluster
             .s3

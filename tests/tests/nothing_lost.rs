@@ -124,18 +124,11 @@ impl Setup {
     /// Every record on `queue`, by request id.
     async fn records(queue: &Queue) -> BTreeMap<String, Vec<Value>> {
         let mut seen: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        loop {
-            let messages = queue.receive(10, 1).await;
-            if messages.is_empty() {
-                return seen;
-            }
-            for m in &messages {
-                let record: Value = serde_json::from_str(m.body().unwrap()).unwrap();
-                let id = record["requestContext"]["requestId"].as_str().unwrap().to_owned();
-                seen.entry(id).or_default().push(record);
-            }
-            queue.settle(&messages, &json!({"batchItemFailures": []})).await;
+        for record in queue.take_all().await {
+            let id = record["requestContext"]["requestId"].as_str().unwrap().to_owned();
+            seen.entry(id).or_default().push(record);
         }
+        seen
     }
 
     /// Reads a stored envelope named by a task's overrides.
@@ -145,21 +138,7 @@ impl Setup {
             .find(|(k, _)| k == "IMMORTAL_ENVELOPE_URL")
             .unwrap()
             .1;
-        let key = url.split_once(&format!("{}/", self.cluster.payload_bucket)).unwrap().1;
-        let bytes = self
-            .cluster
-            .s3
-            .get_object()
-            .bucket(&self.cluster.payload_bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes();
+        let bytes = immortal_tests::s3::read(&self.cluster.s3, &url).await;
         serde_json::from_slice(&bytes).unwrap()
     }
 }

@@ -119,19 +119,7 @@ async fn a_record_larger_than_the_queue_allows_arrives_as_a_pointer_to_the_full_
         "{location}"
     );
     assert_eq!(pointer["requestContext"]["requestId"], "req-big");
-    let key = location.trim_start_matches(&format!("s3://{bucket}/"));
-    let full = s3
-        .get_object()
-        .bucket(&bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .to_vec();
+    let full = immortal_tests::s3::read(&s3, &location).await;
     let full: Value = serde_json::from_slice(&full).unwrap();
     assert_eq!(full["requestPayload"], event);
     assert_eq!(full["responsePayload"], ran.json());
