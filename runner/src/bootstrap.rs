@@ -30,6 +30,15 @@ pub struct CodeLayout {
     pub runtime_dir: Option<RuntimeDir>,
 }
 
+/// What a started process is to the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The runtime (the bootstrap).
+    Runtime,
+    /// A process beside it, as its user (an extension).
+    Beside,
+}
+
 /// Which part of the layout a bootstrap came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -321,32 +330,10 @@ impl Bootstrap {
     /// Starts `program` in `cwd` with exactly `env` (as `sandbox`'s user when given).
     /// Its stdout and stderr both go to `output` (the function's log), else to the
     /// runner's stderr: the runner's stdout carries only the response.
+    /// An extension starts `Beside` the runtime: as the same user, and what the user
+    /// leaves running is cleared up when the runtime ends, not when it does.
     pub fn spawn(
-        program: &Path,
-        cwd: &Path,
-        env: &BTreeMap<String, String>,
-        sandbox: Option<&SandboxUser>,
-        scratch: &Path,
-        output: Option<std::os::fd::OwnedFd>,
-    ) -> std::io::Result<Bootstrap> {
-        Self::spawn_as(immortal_sandbox::EXEC, program, cwd, env, sandbox, scratch, output)
-    }
-
-    /// Starts `program` beside the bootstrap, as the same user (an extension): what the
-    /// user leaves running is cleared up when the bootstrap ends.
-    pub fn spawn_beside(
-        program: &Path,
-        cwd: &Path,
-        env: &BTreeMap<String, String>,
-        sandbox: Option<&SandboxUser>,
-        scratch: &Path,
-        output: Option<std::os::fd::OwnedFd>,
-    ) -> std::io::Result<Bootstrap> {
-        Self::spawn_as(immortal_sandbox::JOIN, program, cwd, env, sandbox, scratch, output)
-    }
-
-    fn spawn_as(
-        subcommand: &str,
+        role: Role,
         program: &Path,
         cwd: &Path,
         env: &BTreeMap<String, String>,
@@ -382,7 +369,10 @@ impl Bootstrap {
             Some(user) => {
                 let mut command = tokio::process::Command::new(&user.program);
                 command
-                    .arg(subcommand)
+                    .arg(match role {
+                        Role::Runtime => immortal_sandbox::EXEC,
+                        Role::Beside => immortal_sandbox::JOIN,
+                    })
                     .args([user.uid.to_string(), user.uid.to_string()])
                     .env_clear();
                 command

@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::bootstrap::{describe_exit, environment, Bootstrap, CodeLayout, LaunchConfig, Passthrough, SandboxUser};
+use crate::bootstrap::{
+    describe_exit, environment, Bootstrap, CodeLayout, LaunchConfig, Passthrough, Role, SandboxUser,
+};
 use crate::error::RunnerError;
 use crate::extensions::telemetry::Kind;
 use crate::extensions::{self, ExtensionFailure, Extensions, FunctionInfo};
@@ -132,6 +134,7 @@ pub async fn invoke(
         .output()
         .map_err(|e| RunnerError::Start(format!("cannot open a pipe for the function's logs: {e}")))?;
     let mut child = Bootstrap::spawn(
+        Role::Runtime,
         &program,
         &layout.task_root,
         &env,

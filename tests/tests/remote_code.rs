@@ -548,7 +548,13 @@ async fn a_virtualenv_layer_keeps_its_absolute_python_link() {
         Path::new("/usr/bin/node"),
         "the code's absolute link is kept too"
     );
-    let ran = run(fake.runner("{}").args(["--opt-dir".as_ref(), opt.path().as_os_str()])).await;
+    // The same cache: it remembers which layers it put in that layers root (the root
+    // itself holds the layers and nothing else).
+    let ran = run(fake
+        .runner("{}")
+        .cache(cache.path())
+        .args(["--opt-dir".as_ref(), opt.path().as_os_str()]))
+    .await;
     ran.expect_code(0);
     assert_eq!(ran.json()["env"]["FROM"], "fake");
     assert_eq!(

@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
-use crate::bootstrap::{Bootstrap, SandboxUser};
+use crate::bootstrap::{Bootstrap, Role, SandboxUser};
 use telemetry::Telemetry;
 
 /// The folder of the layers root Lambda starts extensions from.
@@ -469,7 +469,7 @@ impl Processes {
                 .unwrap_or_default();
             extensions.external.lock().expect("lock").push(name.clone());
             let out = output().map_err(|e| format!("cannot open a pipe for extension {name}'s output: {e}"))?;
-            let child = Bootstrap::spawn_beside(program, cwd, env, sandbox, scratch, out)
+            let child = Bootstrap::spawn(Role::Beside, program, cwd, env, sandbox, scratch, out)
                 .map_err(|e| format!("cannot start extension {}: {e}", program.display()))?;
             tracing::info!(extension = %name, path = %program.display(), pid = child.pid(), "extension started");
             processes.running.push((name, child));
