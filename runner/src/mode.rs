@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use immortal_handler_sdk::container::{
@@ -53,16 +53,21 @@ impl Mode {
     pub fn from_cli(cli: Cli) -> Result<Mode, RunnerError> {
         let overflow = overflow_settings(&cli)?;
         let code = CodeOptions {
-            cache: Cache::new(cli.cache_dir.clone().unwrap_or_else(Cache::default_root)),
-            opt_dir: cli.opt_dir.clone(),
+            cache: Cache::new(
+                cli.cache_dir
+                    .as_deref()
+                    .map(absolute)
+                    .unwrap_or_else(Cache::default_root),
+            ),
+            opt_dir: cli.opt_dir.as_deref().map(absolute),
             max_unpacked: cli.max_unpacked_size,
             runtime: RuntimeOptions {
                 dir: RuntimeDir {
-                    path: cli.runtime_dir.clone(),
+                    path: absolute(&cli.runtime_dir),
                     image_runtime: cli.image_runtime.clone().map(Runtime::new),
                 },
                 runtime: cli.runtime.clone().map(Runtime::new),
-                task_root: cli.task_root.clone(),
+                task_root: cli.task_root.as_deref().map(absolute),
             },
         };
         let mut env = match &cli.env_file {
@@ -76,7 +81,7 @@ impl Mode {
             handler: cli.handler.clone(),
             function_role: cli.function_role.clone(),
             credentials_lifetime: cli.credentials_lifetime.map(Duration::from_secs_f64),
-            sandbox: cli.sandbox.clone(),
+            sandbox: cli.sandbox.as_deref().map(absolute),
             own_tmp: cli.own_tmp,
             env,
             function_logs: cli.function_logs,
@@ -143,6 +148,13 @@ impl Mode {
 
 /// The bootstrap's grace after SIGTERM: as given, else what the task's stop timeout
 /// leaves after the runner's own 5 s (to record the interruption), else 2 s.
+/// A path the bootstrap, its environment or a process started in the task root will see:
+/// made absolute against the runner's working directory, since the bootstrap runs in
+/// the task root, where a relative path would name something else.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 fn grace_period(given: Option<f64>, stop_timeout: Option<f64>) -> f64 {
     given
         .or(stop_timeout.map(|t| (t - RUNNER_STOP_SECONDS).max(1.0)))
@@ -224,7 +236,7 @@ fn read_context(cli: &Cli) -> Result<Option<String>, RunnerError> {
 
 /// A dotenv file: `KEY=VALUE` lines (an optional `export `, quotes around the value),
 /// blank lines and `#` comments.
-fn read_env_file(path: &std::path::Path) -> Result<BTreeMap<String, String>, RunnerError> {
+fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>, RunnerError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| RunnerError::Usage(format!("cannot read the env file {}: {e}", path.display())))?;
     let mut vars = BTreeMap::new();

@@ -153,6 +153,12 @@ impl RunnerCmd {
         self
     }
 
+    /// Runs it in `dir` (where relative paths on its command line start).
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
     /// Uses `dir` as the cache (shared across runs), instead of a private one.
     pub fn cache(mut self, dir: &Path) -> Self {
         self.cmd.env("IMMORTAL_CACHE_DIR", dir);

@@ -87,6 +87,30 @@ fn a_python_handler_alone_in_its_zip_runs_on_the_runtimes_bootstrap() {
 }
 
 #[test]
+fn relative_paths_on_the_command_line_are_the_callers_not_the_task_roots() {
+    // The bootstrap runs in the task root: a relative runtime directory or cache handed
+    // on as given would name something else there.
+    let dir = tempfile::tempdir().unwrap();
+    let zip = function_zip(dir.path(), "python", &["lambda_function.py"]);
+    std::os::unix::fs::symlink(runtime_dir("python"), dir.path().join("rt")).unwrap();
+    let ran = RunnerCmd::new()
+        .current_dir(dir.path())
+        .args(["--artifact".as_ref(), zip.file_name().unwrap()])
+        .args(["--runtime-dir", "rt", "--cache-dir", "cache"])
+        .args(["--runtime", "python3.12", "--handler", "lambda_function.lambda_handler"])
+        .args(["--event", r#"{"name":"world"}"#, "--context", CONTEXT])
+        .run();
+    ran.expect_code(0);
+    let env = &ran.json()["env"];
+    assert_eq!(env["LAMBDA_RUNTIME_DIR"], dir.path().join("rt").display().to_string());
+    let task_root = env["LAMBDA_TASK_ROOT"].as_str().unwrap();
+    assert!(
+        task_root.starts_with(&dir.path().join("cache").display().to_string()),
+        "{task_root}"
+    );
+}
+
+#[test]
 fn node_handlers_commonjs_es_modules_and_bundles_run_on_the_runtimes_bootstrap() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &[&str], &str); 3] = [
