@@ -16,6 +16,7 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -202,6 +203,9 @@ def bench_extensions():
 # ---------------------------------------------------------------- managed runtimes
 
 RUNTIMES = os.path.join(ROOT, "tests", "fixtures", "runtimes")
+# A share of a few ms against an interpreter's start of 40-60 ms: more runs than the
+# others (each is short) so the machine's noise does not decide it.
+RUNTIME_REPS = 3 * REPS
 NODE_RIC = os.path.join(ROOT, ".tools", "node_modules", "aws-lambda-ric", "dist", "index.mjs")
 
 
@@ -226,7 +230,7 @@ def bench_runtimes():
         cmd = [RUNNER, "--artifact", zip_path, "--runtime-dir", os.path.join(RUNTIMES, family),
                "--runtime", runtime, "--handler", handler, "--event", '{"n":1}']
         ours, floor = [], []
-        for i in range(REPS + 1):
+        for i in range(RUNTIME_REPS + 1):
             wall, code, out, err, _ = run_timed(cmd, env=env)
             assert code == 0 and json.loads(out) == {"n": 1}, err.decode()
             fwall, fcode, _, ferr, _ = run_timed(floor_cmd)
@@ -238,8 +242,38 @@ def bench_runtimes():
         row(f"cold round trip, trivial {label} handler (ms)", f"{o:.1f} (runner + {label}'s runtime interface client)",
             f"{f:.1f} (interpreter start + importing its client)", o / f, "")
         row(f"runner's share of a {label} round trip (ms)", f"{o - f:.1f}", "", None, "< 10 ms",
-            "round trip minus the floor: the runner, the Runtime API, the handler itself")
+            f"round trip minus the floor: the runner, the Runtime API, the handler itself; medians of {RUNTIME_REPS} runs")
+        if family == "nodejs":
+            node_client_start(work, zip_path, cmd, env, o - f)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def node_client_start(work, zip_path, cmd, env, share):
+    """Splits the Node.js share: how long Node's runtime client itself takes, past the
+    floor's import, to call the handler (its console patch, handler load and first
+    request), read on Node's own clock (ms since its process started) so that none of
+    the runner's time is in it."""
+    probe = os.path.join(work, "probe.zip")
+    with zipfile.ZipFile(probe, "w") as z:
+        z.writestr("index.mjs", "export const handler = async (event) => {\n"
+                   "  process.stderr.write(`CALLED_AT ${performance.now()}\\n`);\n  return event;\n};\n")
+    floor = ["node", "--input-type=module", "-e",
+             f"await import({json.dumps(NODE_RIC)}); process.stderr.write(`IMPORTED_AT ${{performance.now()}}\\n`);"]
+    probe_cmd = [probe if a == zip_path else a for a in cmd]
+    called, imported = [], []
+    for i in range(RUNTIME_REPS + 1):
+        _, code, _, err, _ = run_timed(probe_cmd, env=env)
+        assert code == 0, err.decode()
+        _, fcode, _, ferr, _ = run_timed(floor)
+        assert fcode == 0, ferr.decode()
+        if i:
+            called.append(float(re.search(rb"CALLED_AT ([0-9.]+)", err).group(1)))
+            imported.append(float(re.search(rb"IMPORTED_AT ([0-9.]+)", ferr).group(1)))
+    client = statistics.median(called) - statistics.median(imported)
+    row("of which Node.js's client, import to handler (ms)", f"{client:.1f}", "", None, "",
+        "inside Node, on its own clock: bin/index.mjs's run(), console patch, handler load, first /next")
+    row("runner's share of a Node.js round trip without its client's start (ms)", f"{share - client:.1f}", "", None,
+        "< 10 ms", "the runner and its Runtime API alone")
 
 
 # ---------------------------------------------------------------- code fetch
@@ -372,13 +406,17 @@ def python_deps_zip():
 
 def node_modules_zip():
     """A Node.js function's zip: `node_modules` as `scripts/setup bench` installs it (osls
-    and @aws-sdk/client-s3), links kept as links."""
+    and the AWS SDK), links kept as links, without the runtime interface client (the
+    runtime's image brings it; with its native build tree it would also push the zip past
+    Lambda's 250 MB unzipped limit)."""
     path = os.path.join(WORK, "node-modules.zip")
     if os.path.exists(path):
         return path
     entries = []
     for folder, dirs, names in os.walk(NODE_MODULES):
         dirs.sort()
+        if folder == NODE_MODULES:
+            dirs.remove("aws-lambda-ric")
         rel = os.path.relpath(folder, os.path.dirname(NODE_MODULES))
         entries.append((rel + "/", folder))
         for name in sorted(names) + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
@@ -646,7 +684,9 @@ def bench_drain(moto_url):
     arn = deploy_echo(moto_url, "bench-echo")
     subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
     group = ec2.describe_security_groups()["SecurityGroups"][0]["GroupId"]
-    ecs.create_cluster(clusterName="bench")
+    # Its own cluster: the emulator lists a cluster's tasks by a match on the name, so
+    # "bench" would also list the durable group's tasks in "bench-durable".
+    ecs.create_cluster(clusterName="bench-drain")
     ecs.register_task_definition(family="bench-runner", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="1024", memory="2048",
                                  containerDefinitions=[{"name": "runner", "image": "immortal-runner", "memory": 2048}])
     messages, workers = 200, 3
@@ -656,7 +696,7 @@ def bench_drain(moto_url):
     url = fill_queue(sqs, "per-task", arn, messages)
     forwarder = os.path.join(LAMBDA, "dlq-forwarder", "bootstrap.zip")
     boto3.client("s3", **kw).create_bucket(Bucket="bench-payloads")
-    fenv = aws_env(moto_url, IMMORTAL_CACHE_DIR=os.path.join(WORK, "fwd-cache"), IMMORTAL_CLUSTER="bench", IMMORTAL_TASK_DEFINITION="bench-runner",
+    fenv = aws_env(moto_url, IMMORTAL_CACHE_DIR=os.path.join(WORK, "fwd-cache"), IMMORTAL_CLUSTER="bench-drain", IMMORTAL_TASK_DEFINITION="bench-runner",
                    IMMORTAL_CONTAINER_NAME="runner", IMMORTAL_SUBNETS=subnet, IMMORTAL_SECURITY_GROUPS=group,
                    IMMORTAL_PAYLOAD_BUCKET="bench-payloads")
     started = time.perf_counter()
@@ -672,15 +712,15 @@ def bench_drain(moto_url):
         assert code == 0 and json.loads(out)["batchItemFailures"] == [], err.decode()
         startups += 1
         sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
-    task_arns = ecs.list_tasks(cluster="bench", maxResults=100)["taskArns"]
-    token = ecs.list_tasks(cluster="bench", maxResults=100).get("nextToken")
+    task_arns = ecs.list_tasks(cluster="bench-drain", maxResults=100)["taskArns"]
+    token = ecs.list_tasks(cluster="bench-drain", maxResults=100).get("nextToken")
     while token:
-        page = ecs.list_tasks(cluster="bench", maxResults=100, nextToken=token)
+        page = ecs.list_tasks(cluster="bench-drain", maxResults=100, nextToken=token)
         task_arns += page["taskArns"]
         token = page.get("nextToken")
     overrides = []
     for chunk in range(0, len(task_arns), 100):
-        for task in ecs.describe_tasks(cluster="bench", tasks=task_arns[chunk:chunk + 100])["tasks"]:
+        for task in ecs.describe_tasks(cluster="bench-drain", tasks=task_arns[chunk:chunk + 100])["tasks"]:
             overrides.append({e["name"]: e["value"] for e in task["overrides"]["containerOverrides"][0]["environment"]})
 
     def one_task(env_vars):
@@ -765,14 +805,30 @@ def main():
         # A partial run replaces its own rows and keeps the others where they are.
         old = open(results).read().splitlines()
         kept = [tuple(c.strip() for c in line.strip().strip("|").split("|")) for line in old if line.startswith("| ") and not line.startswith("| benchmark |")]
-        earlier = next((line for line in old if " UTC" in line), "").split(" UTC")[0]
-        when = f"{stamp} ({', '.join(sorted(only))}); the other rows {earlier} UTC; on {machine()}."
+        when = f"{stamped_groups(next((line for line in old if ' UTC' in line), ''), only, stamp)}; on {machine()}."
         table = header + "".join(f"| {' | '.join(cells)} |\n" for cells in merge_rows(kept, rows))
     with open(results, "w") as f:
         f.write(f"# Benchmark results\n\n{when}\n\n"
                 f"Produced by `scripts/bench` (release builds from `cargo lambda build --release`); medians of {REPS} runs. "
                 "Ratios compare against a reference measured in the same run on the same (shared, noisy) machine; "
                 "below 1 means immortal is faster.\n\n" + table)
+
+
+def stamped_groups(line, only, stamp):
+    """The results' date line after a partial run: when each group was last measured
+    ("T (g1, g2), T' (g3); the other rows T0"), this run's groups at `stamp`."""
+    at = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d) UTC")
+    groups = {}
+    for when, names in re.findall(at.pattern + r" \(([^)]*)\)", line):
+        groups.update({name.strip(): when for name in names.split(",")})
+    other = re.search(r"the other rows " + at.pattern, line) or at.search(line)
+    base = other.group(1) if other else stamp.removesuffix(" UTC")
+    groups.update({name: stamp.removesuffix(" UTC") for name in only})
+    by_time = {}
+    for name, when in groups.items():
+        by_time.setdefault(when, []).append(name)
+    parts = [f"{when} UTC ({', '.join(sorted(names))})" for when, names in sorted(by_time.items(), reverse=True)]
+    return f"{', '.join(parts)}; the other rows {base} UTC"
 
 
 def merge_rows(kept, new):
