@@ -467,10 +467,14 @@ async fn two_functions_in_one_drain_worker_share_nothing() {
 async fn an_extension_runs_as_its_functions_user_and_nothing_of_theirs_outlives_the_run() {
     let emulator = Emulator::shared();
     let image = ImageUser::new();
-    // Outside /tmp, which the image's runner empties of what a function's user left.
+    // The notes file is the test's own, writable by all: the image's runner removes what
+    // the function's user owns under /tmp when the run ends, and the checkout (with its
+    // target folder) may itself be under /tmp.
     let shared = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    std::fs::set_permissions(shared.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(shared.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let notes = shared.path().join("extension.log");
+    std::fs::write(&notes, "").unwrap();
+    std::fs::set_permissions(&notes, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let program = std::fs::read(fixture("extension")).unwrap();
     let layer = Bytes::from(zip_bytes(&[
         Entry::Dir("extensions/"),
