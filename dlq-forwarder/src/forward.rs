@@ -175,7 +175,8 @@ impl Forwarder {
         let mut existing = match self.ledger.create(&entry).await.map_err(|e| e.to_string())? {
             Ok(etag) => {
                 let mut held = Versioned { entry, etag };
-                return self.launch(&mut held, function, task_definition, size).await;
+                let task_arn = self.launch(&mut held, function, task_definition, size).await?;
+                return Ok(Decision::Launched { task_arn });
             }
             // Another delivery of the same invocation got there first.
             Err(existing) => existing,
@@ -186,15 +187,8 @@ impl Forwarder {
                 existing.entry.attempt
             )),
             State::Launching => {
-                // Its starter is gone: take the lease over and finish the same attempt (the
-                // same token: if ECS had accepted it, it answers with that task).
-                existing.entry.lease_until_ms = now_ms() + LAUNCH_LEASE_MS;
-                existing.etag = self
-                    .ledger
-                    .update(&mut existing.entry, &existing.etag)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.launch(&mut existing, function, task_definition, size).await
+                let task_arn = self.take_over(&mut existing, function, task_definition, size).await?;
+                Ok(Decision::Launched { task_arn })
             }
             state => Ok(Decision::Held {
                 state,
@@ -203,8 +197,27 @@ impl Forwarder {
         }
     }
 
+    /// Finishes the launch of an attempt whose starter is gone: takes its lease over
+    /// and starts it with the same token (if ECS had accepted it, it answers with that
+    /// task instead of starting another). Its task ARN.
+    pub(crate) async fn take_over(
+        &self,
+        held: &mut Versioned,
+        function: &FunctionRef,
+        task_definition: &str,
+        size: TaskSize,
+    ) -> Result<String, String> {
+        held.entry.lease_until_ms = now_ms() + LAUNCH_LEASE_MS;
+        held.etag = self
+            .ledger
+            .update(&mut held.entry, &held.etag)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.launch(held, function, task_definition, size).await
+    }
+
     /// Starts the ledger entry's current attempt (the lease is held) and records its
-    /// task. Spot first when configured; after a capacity failure the entry says so
+    /// task; its ARN. Spot first when configured; after a capacity failure the entry says so
     /// before the on-demand try, so a retry takes the same way, never both.
     pub(crate) async fn launch(
         &self,
@@ -212,7 +225,7 @@ impl Forwarder {
         function: &FunctionRef,
         task_definition: &str,
         size: TaskSize,
-    ) -> Result<Decision, String> {
+    ) -> Result<String, String> {
         let carrier = Carrier::Stored {
             at: immortal_handler_sdk::envelope::S3Location::parse(&held.entry.envelope).map_err(|e| e.to_string())?,
             digest: Some(held.entry.digest.clone()),
@@ -258,7 +271,7 @@ impl Forwarder {
                 if let Ok(etag) = self.ledger.update(&mut running, &held.etag).await {
                     held.entry = running;
                     held.etag = etag;
-                    return Ok(Decision::Launched { task_arn });
+                    return Ok(task_arn);
                 }
                 let recorded = self
                     .ledger
@@ -283,7 +296,7 @@ impl Forwarder {
                         tracing::warn!(error = %e, task_arn, "the task started but the ledger could not say so yet")
                     }
                 }
-                Ok(Decision::Launched { task_arn })
+                Ok(task_arn)
             }
             Err(e) => {
                 // Released at once: the next delivery (or the sweep) tries this attempt again.

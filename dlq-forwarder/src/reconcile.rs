@@ -53,32 +53,46 @@ impl StoppedTask {
             .flat_map(|c| c["environment"].as_array().into_iter().flatten())
             .find(|kv| kv["name"] == ENVELOPE_URL_VAR)?["value"]
             .as_str()?;
-        let mut reason = format!(
-            "stop code {}: {}",
-            task["stopCode"].as_str().unwrap_or("unknown"),
-            task["stoppedReason"].as_str().unwrap_or("no reason given")
+        let reason = stop_reason(
+            task["stopCode"].as_str(),
+            task["stoppedReason"].as_str(),
+            task["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| (c["name"].as_str(), c["exitCode"].as_i64(), c["reason"].as_str())),
         );
-        for container in task["containers"].as_array().into_iter().flatten() {
-            match container["exitCode"].as_i64() {
-                Some(code) => reason.push_str(&format!(
-                    "; container {} exit code {code}",
-                    container["name"].as_str().unwrap_or("?")
-                )),
-                None => reason.push_str(&format!(
-                    "; container {} did not run",
-                    container["name"].as_str().unwrap_or("?")
-                )),
-            }
-            if let Some(why) = container["reason"].as_str() {
-                reason.push_str(&format!(" ({why})"));
-            }
-        }
         Some(StoppedTask {
             task_arn: task["taskArn"].as_str()?.to_owned(),
             envelope: S3Location::parse(envelope).ok()?,
             reason,
         })
     }
+}
+
+/// How a stopped task ended, in one line: ECS's stop code and reason, then each
+/// container's exit code (or that it did not run) and reason.
+fn stop_reason<'a>(
+    stop_code: Option<&str>,
+    stopped_reason: Option<&str>,
+    containers: impl IntoIterator<Item = (Option<&'a str>, Option<i64>, Option<&'a str>)>,
+) -> String {
+    let mut reason = format!(
+        "stop code {}: {}",
+        stop_code.unwrap_or("unknown"),
+        stopped_reason.unwrap_or("no reason given")
+    );
+    for (name, exit_code, why) in containers {
+        let name = name.unwrap_or("?");
+        match exit_code {
+            Some(code) => reason.push_str(&format!("; container {name} exit code {code}")),
+            None => reason.push_str(&format!("; container {name} did not run")),
+        }
+        if let Some(why) = why {
+            reason.push_str(&format!(" ({why})"));
+        }
+    }
+    reason
 }
 
 /// What the reconciler did about one stopped task or ledger entry.
@@ -219,14 +233,12 @@ impl Forwarder {
             .update(&mut held.entry, &held.etag)
             .await
             .map_err(|e| e.to_string())?;
-        match self.launch(&mut held, &function, &task_definition, size).await? {
-            crate::forward::Decision::Launched { task_arn } => Ok(Reconciled::Relaunched {
-                request_id: request_id.to_owned(),
-                attempt: number,
-                task_arn,
-            }),
-            other => Err(format!("not launched: {other:?}")),
-        }
+        let task_arn = self.launch(&mut held, &function, &task_definition, size).await?;
+        Ok(Reconciled::Relaunched {
+            request_id: request_id.to_owned(),
+            attempt: number,
+            task_arn,
+        })
     }
 
     /// Out of attempts: the failure record, with the reason, then the ledger says so.
@@ -269,9 +281,14 @@ impl Forwarder {
                     .await
                     .map_err(|e| e.to_string())?;
             }
+            // The record holds the event: never in the logs. The envelope stays in the
+            // payload bucket (under the entry's `envelope`) until the lifecycle rule.
             None => tracing::error!(
-                record = %serde_json::to_string(&record).unwrap_or_default(),
-                "out of attempts and no failure destination is set; here is the record in full"
+                request_id = %entry.request_id,
+                function = %arn,
+                envelope = %entry.envelope,
+                reason,
+                "out of attempts and no failure destination is set (IMMORTAL_ON_FAILURE): the invocation's envelope stays in the payload bucket"
             ),
         }
         held.entry.state = State::Exhausted;
@@ -355,22 +372,20 @@ impl Forwarder {
         let function = FunctionRef::parse(&held.entry.function).map_err(|e| e.to_string())?;
         let (task_definition, size) = match self.task_definition(&function).await {
             Ok(chosen) => chosen,
-            Err(Unrunnable::Retry(why) | Unrunnable::Never(why)) => return Err(why),
+            Err(Unrunnable::Retry(why)) => return Err(why),
+            // As after a stop: a function that can never run here ends with a record,
+            // not a launch retried at every sweep.
+            Err(Unrunnable::Never(why)) => {
+                let envelope = self.envelope(&held.entry.envelope, &held.entry.digest).await.ok();
+                return self.exhaust(held, envelope.as_ref(), &why).await.map(Some);
+            }
         };
-        held.entry.lease_until_ms = now_ms() + LAUNCH_LEASE_MS;
-        held.etag = self
-            .ledger
-            .update(&mut held.entry, &held.etag)
-            .await
-            .map_err(|e| e.to_string())?;
-        match self.launch(held, &function, &task_definition, size).await? {
-            crate::forward::Decision::Launched { task_arn } => Ok(Some(Reconciled::Relaunched {
-                request_id: held.entry.request_id.clone(),
-                attempt: held.entry.attempt,
-                task_arn,
-            })),
-            other => Err(format!("not launched: {other:?}")),
-        }
+        let task_arn = self.take_over(held, &function, &task_definition, size).await?;
+        Ok(Some(Reconciled::Relaunched {
+            request_id: held.entry.request_id.clone(),
+            attempt: held.entry.attempt,
+            task_arn,
+        }))
     }
 
     /// Why `task` stopped, if it did (or is gone).
@@ -387,17 +402,15 @@ impl Forwarder {
             if found.last_status() != Some("STOPPED") {
                 return Ok(None);
             }
-            let exit = found
-                .containers()
-                .iter()
-                .map(|c| format!("container {} exit code {:?}", c.name().unwrap_or("?"), c.exit_code()))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Ok(Some(format!(
-                "stop code {}: {}; {exit} (found by the sweep)",
-                found.stop_code().map(|c| c.as_str()).unwrap_or("unknown"),
-                found.stopped_reason().unwrap_or("no reason given")
-            )));
+            let reason = stop_reason(
+                found.stop_code().map(|c| c.as_str()),
+                found.stopped_reason(),
+                found
+                    .containers()
+                    .iter()
+                    .map(|c| (c.name(), c.exit_code().map(i64::from), c.reason())),
+            );
+            return Ok(Some(format!("{reason} (found by the sweep)")));
         }
         Ok(Some("the task is gone from ECS (found by the sweep)".to_owned()))
     }
@@ -425,6 +438,23 @@ fn log(outcome: &Reconciled, request_id: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stop_reason_names_the_stop_code_and_each_containers_end() {
+        let reason = stop_reason(
+            Some("SpotInterruption"),
+            None,
+            [
+                (Some("runner"), Some(143), None),
+                (Some("sidecar"), None, Some("CannotPullContainerError")),
+            ],
+        );
+        assert_eq!(
+            reason,
+            "stop code SpotInterruption: no reason given; container runner exit code 143; \
+             container sidecar did not run (CannotPullContainerError)"
+        );
+    }
 
     #[test]
     fn stopped_runner_tasks_are_recognised_with_their_reason() {

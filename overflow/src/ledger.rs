@@ -176,7 +176,17 @@ impl Ledger {
                 Ok(Ok(etag))
             }
             Err(LedgerError::Conflict(_)) => match self.read(&entry.request_id).await? {
-                Some(existing) => Ok(Err(existing)),
+                Some(existing) => {
+                    // The first create's marker may have failed after its entry was
+                    // written: this delivery's marker (written above) stands for it, and
+                    // one for an ended invocation is removed.
+                    if marked.is_ok() && existing.entry.state.ended() {
+                        self.mark_live(&entry.request_id, false).await?;
+                    } else {
+                        marked?;
+                    }
+                    Ok(Err(existing))
+                }
                 None => Err(LedgerError::Conflict(key)),
             },
             Err(e) => Err(e),
@@ -209,7 +219,11 @@ impl Ledger {
         let key = Self::entry_key(&entry.request_id);
         let etag = self.put(&key, entry, Condition::Matches(etag)).await?;
         if entry.state.ended() {
-            self.mark_live(&entry.request_id, false).await?;
+            // The entry is written: a marker left behind only costs the sweep a read (it
+            // removes markers of ended invocations), so this is no failure of the update.
+            if let Err(e) = self.mark_live(&entry.request_id, false).await {
+                tracing::warn!(request_id = %entry.request_id, error = %e, "the live marker of an ended invocation stays until the sweep");
+            }
         }
         Ok(etag)
     }
