@@ -179,9 +179,7 @@ impl FunctionLog {
     /// `END` and `REPORT` for a finished invocation.
     pub fn end(&self, invocation: &Invocation, report: &Report) {
         let id = &invocation.request_id;
-        // Lambda bills whole milliseconds, rounded up.
-        let billed =
-            report.duration.as_millis() as u64 + u64::from(!report.duration.subsec_nanos().is_multiple_of(1_000_000));
+        let billed = billed_ms(report.duration);
         let duration_ms = report.duration.as_secs_f64() * 1000.0;
         if self.json {
             let mut metrics = serde_json::json!({
@@ -279,7 +277,13 @@ fn platform(kind: &str, record: serde_json::Value) -> String {
     serde_json::json!({"time": time, "type": kind, "record": record}).to_string()
 }
 
-fn round2(x: f64) -> f64 {
+/// Lambda's billed duration: whole milliseconds, rounded up.
+pub(crate) fn billed_ms(duration: Duration) -> u64 {
+    duration.as_millis() as u64 + u64::from(!duration.subsec_nanos().is_multiple_of(1_000_000))
+}
+
+/// Milliseconds as Lambda's reports write them: two decimals.
+pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 

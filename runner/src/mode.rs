@@ -146,8 +146,6 @@ impl Mode {
     }
 }
 
-/// The bootstrap's grace after SIGTERM: as given, else what the task's stop timeout
-/// leaves after the runner's own 5 s (to record the interruption), else 2 s.
 /// A path the bootstrap, its environment or a process started in the task root will see:
 /// made absolute against the runner's working directory, since the bootstrap runs in
 /// the task root, where a relative path would name something else.
@@ -155,6 +153,8 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// The bootstrap's grace after SIGTERM: as given, else what the task's stop timeout
+/// leaves after the runner's own 5 s (to record the interruption), else 2 s.
 fn grace_period(given: Option<f64>, stop_timeout: Option<f64>) -> f64 {
     given
         .or(stop_timeout.map(|t| (t - RUNNER_STOP_SECONDS).max(1.0)))

@@ -18,7 +18,7 @@ use crate::error::RunnerError;
 use crate::extensions::telemetry::Kind;
 use crate::extensions::{self, ExtensionFailure, Extensions, FunctionInfo};
 use crate::function::LogSettings;
-use crate::function_logs::{tree_peak_rss_mb, FunctionLog, Report};
+use crate::function_logs::{billed_ms, round2, tree_peak_rss_mb, FunctionLog, Report};
 use crate::invocation::Invocation;
 use crate::outcome::{timeout_message, Failure, Outcome};
 use crate::runtime::Runtime;
@@ -258,10 +258,12 @@ pub async fn invoke(
     }
     // The invocation is complete when every extension registered for INVOKE has asked
     // for its next event too (an extension that never does holds it open, as in Lambda,
-    // until the timeout when there is one).
+    // until the timeout when there is one). Not after an extension failed the run: its
+    // Extensions API answers errors from then on, so none would ever ask again.
     let mut extensions_timed_out = false;
     if delivered
         && extensions.any()
+        && extensions.failure().is_none()
         && !matches!(
             outcome,
             Outcome::Failed {
@@ -311,7 +313,7 @@ pub async fn invoke(
         });
         log.end(&invocation, &report);
         let mut metrics = json!({"durationMs": round2(report.duration.as_secs_f64() * 1000.0),
-                                 "billedDurationMs": report.duration.as_millis() as u64 + 1,
+                                 "billedDurationMs": billed_ms(report.duration),
                                  "memorySizeMB": invocation.memory_mb, "maxMemoryUsedMB": report.max_memory_mb});
         if let Some(init) = report.init {
             metrics["initDurationMs"] = json!(round2(init.as_secs_f64() * 1000.0));
@@ -384,10 +386,6 @@ fn telemetry_status(outcome: &Outcome) -> &'static str {
         } => "error",
         Outcome::Failed { .. } => "failure",
     }
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 /// The run's outcome when an extension failed it: Lambda's error document.

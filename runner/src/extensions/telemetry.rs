@@ -8,8 +8,9 @@
 //! stream does. The Logs API (2020-08-15) gets the same records in its older shape.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use immortal_overflow::publisher::timestamp_now;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -178,7 +179,7 @@ impl Telemetry {
     }
 
     fn emit(&self, kind: Kind, event_type: &str, record: Value) {
-        let event = json!({"time": now(), "type": event_type, "record": record});
+        let event = json!({"time": timestamp_now(), "type": event_type, "record": record});
         let mut inner = self.inner.lock().expect("telemetry lock");
         for subscriber in inner.subscribers.iter().filter(|s| s.kinds.contains(&kind)) {
             if let Some(shaped) = shape(subscriber.api, &event) {
@@ -335,16 +336,6 @@ async fn post(client: &reqwest::Client, subscription: &Subscription, batch: Vec<
     tracing::warn!(extension = %subscription.extension, "telemetry dropped after three tries, as Lambda drops what a subscriber does not take");
 }
 
-/// Now, as the Telemetry API writes times (RFC 3339, milliseconds, UTC).
-pub fn now() -> String {
-    let now = aws_smithy_types::DateTime::from(SystemTime::now());
-    let millis = now.subsec_nanos() / 1_000_000;
-    let whole = aws_smithy_types::DateTime::from_secs(now.secs())
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_default();
-    format!("{}.{millis:03}Z", whole.trim_end_matches('Z'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +372,10 @@ mod tests {
         let init = json!({"time": "t", "type": "platform.initStart", "record": {}});
         assert_eq!(shape(Api::Logs, &init), None);
         assert_eq!(shape(Api::Telemetry, &init), Some(init));
-        assert!(now().ends_with('Z') && now().len() == 24, "{}", now());
+        assert!(
+            timestamp_now().ends_with('Z') && timestamp_now().len() == 24,
+            "{}",
+            timestamp_now()
+        );
     }
 }
