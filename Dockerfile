@@ -24,16 +24,17 @@ FROM ${BASE_IMAGE}
 ARG RUNTIME=provided.al2023
 # Set by BuildKit from --platform: amd64 or arm64.
 ARG TARGETARCH=amd64
-# The code cache and the layers root belong to the runner's user (10001); functions run
-# as users of their own (20000 and up) and can read them, not change them. /var/task
-# becomes a link to a link the runner owns and points at each function's code before
-# it runs: code that hard-codes /var/task finds its files there. /tmp is the task's
-# alone (Fargate gives each task its own): the runner empties what a function leaves
-# there before the next one runs.
+# The code cache, the layers root and the task root belong to the runner's user (10001);
+# functions run as users of their own (20000 and up) and can read them, not change them.
+# /var/task is a real folder, as in Lambda (a link would show the cache's path to
+# getcwd() and in stack traces): before each function runs, the runner fills it with
+# that function's code (hard links into the cache). /tmp is the task's alone (Fargate
+# gives each task its own): the runner empties what a function leaves there before the
+# next one runs.
 RUN mkdir -p /var/cache/immortal /opt \
     && rm -rf /var/task \
-    && ln -s /var/cache/immortal/task /var/task \
-    && chown 10001:10001 /var/cache/immortal /opt \
+    && mkdir -m 0755 /var/task \
+    && chown 10001:10001 /var/cache/immortal /opt /var/task \
     && chmod 1777 /tmp
 COPY --chmod=0755 target/images/${TARGETARCH}/runner /usr/local/bin/runner
 # The one program that runs as root, and only to start a function as its own user

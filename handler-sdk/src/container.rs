@@ -110,8 +110,8 @@ pub const OPT_DIR_VAR: &str = "IMMORTAL_OPT_DIR";
 pub const RUNTIME_DIR_VAR: &str = "IMMORTAL_RUNTIME_DIR";
 /// The runtime whose userland the runner's image holds (set by the image).
 pub const IMAGE_RUNTIME_VAR: &str = "IMMORTAL_IMAGE_RUNTIME";
-/// Where the function's code appears (`/var/task` in the image): a link the runner
-/// points at the function's code.
+/// Where the function's code appears (`/var/task` in the image): a folder the runner
+/// owns and fills with the function's code before each run.
 pub const TASK_ROOT_VAR: &str = "IMMORTAL_TASK_ROOT";
 /// The per-zip unpacked size limit.
 pub const MAX_UNPACKED_SIZE_VAR: &str = "IMMORTAL_MAX_UNPACKED_SIZE";

@@ -82,10 +82,11 @@ pub struct Cli {
     #[arg(long, value_name = "RUNTIME", env = container::IMAGE_RUNTIME_VAR, hide_env_values = true)]
     pub image_runtime: Option<String>,
 
-    /// Show the function its code at this path (LAMBDA_TASK_ROOT): a symbolic link the
-    /// runner points at the code before the run (/var/task in the image, a link to a
-    /// link the runner owns). Default: the code's own folder in the cache.
-    #[arg(long, value_name = "LINK", env = container::TASK_ROOT_VAR, hide_env_values = true)]
+    /// Show the function its code at this path (LAMBDA_TASK_ROOT and its working
+    /// directory), as Lambda shows it at /var/task: a folder the runner owns (created
+    /// when missing), emptied and filled with the code's tree before the run (hard links
+    /// to the cache). /var/task in the image. Default: the code's own folder in the cache.
+    #[arg(long, value_name = "DIR", env = container::TASK_ROOT_VAR, hide_env_values = true)]
     pub task_root: Option<PathBuf>,
 
     /// Whose credentials the function gets: `assume` (its own execution role, assumed

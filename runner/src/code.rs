@@ -53,8 +53,8 @@ pub struct RuntimeOptions {
     pub dir: RuntimeDir,
     /// `--runtime`: the runtime of local code (else the image's, if it declares one).
     pub runtime: Option<Runtime>,
-    /// `--task-root`: a link shown to the function as its task root (`/var/task` in
-    /// the image), pointed at the function's code before each run.
+    /// `--task-root`: a folder shown to the function as its task root (`/var/task` in
+    /// the image), filled with the function's code before each run.
     pub task_root: Option<PathBuf>,
 }
 
@@ -62,7 +62,7 @@ impl CodeOptions {
     /// The layout for code unpacked at `code` with layers at `opt`.
     fn layout(&self, code: PathBuf, opt_dir: Option<PathBuf>) -> Result<CodeLayout, CodeError> {
         let task_root = match &self.runtime.task_root {
-            Some(link) => present_at(link, &code)?,
+            Some(root) => crate::task_root::present(root, &code)?,
             None => code,
         };
         Ok(CodeLayout {
@@ -71,47 +71,6 @@ impl CodeOptions {
             runtime_dir: Some(self.runtime.dir.clone()),
         })
     }
-}
-
-/// Points the link at `link` (or, when it points at another link, the last link of
-/// the chain: `/var/task` → a link the runner owns) at `code`, atomically, and returns
-/// `link`: the path the function sees as its task root.
-pub fn present_at(link: &Path, code: &Path) -> Result<PathBuf, CodeError> {
-    let mut last = link.to_owned();
-    for _ in 0..8 {
-        match std::fs::read_link(&last) {
-            Ok(target) => {
-                let target = last.parent().map(|p| p.join(&target)).unwrap_or(target);
-                if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
-                    last = target;
-                    continue;
-                }
-                break;
-            }
-            Err(_) if std::fs::symlink_metadata(&last).is_ok() => {
-                return Err(CodeError::Io {
-                    action: "cannot present the function's code at",
-                    path: link.to_owned(),
-                    source: std::io::Error::other(
-                        "it is a folder or file, not a link the runner can point at the code (--task-root)",
-                    ),
-                })
-            }
-            Err(_) => break,
-        }
-    }
-    let parent = last.parent().unwrap_or(Path::new("."));
-    let staged = parent.join(format!(".{}.{}", std::process::id(), uuid::Uuid::new_v4().simple()));
-    std::os::unix::fs::symlink(code, &staged).map_err(CodeError::io("cannot create a link in", parent))?;
-    std::fs::rename(&staged, &last).map_err(|e| {
-        let _ = std::fs::remove_file(&staged);
-        CodeError::Io {
-            action: "cannot point the task root link",
-            path: last.clone(),
-            source: e,
-        }
-    })?;
-    Ok(link.to_owned())
 }
 
 /// A local artifact: a zip (unpacked into the cache) or a folder.

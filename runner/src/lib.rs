@@ -36,6 +36,7 @@ pub mod runtime;
 pub mod runtime_api;
 pub mod signals;
 pub mod supervisor;
+pub mod task_root;
 
 use crate::cli::Cli;
 use crate::exit::Exit;

@@ -3,9 +3,11 @@
 //! - [`runner`]: builds and runs the `runner` binary and captures what it did.
 //! - [`emulator`]: moto's server on a free port; [`server`]: a programmable HTTP server.
 //! - [`zips`]: code zips the way `cargo lambda build --output-format zip` makes them.
+//! - [`container`]: the runner image, run as Fargate runs it (podman, stand-in bases).
 //! - [`osls`]: Serverless Framework services packaged offline, and readers of the
 //!   CloudFormation they generate.
 
+pub mod container;
 pub mod ecs;
 pub mod emulator;
 pub mod fake_lambda;

@@ -221,6 +221,11 @@ fn drain_pipe(mut pipe: impl std::io::Read + Send + 'static) -> Reader {
 }
 
 impl Running {
+    /// A process started elsewhere (stdout and stderr piped) at `started`.
+    pub fn from_child(child: std::process::Child, started: Instant) -> Running {
+        Running::new(child, started, None)
+    }
+
     fn new(mut child: std::process::Child, started: Instant, cache: Option<tempfile::TempDir>) -> Running {
         let stdout = drain_pipe(child.stdout.take().expect("piped stdout"));
         let stderr = drain_pipe(child.stderr.take().expect("piped stderr"));
@@ -243,10 +248,20 @@ impl Running {
     }
 
     /// Waits for the end, killing it after `limit`.
-    pub fn wait(mut self, limit: Duration) -> Ran {
+    pub fn wait(self, limit: Duration) -> Ran {
+        self.wait_then(limit, || {})
+    }
+
+    /// Waits for the end; after `limit`, calls `on_timeout` (e.g. to kill what the
+    /// process stands for, a container) and kills it.
+    pub fn wait_then(mut self, limit: Duration, on_timeout: impl FnOnce()) -> Ran {
         let deadline = Instant::now() + limit;
         loop {
-            if self.child.try_wait().expect("try_wait").is_some() || Instant::now() > deadline {
+            if self.child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                on_timeout();
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));

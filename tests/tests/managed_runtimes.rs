@@ -142,34 +142,41 @@ fn node_handlers_commonjs_es_modules_and_bundles_run_on_the_runtimes_bootstrap()
 }
 
 #[test]
-fn the_task_root_can_be_shown_at_a_fixed_path_through_a_link() {
+fn the_task_root_is_a_real_folder_at_a_fixed_path_as_var_task_is_in_lambda() {
     let dir = tempfile::tempdir().unwrap();
     let zip = function_zip(dir.path(), "python", &["lambda_function.py", "helper.py"]);
-    // As in the image: /var/task → a link the runner owns, re-pointed for each function.
-    let owned = dir.path().join("owned-link");
-    std::os::unix::fs::symlink(dir.path().join("nothing-yet"), &owned).unwrap();
+    // As in the image: /var/task, a folder the runner owns (created here when missing).
     let task = dir.path().join("var-task");
-    std::os::unix::fs::symlink(&owned, &task).unwrap();
     let ran = local(&zip, "python", "python3.12", "lambda_function.lambda_handler")
         .args(["--task-root".as_ref(), task.as_os_str()])
         .run();
     ran.expect_code(0);
     let seen = ran.json();
-    assert_eq!(seen["env"]["LAMBDA_TASK_ROOT"], task.display().to_string());
+    let task_path = task.display().to_string();
+    assert_eq!(seen["env"]["LAMBDA_TASK_ROOT"], task_path);
     assert_eq!(seen["task_root_listing"], json!(["helper.py", "lambda_function.py"]));
-    assert!(
-        std::fs::symlink_metadata(&task).unwrap().file_type().is_symlink(),
-        "still the same link"
-    );
+    // getcwd() and __file__ answer the task root, not the cache (a link would not do).
+    assert_eq!(seen["cwd"], task_path);
+    assert_eq!(seen["file"], format!("{task_path}/lambda_function.py"));
 
-    let folder = dir.path().join("a-folder");
-    std::fs::create_dir(&folder).unwrap();
+    // Another function's code replaces the first one's entirely.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let zip = function_zip(&other, "python", &["lambda_function.py"]);
     let ran = local(&zip, "python", "python3.12", "lambda_function.lambda_handler")
-        .args(["--task-root".as_ref(), folder.as_os_str()])
+        .args(["--task-root".as_ref(), task.as_os_str()])
+        .run();
+    ran.expect_code(0);
+    assert_eq!(ran.json()["task_root_listing"], json!(["lambda_function.py"]));
+
+    let link = dir.path().join("a-link");
+    std::os::unix::fs::symlink(&task, &link).unwrap();
+    let ran = local(&zip, "python", "python3.12", "lambda_function.lambda_handler")
+        .args(["--task-root".as_ref(), link.as_os_str()])
         .run();
     ran.expect_code(3);
     assert!(
-        ran.stderr.contains("not a link the runner can point at the code"),
+        ran.stderr.contains("not a folder the runner can fill"),
         "{}",
         ran.stderr
     );

@@ -15,6 +15,11 @@ use immortal_sandbox::{is_function_uid, Spec, EXEC, JOIN, KILL_SIGNAL, SPEC_FD, 
 const REFUSED: u8 = 125;
 
 fn main() -> ExitCode {
+    // The runner that started us, read first: if it dies before the death signal below
+    // is armed, the parent changes and `exec` refuses. (Comparing with 1 instead would
+    // refuse every run where the runner itself is PID 1, as in a container.)
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let runner = unsafe { libc::getppid() };
     let args: Vec<String> = std::env::args().collect();
     let refuse = |why: &str| {
         eprintln!("immortal-sandbox: {why}");
@@ -38,8 +43,8 @@ fn main() -> ExitCode {
         return refuse("a function's user may not start functions");
     }
     match args[1].as_str() {
-        EXEC => exec(uid, gid, true),
-        JOIN => exec(uid, gid, false),
+        EXEC => exec(uid, gid, runner, true),
+        JOIN => exec(uid, gid, runner, false),
         SWEEP => {
             sweep(uid, gid, &args[4..]);
             ExitCode::SUCCESS
@@ -69,34 +74,69 @@ fn relayed() -> libc::sigset_t {
 }
 
 /// Runs the spec's program as `uid`; with `sweep`, kills whatever the user left
-/// running when it ends.
-fn exec(uid: u32, gid: u32, sweep: bool) -> ExitCode {
+/// running when it ends. `runner` is the parent this process started with.
+fn exec(uid: u32, gid: u32, runner: libc::pid_t, sweep: bool) -> ExitCode {
     let set = relayed();
-    // SAFETY: signal masks, prctl, fork and the child's calls before exec are
-    // async-signal-safe; the child only touches memory it owns.
-    unsafe {
-        // Signals wait for sigtimedwait below instead of running handlers.
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        // If the runner dies, kill the function (relayed as KILL_SIGNAL).
-        libc::prctl(libc::PR_SET_PDEATHSIG, KILL_SIGNAL as libc::c_ulong);
-        if libc::getppid() == 1 {
-            return ExitCode::from(REFUSED);
+    let refuse = |why: &str| {
+        eprintln!("immortal-sandbox: {why}");
+        ExitCode::from(REFUSED)
+    };
+    // Signals wait for sigtimedwait below instead of running handlers.
+    // SAFETY: `set` is an initialised sigset; a null old-set pointer is allowed.
+    if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } != 0 {
+        return refuse("cannot block the relayed signals");
+    }
+    // If the runner dies, kill the function (relayed as KILL_SIGNAL).
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, KILL_SIGNAL as libc::c_ulong) } != 0 {
+        return refuse("cannot arm the parent-death signal");
+    }
+    // SAFETY: getppid has no preconditions and cannot fail.
+    if unsafe { libc::getppid() } != runner {
+        return refuse("the runner is gone");
+    }
+    // What the function leaves behind when its parent ends is re-parented here, not to
+    // PID 1 (the runner, in a container), and reaped here: no zombies pile up in a
+    // long-lived worker.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) } != 0 {
+        return refuse("cannot become the function's subreaper");
+    }
+    // SAFETY: getpid has no preconditions and cannot fail.
+    let sandbox = unsafe { libc::getpid() };
+    // SAFETY: this process has one thread (nothing here spawns any), so the child may
+    // run any code until it execs.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return refuse("fork failed");
+    }
+    if child == 0 {
+        // SAFETY: in the single-threaded child of a single-threaded parent.
+        unsafe { become_function(uid, gid, sandbox) };
+    }
+    // SAFETY: the spec pipe is the child's to read; the parent never touches it.
+    unsafe { libc::close(SPEC_FD) };
+    // SAFETY: `child` is our own child and `set` the blocked set.
+    let status = unsafe { supervise(child, &set) };
+    if sweep {
+        sweep_processes(uid, gid);
+        reap_all();
+    }
+    // SAFETY: `status` is a wait status from waitpid.
+    unsafe { exit_like(status) }
+}
+
+/// Reaps what is left of the function's processes (killed by the sweep), waiting a
+/// little for each to finish dying; whatever outlives that goes to PID 1.
+fn reap_all() {
+    for _ in 0..50 {
+        let mut status = 0;
+        // SAFETY: waitpid on any child of ours, without blocking.
+        match unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } {
+            pid if pid > 0 => continue,
+            0 => std::thread::sleep(std::time::Duration::from_millis(20)),
+            _ => return, // ECHILD: none left
         }
-        let sandbox = libc::getpid();
-        let child = libc::fork();
-        if child < 0 {
-            eprintln!("immortal-sandbox: fork failed");
-            return ExitCode::from(REFUSED);
-        }
-        if child == 0 {
-            become_function(uid, gid, sandbox);
-        }
-        libc::close(SPEC_FD);
-        let status = supervise(child, &set);
-        if sweep {
-            sweep_processes(uid, gid);
-        }
-        exit_like(status)
     }
 }
 
@@ -169,10 +209,14 @@ unsafe fn supervise(child: libc::pid_t, set: &libc::sigset_t) -> libc::c_int {
     };
     loop {
         let mut status = 0;
-        // SAFETY: plain process calls on our own child.
+        // SAFETY: plain process calls on our own children.
         unsafe {
-            if libc::waitpid(child, &mut status, libc::WNOHANG) == child {
-                return status;
+            // Any child: the function, or one of its orphans re-parented to this
+            // subreaper (reaped and forgotten).
+            match libc::waitpid(-1, &mut status, libc::WNOHANG) {
+                pid if pid == child => return status,
+                pid if pid > 0 => continue,
+                _ => {}
             }
             let signal = libc::sigtimedwait(set, std::ptr::null_mut(), &timeout);
             match signal {

@@ -64,6 +64,7 @@ async fn inspect(event: LambdaEvent<Value>) -> Result<Value, Error> {
         "look_for": look_for,
         "opt": opt,
         "task_root_write": task_root_write,
+        "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
         "runner_environ": runner_environ(),
         "env": std::env::vars().collect::<std::collections::BTreeMap<_, _>>(),
         "whoami": whoami,

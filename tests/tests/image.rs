@@ -1,0 +1,363 @@
+//! The container stage: the runner image, built from the project's own Dockerfile on a
+//! stand-in base, run as Fargate runs a task's container (see `container`): the entry
+//! point as PID 1, the image's USER, Fargate's default capabilities, the local AWS
+//! emulator over the host's network. What the image does is proven here.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_lambda::types::Runtime;
+use aws_sdk_sqs::types::QueueAttributeName;
+use immortal_tests::container::{Container, Image};
+use immortal_tests::ecs::{task_env, Cluster};
+use immortal_tests::emulator::Emulator;
+use immortal_tests::image_user::RUNNER_UID;
+use immortal_tests::lambda::{deploy, deploy_as, uuid_like};
+use immortal_tests::queue::Queue;
+use immortal_tests::runner::{fixture, Ran, RunnerCmd};
+use immortal_tests::zips::{bootstrap_zip_bytes, folder_zip};
+use serde_json::{json, Value};
+
+/// Where the image shows the function its code, as Lambda does.
+const TASK_ROOT: &str = "/var/task";
+
+async fn run(container: Container) -> Ran {
+    tokio::task::spawn_blocking(move || container.run()).await.unwrap()
+}
+
+fn fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// A folder the container's users may read and write (the test's files, the
+/// fixtures' pid files and markers).
+fn shared_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+fn context_for(name: &str, request_id: &str) -> String {
+    json!({"request_id": request_id, "invoked_function_arn": format!("arn:aws:lambda:us-east-1:123456789012:function:{name}")})
+        .to_string()
+}
+
+/// A function's uid: its own, neither root nor the runner's.
+fn assert_function_user(seen: &Value) {
+    let uid = seen["uid"].as_u64().expect("a uid") as u32;
+    assert!(
+        (20_000..30_000).contains(&uid) && uid != RUNNER_UID && uid != 0,
+        "a function user of its own: {uid}"
+    );
+}
+
+/// A role for a function (the emulator does not evaluate trust).
+async fn role(sdk: &aws_config::SdkConfig, name: &str) -> String {
+    aws_sdk_iam::Client::new(sdk)
+        .create_role()
+        .role_name(name)
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+        .send()
+        .await
+        .expect("create role")
+        .role
+        .expect("role")
+        .arn
+}
+
+/// A function `name` (a fixture's zip) with a dead-letter queue bound to it, relaunched
+/// by the forwarder into `cluster`; returns the started task's environment overrides.
+async fn relaunched(cluster: &Cluster, name: &str, event: &Value, request_id: &str) -> Vec<(String, String)> {
+    let sdk = Emulator::shared().sdk_config().await;
+    let dlq = Queue::create(&sdk, &format!("{name}-dlq"), &[("immortal:function", name)], &[]).await;
+    dlq.send_dead_letter(&event.to_string(), request_id, "Task timed out after 3.00 seconds")
+        .await;
+    let messages = dlq.receive(10, 2).await;
+    assert_eq!(messages.len(), 1);
+    let forwarder = RunnerCmd::lambda("dlq-forwarder", &dlq.lambda_event(&messages).to_string())
+        .envs(Emulator::shared().env())
+        .envs(cluster.forwarder_env());
+    let ran = tokio::task::spawn_blocking(move || forwarder.run()).await.unwrap();
+    assert_eq!(ran.json(), json!({"batchItemFailures": []}), "{}", ran.stderr);
+    let tasks = cluster.tasks().await;
+    assert_eq!(tasks.len(), 1, "one task");
+    task_env(&tasks[0]).into_iter().collect()
+}
+
+/// The runner container as the stack's task definition sets it up, plus a task's
+/// overrides.
+fn task_container(image: Image, cluster: &Cluster, overrides: Vec<(String, String)>) -> Container {
+    Container::new(image)
+        .envs(Emulator::shared().env())
+        .env("IMMORTAL_PAYLOAD_BUCKET", &cluster.payload_bucket)
+        .envs(overrides)
+}
+
+/// The function's own log lines in CloudWatch Logs.
+async fn log_lines(sdk: &aws_config::SdkConfig, group: &str) -> Vec<String> {
+    let page = aws_sdk_cloudwatchlogs::Client::new(sdk)
+        .filter_log_events()
+        .log_group_name(group)
+        .send()
+        .await
+        .expect("the function's own log group exists");
+    page.events()
+        .iter()
+        .filter_map(|e| e.message().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn local_code_runs_in_the_image_as_a_function_user_in_var_task() {
+    let work = shared_dir();
+    std::fs::write(
+        work.path().join("inspect.zip"),
+        bootstrap_zip_bytes(&fixture("inspect")),
+    )
+    .unwrap();
+    let ran = run(Container::new(Image::Provided)
+        .envs(Emulator::shared().env())
+        .env("IMMORTAL_FUNCTION_LOGS", "stderr")
+        // Local code has no configuration to name a role: run as the caller, as documented.
+        .env("IMMORTAL_FUNCTION_ROLE", "inherit")
+        .mount(work.path(), "/work")
+        .args(["--artifact", "/work/inspect.zip", "--event", "{}"])
+        .args(["--context", &context_for("inspect", "req-local-image")]))
+    .await;
+    ran.expect_code(0);
+    let seen = ran.json();
+    assert_eq!(seen["request_id"], "req-local-image");
+    assert_function_user(&seen);
+    assert_eq!(seen["env"]["LAMBDA_TASK_ROOT"], TASK_ROOT);
+    assert_eq!(
+        seen["cwd"], TASK_ROOT,
+        "the working directory is the task root, as in Lambda"
+    );
+    assert!(
+        seen["task_root_write"].as_str().unwrap().starts_with("refused"),
+        "the code is read-only to the function: {}",
+        seen["task_root_write"]
+    );
+}
+
+#[tokio::test]
+async fn a_relaunched_task_runs_its_function_as_itself_and_records_the_outcome() {
+    let emulator = Emulator::shared();
+    let sdk = emulator.sdk_config().await;
+    let id = uuid_like();
+    let (name, role_name) = (format!("img-self-{id}"), format!("img-role-{id}"));
+    deploy(
+        &sdk,
+        &name,
+        &bootstrap_zip_bytes(&fixture("inspect")),
+        &[("FROM_CONFIG", "yes")],
+    )
+    .await;
+    aws_sdk_lambda::Client::new(&sdk)
+        .update_function_configuration()
+        .function_name(&name)
+        .role(role(&sdk, &role_name).await)
+        .send()
+        .await
+        .unwrap();
+    let cluster = Cluster::create(&sdk, &format!("img-{id}")).await;
+    let success = Queue::create(&sdk, &format!("img-ok-{id}"), &[], &[]).await;
+    let overrides = relaunched(&cluster, &name, &json!({"whoami": true}), "req-img-task").await;
+    assert!(
+        overrides.iter().any(|(k, _)| k == "IMMORTAL_ENVELOPE_URL"),
+        "the envelope's location, never the event: {overrides:?}"
+    );
+
+    let ran = run(task_container(Image::Provided, &cluster, overrides).env("IMMORTAL_ON_SUCCESS", &success.url)).await;
+    ran.expect_code(0);
+    let seen = ran.json();
+    assert_eq!(seen["request_id"], "req-img-task", "the original request id");
+    assert_function_user(&seen);
+    let arn = seen["whoami"]["first"]["arn"].as_str().unwrap_or_default();
+    assert!(
+        arn.contains(&format!(":assumed-role/{role_name}/")),
+        "its own role, assumed and served: {}",
+        seen["whoami"]
+    );
+    let env = &seen["env"];
+    assert_eq!(env["FROM_CONFIG"], "yes", "its own configuration");
+    assert_eq!(env["LAMBDA_TASK_ROOT"], TASK_ROOT);
+    assert_eq!(seen["cwd"], TASK_ROOT);
+    assert!(env.get("AWS_ACCESS_KEY_ID").is_none(), "no runner keys: {env}");
+
+    let entry = cluster.ledger_entry("req-img-task").await.expect("a ledger entry");
+    assert_eq!(entry["state"], "succeeded", "{entry}");
+    let records = success.take_all().await;
+    assert_eq!(records.len(), 1, "one success record");
+    assert_eq!(records[0]["requestContext"]["requestId"], "req-img-task");
+    assert_eq!(records[0]["requestPayload"], json!({"whoami": true}));
+
+    let lines = log_lines(&sdk, &format!("/aws/lambda/{name}")).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "START RequestId: req-img-task Version: $LATEST"),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l == "END RequestId: req-img-task"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("REPORT RequestId: req-img-task\t")),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_python_function_runs_through_the_runtime_interface_client_in_the_python_image() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let name = format!("img-py-{}", uuid_like());
+    let zip = folder_zip(
+        &fixtures().join("functions/python"),
+        &["lambda_function.py", "helper.py"],
+    );
+    deploy_as(
+        &sdk,
+        &name,
+        &zip,
+        &[("GREETING", "hello from config")],
+        Runtime::Python312,
+        "lambda_function.lambda_handler",
+    )
+    .await;
+    let ran = run(Container::new(Image::Python)
+        .envs(Emulator::shared().env())
+        .env("IMMORTAL_FUNCTION_LOGS", "stderr")
+        .args(["--event", r#"{"from":"the python image"}"#])
+        .args(["--context", &context_for(&name, "req-img-py")]))
+    .await;
+    ran.expect_code(0);
+    let seen = ran.json();
+    assert_eq!(seen["request_id"], "req-img-py");
+    assert_eq!(seen["event"], json!({"from": "the python image"}));
+    assert_eq!(
+        seen["helper"], "beside the handler",
+        "its own modules import from the task root"
+    );
+    assert_eq!(seen["env"]["GREETING"], "hello from config");
+    assert_eq!(seen["env"]["LAMBDA_TASK_ROOT"], TASK_ROOT);
+    assert_eq!(seen["env"]["_HANDLER"], "lambda_function.lambda_handler");
+    assert_eq!(seen["cwd"], TASK_ROOT);
+    assert_eq!(
+        seen["file"],
+        format!("{TASK_ROOT}/lambda_function.py"),
+        "as in Lambda's tracebacks"
+    );
+    assert_eq!(seen["task_root_listing"], json!(["helper.py", "lambda_function.py"]));
+}
+
+#[tokio::test]
+async fn a_drain_worker_in_the_image_runs_two_functions_one_after_the_other() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let (a, b) = (format!("img-drain-a-{id}"), format!("img-drain-b-{id}"));
+    let echo = deploy(&sdk, &a, &bootstrap_zip_bytes(&fixture("echo")), &[("WHO", "a")]).await;
+    let inspect = deploy(&sdk, &b, &bootstrap_zip_bytes(&fixture("inspect")), &[("WHO", "b")]).await;
+    let queue = Queue::create(
+        &sdk,
+        &format!("img-drain-{id}"),
+        &[],
+        &[(QueueAttributeName::VisibilityTimeout, "30")],
+    )
+    .await;
+    let outcomes = Queue::create(&sdk, &format!("img-drain-out-{id}"), &[], &[]).await;
+    for (request_id, function) in [("req-drain-a", &echo.arn), ("req-drain-b", &inspect.arn)] {
+        let record = json!({
+            "version": "1.0", "timestamp": "2026-12-07T10:00:00.000Z",
+            "requestContext": {"requestId": request_id, "functionArn": format!("{function}:$LATEST"), "condition": "RetriesExhausted", "approximateInvokeCount": 1},
+            "requestPayload": {"for": request_id},
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responsePayload": {"errorType": "Sandbox.Timedout", "errorMessage": format!("RequestId: {request_id} Error: Task timed out after 3.00 seconds")}
+        });
+        queue.send(&record.to_string()).await;
+    }
+    let ran = run(Container::new(Image::Provided)
+        .envs(Emulator::shared().env())
+        .env("IMMORTAL_FUNCTION_LOGS", "stderr")
+        .env("IMMORTAL_QUEUE_URL", &queue.url)
+        .env("IMMORTAL_ON_SUCCESS", &outcomes.url)
+        .env("IMMORTAL_IDLE_TIMEOUT", "3"))
+    .await;
+    ran.expect_code(0);
+    assert!(ran.stderr.contains("drain worker done"), "{}", ran.stderr);
+    let mut by_request = std::collections::BTreeMap::new();
+    for record in outcomes.take_all().await {
+        let id = record["requestContext"]["requestId"].as_str().unwrap().to_owned();
+        assert!(
+            by_request.insert(id, record["responsePayload"].clone()).is_none(),
+            "once each"
+        );
+    }
+    let (ra, rb) = (&by_request["req-drain-a"], &by_request["req-drain-b"]);
+    // Each ran its own code (echo answers with a pid, inspect with a uid), with its own
+    // configuration, from /var/task.
+    assert!(ra["pid"].is_u64() && ra["uid"].is_null(), "echo's code: {ra}");
+    assert_eq!(ra["env"]["WHO"], "a");
+    assert_eq!(ra["cwd"], TASK_ROOT);
+    assert_function_user(rb);
+    assert_eq!(rb["env"]["WHO"], "b");
+    assert_eq!(rb["cwd"], TASK_ROOT);
+    assert_eq!(queue.depth().await, 0, "both messages deleted");
+}
+
+#[tokio::test]
+async fn a_stop_as_ecs_gives_it_lets_the_function_have_its_grace_and_marks_the_attempt_interrupted() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let name = format!("img-stop-{id}");
+    deploy(&sdk, &name, &bootstrap_zip_bytes(&fixture("sleep")), &[]).await;
+    let cluster = Cluster::create(&sdk, &format!("img-stop-{id}")).await;
+    let shared = shared_dir();
+    let event = json!({"seconds": 600, "pid_file": "/shared/pid", "marker": "/shared/term"});
+    let overrides = relaunched(&cluster, &name, &event, "req-img-stop").await;
+    let stop_timeout = Duration::from_secs(10);
+    let container = task_container(Image::Provided, &cluster, overrides)
+        .env("IMMORTAL_STOP_TIMEOUT", stop_timeout.as_secs().to_string())
+        .env("IMMORTAL_FUNCTION_LOGS", "stderr")
+        .mount_rw(shared.path(), "/shared");
+    let running = container.spawn();
+    let pid_file = shared.path().join("pid");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !pid_file.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(pid_file.exists(), "the function started");
+    let init = running.exec(&["cat", "/proc/1/cmdline"]);
+    let expected_init = if immortal_tests::container::stack_init_process_enabled() {
+        "init"
+    } else {
+        "/usr/local/bin/runner"
+    };
+    assert!(
+        init.split('\0').next().unwrap_or_default().contains(expected_init),
+        "PID 1 is {init:?}, as the stack's task definition makes it"
+    );
+    let stopper = {
+        let name = running.name().to_owned();
+        std::thread::spawn(move || {
+            let out = immortal_tests::container::podman()
+                .args(["stop", "--time", &stop_timeout.as_secs().to_string(), &name])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        })
+    };
+    let ran = tokio::task::spawn_blocking(move || running.wait(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    stopper.join().unwrap();
+    ran.expect_code(143);
+    assert_eq!(
+        std::fs::read_to_string(shared.path().join("term")).unwrap_or_default(),
+        "SIGTERM",
+        "the function had its grace:\n{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("attempt interrupted"), "{}", ran.stderr);
+    let entry = cluster.ledger_entry("req-img-stop").await.expect("a ledger entry");
+    assert_eq!(entry["state"], "interrupted", "{entry}");
+}
