@@ -1,5 +1,5 @@
-//! Starting the runner's task: the overrides budget (ECS's 8192-character limit,
-//! measured), the idempotency token, and RunTask itself.
+//! Starting the runner's task: the idempotency token, and RunTask itself. (The event
+//! never rides in the overrides: they carry the stored envelope's location and digest.)
 
 use aws_sdk_ecs::error::ProvideErrorMetadata;
 use aws_sdk_ecs::types::{
@@ -8,32 +8,9 @@ use aws_sdk_ecs::types::{
 };
 use immortal_handler_sdk::aws::describe_error;
 use immortal_handler_sdk::container;
-use serde_json::json;
 
 use crate::config::Config;
 use crate::size::TaskSize;
-
-/// ECS's limit on all overrides of one RunTask, JSON formatting included.
-pub const OVERRIDES_LIMIT: usize = 8192;
-
-/// The overrides as ECS receives and counts them.
-pub fn overrides_json(container_name: &str, environment: &[(String, String)]) -> String {
-    let environment: Vec<_> = environment
-        .iter()
-        .map(|(name, value)| json!({ "name": name, "value": value }))
-        .collect();
-    json!({ "containerOverrides": [{ "name": container_name, "environment": environment }] }).to_string()
-}
-
-/// Characters the overrides take.
-pub fn overrides_size(container_name: &str, environment: &[(String, String)]) -> usize {
-    overrides_json(container_name, environment).chars().count()
-}
-
-/// Whether `environment` fits in one RunTask's overrides.
-pub fn fits_overrides(container_name: &str, environment: &[(String, String)]) -> bool {
-    overrides_size(container_name, environment) <= OVERRIDES_LIMIT
-}
 
 /// RunTask's clientToken for a queue message: the message id, so a redelivery of the
 /// same message never starts a second task. ECS allows up to 64 characters in 33..=126;
@@ -211,12 +188,16 @@ pub async fn call(
         let text = describe_error(&err);
         if code == "ThrottlingException" || text.contains("Rate exceeded") {
             LaunchError::Throttled(text)
-        } else if text.to_ascii_lowercase().contains("capacity") {
-            LaunchError::Capacity(text)
         } else {
+            // Not by a word in the text: "capacity provider ... not associated with the
+            // cluster" is a configuration error, not a lack of room.
             LaunchError::Api(text)
         }
     })?;
+    let no_room = out
+        .failures()
+        .iter()
+        .any(|f| f.reason().is_some_and(is_capacity_failure));
     let failures: Vec<String> = out
         .failures()
         .iter()
@@ -236,61 +217,70 @@ pub async fn call(
     } else {
         failures.join("; ")
     };
-    if joined.to_ascii_lowercase().contains("capacity") || joined.starts_with("RESOURCE") {
+    if no_room {
         Err(LaunchError::Capacity(joined))
     } else {
         Err(LaunchError::Failures(joined))
     }
 }
 
+/// Whether a RunTask `failures[].reason` means "no room for the task now" (worth trying
+/// other capacity), as the Amazon ECS Developer Guide's "API failure reasons" page lists
+/// them: `RESOURCE:CPU`, `RESOURCE:MEMORY`, `RESOURCE:PORTS`, `RESOURCE:PORTS_UDP`,
+/// `RESOURCE:ENI`, `RESOURCE:GPU` on container instances, and Fargate's "Capacity is
+/// unavailable at this time. Please try again later or in a different availability zone".
+/// Every other documented reason (`AGENT`, `ATTRIBUTE`, `MISSING`, `INACTIVE`, ...) is not.
+pub fn is_capacity_failure(reason: &str) -> bool {
+    const FARGATE_NO_CAPACITY: &str = "Capacity is unavailable at this time";
+    reason.starts_with("RESOURCE:") || reason.starts_with(FARGATE_NO_CAPACITY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use immortal_handler_sdk::Envelope;
-    use immortal_overflow::Carrier;
-
-    /// An envelope whose inline overrides take exactly `target` characters.
-    fn envelope_of_size(target: usize) -> (Envelope, usize) {
-        let base = Envelope::from_parts(r#"{"p":""}"#, r#"{"request_id":"r"}"#).unwrap();
-        let size = |e: &Envelope| overrides_size("runner", &Carrier::inline(e).to_environment());
-        let padding = target - size(&base);
-        let envelope = Envelope::from_parts(
-            &format!(r#"{{"p":"{}"}}"#, "x".repeat(padding)),
-            r#"{"request_id":"r"}"#,
-        )
-        .unwrap();
-        let measured = size(&envelope);
-        (envelope, measured)
-    }
 
     #[test]
-    fn exactly_8192_characters_travel_inline_one_more_does_not() {
-        let (envelope, size) = envelope_of_size(OVERRIDES_LIMIT);
-        assert_eq!(size, 8192);
-        assert!(fits_overrides("runner", &Carrier::inline(&envelope).to_environment()));
-        let (envelope, size) = envelope_of_size(OVERRIDES_LIMIT + 1);
-        assert_eq!(size, 8193);
-        assert!(!fits_overrides("runner", &Carrier::inline(&envelope).to_environment()));
-    }
-
-    #[test]
-    fn the_budget_counts_json_escaping() {
-        // Quotes in the event are escaped twice: once in the event, once in the overrides.
-        let env = vec![(container::EVENT_VAR.to_owned(), r#"{"a":"\""}"#.to_owned())];
-        let json = overrides_json("runner", &env);
-        assert_eq!(overrides_size("runner", &env), json.chars().count());
-        assert!(json.contains(r#"{\"a\":\"\\\"\"}"#), "{json}");
+    fn the_documented_failure_reasons_are_told_apart() {
+        // The reasons as the Amazon ECS Developer Guide spells them ("API failure reasons").
+        for reason in [
+            "RESOURCE:CPU",
+            "RESOURCE:MEMORY",
+            "RESOURCE:PORTS",
+            "RESOURCE:PORTS_UDP",
+            "RESOURCE:ENI",
+            "RESOURCE:GPU",
+            "Capacity is unavailable at this time. Please try again later or in a different availability zone",
+        ] {
+            assert!(is_capacity_failure(reason), "{reason}");
+        }
+        for reason in [
+            "AGENT",
+            "ATTRIBUTE",
+            "MISSING",
+            "INACTIVE",
+            "The capacity provider strategy is invalid",
+        ] {
+            assert!(!is_capacity_failure(reason), "{reason}");
+        }
     }
 
     #[test]
     fn client_tokens() {
         let id = "059f36b4-87a3-44ab-83d2-661975830a7d";
         assert_eq!(client_token(id), id, "the SQS message id itself");
-        assert_eq!(client_token(id), client_token(id), "deterministic");
         let long = "x".repeat(100);
         let token = client_token(&long);
         assert_eq!(token.len(), 64);
+        assert!(
+            token.bytes().all(|b| b.is_ascii_hexdigit()),
+            "hashed into ECS's alphabet: {token}"
+        );
         assert_ne!(client_token("a b"), "a b", "spaces are outside ECS's alphabet");
+        assert_ne!(
+            client_token("a b"),
+            client_token("a c"),
+            "different messages, different tasks"
+        );
         let fallback = fallback_token(id);
         assert_ne!(fallback, id);
         assert!(fallback.len() <= 64 && fallback.bytes().all(|b| (33..=126).contains(&b)));

@@ -456,11 +456,50 @@ mod tests {
         );
     }
 
+    /// AWS's published task state change event (see fixtures/README.md), stopped the way
+    /// the same documentation describes, for a runner task with our overrides.
+    fn aws_sample_stopped() -> Value {
+        let mut event: Value =
+            serde_json::from_str(include_str!("../fixtures/aws-ecs-task-state-change.json")).unwrap();
+        let detail = &mut event["detail"];
+        detail["lastStatus"] = "STOPPED".into();
+        detail["desiredStatus"] = "STOPPED".into();
+        detail["stopCode"] = "SpotInterruption".into();
+        detail["stoppedReason"] = "Your Spot Task was interrupted.".into();
+        detail["stoppedAt"] = "2020-01-23T18:10:00.000Z".into();
+        detail["containers"][0]["lastStatus"] = "STOPPED".into();
+        detail["containers"][0]["exitCode"] = 143.into();
+        detail["overrides"]["containerOverrides"][0]["environment"] = serde_json::json!([
+            {"name": "IMMORTAL_ENVELOPE_URL", "value": "s3://immortal-dev-payloads/envelopes/req-1/attempt-2.json"},
+            {"name": "IMMORTAL_ENVELOPE_DIGEST", "value": "5f9c4ab08cac7457e9111a30e4664920607ea2c115a1433d7be98e97e64244ca"}
+        ]);
+        event
+    }
+
+    #[test]
+    fn awss_own_sample_event_is_read_and_a_running_task_is_left_alone() {
+        // Verbatim, as AWS documents it: a running task, not ours (no envelope).
+        let sample: Value = serde_json::from_str(include_str!("../fixtures/aws-ecs-task-state-change.json")).unwrap();
+        assert_eq!(StoppedTask::from_event(&sample), None);
+        let mut stopped_but_not_ours = aws_sample_stopped();
+        stopped_but_not_ours["detail"]["overrides"] =
+            serde_json::json!({"containerOverrides": [{"name": "FargateApp"}]});
+        assert_eq!(
+            StoppedTask::from_event(&stopped_but_not_ours),
+            None,
+            "no envelope: not a runner task"
+        );
+    }
+
     #[test]
     fn stopped_runner_tasks_are_recognised_with_their_reason() {
-        let event: Value = serde_json::from_str(include_str!("../fixtures/ecs-task-stopped.json")).unwrap();
+        let event = aws_sample_stopped();
         let stopped = StoppedTask::from_event(&event).unwrap();
         assert_eq!(stopped.envelope.key, "envelopes/req-1/attempt-2.json");
+        assert_eq!(
+            stopped.task_arn,
+            "arn:aws:ecs:us-west-2:111122223333:task/FargateCluster/c13b4cb40f1f4fe4a2971f76ae5a47ad"
+        );
         assert!(stopped.reason.contains("SpotInterruption"), "{}", stopped.reason);
         assert!(stopped.reason.contains("exit code 143"), "{}", stopped.reason);
         let mut running = event.clone();

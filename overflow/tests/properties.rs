@@ -1,7 +1,10 @@
-//! Property tests: the record parser and the relaunch policy take any message without
-//! panicking, and an envelope's trip through a container's environment is lossless.
+//! Property tests: the record parser takes any message without panicking; records
+//! mutated from AWS's documented samples all reach the relaunch policy and get the
+//! class their error says; an envelope's trip through a container's environment is
+//! lossless.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use immortal_handler_sdk::record::{self, MessageAttribute, QueueMessage};
 use immortal_handler_sdk::{Envelope, FunctionRef};
@@ -26,20 +29,127 @@ fn json() -> impl Strategy<Value = Value> {
     })
 }
 
+/// The error messages Lambda writes (and one a handler writes to overflow), each with
+/// the class the relaunch policy must give it; anything else is a plain error.
+fn error_message() -> impl Strategy<Value = (String, FailureClass)> {
+    prop_oneof![
+        (1u32..=900, "[0-9a-f-]{36}").prop_map(|(s, id)| (
+            format!("RequestId: {id} Error: Task timed out after {s}.00 seconds"),
+            FailureClass::Timeout
+        )),
+        "[A-Za-z ]{0,30}".prop_map(|m| (format!("Immortal.Overflow: {m}"), FailureClass::Overflow)),
+        "[A-Za-z ]{0,30}".prop_map(|m| (format!("KeyError: {m}"), FailureClass::Error)),
+    ]
+}
+
+/// A dead-letter message: AWS's documented shape (the fixture), with its event, request
+/// id and error message drawn.
+fn dead_letter(event: &Value, request_id: &str, error: &str) -> QueueMessage {
+    let mut message: Value =
+        serde_json::from_str(include_str!("../../handler-sdk/fixtures/sqs-dlq-timeout-new.json")).unwrap();
+    message["body"] = Value::String(event.to_string());
+    message["messageAttributes"]["RequestID"]["stringValue"] = Value::String(request_id.to_owned());
+    message["messageAttributes"]["ErrorMessage"]["stringValue"] = Value::String(error.to_owned());
+    serde_json::from_value(message).unwrap()
+}
+
+/// An OnFailure destination record: AWS's documented shape (the fixture), with its
+/// payload, request id, error type and message drawn.
+fn destination(event: &Value, request_id: &str, error_type: &str, error: &str) -> QueueMessage {
+    let mut record: Value = serde_json::from_str(include_str!(
+        "../../handler-sdk/fixtures/destination-retries-exhausted-timeout.json"
+    ))
+    .unwrap();
+    record["requestContext"]["requestId"] = Value::String(request_id.to_owned());
+    record["requestPayload"] = event.clone();
+    record["responsePayload"] = serde_json::json!({"errorType": error_type, "errorMessage": error});
+    QueueMessage {
+        message_id: "m".into(),
+        body: record.to_string(),
+        attributes: BTreeMap::new(),
+        queue_arn: None,
+    }
+}
+
+/// How many generated records reached the relaunch policy, of how many were drawn.
+static DRAWN: AtomicUsize = AtomicUsize::new(0);
+static CLASSIFIED: AtomicUsize = AtomicUsize::new(0);
+
 proptest! {
     #[test]
     fn the_parser_never_panics(body in ".{0,200}", names in prop::collection::vec("[A-Za-z]{1,12}", 0..4), value in ".{0,30}") {
+        // Anything at all: parsed or refused, never a panic (the near-valid records below
+        // are what reach the policy).
         let attributes: BTreeMap<String, MessageAttribute> = names
             .into_iter()
             .map(|n| (n, MessageAttribute { data_type: "String".into(), string_value: Some(value.clone()) }))
             .collect();
         let message = QueueMessage { message_id: "m".into(), body, attributes, queue_arn: None };
-        if let Ok(record) = record::parse(&message) {
-            let _ = FailureClass::of(&record);
-            let _ = record.to_envelope(&message, Some(&FunctionRef::named("f")));
-        }
+        let _refused_or_parsed = record::parse(&message).is_ok();
     }
+}
 
+/// Near-valid records, mutated from AWS's documented samples: every one parses, the
+/// relaunch policy gives it the class its error says, and its envelope carries the
+/// original event and request id. Asserts that (nearly) every drawn case got that far.
+#[test]
+fn documented_records_with_drawn_fields_reach_the_relaunch_policy_with_the_right_class() {
+    let strategy = (
+        json(),
+        "[0-9a-f-]{36}",
+        error_message(),
+        any::<bool>(),
+        prop_oneof![
+            Just("Sandbox.Timedout"),
+            Just("Immortal.Overflow"),
+            Just("Runtime.Unknown")
+        ],
+    );
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(200));
+    runner
+        .run(
+            &strategy,
+            |(event, request_id, (error, class), as_destination, error_type)| {
+                DRAWN.fetch_add(1, Ordering::Relaxed);
+                let (message, expected) = if as_destination {
+                    // The destination's errorType decides first; its message second.
+                    let expected = match error_type {
+                        "Sandbox.Timedout" => FailureClass::Timeout,
+                        _ if class == FailureClass::Timeout => FailureClass::Timeout,
+                        "Immortal.Overflow" => FailureClass::Overflow,
+                        _ => class,
+                    };
+                    (destination(&event, &request_id, error_type, &error), expected)
+                } else {
+                    (dead_letter(&event, &request_id, &error), class)
+                };
+                let parsed = record::parse(&message);
+                prop_assert!(
+                    parsed.is_ok(),
+                    "a documented record with drawn fields parses: {:?}",
+                    parsed.err()
+                );
+                let parsed = parsed.unwrap();
+                prop_assert_eq!(FailureClass::of(&parsed), expected, "{}", error);
+                CLASSIFIED.fetch_add(1, Ordering::Relaxed);
+                let envelope = parsed.to_envelope(&message, Some(&FunctionRef::named("thumbnail")));
+                prop_assert!(envelope.is_ok(), "{:?}", envelope.err());
+                let envelope = envelope.unwrap();
+                prop_assert_eq!(serde_json::from_str::<Value>(envelope.event.get()).unwrap(), event);
+                prop_assert_eq!(envelope.context.request_id.as_deref(), Some(request_id.as_str()));
+                Ok(())
+            },
+        )
+        .unwrap();
+    let (drawn, classified) = (DRAWN.load(Ordering::Relaxed), CLASSIFIED.load(Ordering::Relaxed));
+    eprintln!("{classified} of {drawn} drawn records reached the relaunch policy");
+    assert!(
+        drawn >= 200 && classified * 10 >= drawn * 9,
+        "{classified} of {drawn} reached the policy"
+    );
+}
+
+proptest! {
     #[test]
     fn an_envelope_survives_the_trip_into_a_container(
         event in json(),

@@ -149,6 +149,26 @@ async fn own_task_arn() -> Option<String> {
         .text()
         .await
         .ok()?;
-    let body: serde_json::Value = serde_json::from_str(&text).ok()?;
+    task_arn(&text)
+}
+
+/// The task's ARN in a task metadata v4 `/task` response.
+fn task_arn(response: &str) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_str(response).ok()?;
     body["TaskARN"].as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_task_arn_is_read_from_awss_own_sample_response() {
+        // AWS's published example, verbatim (see fixtures/README.md).
+        let sample = include_str!("../fixtures/aws-task-metadata-v4-task.json");
+        assert_eq!(
+            super::task_arn(sample).as_deref(),
+            Some("arn:aws:ecs:us-west-2:111122223333:task/default/158d1c8083dd49d6b527399fd6414f5c")
+        );
+        assert_eq!(super::task_arn("{}"), None);
+        assert_eq!(super::task_arn("not json"), None);
+    }
 }

@@ -494,6 +494,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn billed_duration_is_the_duration_rounded_up_to_a_whole_millisecond() {
+        let ms = Duration::from_millis;
+        assert_eq!(billed_ms(ms(12)), 12, "a whole millisecond is billed as itself");
+        assert_eq!(billed_ms(ms(12) + Duration::from_nanos(1)), 13);
+        assert_eq!(billed_ms(ms(12) + Duration::from_micros(999)), 13);
+        assert_eq!(billed_ms(Duration::from_micros(1)), 1);
+        assert_eq!(billed_ms(Duration::from_secs(3600)), 3_600_000);
+        assert_eq!(round2(2599.404), 2599.4);
+    }
+
+    #[test]
     fn long_lines_are_split_on_character_boundaries() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let text = "é".repeat(MAX_EVENT_BYTES);

@@ -419,7 +419,7 @@ fn exited(request_id: &str, status: std::process::ExitStatus, delivered: bool) -
         Some(signal) => {
             tracing::error!(
                 signal,
-                "the bootstrap was killed by {} ({how})",
+                "the bootstrap was ended by signal {signal} ({})",
                 crate::outcome::signal_name(signal)
             );
             Outcome::failed(Failure::Signal(signal), "Runtime.ExitError", &message)

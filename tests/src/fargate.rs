@@ -240,12 +240,15 @@ pub fn run_task(task: Value, runner: RunnerCmd, fate: Fate, stop_timeout: Durati
     }
 }
 
-/// The EventBridge event ECS sends when `task` stops, in the documented format (the
-/// forwarder's own fixture is the template): `stop_code`, `reason`, and the container's
-/// exit code (`None`: it never ran).
+/// The EventBridge event ECS sends when `task` stops: AWS's published example, verbatim
+/// (`dlq-forwarder/fixtures/aws-ecs-task-state-change.json`; its source is noted beside
+/// it), with the task's own fields and the stopped-task fields the same documentation
+/// describes: `stop_code`, `reason`, and the container's exit code (`None`: it never ran).
 pub fn stopped_event(task: &Value, stop_code: &str, reason: &str, exit_code: Option<i32>) -> Value {
-    let mut event: Value =
-        serde_json::from_str(include_str!("../../dlq-forwarder/fixtures/ecs-task-stopped.json")).expect("the fixture");
+    let mut event: Value = serde_json::from_str(include_str!(
+        "../../dlq-forwarder/fixtures/aws-ecs-task-state-change.json"
+    ))
+    .expect("AWS's sample event");
     let arn = task["taskArn"].clone();
     event["id"] = json!(crate::lambda::uuid_like());
     event["resources"] = json!([arn]);
@@ -278,6 +281,8 @@ pub fn stopped_event(task: &Value, stop_code: &str, reason: &str, exit_code: Opt
         None => container["reason"] = json!(reason),
     }
     detail["containers"] = json!([container]);
+    detail["lastStatus"] = json!("STOPPED");
+    detail["desiredStatus"] = json!("STOPPED");
     detail["stopCode"] = json!(stop_code);
     detail["stoppedReason"] = json!(reason);
     event

@@ -58,7 +58,7 @@ fn python_with(name: &str, folder: &str, layer: Bytes) -> FakeLambda {
                 &["lambda_function.py"],
             )),
             layers: vec![layer],
-            configuration: json!({"Runtime": "python3.12", "Handler": "lambda_function.lambda_handler"}),
+            configuration: json!({"Runtime": "python3.12", "Handler": "lambda_function.lambda_handler", "MemorySize": 256}),
         }],
         Some(Emulator::shared().url.clone()),
     )
@@ -167,10 +167,39 @@ async fn a_python_extension_on_the_raw_api_sees_the_invocation_and_its_telemetry
     );
     let report = of("platform.report");
     assert_eq!(report.len(), 1, "{telemetry:?}");
-    assert_eq!(report[0]["record"]["requestId"], "req-py-ext");
-    assert_eq!(report[0]["record"]["status"], "success");
-    assert!(report[0]["record"]["metrics"]["durationMs"].as_f64().is_some());
-    assert!(report[0]["record"]["metrics"]["initDurationMs"].as_f64().is_some());
+    // Every record reads as the Telemetry API's schema, through AWS's own extension crate's
+    // types (not the runner's): a field misnamed or mistyped fails here.
+    for record in &telemetry {
+        let typed: Result<lambda_extension::LambdaTelemetry, _> = serde_json::from_value(record.clone());
+        assert!(typed.is_ok(), "{record}: {:?}", typed.err());
+    }
+    let typed: lambda_extension::LambdaTelemetry = serde_json::from_value(report[0].clone()).unwrap();
+    let lambda_extension::LambdaTelemetryRecord::PlatformReport {
+        request_id,
+        status,
+        metrics,
+        ..
+    } = typed.record
+    else {
+        panic!("a platform.report: {}", report[0]);
+    };
+    assert_eq!(request_id, "req-py-ext");
+    assert_eq!(status, lambda_extension::Status::Success);
+    assert!(metrics.duration_ms > 0.0, "{metrics:?}");
+    // Billed: the duration rounded up to a whole millisecond (durationMs itself is
+    // rounded to two decimals, so the ceiling may be one more).
+    let ceiling = metrics.duration_ms.ceil() as u64;
+    assert!(
+        (ceiling..=ceiling + 1).contains(&metrics.billed_duration_ms) && metrics.billed_duration_ms >= 1,
+        "{metrics:?}"
+    );
+    assert_eq!(metrics.memory_size_mb, 256, "the function's MemorySize");
+    // A Python runtime's peak is several megabytes: never the 0 of an unmeasured run.
+    assert!(metrics.max_memory_used_mb >= 5, "{metrics:?}");
+    assert!(
+        metrics.init_duration_ms.is_some_and(|d| d > 0.0),
+        "a cold start: {metrics:?}"
+    );
     assert_eq!(of("platform.start")[0]["record"]["requestId"], "req-py-ext");
     assert_eq!(of("platform.runtimeDone")[0]["record"]["status"], "success");
     assert_eq!(of("platform.initStart").len(), 1, "init records reach a subscriber too");

@@ -393,7 +393,7 @@ fn a_bootstrap_killed_by_sigkill_is_exit_137_naming_the_signal() {
         json!({"errorType": "Runtime.ExitError", "errorMessage": "RequestId: req-k Error: Runtime exited with error: signal: killed"})
     );
     assert!(
-        ran.stderr.contains("killed by killed") || ran.stderr.contains("signal: killed"),
+        ran.stderr.contains("the bootstrap was ended by signal 9 (killed)"),
         "{}",
         ran.stderr
     );

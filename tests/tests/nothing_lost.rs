@@ -683,6 +683,14 @@ async fn a_storm_with_tasks_killed_and_runtask_throttled_ends_with_one_success_p
         "one task per attempt: {:?}",
         launched.iter().filter(|(_, n)| **n != 1).collect::<Vec<_>>()
     );
+    // The detector was armed: every invocation's runs took its lock (an empty log means
+    // "never twice at once", not "never looked").
+    let armed = std::fs::read_dir(locks.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".lock"))
+        .count();
+    assert_eq!(armed, INVOCATIONS, "every invocation ran under its lock");
     assert!(concurrent.is_empty(), "run concurrently twice: {concurrent}");
     assert!(swept.is_empty(), "nothing left for the sweep: {swept:?}");
     assert!(counts.killed.load(Ordering::SeqCst) + counts.never_started.load(Ordering::SeqCst) > 0);

@@ -339,10 +339,18 @@ async fn refused(entries: &[Entry<'_>], extra_args: &[&str], reason: &str) {
     });
     let outer = tempfile::tempdir().unwrap();
     let cache = outer.path().join("cache");
+    // Where an absolute entry name would land if it were followed.
+    let absolute = Path::new("/tmp/evil");
+    let _ = std::fs::remove_file(absolute);
     let ran = run(fake.runner("{}").cache(&cache).args(extra_args)).await;
     ran.expect_code(3);
     assert!(ran.stderr.contains(reason), "expected `{reason}` in:\n{}", ran.stderr);
     assert_eq!(files_named(outer.path(), "evil"), 0, "something was written outside");
+    assert!(
+        !absolute.exists(),
+        "an absolute entry was written at {}",
+        absolute.display()
+    );
     assert!(!cache
         .join("code")
         .read_dir()

@@ -50,7 +50,7 @@ pub fn unpack_with(archive: &Path, dest: &Path, limit: u64, threads: usize) -> R
         limit,
     };
     let file = File::open(archive).map_err(CodeError::io("cannot open", archive))?;
-    let zip = ZipArchive::new(At::new(file).map_err(CodeError::io("cannot read", archive))?)
+    let mut zip = ZipArchive::new(At::new(file).map_err(CodeError::io("cannot read", archive))?)
         .map_err(|e| not_a_zip(e.to_string()))?;
 
     let mut plan = Plan::default();
@@ -72,6 +72,16 @@ pub fn unpack_with(archive: &Path, dest: &Path, limit: u64, threads: usize) -> R
         let node = if entry.is_dir() {
             Node::Dir
         } else if entry.is_symlink() {
+            // Checked now, not only when written: an archive with a link Linux cannot
+            // store is refused whole, even if a later entry of the same name replaces it.
+            drop(entry);
+            let mut target = Vec::new();
+            zip.by_index(i)
+                .map_err(|e| not_a_zip(format!("entry `{name}`: {e}")))?
+                .take(MAX_LINK_TARGET + 1)
+                .read_to_end(&mut target)
+                .map_err(|e| not_a_zip(format!("entry `{name}`: {e}")))?;
+            check_link_target(&target).map_err(unsafe_entry)?;
             Node::Link { source: i }
         } else {
             // Permission bits only: no setuid/setgid/sticky from untrusted input.

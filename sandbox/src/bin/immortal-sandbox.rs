@@ -1,6 +1,12 @@
 //! `immortal-sandbox`: see the library's documentation. Installed setuid root; every
 //! line here that runs as root reads only its own arguments (two numbers and paths the
 //! runner chose) and the signals it receives.
+//!
+//! Written the way firecracker's jailer writes its system calls: one call per `unsafe`
+//! block, its return value checked at once and turned into a [`SysError`] naming the
+//! call, and SAFETY comments that state the real invariant. The one that matters most:
+//! this program never starts a thread, so after `fork` the child is a copy of a
+//! single-threaded process and may allocate and print like any other.
 
 use std::ffi::CString;
 use std::io::Read;
@@ -14,6 +20,37 @@ use immortal_sandbox::{is_function_uid, Spec, EXEC, JOIN, KILL_SIGNAL, SPEC_FD, 
 /// Exit code for a refused request (the runner reports it as a failure to start).
 const REFUSED: u8 = 125;
 
+/// A system call that failed: which, and the OS error.
+#[derive(Debug)]
+struct SysError {
+    call: &'static str,
+    source: std::io::Error,
+}
+
+impl std::fmt::Display for SysError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed: {}", self.call, self.source)
+    }
+}
+
+/// A C return value as a result: negative means the call failed (errno says why).
+fn check(ret: libc::c_int, call: &'static str) -> Result<libc::c_int, SysError> {
+    if ret < 0 {
+        Err(SysError {
+            call,
+            source: std::io::Error::last_os_error(),
+        })
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Prints why and returns the refusal code.
+fn refuse(why: impl std::fmt::Display) -> ExitCode {
+    eprintln!("immortal-sandbox: {why}");
+    ExitCode::from(REFUSED)
+}
+
 fn main() -> ExitCode {
     // The runner that started us, read first: if it dies before the death signal below
     // is armed, the parent changes and `exec` refuses. (Comparing with 1 instead would
@@ -21,10 +58,6 @@ fn main() -> ExitCode {
     // SAFETY: getppid has no preconditions and cannot fail.
     let runner = unsafe { libc::getppid() };
     let args: Vec<String> = std::env::args().collect();
-    let refuse = |why: &str| {
-        eprintln!("immortal-sandbox: {why}");
-        ExitCode::from(REFUSED)
-    };
     if args.len() < 4 {
         return refuse("usage: immortal-sandbox exec UID GID | join UID GID | sweep UID GID [DIR...]");
     }
@@ -34,96 +67,88 @@ fn main() -> ExitCode {
     if !is_function_uid(uid) || !is_function_uid(gid) {
         return refuse("UID and GID must be function ids (20000-29999)");
     }
-    // SAFETY: plain id queries.
-    let (euid, caller) = unsafe { (libc::geteuid(), libc::getuid()) };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let caller = unsafe { libc::getuid() };
     if euid != 0 {
         return refuse("not running as root: install it owned by root with mode 4750 (chmod u+s), group of the runner");
     }
     if is_function_uid(caller) {
         return refuse("a function's user may not start functions");
     }
-    match args[1].as_str() {
+    let result = match args[1].as_str() {
         EXEC => exec(uid, gid, runner, true),
         JOIN => exec(uid, gid, runner, false),
-        SWEEP => {
-            sweep(uid, gid, &args[4..]);
-            ExitCode::SUCCESS
-        }
-        _ => refuse("the sub-command is exec, join or sweep"),
-    }
+        SWEEP => sweep(uid, gid, &args[4..]).map(|()| ExitCode::SUCCESS),
+        _ => return refuse("the sub-command is exec, join or sweep"),
+    };
+    result.unwrap_or_else(refuse)
 }
 
 /// The signals relayed to the function (and SIGCHLD, which ends the wait).
-fn relayed() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local value.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for signal in [
-            libc::SIGTERM,
-            libc::SIGINT,
-            libc::SIGHUP,
-            libc::SIGQUIT,
-            KILL_SIGNAL,
-            libc::SIGCHLD,
-        ] {
-            libc::sigaddset(&mut set, signal);
-        }
-        set
+fn relayed() -> Result<libc::sigset_t, SysError> {
+    // SAFETY: sigset_t is plain data; sigemptyset below initialises it fully.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable sigset_t.
+    check(unsafe { libc::sigemptyset(&mut set) }, "sigemptyset")?;
+    for signal in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        KILL_SIGNAL,
+        libc::SIGCHLD,
+    ] {
+        // SAFETY: `set` is an initialised sigset_t and `signal` a valid signal number.
+        check(unsafe { libc::sigaddset(&mut set, signal) }, "sigaddset")?;
     }
+    Ok(set)
 }
 
 /// Runs the spec's program as `uid`; with `sweep`, kills whatever the user left
 /// running when it ends. `runner` is the parent this process started with.
-fn exec(uid: u32, gid: u32, runner: libc::pid_t, sweep: bool) -> ExitCode {
-    let set = relayed();
-    let refuse = |why: &str| {
-        eprintln!("immortal-sandbox: {why}");
-        ExitCode::from(REFUSED)
-    };
+fn exec(uid: u32, gid: u32, runner: libc::pid_t, sweep: bool) -> Result<ExitCode, SysError> {
+    let set = relayed()?;
     // Signals wait for sigtimedwait below instead of running handlers.
     // SAFETY: `set` is an initialised sigset; a null old-set pointer is allowed.
-    if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } != 0 {
-        return refuse("cannot block the relayed signals");
-    }
+    let ret = unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    check(ret, "sigprocmask(SIG_BLOCK)")?;
     // If the runner dies, kill the function (relayed as KILL_SIGNAL).
     // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, KILL_SIGNAL as libc::c_ulong) } != 0 {
-        return refuse("cannot arm the parent-death signal");
-    }
+    let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, KILL_SIGNAL as libc::c_ulong) };
+    check(ret, "prctl(PR_SET_PDEATHSIG)")?;
     // SAFETY: getppid has no preconditions and cannot fail.
     if unsafe { libc::getppid() } != runner {
-        return refuse("the runner is gone");
+        return Ok(refuse("the runner is gone"));
     }
     // What the function leaves behind when its parent ends is re-parented here, not to
     // PID 1 (the runner, in a container), and reaped here: no zombies pile up in a
     // long-lived worker.
     // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) } != 0 {
-        return refuse("cannot become the function's subreaper");
-    }
+    let ret = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) };
+    check(ret, "prctl(PR_SET_CHILD_SUBREAPER)")?;
     // SAFETY: getpid has no preconditions and cannot fail.
     let sandbox = unsafe { libc::getpid() };
-    // SAFETY: this process has one thread (nothing here spawns any), so the child may
-    // run any code until it execs.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return refuse("fork failed");
-    }
+    // SAFETY: this process has one thread (it never starts another), so the child is a
+    // complete copy that may run any code until it execs or exits.
+    let child = check(unsafe { libc::fork() }, "fork")?;
     if child == 0 {
-        // SAFETY: in the single-threaded child of a single-threaded parent.
-        unsafe { become_function(uid, gid, sandbox) };
+        let why = become_function(uid, gid, sandbox, &set);
+        eprintln!("immortal-sandbox: {why}");
+        // SAFETY: leaving the forked child at once, without the parent's destructors
+        // or buffered output running twice.
+        unsafe { libc::_exit(REFUSED as i32) };
     }
-    // SAFETY: the spec pipe is the child's to read; the parent never touches it.
+    // The spec pipe is the child's to read; the parent lets its copy go.
+    // SAFETY: closing a descriptor number; a failure (it was never opened) is harmless.
     unsafe { libc::close(SPEC_FD) };
-    // SAFETY: `child` is our own child and `set` the blocked set.
-    let status = unsafe { supervise(child, &set) };
+    let status = supervise(child, &set)?;
     if sweep {
-        sweep_processes(uid, gid);
+        sweep_processes(uid, gid)?;
         reap_all();
     }
-    // SAFETY: `status` is a wait status from waitpid.
-    unsafe { exit_like(status) }
+    Ok(exit_like(status))
 }
 
 /// Reaps what is left of the function's processes (killed by the sweep), waiting a
@@ -131,7 +156,7 @@ fn exec(uid: u32, gid: u32, runner: libc::pid_t, sweep: bool) -> ExitCode {
 fn reap_all() {
     for _ in 0..50 {
         let mut status = 0;
-        // SAFETY: waitpid on any child of ours, without blocking.
+        // SAFETY: waitpid on any child of ours, without blocking; `status` is writable.
         match unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } {
             pid if pid > 0 => continue,
             0 => std::thread::sleep(std::time::Duration::from_millis(20)),
@@ -140,55 +165,38 @@ fn reap_all() {
     }
 }
 
-/// In the child: drop to the function's user, then read the spec and exec it. Never
-/// returns.
-unsafe fn become_function(uid: u32, gid: u32, sandbox: libc::pid_t) -> ! {
-    let fail = |why: &str| -> ! {
-        eprintln!("immortal-sandbox: {why}");
-        // SAFETY: leaving the forked child without running the parent's destructors.
-        unsafe { libc::_exit(REFUSED as i32) }
-    };
-    // SAFETY: credential changes and prctl in a single-threaded child.
-    unsafe {
-        // A session of its own: the function cannot signal the sandbox's group.
-        libc::setsid();
-        if libc::setgroups(0, std::ptr::null()) != 0
-            || libc::setresgid(gid, gid, gid) != 0
-            || libc::setresuid(uid, uid, uid) != 0
-        {
-            fail("cannot become the function's user");
-        }
-        if libc::geteuid() != uid || libc::getegid() != gid || libc::setuid(0) == 0 {
-            fail("the function's user kept privileges");
-        }
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-        // Dropping privileges cleared the death signal: die with the sandbox.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        if libc::getppid() != sandbox {
-            fail("the sandbox is gone");
-        }
-        let set = relayed();
-        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+/// In the child: drop to the function's user, then read the spec and exec it. Returns
+/// only why it could not.
+fn become_function(uid: u32, gid: u32, sandbox: libc::pid_t, relayed: &libc::sigset_t) -> String {
+    if let Err(e) = drop_privileges(uid, gid, sandbox, relayed) {
+        return format!("cannot become the function's user: {e}");
     }
     // Unprivileged from here on: reading what the runner wrote is no risk to anyone.
     let mut bytes = Vec::new();
-    // SAFETY: SPEC_FD is the pipe the runner opened for this child; owned from here.
+    // SAFETY: SPEC_FD is the pipe the runner opened for this child, open in it and
+    // owned by nothing else here: the File takes it over and closes it.
     let mut pipe = unsafe { std::fs::File::from_raw_fd(SPEC_FD) };
     if pipe.read_to_end(&mut bytes).is_err() {
-        fail("cannot read the spec");
+        return "cannot read the spec".into();
     }
     drop(pipe);
-    let spec = Spec::decode(&bytes).unwrap_or_else(|e| fail(e.0));
+    let spec = match Spec::decode(&bytes) {
+        Ok(spec) => spec,
+        Err(e) => return e.0.into(),
+    };
     if let Some(scratch) = &spec.scratch {
         use std::os::unix::fs::DirBuilderExt;
         if std::fs::DirBuilder::new().mode(0o700).create(scratch).is_err() && !Path::new(scratch).is_dir() {
-            fail("cannot create the scratch folder");
+            return "cannot create the scratch folder".into();
         }
     }
     if std::env::set_current_dir(&spec.cwd).is_err() {
-        fail("cannot enter the working directory");
+        return "cannot enter the working directory".into();
     }
-    let (argv, env) = spec.c_strings().unwrap_or_else(|e| fail(e.0));
+    let (argv, env) = match spec.c_strings() {
+        Ok(strings) => strings,
+        Err(e) => return e.0.into(),
+    };
     let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
         v.iter()
             .map(|s| s.as_ptr())
@@ -198,85 +206,133 @@ unsafe fn become_function(uid: u32, gid: u32, sandbox: libc::pid_t) -> ! {
     let (argv_ptrs, env_ptrs) = (ptrs(&argv), ptrs(&env));
     // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(argv[0].as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) };
-    fail("cannot start the program")
+    format!("cannot start the program: {}", std::io::Error::last_os_error())
 }
 
-/// Waits for the child, relaying signals to its session; returns its wait status.
-unsafe fn supervise(child: libc::pid_t, set: &libc::sigset_t) -> libc::c_int {
+/// In the child: a session of its own, no groups, the function's ids for good, no new
+/// privileges, death with the sandbox, the relayed signals unblocked.
+fn drop_privileges(uid: u32, gid: u32, sandbox: libc::pid_t, relayed: &libc::sigset_t) -> Result<(), SysError> {
+    // A session of its own: the function cannot signal the sandbox's group.
+    // SAFETY: setsid has no memory arguments; the child is no group leader.
+    check(unsafe { libc::setsid() }, "setsid")?;
+    drop_to(uid, gid)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    // SAFETY: getegid has no preconditions and cannot fail.
+    let egid = unsafe { libc::getegid() };
+    // SAFETY: integer argument only; it must fail now that root is gone.
+    let regained = unsafe { libc::setuid(0) } == 0;
+    if euid != uid || egid != gid || regained {
+        return Err(SysError {
+            call: "the privilege check",
+            source: std::io::Error::other("the function's user kept privileges"),
+        });
+    }
+    // No setuid program the function runs can give it more than it has.
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) };
+    check(ret, "prctl(PR_SET_NO_NEW_PRIVS)")?;
+    // Dropping privileges cleared the death signal: die with the sandbox.
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    check(ret, "prctl(PR_SET_PDEATHSIG)")?;
+    // SAFETY: getppid has no preconditions and cannot fail.
+    if unsafe { libc::getppid() } != sandbox {
+        return Err(SysError {
+            call: "getppid",
+            source: std::io::Error::other("the sandbox is gone"),
+        });
+    }
+    // SAFETY: `relayed` is an initialised sigset; a null old-set pointer is allowed.
+    let ret = unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, relayed, std::ptr::null_mut()) };
+    check(ret, "sigprocmask(SIG_UNBLOCK)")?;
+    Ok(())
+}
+
+/// Waits for the child, relaying signals to its session and reaping the orphans
+/// re-parented here; returns the child's wait status.
+fn supervise(child: libc::pid_t, set: &libc::sigset_t) -> Result<libc::c_int, SysError> {
     let timeout = libc::timespec {
         tv_sec: 0,
         tv_nsec: 200_000_000,
     };
     loop {
         let mut status = 0;
-        // SAFETY: plain process calls on our own children.
-        unsafe {
-            // Any child: the function, or one of its orphans re-parented to this
-            // subreaper (reaped and forgotten).
-            match libc::waitpid(-1, &mut status, libc::WNOHANG) {
-                pid if pid == child => return status,
-                pid if pid > 0 => continue,
-                _ => {}
-            }
-            let signal = libc::sigtimedwait(set, std::ptr::null_mut(), &timeout);
-            match signal {
-                s if s == KILL_SIGNAL => {
-                    libc::kill(-child, libc::SIGKILL);
-                }
-                s if s > 0 && s != libc::SIGCHLD => {
-                    libc::kill(-child, s);
-                }
-                _ => {}
-            }
+        // Any child: the function, or one of its orphans (reaped and forgotten).
+        // SAFETY: waitpid on our own children, without blocking; `status` is writable.
+        match unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } {
+            pid if pid == child => return Ok(status),
+            pid if pid > 0 => continue,
+            0 => {}
+            _ => return check(-1, "waitpid"),
         }
+        // SAFETY: `set` is an initialised sigset, `timeout` a valid timespec, and a null
+        // siginfo pointer is allowed. -1 is a timeout or an interruption: wait again.
+        let signal = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &timeout) };
+        let (target, signal) = match signal {
+            s if s == KILL_SIGNAL => (-child, libc::SIGKILL),
+            s if s > 0 && s != libc::SIGCHLD => (-child, s),
+            _ => continue,
+        };
+        // The function's session may be gone already (ESRCH): nothing to relay to.
+        // SAFETY: kill with integer arguments only.
+        unsafe { libc::kill(target, signal) };
     }
 }
 
 /// Leaves as the child left: its exit code, or killed by its signal.
-unsafe fn exit_like(status: libc::c_int) -> ExitCode {
-    if libc::WIFSIGNALED(status) {
-        let signal = libc::WTERMSIG(status);
-        // SAFETY: restoring the default action and raising the same signal on ourselves.
-        unsafe {
-            libc::signal(signal, libc::SIG_DFL);
-            let mut only: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut only);
-            libc::sigaddset(&mut only, signal);
-            libc::sigprocmask(libc::SIG_UNBLOCK, &only, std::ptr::null_mut());
-            libc::kill(libc::getpid(), signal);
-        }
-        return ExitCode::from(128 + signal as u8);
+fn exit_like(status: libc::c_int) -> ExitCode {
+    if !libc::WIFSIGNALED(status) {
+        return ExitCode::from(libc::WEXITSTATUS(status) as u8);
     }
-    ExitCode::from(libc::WEXITSTATUS(status) as u8)
+    let signal = libc::WTERMSIG(status);
+    // Die of the same signal: its default action, unblocked, raised on ourselves. Each
+    // step may fail only for an invalid signal number, which a wait status never holds;
+    // should the process survive anyway, the exit code below says the same.
+    // SAFETY: SIG_DFL is a valid disposition for any catchable signal.
+    unsafe { libc::signal(signal, libc::SIG_DFL) };
+    // SAFETY: sigset_t is plain data; sigemptyset below initialises it fully.
+    let mut only: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `only` is a valid, writable sigset_t.
+    unsafe { libc::sigemptyset(&mut only) };
+    // SAFETY: `only` is initialised and `signal` came from a wait status.
+    unsafe { libc::sigaddset(&mut only, signal) };
+    // SAFETY: `only` is initialised; a null old-set pointer is allowed.
+    unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &only, std::ptr::null_mut()) };
+    // SAFETY: getpid cannot fail; kill with integer arguments only.
+    unsafe { libc::kill(libc::getpid(), signal) };
+    ExitCode::from(128 + signal as u8)
 }
 
 /// Kills every process of `uid` (what the function started and left behind), from a
 /// child that is `uid` itself: `kill(-1)` then reaches exactly those.
-fn sweep_processes(uid: u32, gid: u32) {
+fn sweep_processes(uid: u32, gid: u32) -> Result<(), SysError> {
     as_function(uid, gid, || {
+        // ESRCH (nothing left of the user) is the usual, happy answer.
         // SAFETY: kill(-1) as the function's user signals only its own processes.
         unsafe { libc::kill(-1, libc::SIGKILL) };
-    });
+    })
 }
 
 /// `sweep UID GID [DIR...]`: kills what `uid` runs, then removes what it owns in each DIR.
-fn sweep(uid: u32, gid: u32, dirs: &[String]) {
-    sweep_processes(uid, gid);
+fn sweep(uid: u32, gid: u32, dirs: &[String]) -> Result<(), SysError> {
+    sweep_processes(uid, gid)?;
     let dirs = dirs.to_vec();
     as_function(uid, gid, move || {
         for dir in &dirs {
             remove_owned(Path::new(dir), uid);
         }
-    });
+    })
 }
 
-/// Removes what `uid` owns at or under `path`, never following a link.
+/// Removes what `uid` owns at or under `path`, never following a link. Best effort: what
+/// cannot be removed stays (the runner checks what is left).
 fn remove_owned(path: &Path, uid: u32) {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return;
     };
     if meta.uid() == uid {
-        let _ = if meta.is_dir() {
+        let _best_effort = if meta.is_dir() {
             std::fs::remove_dir_all(path)
         } else {
             std::fs::remove_file(path)
@@ -290,24 +346,39 @@ fn remove_owned(path: &Path, uid: u32) {
     }
 }
 
-/// Runs `work` in a child process that is `uid:gid`, and waits for it.
-fn as_function(uid: u32, gid: u32, work: impl FnOnce()) {
-    // SAFETY: fork; the child drops privileges before doing anything else and leaves
-    // with _exit.
-    unsafe {
-        let child = libc::fork();
-        if child == 0 {
-            if libc::setgroups(0, std::ptr::null()) == 0
-                && libc::setresgid(gid, gid, gid) == 0
-                && libc::setresuid(uid, uid, uid) == 0
-            {
+/// In a forked child: no groups, then `gid` and `uid` for good.
+fn drop_to(uid: u32, gid: u32) -> Result<(), SysError> {
+    // SAFETY: a zero-length list with a null pointer clears the supplementary groups.
+    check(unsafe { libc::setgroups(0, std::ptr::null()) }, "setgroups")?;
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::setresgid(gid, gid, gid) }, "setresgid")?;
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::setresuid(uid, uid, uid) }, "setresuid")?;
+    Ok(())
+}
+
+/// Runs `work` in a child process that is `uid:gid` (it does nothing if it cannot
+/// become them), and waits for it.
+fn as_function(uid: u32, gid: u32, work: impl FnOnce()) -> Result<(), SysError> {
+    // SAFETY: this process has one thread, so the child is a complete copy; it drops
+    // privileges before anything else and leaves with _exit.
+    let child = check(unsafe { libc::fork() }, "fork")?;
+    if child == 0 {
+        let code = match drop_to(uid, gid) {
+            Ok(_) => {
                 work();
+                0
             }
-            libc::_exit(0);
-        }
-        if child > 0 {
-            let mut status = 0;
-            libc::waitpid(child, &mut status, 0);
-        }
+            Err(e) => {
+                eprintln!("immortal-sandbox: {e}");
+                i32::from(REFUSED)
+            }
+        };
+        // SAFETY: leaving the forked child at once, without the parent's destructors.
+        unsafe { libc::_exit(code) };
     }
+    let mut status = 0;
+    // SAFETY: waitpid on our own child; `status` is writable.
+    check(unsafe { libc::waitpid(child, &mut status, 0) }, "waitpid")?;
+    Ok(())
 }
