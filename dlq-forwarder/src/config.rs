@@ -97,7 +97,7 @@ impl Config {
             .parsed(ASSIGN_PUBLIC_IP_VAR, |text| match text.to_ascii_uppercase().as_str() {
                 "DISABLED" | "FALSE" => Ok(false),
                 "ENABLED" | "TRUE" => Ok(true),
-                _ => Err("use ENABLED or DISABLED".to_owned()),
+                _ => Err("use ENABLED or DISABLED"),
             })?
             .unwrap_or(false);
         let capacity_providers = lookup
@@ -107,14 +107,14 @@ impl Config {
             .parsed(STARTED_BY_VAR, |text| {
                 let ok = text.len() <= 128 && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c));
                 ok.then(|| text.to_owned())
-                    .ok_or_else(|| "up to 128 letters, digits, -, _ and /".to_owned())
+                    .ok_or("up to 128 letters, digits, -, _ and /")
             })?
             .unwrap_or_else(|| "immortal-forwarder".to_owned());
         let mode = match lookup
             .parsed(MODE_VAR, |text| match text.to_ascii_lowercase().as_str() {
                 "task" => Ok(false),
                 "drain" => Ok(true),
-                _ => Err("use task or drain".to_owned()),
+                _ => Err("use task or drain"),
             })?
             .unwrap_or(false)
         {
@@ -145,7 +145,7 @@ impl Config {
                 )?;
                 let map = lookup.value(TASK_DEFINITIONS_VAR);
                 TaskDefinitions::parse(custom, map.as_deref())
-                    .map_err(|why| invalid(TASK_DEFINITIONS_VAR, map.as_deref().unwrap_or_default(), &why))?
+                    .map_err(|why| invalid(TASK_DEFINITIONS_VAR, map.as_deref().unwrap_or_default(), &why.to_string()))?
             },
             container_name: lookup.required(
                 CONTAINER_NAME_VAR,
@@ -171,20 +171,25 @@ fn memory_setting(lookup: &Lookup<'_>, name: &'static str) -> Result<Option<u32>
         text.parse::<u32>()
             .ok()
             .filter(|mb| (512..=122_880).contains(mb))
-            .ok_or_else(|| "a number of MB from 512 to 122880 (Fargate's range)".to_owned())
+            .ok_or("a number of MB from 512 to 122880 (Fargate's range)")
     })
 }
 
+/// An item of `IMMORTAL_CAPACITY_PROVIDERS` that is not `NAME[:WEIGHT[:BASE]]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}`: {PROVIDERS_USAGE}")]
+pub struct BadCapacityProvider(pub String);
+
 /// Parses `NAME[:WEIGHT[:BASE]],...`.
-fn parse_capacity_providers(text: &str) -> Result<Vec<CapacityProvider>, String> {
+fn parse_capacity_providers(text: &str) -> Result<Vec<CapacityProvider>, BadCapacityProvider> {
     let mut providers = Vec::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let parts: Vec<&str> = item.split(':').collect();
-        let bad = || format!("`{item}`: {PROVIDERS_USAGE}");
+        let bad = || BadCapacityProvider(item.to_owned());
         if parts.len() > 3 || parts[0].is_empty() {
             return Err(bad());
         }
-        let number = |i: usize, default: i32| -> Result<i32, String> {
+        let number = |i: usize, default: i32| -> Result<i32, BadCapacityProvider> {
             parts.get(i).map_or(Ok(default), |n| n.parse().map_err(|_| bad()))
         };
         providers.push(CapacityProvider {

@@ -15,6 +15,7 @@ use immortal_overflow::ledger::{now_ms, Entry, Ledger, State, Versioned};
 use immortal_overflow::{Carrier, Publisher, Triage, Verdict};
 
 use crate::config::Config;
+use crate::error::ForwardError;
 use crate::launch::{self, LaunchError, TaskRequest};
 use crate::runtimes::{FunctionRuntimes, TaskDefinitions};
 use crate::size::{self, TaskSize};
@@ -123,8 +124,12 @@ impl Forwarder {
         };
         let (task_definition, size) = match self.task_definition(&target).await {
             Ok(chosen) => chosen,
-            Err(Unrunnable::Retry(reason)) => {
-                return (Decision::Settled(Verdict::Failed { reason }), request_id, function)
+            Err(Unrunnable::Retry(e)) => {
+                return (
+                    Decision::Settled(Verdict::Failed { reason: e.to_string() }),
+                    request_id,
+                    function,
+                )
             }
             Err(Unrunnable::Never(reason)) => {
                 let verdict = self.triage.not_runnable(message, reason).await;
@@ -134,7 +139,7 @@ impl Forwarder {
         let decision = self
             .first_attempt(&envelope, &target, &task_definition, size)
             .await
-            .unwrap_or_else(|reason| Decision::Settled(Verdict::Failed { reason }));
+            .unwrap_or_else(|e| Decision::Settled(Verdict::Failed { reason: e.to_string() }));
         (decision, request_id, function)
     }
 
@@ -145,19 +150,11 @@ impl Forwarder {
         function: &FunctionRef,
         task_definition: &str,
         size: TaskSize,
-    ) -> Result<Decision, String> {
-        let request_id = envelope
-            .context
-            .request_id
-            .clone()
-            .ok_or("the record has no request id")?;
+    ) -> Result<Decision, ForwardError> {
+        let request_id = envelope.context.request_id.clone().ok_or(ForwardError::NoRequestId)?;
         // Created outright (a redelivery is the rare case, and then the envelope written
         // is the same bytes): one round trip fewer than reading first.
-        let (at, digest) = self
-            .ledger
-            .store_attempt(&request_id, 1, envelope)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (at, digest) = self.ledger.store_attempt(&request_id, 1, envelope).await?;
         let entry = Entry {
             request_id: request_id.clone(),
             function: function.label(),
@@ -172,7 +169,7 @@ impl Forwarder {
             history: Vec::new(),
             revision: 0,
         };
-        let mut existing = match self.ledger.create(&entry).await.map_err(|e| e.to_string())? {
+        let mut existing = match self.ledger.create(&entry).await? {
             Ok(etag) => {
                 let mut held = Versioned { entry, etag };
                 let task_arn = self.launch(&mut held, function, task_definition, size).await?;
@@ -182,10 +179,10 @@ impl Forwarder {
             Err(existing) => existing,
         };
         match existing.entry.state {
-            State::Launching if existing.entry.lease_until_ms > now_ms() => Err(format!(
-                "attempt {} of {request_id} is being started by another forwarder; this delivery waits",
-                existing.entry.attempt
-            )),
+            State::Launching if existing.entry.lease_until_ms > now_ms() => Err(ForwardError::Busy {
+                attempt: existing.entry.attempt,
+                request_id,
+            }),
             State::Launching => {
                 let task_arn = self.take_over(&mut existing, function, task_definition, size).await?;
                 Ok(Decision::Launched { task_arn })
@@ -206,13 +203,9 @@ impl Forwarder {
         function: &FunctionRef,
         task_definition: &str,
         size: TaskSize,
-    ) -> Result<String, String> {
+    ) -> Result<String, ForwardError> {
         held.entry.lease_until_ms = now_ms() + LAUNCH_LEASE_MS;
-        held.etag = self
-            .ledger
-            .update(&mut held.entry, &held.etag)
-            .await
-            .map_err(|e| e.to_string())?;
+        held.etag = self.ledger.update(&mut held.entry, &held.etag).await?;
         self.launch(held, function, task_definition, size).await
     }
 
@@ -225,9 +218,14 @@ impl Forwarder {
         function: &FunctionRef,
         task_definition: &str,
         size: TaskSize,
-    ) -> Result<String, String> {
+    ) -> Result<String, ForwardError> {
         let carrier = Carrier::Stored {
-            at: immortal_handler_sdk::envelope::S3Location::parse(&held.entry.envelope).map_err(|e| e.to_string())?,
+            at: immortal_handler_sdk::envelope::S3Location::parse(&held.entry.envelope).map_err(|source| {
+                ForwardError::Entry {
+                    what: "envelope",
+                    source,
+                }
+            })?,
             digest: Some(held.entry.digest.clone()),
         };
         let (label, request_id) = (function.label(), held.entry.request_id.clone());
@@ -247,11 +245,7 @@ impl Forwarder {
                 if providers && self.config.on_demand_fallback {
                     tracing::warn!(request_id = %request_id, reason = %reason, "no capacity with the provider strategy; trying FARGATE on demand");
                     held.entry.on_demand = true;
-                    held.etag = self
-                        .ledger
-                        .update(&mut held.entry, &held.etag)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    held.etag = self.ledger.update(&mut held.entry, &held.etag).await?;
                 }
             }
         }
@@ -304,7 +298,7 @@ impl Forwarder {
                 if let Ok(etag) = self.ledger.update(&mut held.entry, &held.etag).await {
                     held.etag = etag;
                 }
-                Err(e.to_string())
+                Err(e.into())
             }
         }
     }
@@ -342,7 +336,7 @@ impl Forwarder {
 #[derive(Debug)]
 pub(crate) enum Unrunnable {
     /// For now (the function's configuration could not be read): try again.
-    Retry(String),
+    Retry(ForwardError),
     /// Never here (no runner for its runtime): passed on with the reason.
     Never(String),
 }

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod error;
 pub mod forward;
 pub mod launch;
 pub mod reconcile;

@@ -18,6 +18,7 @@ use immortal_overflow::Carrier;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::error::ForwardError;
 use crate::forward::{Forwarder, Unrunnable, LAUNCH_LEASE_MS};
 
 /// A task that stopped, as ECS tells it.
@@ -136,7 +137,7 @@ impl Forwarder {
         let result = self
             .reconcile_entry(&request_id, attempt, Some(&stopped.task_arn), &stopped.reason)
             .await;
-        let outcome = result.unwrap_or_else(|reason| Reconciled::Failed { reason });
+        let outcome = result.unwrap_or_else(|e| Reconciled::Failed { reason: e.to_string() });
         log(&outcome, &request_id);
         outcome
     }
@@ -147,8 +148,8 @@ impl Forwarder {
         attempt: u32,
         task: Option<&str>,
         reason: &str,
-    ) -> Result<Reconciled, String> {
-        let Some(mut held) = self.ledger.read(request_id).await.map_err(|e| e.to_string())? else {
+    ) -> Result<Reconciled, ForwardError> {
+        let Some(mut held) = self.ledger.read(request_id).await? else {
             return Ok(nothing(format!("{request_id} has no ledger entry")));
         };
         let entry = &held.entry;
@@ -187,9 +188,12 @@ impl Forwarder {
             Err(e @ CarrierError::Digest { .. }) => {
                 return self.exhaust(&mut held, None, &format!("{reason}; {e}")).await;
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
-        let function = FunctionRef::parse(&entry.function).map_err(|e| e.to_string())?;
+        let function = FunctionRef::parse(&entry.function).map_err(|source| ForwardError::Entry {
+            what: "function",
+            source,
+        })?;
         if entry.attempt >= self.config.max_attempts {
             return self.exhaust(&mut held, Some(&envelope), &reason).await;
         }
@@ -208,11 +212,7 @@ impl Forwarder {
             overflow.attempt += 1;
         }
         let number = held.entry.attempt + 1;
-        let (at, digest) = self
-            .ledger
-            .store_attempt(request_id, number, &next)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (at, digest) = self.ledger.store_attempt(request_id, number, &next).await?;
         let ended = AttemptEnd {
             attempt: held.entry.attempt,
             task: held.entry.task.take(),
@@ -228,11 +228,7 @@ impl Forwarder {
         entry.reason = None;
         entry.lease_until_ms = now_ms() + LAUNCH_LEASE_MS;
         // A conflict: someone else (another event, the sweep) moved it on first.
-        held.etag = self
-            .ledger
-            .update(&mut held.entry, &held.etag)
-            .await
-            .map_err(|e| e.to_string())?;
+        held.etag = self.ledger.update(&mut held.entry, &held.etag).await?;
         let task_arn = self.launch(&mut held, &function, &task_definition, size).await?;
         Ok(Reconciled::Relaunched {
             request_id: request_id.to_owned(),
@@ -248,7 +244,7 @@ impl Forwarder {
         held: &mut Versioned,
         envelope: Option<&Envelope>,
         reason: &str,
-    ) -> Result<Reconciled, String> {
+    ) -> Result<Reconciled, ForwardError> {
         let entry = &held.entry;
         let message = format!(
             "RequestId: {} Error: the invocation's {} container attempts ended without an outcome; the last: {reason}",
@@ -276,10 +272,7 @@ impl Forwarder {
         });
         match &self.config.overflow.on_failure {
             Some(target) => {
-                self.publisher
-                    .publish(target, &record)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.publisher.publish(target, &record).await?;
             }
             // The record holds the event: never in the logs. The envelope stays in the
             // payload bucket (under the entry's `envelope`) until the lifecycle rule.
@@ -293,11 +286,7 @@ impl Forwarder {
         }
         held.entry.state = State::Exhausted;
         held.entry.reason = Some(reason.to_owned());
-        held.etag = self
-            .ledger
-            .update(&mut held.entry, &held.etag)
-            .await
-            .map_err(|e| e.to_string())?;
+        held.etag = self.ledger.update(&mut held.entry, &held.etag).await?;
         Ok(Reconciled::Exhausted {
             request_id: held.entry.request_id.clone(),
             reason: reason.to_owned(),
@@ -329,7 +318,7 @@ impl Forwarder {
             let outcome = match self.sweep_one(&request_id).await {
                 Ok(Some(outcome)) => outcome,
                 Ok(None) => continue,
-                Err(reason) => Reconciled::Failed { reason },
+                Err(e) => Reconciled::Failed { reason: e.to_string() },
             };
             log(&outcome, &request_id);
             done.push(outcome);
@@ -337,14 +326,14 @@ impl Forwarder {
         done
     }
 
-    async fn sweep_one(&self, request_id: &str) -> Result<Option<Reconciled>, String> {
-        let Some(mut held) = self.ledger.read(request_id).await.map_err(|e| e.to_string())? else {
+    async fn sweep_one(&self, request_id: &str) -> Result<Option<Reconciled>, ForwardError> {
+        let Some(mut held) = self.ledger.read(request_id).await? else {
             return Ok(None);
         };
         let entry = held.entry.clone();
         if entry.state.ended() {
             // A marker a losing create left behind.
-            self.ledger.forget(request_id).await.map_err(|e| e.to_string())?;
+            self.ledger.forget(request_id).await?;
             return Ok(None);
         }
         match (entry.state, entry.task.as_deref()) {
@@ -365,11 +354,14 @@ impl Forwarder {
     /// ran out or was released): the same attempt, the same client token, so a launch
     /// ECS had in fact accepted answers with its task instead of starting another.
     /// `None` while another holds it.
-    async fn resume_launch(&self, held: &mut Versioned) -> Result<Option<Reconciled>, String> {
+    async fn resume_launch(&self, held: &mut Versioned) -> Result<Option<Reconciled>, ForwardError> {
         if held.entry.lease_until_ms > now_ms() {
             return Ok(None);
         }
-        let function = FunctionRef::parse(&held.entry.function).map_err(|e| e.to_string())?;
+        let function = FunctionRef::parse(&held.entry.function).map_err(|source| ForwardError::Entry {
+            what: "function",
+            source,
+        })?;
         let (task_definition, size) = match self.task_definition(&function).await {
             Ok(chosen) => chosen,
             Err(Unrunnable::Retry(why)) => return Err(why),
@@ -389,7 +381,7 @@ impl Forwarder {
     }
 
     /// Why `task` stopped, if it did (or is gone).
-    async fn stopped(&self, task: &str) -> Result<Option<String>, String> {
+    async fn stopped(&self, task: &str) -> Result<Option<String>, ForwardError> {
         let out = self
             .ecs
             .describe_tasks()
@@ -397,7 +389,10 @@ impl Forwarder {
             .tasks(task)
             .send()
             .await
-            .map_err(|e| immortal_handler_sdk::aws::describe_error(&e))?;
+            .map_err(|e| ForwardError::Aws {
+                call: format!("DescribeTasks({task})"),
+                detail: immortal_handler_sdk::aws::describe_error(&e),
+            })?;
         if let Some(found) = out.tasks().first() {
             if found.last_status() != Some("STOPPED") {
                 return Ok(None);

@@ -11,6 +11,8 @@ use immortal_handler_sdk::aws::describe_error;
 use immortal_handler_sdk::container::{TASK_DEFINITIONS_VAR, TASK_DEFINITION_VAR};
 use immortal_handler_sdk::FunctionRef;
 
+use crate::error::ForwardError;
+
 /// How long a function's runtime is remembered (a redeploy to another runtime is rare,
 /// and a stale answer fails loudly in the container).
 const REMEMBER: Duration = Duration::from_secs(60);
@@ -30,11 +32,21 @@ struct Entry {
     task_definition: String,
 }
 
+/// A pair of `IMMORTAL_TASK_DEFINITIONS` that is not `RUNTIME[/ARCHITECTURE]=TASK_DEFINITION`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{pair}`: use RUNTIME[/ARCHITECTURE]=TASK_DEFINITION, e.g. python3.12=immortal-python312,nodejs22.x/arm64=immortal-node22-arm,*=immortal-any{}", if *.architecture { "; the architecture is x86_64 or arm64" } else { "" })]
+pub struct BadTaskDefinitions {
+    /// The pair as written.
+    pub pair: String,
+    /// Whether its architecture is the problem.
+    pub architecture: bool,
+}
+
 impl TaskDefinitions {
     /// `custom` (`IMMORTAL_TASK_DEFINITION`) for OS-only runtimes, and `map`
     /// (`IMMORTAL_TASK_DEFINITIONS`): `RUNTIME[/ARCHITECTURE]=TASK_DEFINITION,...`, `*`
     /// for every other runtime.
-    pub fn parse(custom: String, map: Option<&str>) -> Result<Self, String> {
+    pub fn parse(custom: String, map: Option<&str>) -> Result<Self, BadTaskDefinitions> {
         let mut defs = TaskDefinitions {
             custom,
             entries: Vec::new(),
@@ -46,13 +58,14 @@ impl TaskDefinitions {
             .map(str::trim)
             .filter(|p| !p.is_empty())
         {
-            let usage = || {
-                format!("`{pair}`: use RUNTIME[/ARCHITECTURE]=TASK_DEFINITION, e.g. python3.12=immortal-python312,nodejs22.x/arm64=immortal-node22-arm,*=immortal-any")
+            let bad = |architecture| BadTaskDefinitions {
+                pair: pair.to_owned(),
+                architecture,
             };
-            let (key, task_definition) = pair.split_once('=').ok_or_else(usage)?;
+            let (key, task_definition) = pair.split_once('=').ok_or_else(|| bad(false))?;
             let (key, task_definition) = (key.trim(), task_definition.trim());
             if key.is_empty() || task_definition.is_empty() {
-                return Err(usage());
+                return Err(bad(false));
             }
             if key == "*" {
                 defs.catch_all = Some(task_definition.to_owned());
@@ -60,7 +73,7 @@ impl TaskDefinitions {
             }
             let (runtime, architecture) = match key.split_once('/') {
                 Some((runtime, arch)) if ["x86_64", "arm64"].contains(&arch) => (runtime, Some(arch.to_owned())),
-                Some(_) => return Err(format!("{}; the architecture is x86_64 or arm64", usage())),
+                Some(_) => return Err(bad(true)),
                 None => (key, None),
             };
             defs.entries.push(Entry {
@@ -129,7 +142,7 @@ impl FunctionRuntimes {
     }
 
     /// The runtime of `function` (its qualified version, when the reference has one).
-    pub async fn of(&self, function: &FunctionRef) -> Result<FunctionRuntime, String> {
+    pub async fn of(&self, function: &FunctionRef) -> Result<FunctionRuntime, ForwardError> {
         let key = function.arn("", "");
         if let Some((known, at)) = self.known.lock().expect("runtime cache").get(&key) {
             if at.elapsed() < REMEMBER {
@@ -144,12 +157,12 @@ impl FunctionRuntimes {
             .set_qualifier(function.qualifier.clone())
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "GetFunctionConfiguration({}) failed: {} (the forwarder's role needs lambda:GetFunctionConfiguration on it)",
-                    function.label(),
+            .map_err(|e| ForwardError::Aws {
+                call: format!("GetFunctionConfiguration({})", function.label()),
+                detail: format!(
+                    "{} (the forwarder's role needs lambda:GetFunctionConfiguration on it)",
                     describe_error(&e)
-                )
+                ),
             })?;
         let found = FunctionRuntime {
             runtime: config.runtime.map(|r| r.as_str().to_owned()),
@@ -205,7 +218,7 @@ mod tests {
     #[test]
     fn bad_maps_say_how() {
         for bad in ["python3.12", "=td", "python3.12/sparc=td", "python3.12="] {
-            let err = TaskDefinitions::parse("c".into(), Some(bad)).unwrap_err();
+            let err = TaskDefinitions::parse("c".into(), Some(bad)).unwrap_err().to_string();
             assert!(err.contains("RUNTIME[/ARCHITECTURE]=TASK_DEFINITION"), "{bad}: {err}");
         }
     }

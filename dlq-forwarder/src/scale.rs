@@ -7,6 +7,7 @@ use immortal_handler_sdk::aws::describe_error;
 use immortal_handler_sdk::container::QUEUE_URL_VAR;
 
 use crate::config::{Config, DrainSettings};
+use crate::error::ForwardError;
 use crate::launch::{self, TaskRequest};
 use crate::size;
 
@@ -45,7 +46,7 @@ pub async fn tick(
     config: &Config,
     drain: &DrainSettings,
     seed: &str,
-) -> Result<Tick, String> {
+) -> Result<Tick, ForwardError> {
     let mut depth = 0;
     for queue_url in &drain.queue_urls {
         let attributes = sqs
@@ -55,7 +56,10 @@ pub async fn tick(
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await
-            .map_err(|e| format!("GetQueueAttributes({queue_url}) failed: {}", describe_error(&e)))?
+            .map_err(|e| ForwardError::Aws {
+                call: format!("GetQueueAttributes({queue_url})"),
+                detail: describe_error(&e),
+            })?
             .attributes
             .unwrap_or_default();
         let count = |name: QueueAttributeName| attributes.get(&name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -73,7 +77,10 @@ pub async fn tick(
             .set_next_token(next)
             .send()
             .await
-            .map_err(|e| format!("ListTasks({}) failed: {}", config.cluster, describe_error(&e)))?;
+            .map_err(|e| ForwardError::Aws {
+                call: format!("ListTasks({})", config.cluster),
+                detail: describe_error(&e),
+            })?;
         running += page.task_arns().len() as u64;
         next = page.next_token;
         if next.is_none() {

@@ -109,7 +109,7 @@ mod export {
 
     /// The exported handler of a library, created on first use.
     pub struct HandlerCell<H> {
-        state: OnceLock<Result<(tokio::runtime::Runtime, H), String>>,
+        state: OnceLock<Result<(tokio::runtime::Runtime, H), Error>>,
     }
 
     impl<H: Handler> Default for HandlerCell<H> {
@@ -155,13 +155,13 @@ mod export {
                     .worker_threads(2)
                     .enable_all()
                     .build()
-                    .map_err(|e| Error::new("Runtime.InitError", e.to_string()).to_json())?;
-                let handler = runtime.block_on(init()).map_err(|e| e.to_json())?;
+                    .map_err(|e| Error::new("Runtime.InitError", e.to_string()))?;
+                let handler = runtime.block_on(init())?;
                 Ok((runtime, handler))
             });
             let (runtime, handler) = match state {
                 Ok(state) => state,
-                Err(document) => return (Status::InitError, document.clone().into_bytes()),
+                Err(error) => return (Status::InitError, error.to_json().into_bytes()),
             };
             let envelope = match serde_json::from_slice::<Envelope>(input) {
                 Ok(envelope) => envelope,

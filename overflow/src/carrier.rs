@@ -73,27 +73,6 @@ impl Carrier {
         }
     }
 
-    /// Where the forwarder stores the envelope of `request_id` from message `message_id`.
-    pub fn location(bucket: &str, request_id: &str, message_id: &str) -> S3Location {
-        S3Location {
-            bucket: bucket.to_owned(),
-            key: format!("envelopes/{request_id}/{message_id}.json"),
-        }
-    }
-
-    /// Stores `envelope` at `at` and returns the carrier that points at it.
-    pub async fn store(s3: &aws_sdk_s3::Client, at: S3Location, envelope: &Envelope) -> Result<Carrier, String> {
-        let bytes = envelope.to_json().into_bytes();
-        let digest = crate::ledger::digest(&bytes);
-        store::put_json(s3, &at, bytes)
-            .await
-            .map_err(|e| format!("cannot store the envelope: {e}"))?;
-        Ok(Carrier::Stored {
-            at,
-            digest: Some(digest),
-        })
-    }
-
     /// The container environment variables that carry it.
     pub fn to_environment(&self) -> Vec<(String, String)> {
         match self {
@@ -135,7 +114,11 @@ impl Carrier {
             Carrier::Inline { event, context } => Ok(Envelope::from_parts(event, context)?),
             Carrier::Stored { at, digest } => {
                 let unreadable = |reason: String| CarrierError::Unreadable { at: at.clone(), reason };
-                let bytes = store::get_bytes(&s3().await, at).await.map_err(unreadable)?;
+                let bytes = store::get_bytes(&s3().await, at).await.map_err(|e| match e {
+                    store::StoreError::Read { detail, .. } | store::StoreError::Write { detail, .. } => {
+                        unreadable(detail)
+                    }
+                })?;
                 let actual = crate::ledger::digest(&bytes);
                 if digest.as_ref().is_some_and(|expected| *expected != actual) {
                     return Err(CarrierError::Digest {
@@ -172,7 +155,10 @@ mod tests {
         assert_eq!(
             carrier,
             Some(Carrier::Stored {
-                at: Carrier::location("b", "r", "m"),
+                at: S3Location {
+                    bucket: "b".into(),
+                    key: "envelopes/r/m.json".into()
+                },
                 digest: None
             })
         );

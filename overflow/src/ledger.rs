@@ -104,6 +104,9 @@ pub enum LedgerError {
     /// Someone else wrote the entry in between (retry from a fresh read).
     #[error("the ledger entry {0} changed meanwhile")]
     Conflict(String),
+    /// A stored envelope could not be read back.
+    #[error(transparent)]
+    Document(#[from] store::StoreError),
 }
 
 /// The ledger in one payload bucket.
@@ -309,9 +312,7 @@ impl Ledger {
         match put {
             Ok(_) => Ok(digest),
             Err(e) if matches!(e.raw_response().map(|r| r.status().as_u16()), Some(412) | Some(409)) => {
-                let stored = store::get_bytes(&self.s3, at)
-                    .await
-                    .map_err(|reason| self.error(&at.key, reason))?;
+                let stored = store::get_bytes(&self.s3, at).await?;
                 Ok(self::digest(&stored))
             }
             Err(e) => Err(self.error(&at.key, describe_error(&e))),

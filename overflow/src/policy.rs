@@ -78,9 +78,14 @@ impl Default for RelaunchPolicy {
     }
 }
 
+/// A word of `IMMORTAL_RELAUNCH` that names no failure class.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not one of timeout, overflow, error, expired, all")]
+pub struct UnknownClass(pub String);
+
 impl RelaunchPolicy {
     /// Parses a comma-separated list of `timeout`, `overflow`, `error`, `expired`, or `all`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, UnknownClass> {
         let mut classes = vec![FailureClass::Redriven];
         for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             let class = match word.to_ascii_lowercase().as_str() {
@@ -97,11 +102,7 @@ impl RelaunchPolicy {
                     ]);
                     continue;
                 }
-                other => {
-                    return Err(format!(
-                        "`{other}` is not one of timeout, overflow, error, expired, all"
-                    ))
-                }
+                other => return Err(UnknownClass(other.to_owned())),
             };
             classes.push(class);
         }

@@ -30,9 +30,14 @@ pub enum Target {
     EventBridge(String),
 }
 
+/// A destination that is none of the kinds outcome records go to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an SQS queue URL or ARN, an SNS topic ARN or an EventBridge bus ARN (arn:aws:events:REGION:ACCOUNT:event-bus/NAME)")]
+pub struct BadTarget(pub String);
+
 impl Target {
     /// Parses a queue URL, a queue ARN, a topic ARN or an event bus ARN.
-    pub fn parse(text: &str) -> Result<Target, String> {
+    pub fn parse(text: &str) -> Result<Target, BadTarget> {
         let text = text.trim();
         if text.starts_with("https://") || text.starts_with("http://") {
             return Ok(Target::Sqs(text.to_owned()));
@@ -40,10 +45,10 @@ impl Target {
         match text.split(':').nth(2) {
             Some("sqs") if text.starts_with("arn:") => Ok(Target::Sqs(text.to_owned())),
             Some("sns") if text.starts_with("arn:") => Ok(Target::Sns(text.to_owned())),
-            Some("events") if text.starts_with("arn:") && text.contains(":event-bus/") => Ok(Target::EventBridge(text.to_owned())),
-            _ => Err(format!(
-                "`{text}` is not an SQS queue URL or ARN, an SNS topic ARN or an EventBridge bus ARN (arn:aws:events:REGION:ACCOUNT:event-bus/NAME)"
-            )),
+            Some("events") if text.starts_with("arn:") && text.contains(":event-bus/") => {
+                Ok(Target::EventBridge(text.to_owned()))
+            }
+            _ => Err(BadTarget(text.to_owned())),
         }
     }
 }
@@ -81,6 +86,36 @@ pub enum PublishError {
     /// The destination (or the payload bucket) refused or could not be reached.
     #[error("{0}")]
     Failed(String),
+    /// An SQS destination could not be looked up.
+    #[error("cannot reach {target}: {detail}")]
+    Unreachable {
+        /// The queue as configured.
+        target: String,
+        /// Why.
+        detail: String,
+    },
+    /// An oversized record could not be stored in the payload bucket.
+    #[error("cannot store the record: {0}")]
+    Unstored(#[source] store::StoreError),
+}
+
+/// Why the full record behind a pointer record cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The pointer is not an `s3://` URL.
+    #[error("the record's location: {0}")]
+    Location(#[from] immortal_handler_sdk::EnvelopeError),
+    /// It could not be read.
+    #[error("cannot read the full record: {0}")]
+    Unreadable(#[from] store::StoreError),
+    /// What is there is not a destination record.
+    #[error("the record at {at} is not a destination record: {source}")]
+    NotARecord {
+        /// Where.
+        at: S3Location,
+        /// The parse error.
+        source: serde_json::Error,
+    },
 }
 
 /// Publishes records.
@@ -116,10 +151,7 @@ impl Publisher {
             .unwrap_or_else(|| "immortal".into());
         let (queue_url, limit) = match target {
             Target::Sqs(queue) => {
-                let (url, limit) = self
-                    .sqs_queue(queue)
-                    .await
-                    .map_err(|e| PublishError::Failed(format!("cannot reach {target}: {e}")))?;
+                let (url, limit) = self.sqs_queue(queue).await?;
                 (Some(url), limit)
             }
             Target::Sns(_) => (None, SNS_LIMIT),
@@ -205,21 +237,25 @@ impl Publisher {
 
     /// A queue's URL and its own size limit (MaximumMessageSize), looked up once per
     /// publisher: a drain worker reports every outcome to the same queue.
-    async fn sqs_queue(&self, queue: &str) -> Result<(String, usize), String> {
+    async fn sqs_queue(&self, queue: &str) -> Result<(String, usize), PublishError> {
         if let Some(known) = self.queues.lock().expect("queue cache").get(queue) {
             return Ok(known.clone());
         }
+        let unreachable = |detail: String| PublishError::Unreachable {
+            target: queue.to_owned(),
+            detail,
+        };
         let url = if queue.starts_with("arn:") {
-            let arn = QueueArn::parse(queue).ok_or_else(|| format!("`{queue}` is not an SQS queue ARN"))?;
+            let arn = QueueArn::parse(queue).ok_or_else(|| unreachable("not an SQS queue ARN".to_owned()))?;
             self.sqs
                 .get_queue_url()
                 .queue_name(&arn.name)
                 .queue_owner_aws_account_id(&arn.account)
                 .send()
                 .await
-                .map_err(|e| describe_error(&e))?
+                .map_err(|e| unreachable(describe_error(&e)))?
                 .queue_url
-                .ok_or_else(|| format!("no URL for {queue}"))?
+                .ok_or_else(|| unreachable("GetQueueUrl answered no URL".to_owned()))?
         } else {
             queue.to_owned()
         };
@@ -230,7 +266,7 @@ impl Publisher {
             .attribute_names(QueueAttributeName::MaximumMessageSize)
             .send()
             .await
-            .map_err(|e| format!("cannot read its size limit: {}", describe_error(&e)))?
+            .map_err(|e| unreachable(format!("cannot read its size limit: {}", describe_error(&e))))?
             .attributes;
         let limit = attributes
             .and_then(|a| {
@@ -271,20 +307,18 @@ impl Publisher {
         };
         store::put_json(&self.s3, &at, body.as_bytes().to_vec())
             .await
-            .map_err(|e| PublishError::Failed(format!("cannot store the record: {e}")))?;
+            .map_err(PublishError::Unstored)?;
         Ok(at)
     }
 
     /// The full record behind a pointer record (unchanged when it is not one).
-    pub async fn resolve(&self, record: DestinationRecord) -> Result<DestinationRecord, String> {
+    pub async fn resolve(&self, record: DestinationRecord) -> Result<DestinationRecord, ResolveError> {
         let Some(location) = record.record_location() else {
             return Ok(record);
         };
-        let at = S3Location::parse(location).map_err(|e| e.to_string())?;
-        let bytes = store::get_bytes(&self.s3, &at)
-            .await
-            .map_err(|e| format!("cannot read the full record: {e}"))?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("the record at {at} is not a destination record: {e}"))
+        let at = S3Location::parse(location)?;
+        let bytes = store::get_bytes(&self.s3, &at).await?;
+        serde_json::from_slice(&bytes).map_err(|source| ResolveError::NotARecord { at, source })
     }
 }
 

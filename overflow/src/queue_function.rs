@@ -32,7 +32,7 @@ impl QueueFunctions {
     }
 
     /// The function for `queue_arn`, `None` when the queue names none.
-    pub async fn function_for(&self, queue_arn: &str) -> Result<Option<FunctionRef>, String> {
+    pub async fn function_for(&self, queue_arn: &str) -> Result<Option<FunctionRef>, QueueFunctionError> {
         if let Some(function) = self.map.get(queue_arn) {
             return Ok(Some(function.clone()));
         }
@@ -49,9 +49,10 @@ impl QueueFunctions {
         Ok(function)
     }
 
-    async fn read_tag(&self, queue_arn: &str) -> Result<Option<FunctionRef>, String> {
-        let queue = QueueArn::parse(queue_arn).ok_or_else(|| format!("`{queue_arn}` is not an SQS queue ARN"))?;
+    async fn read_tag(&self, queue_arn: &str) -> Result<Option<FunctionRef>, QueueFunctionError> {
+        let queue = QueueArn::parse(queue_arn).ok_or_else(|| QueueFunctionError::NotAQueue(queue_arn.to_owned()))?;
         let name = &queue.name;
+        let call = |call: String, detail: String| QueueFunctionError::Call { call, detail };
         let url = self
             .sqs
             .get_queue_url()
@@ -59,16 +60,16 @@ impl QueueFunctions {
             .queue_owner_aws_account_id(&queue.account)
             .send()
             .await
-            .map_err(|e| format!("GetQueueUrl({name}) failed: {}", describe_error(&e)))?
+            .map_err(|e| call(format!("GetQueueUrl({name})"), describe_error(&e)))?
             .queue_url
-            .ok_or_else(|| format!("GetQueueUrl({name}) returned no URL"))?;
+            .ok_or_else(|| call(format!("GetQueueUrl({name})"), "no URL returned".to_owned()))?;
         let tags = self
             .sqs
             .list_queue_tags()
             .queue_url(&url)
             .send()
             .await
-            .map_err(|e| format!("ListQueueTags({url}) failed: {}", describe_error(&e)))?;
+            .map_err(|e| call(format!("ListQueueTags({url})"), describe_error(&e)))?;
         let Some(function) = tags
             .tags
             .and_then(|t| t.get(FUNCTION_TAG).cloned())
@@ -78,6 +79,33 @@ impl QueueFunctions {
         };
         FunctionRef::parse(&function)
             .map(Some)
-            .map_err(|e| format!("the {FUNCTION_TAG} tag of {queue_arn} is unusable: {e}"))
+            .map_err(|source| QueueFunctionError::BadTag {
+                queue: queue_arn.to_owned(),
+                source,
+            })
     }
+}
+
+/// Why a dead-letter queue's function could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueFunctionError {
+    /// The message's queue is not named by an SQS queue ARN.
+    #[error("`{0}` is not an SQS queue ARN")]
+    NotAQueue(String),
+    /// SQS failed a call.
+    #[error("{call} failed: {detail}")]
+    Call {
+        /// The call, with what it was about.
+        call: String,
+        /// SQS's answer, described.
+        detail: String,
+    },
+    /// The queue's tag does not name a function.
+    #[error("the {FUNCTION_TAG} tag of {queue} is unusable: {source}")]
+    BadTag {
+        /// The queue.
+        queue: String,
+        /// Why the tag's value is no function.
+        source: immortal_handler_sdk::EnvelopeError,
+    },
 }

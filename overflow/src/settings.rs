@@ -80,13 +80,13 @@ impl<'a> Lookup<'a> {
     }
 
     /// The value of `name` through `parse` (`None` when unset).
-    pub fn parsed<T>(
+    pub fn parsed<T, E: std::fmt::Display>(
         &self,
         name: &'static str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
+        parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Result<Option<T>, SettingError> {
         self.value(name)
-            .map(|text| parse(&text).map_err(|why| invalid(name, &text, &why)))
+            .map(|text| parse(&text).map_err(|why| invalid(name, &text, &why.to_string())))
             .transpose()
     }
 
@@ -97,7 +97,7 @@ impl<'a> Lookup<'a> {
                 text.parse::<u64>()
                     .ok()
                     .filter(|n| *n > 0)
-                    .ok_or_else(|| "a whole number above 0".to_owned())
+                    .ok_or("a whole number above 0")
             })?
             .unwrap_or(default))
     }
@@ -108,7 +108,7 @@ impl<'a> Lookup<'a> {
             .parsed(name, |text| match text.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" => Ok(true),
                 "false" | "0" | "no" => Ok(false),
-                _ => Err("use true or false".to_owned()),
+                _ => Err("use true or false"),
             })?
             .unwrap_or(default))
     }
@@ -156,18 +156,30 @@ impl OverflowSettings {
     }
 }
 
+/// A pair of `IMMORTAL_FUNCTION_MAP` that is not `queueArn=function`.
+#[derive(Debug, thiserror::Error)]
+#[error("`{pair}`: use queueArn=function, e.g. arn:aws:sqs:us-east-1:123456789012:thumbnail-dlq=thumbnail{}", .function.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+pub struct FunctionMapError {
+    /// The pair as written.
+    pub pair: String,
+    /// Why its function is not one, when that is the problem.
+    #[source]
+    pub function: Option<immortal_handler_sdk::EnvelopeError>,
+}
+
 /// Parses `queueArn=function,...` (the function a name, `NAME:QUALIFIER` or an ARN).
-pub fn parse_function_map(text: &str) -> Result<BTreeMap<String, FunctionRef>, String> {
+pub fn parse_function_map(text: &str) -> Result<BTreeMap<String, FunctionRef>, FunctionMapError> {
     let mut map = BTreeMap::new();
     for pair in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let usage = || {
-            format!("`{pair}`: use queueArn=function, e.g. arn:aws:sqs:us-east-1:123456789012:thumbnail-dlq=thumbnail")
+        let error = |function| FunctionMapError {
+            pair: pair.to_owned(),
+            function,
         };
         let (queue, function) = pair
             .split_once('=')
             .filter(|(q, f)| q.starts_with("arn:") && !f.is_empty())
-            .ok_or_else(usage)?;
-        let function = FunctionRef::parse(function).map_err(|e| format!("{}: {e}", usage()))?;
+            .ok_or_else(|| error(None))?;
+        let function = FunctionRef::parse(function).map_err(|e| error(Some(e)))?;
         map.insert(queue.to_owned(), function);
     }
     Ok(map)

@@ -4,8 +4,29 @@
 use immortal_handler_sdk::aws::describe_error;
 use immortal_handler_sdk::envelope::S3Location;
 
+/// Why a document could not be written or read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// S3 refused or failed the write.
+    #[error("cannot write {at}: {detail}")]
+    Write {
+        /// Where.
+        at: S3Location,
+        /// S3's answer, described.
+        detail: String,
+    },
+    /// S3 refused or failed the read, or the body broke off.
+    #[error("cannot read {at}: {detail}")]
+    Read {
+        /// Where.
+        at: S3Location,
+        /// S3's answer, described.
+        detail: String,
+    },
+}
+
 /// Writes `body` as a JSON object at `at`.
-pub async fn put_json(s3: &aws_sdk_s3::Client, at: &S3Location, body: Vec<u8>) -> Result<(), String> {
+pub async fn put_json(s3: &aws_sdk_s3::Client, at: &S3Location, body: Vec<u8>) -> Result<(), StoreError> {
     s3.put_object()
         .bucket(&at.bucket)
         .key(&at.key)
@@ -14,23 +35,27 @@ pub async fn put_json(s3: &aws_sdk_s3::Client, at: &S3Location, body: Vec<u8>) -
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| format!("cannot write {at}: {}", describe_error(&e)))
+        .map_err(|e| StoreError::Write {
+            at: at.clone(),
+            detail: describe_error(&e),
+        })
 }
 
 /// Reads the object at `at` whole.
-pub async fn get_bytes(s3: &aws_sdk_s3::Client, at: &S3Location) -> Result<Vec<u8>, String> {
+pub async fn get_bytes(s3: &aws_sdk_s3::Client, at: &S3Location) -> Result<Vec<u8>, StoreError> {
+    let read = |detail: String| StoreError::Read { at: at.clone(), detail };
     let object = s3
         .get_object()
         .bucket(&at.bucket)
         .key(&at.key)
         .send()
         .await
-        .map_err(|e| format!("cannot read {at}: {}", describe_error(&e)))?;
+        .map_err(|e| read(describe_error(&e)))?;
     Ok(object
         .body
         .collect()
         .await
-        .map_err(|e| format!("cannot read {at}: {e}"))?
+        .map_err(|e| read(e.to_string()))?
         .into_bytes()
         .to_vec())
 }

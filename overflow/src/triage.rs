@@ -183,7 +183,7 @@ impl Triage {
             Ok(Record::Destination(pointer)) if pointer.record_location().is_some() => {
                 match self.publisher.resolve(*pointer).await {
                     Ok(full) => Record::Destination(Box::new(full)),
-                    Err(e) => return Err(failed(e, None, None)),
+                    Err(e) => return Err(failed(e.to_string(), None, None)),
                 }
             }
             Ok(record) => record,
@@ -194,7 +194,7 @@ impl Triage {
             Record::DeadLetter(_) => match message.queue_arn.as_deref() {
                 Some(queue) => match self.functions.function_for(queue).await {
                     Ok(function) => function,
-                    Err(reason) => return Err(failed(reason, Some(record.request_id().to_owned()), None)),
+                    Err(e) => return Err(failed(e.to_string(), Some(record.request_id().to_owned()), None)),
                 },
                 None => None,
             },
@@ -222,7 +222,7 @@ impl Triage {
                 destination: target.to_string(),
                 reason,
             },
-            Err(e) => Verdict::Failed { reason: e },
+            Err(e) => Verdict::Failed { reason: e.to_string() },
         }
     }
 
@@ -233,7 +233,7 @@ impl Triage {
         function: Option<&FunctionRef>,
         target: &Target,
         reason: Option<String>,
-    ) -> Result<(), String> {
+    ) -> Result<(), PassOnError> {
         let version = env!("CARGO_PKG_VERSION");
         let marker = RunnerMarker {
             source: self.source.into(),
@@ -248,7 +248,7 @@ impl Triage {
                 out
             }
             Record::DeadLetter(dead) => {
-                let envelope = record.to_envelope(message, function).map_err(|e| e.to_string())?;
+                let envelope = record.to_envelope(message, function)?;
                 let (error_type, error_message) = record.error();
                 let error =
                     ErrorDocument::new(error_type.unwrap_or_default(), error_message.unwrap_or_default()).to_json();
@@ -268,10 +268,18 @@ impl Triage {
                 out
             }
         };
-        self.publisher
-            .publish(target, &out)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.publisher.publish(target, &out).await?;
+        Ok(())
     }
+}
+
+/// Why a record that will not run could not be passed on.
+#[derive(Debug, thiserror::Error)]
+enum PassOnError {
+    /// A dead-letter message whose envelope cannot be made (its function unknown).
+    #[error(transparent)]
+    Record(#[from] record::RecordError),
+    /// The destination refused it.
+    #[error(transparent)]
+    Publish(#[from] crate::publisher::PublishError),
 }

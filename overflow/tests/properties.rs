@@ -170,7 +170,7 @@ proptest! {
         prop_assert_eq!(again.event.get(), event_text.trim());
         prop_assert_eq!(&again.context, &envelope.context);
 
-        let stored = Carrier::Stored { at: Carrier::location("payloads", &request_id, "m-1"), digest: Some(immortal_overflow::ledger::digest(event_text.as_bytes())) };
+        let stored = Carrier::Stored { at: immortal_handler_sdk::envelope::S3Location { bucket: "payloads".into(), key: format!("envelopes/{request_id}/attempt-1.json") }, digest: Some(immortal_overflow::ledger::digest(event_text.as_bytes())) };
         let environment: BTreeMap<String, String> = stored.to_environment().into_iter().collect();
         let back = Carrier::from_environment(&Lookup::new(|name| environment.get(name).cloned())).unwrap();
         prop_assert_eq!(back, Some(stored));

@@ -242,17 +242,28 @@ pub struct Cli {
     pub max_unpacked_size: u64,
 }
 
-fn parse_key_value(text: &str) -> Result<(String, String), String> {
+/// A command-line value of the wrong shape (clap prints it with the flag's name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadValue {
+    /// Not `KEY=VALUE`.
+    #[error("`{0}` is not KEY=VALUE")]
+    KeyValue(String),
+    /// Not a positive number of seconds.
+    #[error("`{0}` is not a positive number of seconds")]
+    Seconds(String),
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), BadValue> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(format!("`{text}` is not KEY=VALUE")),
+        _ => Err(BadValue::KeyValue(text.to_owned())),
     }
 }
 
-fn parse_seconds(text: &str) -> Result<f64, String> {
+fn parse_seconds(text: &str) -> Result<f64, BadValue> {
     match text.parse::<f64>() {
         Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
-        _ => Err(format!("`{text}` is not a positive number of seconds")),
+        _ => Err(BadValue::Seconds(text.to_owned())),
     }
 }
 

@@ -42,17 +42,20 @@ pub enum FunctionRole {
 
 impl FunctionRole {
     /// Parses `assume`, `inherit` or a role ARN.
-    pub fn parse(text: &str) -> Result<FunctionRole, String> {
+    pub fn parse(text: &str) -> Result<FunctionRole, UnknownRole> {
         match text {
             "assume" => Ok(FunctionRole::Assume),
             "inherit" => Ok(FunctionRole::Inherit),
             arn if arn.starts_with("arn:") && arn.contains(":role/") => Ok(FunctionRole::Arn(arn.to_owned())),
-            other => Err(format!(
-                "`{other}` is not assume, inherit or a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
-            )),
+            other => Err(UnknownRole(other.to_owned())),
         }
     }
 }
+
+/// A `--function-role` value that is none of the three.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not assume, inherit or a role ARN (arn:aws:iam::ACCOUNT:role/NAME)")]
+pub struct UnknownRole(pub String);
 
 /// Why the function's role could not be had.
 #[derive(Debug, thiserror::Error)]

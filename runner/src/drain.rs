@@ -174,7 +174,7 @@ pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, Runn
                 }
             }
             Err(e) => {
-                tracing::error!(queue = %worker.queues[queue].url, error = %e, "cannot receive from the queue; retrying");
+                tracing::error!(queue = %worker.queues[queue].url, error = %describe_error(&e), "cannot receive from the queue; retrying");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
@@ -188,7 +188,13 @@ pub async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, Runn
 }
 
 impl Worker {
-    async fn receive(&self, queue: usize, max: i32, wait: i32) -> Result<Vec<Message>, String> {
+    async fn receive(
+        &self,
+        queue: usize,
+        max: i32,
+        wait: i32,
+    ) -> Result<Vec<Message>, aws_sdk_sqs::error::SdkError<aws_sdk_sqs::operation::receive_message::ReceiveMessageError>>
+    {
         let queue = &self.queues[queue];
         Ok(self
             .sqs
@@ -200,8 +206,7 @@ impl Worker {
             .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
-            .await
-            .map_err(|e| describe_error(&e))?
+            .await?
             .messages
             .unwrap_or_default())
     }

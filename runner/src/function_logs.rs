@@ -42,14 +42,24 @@ pub enum LogDestination {
 
 impl LogDestination {
     /// Parses `cloudwatch` or `stderr`.
-    pub fn parse(text: &str) -> Result<LogDestination, String> {
+    pub fn parse(text: &str) -> Result<LogDestination, UnknownDestination> {
         match text {
             "cloudwatch" => Ok(LogDestination::CloudWatch),
             "stderr" => Ok(LogDestination::Stderr),
-            other => Err(format!("`{other}` is not cloudwatch or stderr")),
+            other => Err(UnknownDestination(other.to_owned())),
         }
     }
 }
+
+/// A `--function-logs` value that names no destination.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not cloudwatch or stderr")]
+pub struct UnknownDestination(pub String);
+
+/// CloudWatch Logs refused or failed a call (its answer, described).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct LogsError(String);
 
 /// One line, stamped when it was read.
 struct Line {
@@ -177,39 +187,28 @@ impl FunctionLog {
     }
 
     /// `END` and `REPORT` for a finished invocation.
-    pub fn end(&self, invocation: &Invocation, report: &Report) {
-        let id = &invocation.request_id;
-        let billed = billed_ms(report.duration);
-        let duration_ms = report.duration.as_secs_f64() * 1000.0;
+    pub fn end(&self, report: &Report) {
         if self.json {
-            let mut metrics = serde_json::json!({
-                "durationMs": round2(duration_ms), "billedDurationMs": billed,
-                "memorySizeMB": invocation.memory_mb, "maxMemoryUsedMB": report.max_memory_mb,
-            });
-            if let Some(init) = report.init {
-                metrics["initDurationMs"] = serde_json::json!(round2(init.as_secs_f64() * 1000.0));
-            }
-            let mut record =
-                serde_json::json!({"requestId": id, "metrics": metrics, "status": report.status.unwrap_or("success")});
-            if let Some(error_type) = report.error_type {
-                record["errorType"] = serde_json::json!(error_type);
-            }
-            self.platform_line(platform("platform.report", record));
+            self.platform_line(platform("platform.report", report.record()));
             return;
         }
+        let id = &report.request_id;
         self.platform_line(format!("END RequestId: {id}"));
         let mut line = format!(
-            "REPORT RequestId: {id}\tDuration: {duration_ms:.2} ms\tBilled Duration: {billed} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
-            invocation.memory_mb, report.max_memory_mb
+            "REPORT RequestId: {id}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
+            report.duration.as_secs_f64() * 1000.0,
+            billed_ms(report.duration),
+            report.memory_mb,
+            report.max_memory_mb
         );
         if let Some(init) = report.init {
             line.push_str(&format!("\tInit Duration: {:.2} ms", init.as_secs_f64() * 1000.0));
         }
-        if let Some(status) = report.status {
-            line.push_str(&format!("\tStatus: {status}"));
-        }
         if let Some(error_type) = report.error_type {
-            line.push_str(&format!("\tError Type: {error_type}"));
+            line.push_str(&format!(
+                "\tStatus: {}\tError Type: {error_type}",
+                report.status.as_str()
+            ));
         }
         self.platform_line(line);
     }
@@ -254,19 +253,74 @@ impl FunctionLog {
     }
 }
 
-/// What the REPORT line says.
+/// How an invocation ended, in the words of the Telemetry API's schema (`status` of
+/// `platform.runtimeDone` and `platform.report`: success, error, failure, timeout), which
+/// Lambda's JSON log format writes too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Status {
+    /// A response.
+    #[default]
+    Success,
+    /// The function's error, or the runtime exiting mid-invocation.
+    Error,
+    /// The platform or an extension failed the invocation.
+    Failure,
+    /// The invocation ran past its time (or an extension held it past it).
+    Timeout,
+}
+
+impl Status {
+    /// The schema's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Error => "error",
+            Status::Failure => "failure",
+            Status::Timeout => "timeout",
+        }
+    }
+}
+
+/// What the REPORT line and the `platform.report` record say: built once, rendered
+/// for the function's log (text or JSON) and for the Telemetry API alike.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// The invocation.
+    pub request_id: String,
     /// From the event's delivery to the result.
     pub duration: Duration,
     /// From the bootstrap's start to its first request for an event.
     pub init: Option<Duration>,
+    /// The function's memory setting.
+    pub memory_mb: u64,
     /// The peak resident memory of the bootstrap and what it started.
     pub max_memory_mb: u64,
-    /// `timeout` or `error` when it did not end with a result of its own.
-    pub status: Option<&'static str>,
-    /// The error type of such an end.
+    /// How it ended.
+    pub status: Status,
+    /// The error type when the runtime did not end the invocation itself (a timeout, an
+    /// exit): the text REPORT line names only these, as Lambda's does.
     pub error_type: Option<&'static str>,
+}
+
+impl Report {
+    /// The `platform.report` record.
+    pub fn record(&self) -> serde_json::Value {
+        let mut metrics = serde_json::json!({
+            "durationMs": round2(self.duration.as_secs_f64() * 1000.0),
+            "billedDurationMs": billed_ms(self.duration),
+            "memorySizeMB": self.memory_mb,
+            "maxMemoryUsedMB": self.max_memory_mb,
+        });
+        if let Some(init) = self.init {
+            metrics["initDurationMs"] = serde_json::json!(round2(init.as_secs_f64() * 1000.0));
+        }
+        let mut record =
+            serde_json::json!({"requestId": self.request_id, "status": self.status.as_str(), "metrics": metrics});
+        if let Some(error_type) = self.error_type {
+            record["errorType"] = serde_json::json!(error_type);
+        }
+        record
+    }
 }
 
 /// Lambda's JSON form of a platform line.
@@ -391,7 +445,7 @@ impl Sink {
         }
     }
 
-    async fn put(&mut self, batch: &[Line]) -> Result<(), String> {
+    async fn put(&mut self, batch: &[Line]) -> Result<(), LogsError> {
         if !self.ready {
             self.create().await?;
             self.ready = true;
@@ -422,13 +476,13 @@ impl Sink {
                 {
                     self.ready = false;
                 }
-                Err(describe_error(&e))
+                Err(LogsError(describe_error(&e)))
             }
         }
     }
 
     /// The stream (and, when Lambda has not made it yet, the group).
-    async fn create(&self) -> Result<(), String> {
+    async fn create(&self) -> Result<(), LogsError> {
         let stream = || {
             self.client
                 .create_log_stream()
@@ -449,9 +503,9 @@ impl Sink {
                     .is_some_and(|e| e.is_resource_not_found_exception()) =>
             {
                 let _ = self.client.create_log_group().log_group_name(&self.group).send().await;
-                stream().await.map(|_| ()).map_err(|e| describe_error(&e))
+                stream().await.map(|_| ()).map_err(|e| LogsError(describe_error(&e)))
             }
-            Err(e) => Err(describe_error(&e)),
+            Err(e) => Err(LogsError(describe_error(&e))),
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::error::RunnerError;
 use crate::extensions::telemetry::Kind;
 use crate::extensions::{self, ExtensionFailure, Extensions, FunctionInfo};
 use crate::function::LogSettings;
-use crate::function_logs::{billed_ms, round2, tree_peak_rss_mb, FunctionLog, Report};
+use crate::function_logs::{round2, tree_peak_rss_mb, FunctionLog, Report, Status};
 use crate::invocation::Invocation;
 use crate::outcome::{timeout_message, Failure, Outcome};
 use crate::runtime::Runtime;
@@ -114,7 +114,7 @@ pub async fn invoke(
             &options.scratch,
             || log.output_as(Kind::Extension),
         )
-        .map_err(RunnerError::Start)?;
+        .map_err(|e| RunnerError::Start(e.to_string()))?;
         if let Err(failure) = processes.wait_init(&extensions, extensions::INIT_LIMIT).await {
             processes
                 .shut_down(&extensions, "failure", extensions::SHUTDOWN_LIMIT)
@@ -252,7 +252,7 @@ pub async fn invoke(
     if delivered {
         telemetry.platform(
             "platform.runtimeDone",
-            json!({"requestId": request_id, "status": telemetry_status(&outcome),
+            json!({"requestId": request_id, "status": report_status(&outcome, false).0.as_str(),
                    "metrics": {"durationMs": round2(runtime_ms), "producedBytes": outcome.body().len()}}),
         );
     }
@@ -293,35 +293,12 @@ pub async fn invoke(
     if delivered {
         report.max_memory_mb = report.max_memory_mb.max(tree_peak_rss_mb(child.pid()));
         report.duration = delivered_at.elapsed();
-        report.status = match &outcome {
-            Outcome::Failed {
-                kind: Failure::Timeout, ..
-            } => Some("timeout"),
-            Outcome::Failed {
-                kind: Failure::Signal(_),
-                ..
-            } => Some("error"),
-            _ if extensions_timed_out => Some("timeout"),
-            _ => None,
-        };
-        report.error_type = report.status.map(|_| match &outcome {
-            Outcome::Failed {
-                kind: Failure::Signal(_),
-                ..
-            } => "Runtime.ExitError",
-            _ => immortal_handler_sdk::container::TIMEOUT_ERROR_TYPE,
-        });
-        log.end(&invocation, &report);
-        let mut metrics = json!({"durationMs": round2(report.duration.as_secs_f64() * 1000.0),
-                                 "billedDurationMs": billed_ms(report.duration),
-                                 "memorySizeMB": invocation.memory_mb, "maxMemoryUsedMB": report.max_memory_mb});
-        if let Some(init) = report.init {
-            metrics["initDurationMs"] = json!(round2(init.as_secs_f64() * 1000.0));
-        }
-        telemetry.platform(
-            "platform.report",
-            json!({"requestId": request_id, "status": report.status.unwrap_or(telemetry_status(&outcome)), "metrics": metrics}),
-        );
+        report.request_id = request_id.clone();
+        report.memory_mb = invocation.memory_mb.into();
+        (report.status, report.error_type) = report_status(&outcome, extensions_timed_out);
+        // One record, two renderings: they cannot disagree.
+        log.end(&report);
+        telemetry.platform("platform.report", report.record());
     }
 
     // Phase 2: let the runtime settle (ask for the next event, or exit), then the
@@ -373,18 +350,32 @@ pub async fn invoke(
     Ok(outcome)
 }
 
-/// The invocation's status as the Telemetry API names it.
-fn telemetry_status(outcome: &Outcome) -> &'static str {
+/// The report's status, and the error type its text line names (only for an end the
+/// runtime did not choose: a timeout, an exit).
+fn report_status(outcome: &Outcome, extensions_timed_out: bool) -> (Status, Option<&'static str>) {
     match outcome {
-        Outcome::Response { .. } => "success",
         Outcome::Failed {
             kind: Failure::Timeout, ..
-        } => "timeout",
+        } => (
+            Status::Timeout,
+            Some(immortal_handler_sdk::container::TIMEOUT_ERROR_TYPE),
+        ),
+        Outcome::Failed {
+            kind: Failure::Signal(_),
+            ..
+        } => (Status::Error, Some("Runtime.ExitError")),
+        _ if extensions_timed_out => (
+            Status::Timeout,
+            Some(immortal_handler_sdk::container::TIMEOUT_ERROR_TYPE),
+        ),
+        // A function error is the function's own answer: `error`, with no error type on
+        // the line (the error document says it).
         Outcome::Failed {
             kind: Failure::Function,
             ..
-        } => "error",
-        Outcome::Failed { .. } => "failure",
+        } => (Status::Error, None),
+        Outcome::Failed { .. } => (Status::Failure, None),
+        Outcome::Response { .. } => (Status::Success, None),
     }
 }
 
@@ -451,5 +442,71 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// The function log (text or JSON) and the Telemetry API render one record: the
+    /// status of each end is the Telemetry API schema's (success, error, failure,
+    /// timeout), the same in both.
+    #[test]
+    fn each_end_has_one_status_for_the_log_and_the_telemetry_api() {
+        let cases = [
+            (
+                Outcome::Response {
+                    body: Bytes::new(),
+                    streamed: false,
+                },
+                "success",
+                None,
+            ),
+            // The function's own error: `error`, as Lambda reports it; the text line
+            // names no error type (the error document does).
+            (Outcome::failed(Failure::Function, "KeyError", "boom"), "error", None),
+            (
+                Outcome::failed(Failure::Signal(9), "Runtime.ExitError", "killed"),
+                "error",
+                Some("Runtime.ExitError"),
+            ),
+            (
+                Outcome::failed(Failure::Timeout, "Sandbox.Timedout", "late"),
+                "timeout",
+                Some("Sandbox.Timedout"),
+            ),
+            (
+                Outcome::failed(Failure::Init, "Runtime.ExitError", "no init"),
+                "failure",
+                None,
+            ),
+        ];
+        for (outcome, status, error_type) in cases {
+            let (got, got_type) = report_status(&outcome, false);
+            assert_eq!((got.as_str(), got_type), (status, error_type), "{outcome:?}");
+            let report = Report {
+                request_id: "r".into(),
+                status: got,
+                error_type: got_type,
+                ..Default::default()
+            };
+            let record = report.record();
+            assert_eq!(record["status"], status);
+            assert_eq!(record["errorType"].as_str(), error_type);
+        }
+        let held_open = report_status(
+            &Outcome::Response {
+                body: Bytes::new(),
+                streamed: false,
+            },
+            true,
+        );
+        assert_eq!(
+            held_open,
+            (Status::Timeout, Some("Sandbox.Timedout")),
+            "an extension held it past the timeout"
+        );
     }
 }

@@ -16,20 +16,27 @@ pub struct Settings {
     pub overflow_bytes: u64,
 }
 
+/// A `THUMBNAIL_*` setting that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadSetting {
+    /// `THUMBNAIL_DEFAULT_POSITION`.
+    #[error("THUMBNAIL_DEFAULT_POSITION={0:?} is not MM-SS, HH-MM-SS or seconds")]
+    Position(String),
+    /// `THUMBNAIL_OVERFLOW_BYTES`.
+    #[error("THUMBNAIL_OVERFLOW_BYTES={0:?} is not a number of bytes")]
+    Bytes(String),
+}
+
 impl Settings {
     /// Reads `THUMBNAIL_*`.
-    pub fn from_env() -> Result<Settings, String> {
+    pub fn from_env() -> Result<Settings, BadSetting> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let default_position = match var("THUMBNAIL_DEFAULT_POSITION") {
-            Some(text) => Position::parse(text.trim())
-                .ok_or_else(|| format!("THUMBNAIL_DEFAULT_POSITION={text:?} is not MM-SS, HH-MM-SS or seconds"))?,
+            Some(text) => Position::parse(text.trim()).ok_or(BadSetting::Position(text))?,
             None => Position(1000),
         };
         let overflow_bytes = match var("THUMBNAIL_OVERFLOW_BYTES") {
-            Some(text) => text
-                .trim()
-                .parse()
-                .map_err(|_| format!("THUMBNAIL_OVERFLOW_BYTES={text:?} is not a number of bytes"))?,
+            Some(text) => text.trim().parse().map_err(|_| BadSetting::Bytes(text))?,
             None => 1 << 30,
         };
         Ok(Settings {

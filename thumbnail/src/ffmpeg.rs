@@ -16,13 +16,13 @@ pub const LAYER_PATH: &str = "/opt/bin/ffmpeg";
 
 /// Finds ffmpeg: `FFMPEG_PATH`, else the layer's `/opt/bin/ffmpeg` (or `bin/ffmpeg` of
 /// another layers root on PATH), else PATH.
-pub fn locate() -> Result<PathBuf, String> {
+pub fn locate() -> Result<PathBuf, NoFfmpeg> {
     if let Ok(path) = std::env::var("FFMPEG_PATH") {
         let path = PathBuf::from(path);
         return if is_executable(&path) {
             Ok(path)
         } else {
-            Err(format!("FFMPEG_PATH={} is not an executable file", path.display()))
+            Err(NoFfmpeg::NotExecutable(path))
         };
     }
     if is_executable(Path::new(LAYER_PATH)) {
@@ -35,9 +35,18 @@ pub fn locate() -> Result<PathBuf, String> {
     }) {
         return Ok(found);
     }
-    Err(format!(
-        "ffmpeg not found: FFMPEG_PATH is unset, {LAYER_PATH} does not exist and PATH has none; attach the ffmpeg layer (scripts/build-ffmpeg-layer) or set FFMPEG_PATH"
-    ))
+    Err(NoFfmpeg::NotFound)
+}
+
+/// Why ffmpeg cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoFfmpeg {
+    /// `FFMPEG_PATH` names something that is not an executable file.
+    #[error("FFMPEG_PATH={} is not an executable file", .0.display())]
+    NotExecutable(PathBuf),
+    /// Nowhere to be found.
+    #[error("ffmpeg not found: FFMPEG_PATH is unset, {LAYER_PATH} does not exist and PATH has none; attach the ffmpeg layer (scripts/build-ffmpeg-layer) or set FFMPEG_PATH")]
+    NotFound,
 }
 
 fn is_executable(path: &Path) -> bool {

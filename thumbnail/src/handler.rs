@@ -45,8 +45,8 @@ pub struct Response {
 impl Thumbnail {
     /// Initialisation: settings, ffmpeg, the S3 client. A missing ffmpeg is an init error.
     pub async fn from_env() -> Result<Thumbnail, Error> {
-        let settings = Settings::from_env().map_err(|e| Error::new("Thumbnail.Config", e))?;
-        let ffmpeg = ffmpeg::locate().map_err(|e| Error::new("Thumbnail.FfmpegMissing", e))?;
+        let settings = Settings::from_env().map_err(|e| Error::new("Thumbnail.Config", e.to_string()))?;
+        let ffmpeg = ffmpeg::locate().map_err(|e| Error::new("Thumbnail.FfmpegMissing", e.to_string()))?;
         let s3 = aws::s3_client(&aws::load().await);
         tracing::info!(ffmpeg = %ffmpeg.display(), prefix = %settings.prefix, "thumbnail ready");
         Ok(Thumbnail { s3, ffmpeg, settings })

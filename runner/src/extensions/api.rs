@@ -142,8 +142,8 @@ fn subscribe(
     })?;
     let request: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(400, "ValidationError", format!("the body is not JSON: {e}")))?;
-    let subscription =
-        Subscription::parse(api, &name, &request).map_err(|why| ApiError::new(400, "ValidationError", why))?;
+    let subscription = Subscription::parse(api, &name, &request)
+        .map_err(|why| ApiError::new(400, "ValidationError", why.to_string()))?;
     extensions.telemetry.subscribe(subscription);
     Ok(json_response(StatusCode::OK, Bytes::from_static(b"\"OK\"")))
 }

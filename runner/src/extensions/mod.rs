@@ -460,7 +460,7 @@ impl Processes {
         sandbox: Option<&SandboxUser>,
         scratch: &Path,
         mut output: impl FnMut() -> std::io::Result<Option<std::os::fd::OwnedFd>>,
-    ) -> Result<Processes, String> {
+    ) -> Result<Processes, StartError> {
         let mut processes = Processes::default();
         for program in programs {
             let name = program
@@ -468,9 +468,16 @@ impl Processes {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             extensions.external.lock().expect("lock").push(name.clone());
-            let out = output().map_err(|e| format!("cannot open a pipe for extension {name}'s output: {e}"))?;
-            let child = Bootstrap::spawn(Role::Beside, program, cwd, env, sandbox, scratch, out)
-                .map_err(|e| format!("cannot start extension {}: {e}", program.display()))?;
+            let out = output().map_err(|source| StartError::Pipe {
+                name: name.clone(),
+                source,
+            })?;
+            let child = Bootstrap::spawn(Role::Beside, program, cwd, env, sandbox, scratch, out).map_err(|source| {
+                StartError::Spawn {
+                    program: program.clone(),
+                    source,
+                }
+            })?;
             tracing::info!(extension = %name, path = %program.display(), pid = child.pid(), "extension started");
             processes.running.push((name, child));
         }
@@ -571,6 +578,27 @@ pub fn crash(name: &str, how: &str, when: &str) -> ExtensionFailure {
         error_type: "Extension.Crash".into(),
         message: format!("extension {name} exited {when} ({how})"),
     }
+}
+
+/// Why an extension could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No pipe for its output.
+    #[error("cannot open a pipe for extension {name}'s output: {source}")]
+    Pipe {
+        /// The extension.
+        name: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Its process would not start.
+    #[error("cannot start extension {}: {source}", .program.display())]
+    Spawn {
+        /// Its executable.
+        program: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]

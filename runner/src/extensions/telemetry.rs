@@ -64,31 +64,53 @@ pub struct Subscription {
     pub timeout: Duration,
 }
 
+/// Why a subscribe request is refused (Lambda answers 400 ValidationError).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// Not HTTP.
+    #[error("destination protocol {0}: the runner delivers over HTTP only")]
+    Protocol(String),
+    /// No destination URI.
+    #[error("destination.URI is required (http://sandbox.localdomain:PORT)")]
+    NoUri,
+    /// No `types`.
+    #[error("types is required: platform, function, extension")]
+    NoTypes,
+    /// An unknown type.
+    #[error("{0} is not a type: platform, function or extension")]
+    UnknownType(String),
+    /// An empty `types`.
+    #[error("types should not be empty")]
+    EmptyTypes,
+    /// Not an `http://` URI.
+    #[error("{0}: only http:// destinations are delivered")]
+    NotHttp(String),
+    /// No port in the URI.
+    #[error("{0}: URI port is not provided")]
+    NoPort(String),
+}
+
 impl Subscription {
     /// A subscribe request's body, checked as Lambda checks it.
-    pub fn parse(api: Api, extension: &str, body: &Value) -> Result<Subscription, String> {
+    pub fn parse(api: Api, extension: &str, body: &Value) -> Result<Subscription, SubscribeError> {
         let destination = &body["destination"];
         let protocol = destination["protocol"].as_str().unwrap_or("HTTP");
         if protocol != "HTTP" {
-            return Err(format!(
-                "destination protocol {protocol}: the runner delivers over HTTP only"
-            ));
+            return Err(SubscribeError::Protocol(protocol.to_owned()));
         }
-        let uri = destination["URI"]
-            .as_str()
-            .ok_or("destination.URI is required (http://sandbox.localdomain:PORT)")?;
+        let uri = destination["URI"].as_str().ok_or(SubscribeError::NoUri)?;
         let kinds: Vec<Kind> = body["types"]
             .as_array()
-            .ok_or("types is required: platform, function, extension")?
+            .ok_or(SubscribeError::NoTypes)?
             .iter()
             .map(|t| {
                 t.as_str()
                     .and_then(Kind::parse)
-                    .ok_or(format!("{t} is not a type: platform, function or extension"))
+                    .ok_or_else(|| SubscribeError::UnknownType(t.to_string()))
             })
             .collect::<Result<_, _>>()?;
         if kinds.is_empty() {
-            return Err("types should not be empty".into());
+            return Err(SubscribeError::EmptyTypes);
         }
         let buffering = &body["buffering"];
         let number =
@@ -106,14 +128,14 @@ impl Subscription {
 }
 
 /// `uri` with Lambda's sandbox host names pointed at loopback.
-fn loopback(uri: &str) -> Result<String, String> {
+fn loopback(uri: &str) -> Result<String, SubscribeError> {
     let rest = uri
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{uri}: only http:// destinations are delivered"))?;
+        .ok_or_else(|| SubscribeError::NotHttp(uri.to_owned()))?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let (host, port) = authority
         .rsplit_once(':')
-        .ok_or_else(|| format!("{uri}: URI port is not provided"))?;
+        .ok_or_else(|| SubscribeError::NoPort(uri.to_owned()))?;
     let host = match host {
         "sandbox.localdomain" | "sandbox" | "localhost" => "127.0.0.1",
         other => other,
@@ -351,13 +373,15 @@ mod tests {
         assert_eq!(s.timeout, Duration::from_millis(100));
         let mut bad = body.clone();
         bad["types"] = json!([]);
-        assert!(Subscription::parse(Api::Telemetry, "x", &bad)
-            .unwrap_err()
-            .contains("empty"));
+        assert_eq!(
+            Subscription::parse(Api::Telemetry, "x", &bad).unwrap_err(),
+            SubscribeError::EmptyTypes
+        );
         bad["destination"]["URI"] = json!("http://sandbox.localdomain");
         bad["types"] = json!(["platform"]);
         assert!(Subscription::parse(Api::Telemetry, "x", &bad)
             .unwrap_err()
+            .to_string()
             .contains("port"));
     }
 

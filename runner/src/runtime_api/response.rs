@@ -43,8 +43,8 @@ pub(crate) async fn handle(shared: &Shared, id: &str, req: Request<Incoming>) ->
             shared.report(ApiEvent::Finished(outcome));
             reply::accepted()
         }
-        Err(message) => {
-            let outcome = Outcome::failed(Failure::Function, "Runtime.TruncatedResponse", &message);
+        Err(broke) => {
+            let outcome = Outcome::failed(Failure::Function, "Runtime.TruncatedResponse", &broke.to_string());
             shared.report(ApiEvent::Finished(outcome));
             reply::error(
                 StatusCode::BAD_REQUEST,
@@ -55,22 +55,33 @@ pub(crate) async fn handle(shared: &Shared, id: &str, req: Request<Incoming>) ->
     }
 }
 
-async fn receive_whole(body: Incoming) -> Result<Outcome, String> {
+/// The response's body ended before it was whole.
+#[derive(Debug, thiserror::Error)]
+#[error("the response {} broke off: {source}", if *.streamed { "stream" } else { "body" })]
+struct BrokeOff {
+    streamed: bool,
+    source: hyper::Error,
+}
+
+async fn receive_whole(body: Incoming) -> Result<Outcome, BrokeOff> {
     let body = body
         .collect()
         .await
-        .map_err(|e| format!("the response body broke off: {e}"))?
+        .map_err(|source| BrokeOff {
+            streamed: false,
+            source,
+        })?
         .to_bytes();
     Ok(Outcome::Response { body, streamed: false })
 }
 
 /// Writes each chunk out as it arrives; an error reported in the trailers turns the
 /// invocation into a function error, as in Lambda.
-async fn receive_stream(shared: &Shared, mut body: Incoming) -> Result<Outcome, String> {
+async fn receive_stream(shared: &Shared, mut body: Incoming) -> Result<Outcome, BrokeOff> {
     let mut all = BytesMut::new();
     let mut trailer_error: Option<(String, String)> = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("the response stream broke off: {e}"))?;
+        let frame = frame.map_err(|source| BrokeOff { streamed: true, source })?;
         if let Some(trailers) = frame.trailers_ref() {
             if let Some(error_type) = trailers.get(ERROR_TYPE_TRAILER) {
                 let error_type = String::from_utf8_lossy(error_type.as_bytes()).into_owned();
