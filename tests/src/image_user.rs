@@ -89,3 +89,13 @@ impl ImageUser {
         path
     }
 }
+
+/// That a function's report (`uid`, as the inspect fixture writes it) shows a user of
+/// its own: a function user, neither root nor the runner's.
+pub fn assert_function_user(seen: &serde_json::Value) {
+    let uid = seen["uid"].as_u64().expect("a uid") as u32;
+    assert!(
+        (20_000..30_000).contains(&uid) && uid != RUNNER_UID && uid != 0,
+        "a function user of its own: {uid}"
+    );
+}

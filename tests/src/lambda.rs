@@ -136,3 +136,49 @@ pub async fn test_role(sdk: &SdkConfig) -> String {
 pub fn uuid_like() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..20].to_owned()
 }
+
+/// A role `name` in the emulator, to be a function's execution role (the emulator does
+/// not evaluate trust policies).
+pub async fn create_role(sdk: &SdkConfig, name: &str) -> String {
+    aws_sdk_iam::Client::new(sdk)
+        .create_role()
+        .role_name(name)
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+        .send()
+        .await
+        .expect("create role")
+        .role
+        .expect("role")
+        .arn
+}
+
+/// Gives function `name` the execution role `role`.
+pub async fn set_role(sdk: &SdkConfig, name: &str, role: &str) {
+    aws_sdk_lambda::Client::new(sdk)
+        .update_function_configuration()
+        .function_name(name)
+        .role(role)
+        .send()
+        .await
+        .expect("update role");
+}
+
+/// A context naming function `name` (unqualified, in the emulator's account) and `request_id`.
+pub fn context_for(name: &str, request_id: &str) -> String {
+    serde_json::json!({"request_id": request_id, "invoked_function_arn": format!("arn:aws:lambda:us-east-1:123456789012:function:{name}")}).to_string()
+}
+
+/// Function `name` from `zip` with `env`, on the custom runtime, with an execution role
+/// of its own, `role_name`; the role's ARN.
+pub async fn deploy_with_role(
+    sdk: &SdkConfig,
+    name: &str,
+    zip: &[u8],
+    env: &[(&str, &str)],
+    role_name: &str,
+) -> String {
+    deploy(sdk, name, zip, env).await;
+    let role = create_role(sdk, role_name).await;
+    set_role(sdk, name, &role).await;
+    role
+}

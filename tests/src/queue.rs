@@ -217,3 +217,15 @@ impl Queue {
             + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
     }
 }
+
+/// Lambda's OnFailure record for a timed-out invocation of `function_arn`.
+pub fn timeout_record(request_id: &str, function_arn: &str, event: &Value) -> String {
+    json!({
+        "version": "1.0", "timestamp": "2026-11-22T10:00:00.000Z",
+        "requestContext": {"requestId": request_id, "functionArn": format!("{function_arn}:$LATEST"), "condition": "RetriesExhausted", "approximateInvokeCount": 1},
+        "requestPayload": event,
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "responsePayload": {"errorType": "Sandbox.Timedout", "errorMessage": format!("RequestId: {request_id} Error: Task timed out after 3.00 seconds")}
+    })
+    .to_string()
+}

@@ -8,9 +8,9 @@ use aws_sdk_lambda::types::Runtime;
 use bytes::Bytes;
 use immortal_tests::emulator::Emulator;
 use immortal_tests::fake_lambda::{FakeFunction, FakeLambda};
-use immortal_tests::image_user::{ImageUser, RUNNER_UID};
-use immortal_tests::lambda::{deploy, deploy_as, uuid_like};
-use immortal_tests::queue::Queue;
+use immortal_tests::image_user::{assert_function_user, ImageUser, RUNNER_UID};
+use immortal_tests::lambda::{context_for, create_role, deploy, deploy_as, deploy_with_role, set_role, uuid_like};
+use immortal_tests::queue::{timeout_record, Queue};
 use immortal_tests::runner::{fixture, Ran, RunnerCmd};
 use immortal_tests::server::{Reply, Seen, TestServer};
 use immortal_tests::zips::{bootstrap_zip_bytes, folder_zip, zip_bytes, Entry};
@@ -27,49 +27,14 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
-/// A role `name` in the emulator, trusting the runner (the emulator does not check).
-async fn role(sdk: &aws_config::SdkConfig, name: &str) -> String {
-    aws_sdk_iam::Client::new(sdk)
-        .create_role()
-        .role_name(name)
-        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
-        .send()
-        .await
-        .expect("create role")
-        .role
-        .expect("role")
-        .arn
-}
-
-/// Gives function `name` the execution role `role`.
-async fn set_role(sdk: &aws_config::SdkConfig, name: &str, role: &str) {
-    aws_sdk_lambda::Client::new(sdk)
-        .update_function_configuration()
-        .function_name(name)
-        .role(role)
-        .send()
-        .await
-        .expect("update role");
-}
-
-fn context_for(name: &str, request_id: &str) -> String {
-    json!({"request_id": request_id, "invoked_function_arn": format!("arn:aws:lambda:us-east-1:123456789012:function:{name}")}).to_string()
-}
-
 #[tokio::test]
 async fn a_function_runs_as_its_own_role_and_user_and_the_runners_credentials_are_out_of_reach() {
     let emulator = Emulator::shared();
     let sdk = emulator.sdk_config().await;
     let id = uuid_like();
     let (name, role_name) = (format!("inspect-{id}"), format!("fn-role-{id}"));
-    deploy(
-        &sdk,
-        &name,
-        &bootstrap_zip_bytes(&fixture("inspect")),
-        &[("FROM_CONFIG", "yes")],
-    )
-    .await;
-    set_role(&sdk, &name, &role(&sdk, &role_name).await).await;
+    let zip = bootstrap_zip_bytes(&fixture("inspect"));
+    deploy_with_role(&sdk, &name, &zip, &[("FROM_CONFIG", "yes")], &role_name).await;
 
     let image = ImageUser::new();
     let cmd = image
@@ -111,11 +76,7 @@ async fn a_function_runs_as_its_own_role_and_user_and_the_runners_credentials_ar
     assert!(env.contains_key("AWS_CONTAINER_CREDENTIALS_FULL_URI"));
     let runner_environ = seen["runner_environ"].as_str().unwrap();
     assert!(runner_environ.starts_with("denied"), "{runner_environ}");
-    let uid = seen["uid"].as_u64().unwrap() as u32;
-    assert!(
-        (20_000..30_000).contains(&uid) && uid != RUNNER_UID,
-        "its own user: {uid}"
-    );
+    assert_function_user(&seen);
     assert!(
         seen["task_root_write"].as_str().unwrap().starts_with("refused"),
         "{}",
@@ -139,7 +100,7 @@ async fn a_python_function_gets_its_own_role_through_boto3() {
         "lambda_function.lambda_handler",
     )
     .await;
-    set_role(&sdk, &name, &role(&sdk, &role_name).await).await;
+    set_role(&sdk, &name, &create_role(&sdk, &role_name).await).await;
     let cmd = RunnerCmd::new()
         .envs(emulator.env())
         .env("AWS_ACCESS_KEY_ID", RUNNER_KEY)
@@ -166,7 +127,7 @@ async fn a_role_that_refuses_the_runner_gives_exit_3_a_record_and_the_statement_
     let id = uuid_like();
     let name = format!("refused-{id}");
     deploy(&sdk, &name, &bootstrap_zip_bytes(&fixture("inspect")), &[]).await;
-    set_role(&sdk, &name, &role(&sdk, &format!("strict-{id}")).await).await;
+    set_role(&sdk, &name, &create_role(&sdk, &format!("strict-{id}")).await).await;
     let failures = Queue::create(&sdk, &format!("failures-{id}"), &[], &[]).await;
     // The emulator grants every AssumeRole: STS here refuses it, as a role that does not
     // trust the runner makes it.
@@ -357,19 +318,6 @@ async fn environment_variables_lambda_cannot_decrypt_fail_the_run_with_a_record(
     );
 }
 
-/// Lambda's OnFailure record for a timed-out invocation of `function`.
-fn timeout_record(request_id: &str, function: &str, event: &Value) -> String {
-    json!({
-        "version": "1.0", "timestamp": "2026-11-23T10:00:00.000Z",
-        "requestContext": {"requestId": request_id, "functionArn": format!("arn:aws:lambda:us-east-1:123456789012:function:{function}:$LATEST"),
-                           "condition": "RetriesExhausted", "approximateInvokeCount": 1},
-        "requestPayload": event,
-        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
-        "responsePayload": {"errorType": "Sandbox.Timedout", "errorMessage": "Task timed out after 3.00 seconds"},
-    })
-    .to_string()
-}
-
 #[tokio::test]
 async fn two_functions_in_one_drain_worker_share_nothing() {
     let emulator = Emulator::shared();
@@ -378,7 +326,7 @@ async fn two_functions_in_one_drain_worker_share_nothing() {
     let image = ImageUser::new();
     let code = Bytes::from(bootstrap_zip_bytes(&fixture("inspect")));
     let layer = Bytes::from(zip_bytes(&[Entry::File("a-layer-file", b"only for a", 0o644)]));
-    let role = role(&sdk, &format!("neighbour-{id}")).await;
+    let role = create_role(&sdk, &format!("neighbour-{id}")).await;
     let function = |name: &str, layers: Vec<Bytes>| FakeFunction {
         name: name.to_owned(),
         code: code.clone(),
@@ -395,7 +343,13 @@ async fn two_functions_in_one_drain_worker_share_nothing() {
     let opt = image.work().parent().unwrap().join("opt");
     for (me, other) in [(&a, &b), (&b, &a)] {
         let event = json!({"write_marker": format!("marker-{me}"), "look_for": format!("marker-{other}"), "opt": opt});
-        queue.send(&timeout_record(&format!("req-{me}"), me, &event)).await;
+        queue
+            .send(&timeout_record(
+                &format!("req-{me}"),
+                &format!("arn:aws:lambda:us-east-1:123456789012:function:{me}"),
+                &event,
+            ))
+            .await;
     }
     let cmd = image
         .runner()

@@ -9,23 +9,11 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use immortal_tests::ecs::{task_env, Cluster};
 use immortal_tests::emulator::Emulator;
 use immortal_tests::lambda::{deploy, uuid_like, TASKS_BUCKET};
-use immortal_tests::queue::Queue;
+use immortal_tests::queue::{timeout_record, Queue};
 use immortal_tests::runner::{fixture, Ran, RunnerCmd, Running};
 use immortal_tests::server::{Reply, Seen, TestServer};
 use immortal_tests::zips::bootstrap_zip_bytes;
 use serde_json::{json, Value};
-
-/// Lambda's OnFailure record for a timed-out invocation of `function_arn`.
-fn timeout_record(request_id: &str, function_arn: &str, event: &Value) -> String {
-    json!({
-        "version": "1.0", "timestamp": "2026-11-22T10:00:00.000Z",
-        "requestContext": {"requestId": request_id, "functionArn": format!("{function_arn}:$LATEST"), "condition": "RetriesExhausted", "approximateInvokeCount": 1},
-        "requestPayload": event,
-        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
-        "responsePayload": {"errorType": "Sandbox.Timedout", "errorMessage": format!("RequestId: {request_id} Error: Task timed out after 3.00 seconds")}
-    })
-    .to_string()
-}
 
 /// A drain worker with a code cache of its own (so each worker's downloads can be counted).
 fn worker(queue: &Queue, outcomes: &Queue, cache: &Path, idle: &str) -> Running {

@@ -11,9 +11,9 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use immortal_tests::container::{Container, Image};
 use immortal_tests::ecs::{task_env, Cluster};
 use immortal_tests::emulator::Emulator;
-use immortal_tests::image_user::RUNNER_UID;
-use immortal_tests::lambda::{deploy, deploy_as, uuid_like};
-use immortal_tests::queue::Queue;
+use immortal_tests::image_user::assert_function_user;
+use immortal_tests::lambda::{context_for, deploy, deploy_as, deploy_with_role, uuid_like};
+use immortal_tests::queue::{timeout_record, Queue};
 use immortal_tests::runner::{fixture, Ran, RunnerCmd};
 use immortal_tests::zips::{bootstrap_zip_bytes, folder_zip};
 use serde_json::{json, Value};
@@ -36,34 +36,6 @@ fn shared_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     dir
-}
-
-fn context_for(name: &str, request_id: &str) -> String {
-    json!({"request_id": request_id, "invoked_function_arn": format!("arn:aws:lambda:us-east-1:123456789012:function:{name}")})
-        .to_string()
-}
-
-/// A function's uid: its own, neither root nor the runner's.
-fn assert_function_user(seen: &Value) {
-    let uid = seen["uid"].as_u64().expect("a uid") as u32;
-    assert!(
-        (20_000..30_000).contains(&uid) && uid != RUNNER_UID && uid != 0,
-        "a function user of its own: {uid}"
-    );
-}
-
-/// A role for a function (the emulator does not evaluate trust).
-async fn role(sdk: &aws_config::SdkConfig, name: &str) -> String {
-    aws_sdk_iam::Client::new(sdk)
-        .create_role()
-        .role_name(name)
-        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
-        .send()
-        .await
-        .expect("create role")
-        .role
-        .expect("role")
-        .arn
 }
 
 /// A function `name` (a fixture's zip) with a dead-letter queue bound to it, relaunched
@@ -147,20 +119,8 @@ async fn a_relaunched_task_runs_its_function_as_itself_and_records_the_outcome()
     let sdk = emulator.sdk_config().await;
     let id = uuid_like();
     let (name, role_name) = (format!("img-self-{id}"), format!("img-role-{id}"));
-    deploy(
-        &sdk,
-        &name,
-        &bootstrap_zip_bytes(&fixture("inspect")),
-        &[("FROM_CONFIG", "yes")],
-    )
-    .await;
-    aws_sdk_lambda::Client::new(&sdk)
-        .update_function_configuration()
-        .function_name(&name)
-        .role(role(&sdk, &role_name).await)
-        .send()
-        .await
-        .unwrap();
+    let zip = bootstrap_zip_bytes(&fixture("inspect"));
+    deploy_with_role(&sdk, &name, &zip, &[("FROM_CONFIG", "yes")], &role_name).await;
     let cluster = Cluster::create(&sdk, &format!("img-{id}")).await;
     let success = Queue::create(&sdk, &format!("img-ok-{id}"), &[], &[]).await;
     let overrides = relaunched(&cluster, &name, &json!({"whoami": true}), "req-img-task").await;
@@ -266,14 +226,8 @@ async fn a_drain_worker_in_the_image_runs_two_functions_one_after_the_other() {
     .await;
     let outcomes = Queue::create(&sdk, &format!("img-drain-out-{id}"), &[], &[]).await;
     for (request_id, function) in [("req-drain-a", &echo.arn), ("req-drain-b", &inspect.arn)] {
-        let record = json!({
-            "version": "1.0", "timestamp": "2026-12-07T10:00:00.000Z",
-            "requestContext": {"requestId": request_id, "functionArn": format!("{function}:$LATEST"), "condition": "RetriesExhausted", "approximateInvokeCount": 1},
-            "requestPayload": {"for": request_id},
-            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
-            "responsePayload": {"errorType": "Sandbox.Timedout", "errorMessage": format!("RequestId: {request_id} Error: Task timed out after 3.00 seconds")}
-        });
-        queue.send(&record.to_string()).await;
+        let record = timeout_record(request_id, function, &json!({"for": request_id}));
+        queue.send(&record).await;
     }
     let ran = run(Container::new(Image::Provided)
         .envs(Emulator::shared().env())
