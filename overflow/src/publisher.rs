@@ -141,6 +141,11 @@ impl Publisher {
         }
     }
 
+    /// Its S3 client (the payload bucket's).
+    pub fn s3(&self) -> &aws_sdk_s3::Client {
+        &self.s3
+    }
+
     /// Sends `record` to `target` (the SDK retries transient failures with backoff).
     pub async fn publish(&self, target: &Target, record: &DestinationRecord) -> Result<Delivered, PublishError> {
         let body = serde_json::to_string(record).expect("a record serializes");

@@ -1,10 +1,15 @@
 //! Reporting each outcome durably, in Lambda's own destination-record format, to the
-//! success or failure destination. A record that cannot be delivered is written to
-//! the log in full and the run ends with exit 6: never lost silently.
+//! success or failure destination. A record that cannot be delivered is kept whole (in
+//! the payload bucket, else a private local file), logged by location only (it holds
+//! the event), and the run ends with exit 6: never lost silently.
 
 use immortal_handler_sdk::aws;
 use immortal_handler_sdk::destination::{DestinationRecord, OutcomeFacts};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+use immortal_handler_sdk::envelope::S3Location;
 use immortal_overflow::publisher::{timestamp_now, Delivered};
+use immortal_overflow::store;
 use immortal_overflow::{OverflowSettings, Publisher, Target};
 use serde_json::value::RawValue;
 
@@ -74,10 +79,55 @@ impl Reporter {
                 Ok(())
             }
             Err(e) => {
-                let full = serde_json::to_string(&record).expect("a record serializes");
-                tracing::error!(destination = %target, error = %e, record = %full, "the outcome record could not be delivered; here it is in full");
+                // The record holds the event and the response: kept whole, but never in
+                // a log line (logs are read more widely than the payload bucket).
+                let kept = self.keep(&record, publisher).await;
+                tracing::error!(destination = %target, error = %e, kept = %kept, "the outcome record could not be delivered; it is kept whole there");
                 Err(Exit::Undelivered)
             }
+        }
+    }
+
+    /// Keeps an undelivered record: in the payload bucket (`undelivered/REQUEST/...`),
+    /// else (a local run without one) in a file only the runner's user can read.
+    /// Where it is.
+    async fn keep(&self, record: &DestinationRecord, publisher: &Publisher) -> String {
+        let body = serde_json::to_vec(record).expect("a record serializes");
+        let name = format!(
+            "{}-{}.json",
+            record.request_context.condition,
+            record.timestamp.replace(':', "-")
+        );
+        if let Some(bucket) = &self.payload_bucket {
+            let at = S3Location {
+                bucket: bucket.clone(),
+                key: format!("undelivered/{}/{name}", record.request_context.request_id),
+            };
+            match store::put_json(publisher.s3(), &at, body.clone()).await {
+                Ok(()) => return at.to_string(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot keep the undelivered record in the payload bucket; keeping it in a local file")
+                }
+            }
+        }
+        let dir = std::env::temp_dir().join("immortal-undelivered");
+        let path = dir.join(format!("{}-{name}", record.request_context.request_id));
+        let written = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .and_then(|()| {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                std::io::Write::write_all(&mut file, &body)
+            });
+        match written {
+            Ok(()) => path.display().to_string(),
+            Err(e) => format!("nowhere: cannot write {}: {e}", path.display()),
         }
     }
 }

@@ -234,7 +234,15 @@ fn the_stack_keeps_a_durable_record_of_every_relaunch_and_watches_its_queues() {
         .iter()
         .map(|r| (r["Prefix"].as_str().unwrap(), r["ExpirationInDays"].as_u64().unwrap()))
         .collect();
-    assert_eq!(rules, [("envelopes/", 90), ("ledger/", 90), ("outcomes/", 14)]);
+    assert_eq!(
+        rules,
+        [
+            ("envelopes/", 90),
+            ("ledger/", 90),
+            ("outcomes/", 14),
+            ("undelivered/", 90)
+        ]
+    );
     let policy = &resource(template, "PayloadBucketPolicy")["Properties"]["PolicyDocument"]["Statement"][0];
     assert_eq!(policy["Effect"], "Deny");
     assert_eq!(policy["Condition"]["Bool"]["aws:SecureTransport"], "false");

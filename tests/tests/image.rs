@@ -290,6 +290,24 @@ async fn a_stop_as_ecs_gives_it_lets_the_function_have_its_grace_and_marks_the_a
         init.split('\0').next().unwrap_or_default().contains(expected_init),
         "PID 1 is {init:?}, as the stack's task definition makes it"
     );
+    // The runner as Fargate runs it: the image's user, no effective capabilities, and
+    // Docker's default set (Fargate's) as the bound: CHOWN DAC_OVERRIDE FOWNER FSETID
+    // KILL SETGID SETUID SETPCAP NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE
+    // SETFCAP = 0xa80425fb.
+    let status = running.exec(&["cat", "/proc/1/status"]);
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    if !immortal_tests::container::stack_init_process_enabled() {
+        assert_eq!(field("Uid:")[0], "10001", "{status}");
+        assert_eq!(field("CapEff:"), ["0000000000000000"], "{status}");
+        assert_eq!(field("CapAmb:"), ["0000000000000000"], "{status}");
+        assert_eq!(field("CapBnd:"), ["00000000a80425fb"], "{status}");
+    }
     let stopper = {
         let name = running.name().to_owned();
         std::thread::spawn(move || {

@@ -126,27 +126,67 @@ async fn a_record_larger_than_the_queue_allows_arrives_as_a_pointer_to_the_full_
 }
 
 #[tokio::test]
-async fn an_unreachable_destination_gives_exit_6_and_the_full_record_in_the_log() {
-    let event = json!({"keep": "me"});
-    let ran = run(runner("echo", &event, &overflow_context("req-lost"))
-        .env(
+async fn an_unreachable_destination_gives_exit_6_and_the_record_kept_whole_with_no_event_in_the_log() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let s3 = immortal_handler_sdk::aws::s3_client(&sdk);
+    let bucket = format!("payloads-{}", uuid_like());
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    // The event carries a secret: it must reach no log line.
+    let secret = format!("secret-{}", uuid_like());
+    let event = json!({"keep": "me", "token": secret});
+    let unreachable = |cmd: RunnerCmd| {
+        cmd.env(
             "IMMORTAL_ON_SUCCESS",
             "https://sqs.us-east-1.amazonaws.com/123456789012/outcomes",
         )
         .env("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:1")
-        .env("AWS_MAX_ATTEMPTS", "2"))
-    .await;
+        .env("AWS_MAX_ATTEMPTS", "2")
+    };
+    let ran =
+        run(unreachable(runner("echo", &event, &overflow_context("req-lost"))).env("IMMORTAL_PAYLOAD_BUCKET", &bucket))
+            .await;
     ran.expect_code(6);
+    assert!(
+        !ran.stderr.contains(&secret),
+        "the event is in the log:\n{}",
+        ran.stderr
+    );
     let line = ran
         .stderr
         .lines()
         .find(|l| l.contains("could not be delivered"))
         .expect("an error line");
     let logged: Value = serde_json::from_str(line).unwrap();
-    let record: Value = serde_json::from_str(logged["record"].as_str().unwrap()).unwrap();
+    let kept = logged["kept"].as_str().expect("where the record is kept");
+    assert!(
+        kept.starts_with(&format!("s3://{bucket}/undelivered/req-lost/Success-")),
+        "{kept}"
+    );
+    let record: Value = serde_json::from_slice(&immortal_tests::s3::read(&s3, kept).await).unwrap();
     assert_eq!(record["requestContext"]["requestId"], "req-lost");
     assert_eq!(record["requestPayload"], event);
     assert_eq!(record["responsePayload"], ran.json(), "the response is in the record");
+
+    // Without a payload bucket (a local run): a file only the runner's user may read.
+    let ran = run(unreachable(runner("echo", &event, &overflow_context("req-lost-local")))).await;
+    ran.expect_code(6);
+    assert!(
+        !ran.stderr.contains(&secret),
+        "the event is in the log:\n{}",
+        ran.stderr
+    );
+    let line = ran
+        .stderr
+        .lines()
+        .find(|l| l.contains("could not be delivered"))
+        .unwrap();
+    let kept: Value = serde_json::from_str(line).unwrap();
+    let path = std::path::PathBuf::from(kept["kept"].as_str().unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let record: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(record["requestPayload"], event);
+    std::fs::remove_file(path).unwrap();
 }
 
 #[tokio::test]
