@@ -31,6 +31,7 @@ pub mod in_process;
 pub mod invocation;
 pub mod mode;
 pub mod outcome;
+pub mod peer;
 pub mod report;
 pub mod runtime;
 pub mod runtime_api;

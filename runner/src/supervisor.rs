@@ -21,6 +21,7 @@ use crate::function::LogSettings;
 use crate::function_logs::{round2, tree_peak_rss_mb, FunctionLog, Report, Status};
 use crate::invocation::Invocation;
 use crate::outcome::{timeout_message, Failure, Outcome};
+use crate::peer::Admission;
 use crate::runtime::Runtime;
 use crate::runtime_api::{ApiEvent, ResponseSink, RuntimeApi};
 use crate::signals::{stop_requested, StopSignal};
@@ -70,7 +71,11 @@ pub async fn invoke(
         account_id: invocation.invoked_function_arn.split(':').nth(4).map(str::to_owned),
     });
     let telemetry = extensions.telemetry.clone();
-    let mut api = RuntimeApi::start(invocation.clone(), options.timeout, sink, extensions.clone())
+    let admission = match &options.sandbox {
+        Some(user) => Admission::User(user.uid),
+        None => Admission::Anyone,
+    };
+    let mut api = RuntimeApi::start(invocation.clone(), options.timeout, sink, extensions.clone(), admission)
         .await
         .map_err(|e| RunnerError::Start(format!("cannot serve the Runtime API on 127.0.0.1: {e}")))?;
     let runtime_api = api.address();

@@ -7,17 +7,36 @@ use immortal_handler_sdk::Envelope;
 use immortal_runner::extensions::{Extensions, FunctionInfo};
 use immortal_runner::invocation::{FunctionFacts, Invocation};
 use immortal_runner::outcome::{Failure, Outcome};
+use immortal_runner::peer::Admission;
 use immortal_runner::runtime_api::{ApiEvent, ResponseSink, RuntimeApi};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// This process's user.
+fn me() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// The API for one invocation, admitting only this process's user (as a sandboxed run
+/// admits only its function's).
 async fn api() -> RuntimeApi {
+    api_for(Admission::User(me())).await
+}
+
+async fn api_for(admission: Admission) -> RuntimeApi {
     let envelope = Envelope::from_parts(r#"{"k":1}"#, r#"{"request_id":"req-1"}"#).unwrap();
     let invocation = Invocation::resolve(&envelope, None, &FunctionFacts::default(), &ContextDefaults::from_env());
     let extensions = Extensions::new(FunctionInfo::default());
-    RuntimeApi::start(Arc::new(invocation), None, ResponseSink::discard(), extensions)
-        .await
-        .unwrap()
+    RuntimeApi::start(
+        Arc::new(invocation),
+        None,
+        ResponseSink::discard(),
+        extensions,
+        admission,
+    )
+    .await
+    .unwrap()
 }
 
 fn url(api: &RuntimeApi, path: &str) -> String {
@@ -50,6 +69,30 @@ async fn function_error(api: &mut RuntimeApi) -> Value {
 
 async fn next(api: &RuntimeApi) -> reqwest::Response {
     reqwest::get(url(api, "/invocation/next")).await.unwrap()
+}
+
+#[tokio::test]
+async fn another_users_process_gets_neither_the_event_nor_a_say_in_the_result() {
+    // The attacker: a process of another user than the run's (here the run admits only
+    // a user this test is not). It cannot take the event, nor post a result.
+    let api = api_for(Admission::User(me() + 1)).await;
+    let res = next(&api).await;
+    assert_eq!(res.status(), 403);
+    let body: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+    assert_eq!(body["errorType"], "AccessDenied", "{body}");
+    let (status, _) = post(&api, "/invocation/req-1/response", r#"{"forged":true}"#).await;
+    assert_eq!(status, 403);
+    let register = reqwest::Client::new()
+        .post(format!("http://{}/2020-01-01/extension/register", api.address()))
+        .header("Lambda-Extension-Name", "spy")
+        .body(r#"{"events":["INVOKE"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(register.status(), 403, "the Extensions API on the same port too");
+    // The event is still there for the run's own user.
+    let own = api_for(Admission::User(me())).await;
+    assert_eq!(next(&own).await.status(), 200);
 }
 
 #[tokio::test]

@@ -477,3 +477,88 @@ async fn an_extension_runs_as_its_functions_user_and_nothing_of_theirs_outlives_
         .collect();
     assert!(left.is_empty(), "the extension outlived the run: {left:?}");
 }
+
+#[tokio::test]
+async fn another_users_process_cannot_take_a_functions_event_from_its_runtime_api() {
+    use std::os::unix::fs::PermissionsExt;
+    let image = ImageUser::new();
+    let zip = image.work().join("sleep.zip");
+    std::fs::write(&zip, bootstrap_zip_bytes(&fixture("sleep"))).unwrap();
+    let shared = image.work().join(format!("api-{}", uuid_like()));
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let pid_file = shared.join("pid");
+    let event = json!({"seconds": 3, "pid_file": pid_file});
+    let running = image
+        .runner()
+        .args(["--artifact".as_ref(), zip.as_os_str()])
+        .args([
+            "--event",
+            &event.to_string(),
+            "--context",
+            &context_for("victim", "req-victim"),
+        ])
+        .spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !pid_file.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = std::fs::read_to_string(&pid_file).expect("the victim started");
+    let environ = std::fs::read(format!("/proc/{}/environ", pid.trim())).unwrap();
+    let api = environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix("AWS_LAMBDA_RUNTIME_API="))
+        .expect("the victim's Runtime API")
+        .to_owned();
+
+    // The attacker: another function's user on the same host, which can see the port in
+    // /proc/net/tcp, asks for the victim's next event and posts a forged response.
+    let attack = |args: &[&str]| {
+        let out = std::process::Command::new("setpriv")
+            .args([
+                "--reuid",
+                "20999",
+                "--regid",
+                "20999",
+                "--clear-groups",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+            ])
+            .args(["-w", "%{http_code}", "--max-time", "5"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let next = attack(&[&format!("http://{api}/2018-06-01/runtime/invocation/next")]);
+    let forged = attack(&[
+        "--data",
+        r#"{"forged":true}"#,
+        &format!("http://{api}/2018-06-01/runtime/invocation/req-victim/response"),
+    ]);
+    assert_eq!(
+        (next.as_str(), forged.as_str()),
+        ("403", "403"),
+        "the attacker was answered"
+    );
+
+    let ran = tokio::task::spawn_blocking(move || running.wait(std::time::Duration::from_secs(60)))
+        .await
+        .unwrap();
+    ran.expect_code(0);
+    assert_eq!(
+        ran.json(),
+        json!({"slept": 3.0}),
+        "the victim's own answer, not a forged one"
+    );
+    assert!(
+        ran.stderr
+            .contains("refused a connection to the run's loopback APIs from another user")
+            && ran.stderr.contains("\"peer_uid\":20999"),
+        "{}",
+        ran.stderr
+    );
+}

@@ -88,6 +88,9 @@ pub enum SubscribeError {
     /// No port in the URI.
     #[error("{0}: URI port is not provided")]
     NoPort(String),
+    /// Another host than the sandbox.
+    #[error("{0}: telemetry is delivered only within the sandbox (http://sandbox.localdomain:PORT)")]
+    NotTheSandbox(String),
 }
 
 impl Subscription {
@@ -136,11 +139,12 @@ fn loopback(uri: &str) -> Result<String, SubscribeError> {
     let (host, port) = authority
         .rsplit_once(':')
         .ok_or_else(|| SubscribeError::NoPort(uri.to_owned()))?;
-    let host = match host {
-        "sandbox.localdomain" | "sandbox" | "localhost" => "127.0.0.1",
-        other => other,
-    };
-    Ok(format!("http://{host}:{port}{path}"))
+    // As in Lambda, telemetry goes to the sandbox and nowhere else: an extension cannot
+    // ship a function's logs off the task through the runner.
+    match host {
+        "sandbox.localdomain" | "sandbox" | "localhost" | "127.0.0.1" => Ok(format!("http://127.0.0.1:{port}{path}")),
+        _ => Err(SubscribeError::NotTheSandbox(uri.to_owned())),
+    }
 }
 
 enum Command {
@@ -376,6 +380,13 @@ mod tests {
         assert_eq!(
             Subscription::parse(Api::Telemetry, "x", &bad).unwrap_err(),
             SubscribeError::EmptyTypes
+        );
+        bad["types"] = json!(["platform"]);
+        bad["destination"]["URI"] = json!("http://collector.example.com:4243/telemetry");
+        assert_eq!(
+            Subscription::parse(Api::Telemetry, "x", &bad).unwrap_err(),
+            SubscribeError::NotTheSandbox("http://collector.example.com:4243/telemetry".into()),
+            "nowhere outside the sandbox, as in Lambda"
         );
         bad["destination"]["URI"] = json!("http://sandbox.localdomain");
         bad["types"] = json!(["platform"]);

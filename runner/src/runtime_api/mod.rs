@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use crate::extensions::{self, Extensions};
 use crate::invocation::Invocation;
 use crate::outcome::Outcome;
+use crate::peer::Admission;
 pub use sink::ResponseSink;
 use state::Shared;
 
@@ -65,11 +66,13 @@ impl RuntimeApi {
     /// `timeout` only sets the deadline header; enforcing it is the supervisor's job.
     /// The Extensions, Telemetry and Logs APIs are served on the same address, for
     /// `extensions`.
+    /// Only connections `admission` admits are served; others get 403.
     pub async fn start(
         invocation: Arc<Invocation>,
         timeout: Option<Duration>,
         sink: ResponseSink,
         extensions: Arc<Extensions>,
+        admission: Admission,
     ) -> std::io::Result<RuntimeApi> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
@@ -77,13 +80,23 @@ impl RuntimeApi {
         let shared = Arc::new(Shared::new(invocation, timeout, events, sink, extensions));
         let server = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
+                let admitted = admission.admits(addr, peer);
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| route(shared.clone(), req));
+                    let service = hyper::service::service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move {
+                            if admitted {
+                                route(shared, req).await
+                            } else {
+                                Ok(reply::refused())
+                            }
+                        }
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;

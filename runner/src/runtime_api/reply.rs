@@ -38,6 +38,15 @@ pub(crate) fn invalid_transition(from: &str, to: &str) -> Response<Full<Bytes>> 
     error(StatusCode::FORBIDDEN, "InvalidStateTransition", &message)
 }
 
+/// `403`: the connection is not from the run's own user (another function's process).
+pub(crate) fn refused() -> Response<Full<Bytes>> {
+    error(
+        StatusCode::FORBIDDEN,
+        "AccessDenied",
+        "this Runtime API serves only its own function's processes",
+    )
+}
+
 /// `404`: not a Runtime API path.
 pub(crate) fn not_found(path: &str) -> Response<Full<Bytes>> {
     error(
