@@ -2,6 +2,7 @@
 //! message comes back) or a sweep's `Failed` (the next sweep tries again): nothing here
 //! ends an invocation.
 
+use immortal_handler_sdk::aws::CallFailed;
 use immortal_handler_sdk::EnvelopeError;
 use immortal_overflow::carrier::CarrierError;
 use immortal_overflow::ledger::LedgerError;
@@ -44,11 +45,6 @@ pub enum ForwardError {
     #[error(transparent)]
     Publish(#[from] PublishError),
     /// An AWS call failed (GetFunctionConfiguration, DescribeTasks, ListTasks...).
-    #[error("{call} failed: {detail}")]
-    Aws {
-        /// The call, with what it was about.
-        call: String,
-        /// AWS's answer, described (and what permission it needs, where that helps).
-        detail: String,
-    },
+    #[error(transparent)]
+    Aws(#[from] CallFailed),
 }

@@ -389,10 +389,7 @@ impl Forwarder {
             .tasks(task)
             .send()
             .await
-            .map_err(|e| ForwardError::Aws {
-                call: format!("DescribeTasks({task})"),
-                detail: immortal_handler_sdk::aws::describe_error(&e),
-            })?;
+            .map_err(|e| immortal_handler_sdk::aws::CallFailed::new(format!("DescribeTasks({task})"), &e))?;
         if let Some(found) = out.tasks().first() {
             if found.last_status() != Some("STOPPED") {
                 return Ok(None);

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use immortal_handler_sdk::aws::describe_error;
+use immortal_handler_sdk::aws::CallFailed;
 use immortal_handler_sdk::container::{TASK_DEFINITIONS_VAR, TASK_DEFINITION_VAR};
 use immortal_handler_sdk::FunctionRef;
 
@@ -157,12 +157,12 @@ impl FunctionRuntimes {
             .set_qualifier(function.qualifier.clone())
             .send()
             .await
-            .map_err(|e| ForwardError::Aws {
-                call: format!("GetFunctionConfiguration({})", function.label()),
-                detail: format!(
-                    "{} (the forwarder's role needs lambda:GetFunctionConfiguration on it)",
-                    describe_error(&e)
-                ),
+            .map_err(|e| {
+                let mut failed = CallFailed::new(format!("GetFunctionConfiguration({})", function.label()), &e);
+                failed
+                    .detail
+                    .push_str(" (the forwarder's role needs lambda:GetFunctionConfiguration on it)");
+                ForwardError::from(failed)
             })?;
         let found = FunctionRuntime {
             runtime: config.runtime.map(|r| r.as_str().to_owned()),

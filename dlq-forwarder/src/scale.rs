@@ -3,7 +3,7 @@
 //! running. Each worker drains every queue.
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use immortal_handler_sdk::aws::describe_error;
+use immortal_handler_sdk::aws::CallFailed;
 use immortal_handler_sdk::container::QUEUE_URL_VAR;
 
 use crate::config::{Config, DrainSettings};
@@ -56,10 +56,7 @@ pub async fn tick(
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await
-            .map_err(|e| ForwardError::Aws {
-                call: format!("GetQueueAttributes({queue_url})"),
-                detail: describe_error(&e),
-            })?
+            .map_err(|e| CallFailed::new(format!("GetQueueAttributes({queue_url})"), &e))?
             .attributes
             .unwrap_or_default();
         let count = |name: QueueAttributeName| attributes.get(&name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -77,10 +74,7 @@ pub async fn tick(
             .set_next_token(next)
             .send()
             .await
-            .map_err(|e| ForwardError::Aws {
-                call: format!("ListTasks({})", config.cluster),
-                detail: describe_error(&e),
-            })?;
+            .map_err(|e| CallFailed::new(format!("ListTasks({})", config.cluster), &e))?;
         running += page.task_arns().len() as u64;
         next = page.next_token;
         if next.is_none() {

@@ -51,6 +51,30 @@ pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
+/// An AWS call that failed: which (with what it was about), and AWS's answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{call} failed: {detail}")]
+pub struct CallFailed {
+    /// The call, e.g. `ListTasks(immortal)`.
+    pub call: String,
+    /// AWS's answer, described (and, where it helps, the permission it needs).
+    pub detail: String,
+}
+
+impl CallFailed {
+    /// `call` failed with `err`.
+    pub fn new<E, R>(call: impl Into<String>, err: &aws_sdk_s3::error::SdkError<E, R>) -> Self
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        CallFailed {
+            call: call.into(),
+            detail: describe_error(err),
+        }
+    }
+}
+
 /// An AWS call's failure on one line: `Code: message` for service errors, the cause
 /// chain for transport errors.
 pub fn describe_error<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> String

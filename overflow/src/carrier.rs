@@ -114,11 +114,9 @@ impl Carrier {
             Carrier::Inline { event, context } => Ok(Envelope::from_parts(event, context)?),
             Carrier::Stored { at, digest } => {
                 let unreadable = |reason: String| CarrierError::Unreadable { at: at.clone(), reason };
-                let bytes = store::get_bytes(&s3().await, at).await.map_err(|e| match e {
-                    store::StoreError::Read { detail, .. } | store::StoreError::Write { detail, .. } => {
-                        unreadable(detail)
-                    }
-                })?;
+                let bytes = store::get_bytes(&s3().await, at)
+                    .await
+                    .map_err(|e| unreadable(e.detail().to_owned()))?;
                 let actual = crate::ledger::digest(&bytes);
                 if digest.as_ref().is_some_and(|expected| *expected != actual) {
                     return Err(CarrierError::Digest {

@@ -141,11 +141,6 @@ impl Publisher {
         }
     }
 
-    /// Its S3 client (the payload bucket's).
-    pub fn s3(&self) -> &aws_sdk_s3::Client {
-        &self.s3
-    }
-
     /// Sends `record` to `target` (the SDK retries transient failures with backoff).
     pub async fn publish(&self, target: &Target, record: &DestinationRecord) -> Result<Delivered, PublishError> {
         let body = serde_json::to_string(record).expect("a record serializes");
@@ -300,20 +295,19 @@ impl Publisher {
                 target: target.to_string(),
             });
         };
-        let key = format!(
-            "outcomes/{}/{}-{}.json",
-            record.request_context.request_id,
-            record.request_context.condition,
-            record.timestamp.replace(':', "-")
-        );
-        let at = S3Location {
-            bucket: bucket.clone(),
-            key,
-        };
+        let at = record_location(bucket, "outcomes", record);
         store::put_json(&self.s3, &at, body.as_bytes().to_vec())
             .await
             .map_err(PublishError::Unstored)?;
         Ok(at)
+    }
+
+    /// Keeps a record no destination took in the payload bucket, under `undelivered/`
+    /// (`None` without a payload bucket).
+    pub async fn keep_undelivered(&self, record: &DestinationRecord) -> Option<Result<S3Location, store::StoreError>> {
+        let at = record_location(self.payload_bucket.as_deref()?, "undelivered", record);
+        let body = serde_json::to_vec(record).expect("a record serializes");
+        Some(store::put_json(&self.s3, &at, body).await.map(|()| at))
     }
 
     /// The full record behind a pointer record (unchanged when it is not one).
@@ -324,6 +318,19 @@ impl Publisher {
         let at = S3Location::parse(location)?;
         let bytes = store::get_bytes(&self.s3, &at).await?;
         serde_json::from_slice(&bytes).map_err(|source| ResolveError::NotARecord { at, source })
+    }
+}
+
+/// Where a record is stored in the payload bucket: `PREFIX/REQUEST_ID/CONDITION-TIME.json`.
+fn record_location(bucket: &str, prefix: &str, record: &DestinationRecord) -> S3Location {
+    S3Location {
+        bucket: bucket.to_owned(),
+        key: format!(
+            "{prefix}/{}/{}-{}.json",
+            record.request_context.request_id,
+            record.request_context.condition,
+            record.timestamp.replace(':', "-")
+        ),
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use immortal_handler_sdk::aws::describe_error;
+use immortal_handler_sdk::aws::CallFailed;
 use immortal_handler_sdk::container::FUNCTION_TAG;
 use immortal_handler_sdk::record::QueueArn;
 use immortal_handler_sdk::FunctionRef;
@@ -52,7 +52,6 @@ impl QueueFunctions {
     async fn read_tag(&self, queue_arn: &str) -> Result<Option<FunctionRef>, QueueFunctionError> {
         let queue = QueueArn::parse(queue_arn).ok_or_else(|| QueueFunctionError::NotAQueue(queue_arn.to_owned()))?;
         let name = &queue.name;
-        let call = |call: String, detail: String| QueueFunctionError::Call { call, detail };
         let url = self
             .sqs
             .get_queue_url()
@@ -60,16 +59,19 @@ impl QueueFunctions {
             .queue_owner_aws_account_id(&queue.account)
             .send()
             .await
-            .map_err(|e| call(format!("GetQueueUrl({name})"), describe_error(&e)))?
+            .map_err(|e| CallFailed::new(format!("GetQueueUrl({name})"), &e))?
             .queue_url
-            .ok_or_else(|| call(format!("GetQueueUrl({name})"), "no URL returned".to_owned()))?;
+            .ok_or_else(|| CallFailed {
+                call: format!("GetQueueUrl({name})"),
+                detail: "no URL returned".to_owned(),
+            })?;
         let tags = self
             .sqs
             .list_queue_tags()
             .queue_url(&url)
             .send()
             .await
-            .map_err(|e| call(format!("ListQueueTags({url})"), describe_error(&e)))?;
+            .map_err(|e| CallFailed::new(format!("ListQueueTags({url})"), &e))?;
         let Some(function) = tags
             .tags
             .and_then(|t| t.get(FUNCTION_TAG).cloned())
@@ -93,13 +95,8 @@ pub enum QueueFunctionError {
     #[error("`{0}` is not an SQS queue ARN")]
     NotAQueue(String),
     /// SQS failed a call.
-    #[error("{call} failed: {detail}")]
-    Call {
-        /// The call, with what it was about.
-        call: String,
-        /// SQS's answer, described.
-        detail: String,
-    },
+    #[error(transparent)]
+    Call(#[from] CallFailed),
     /// The queue's tag does not name a function.
     #[error("the {FUNCTION_TAG} tag of {queue} is unusable: {source}")]
     BadTag {

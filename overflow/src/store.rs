@@ -25,6 +25,15 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// S3's answer, without the location.
+    pub fn detail(&self) -> &str {
+        match self {
+            StoreError::Write { detail, .. } | StoreError::Read { detail, .. } => detail,
+        }
+    }
+}
+
 /// Writes `body` as a JSON object at `at`.
 pub async fn put_json(s3: &aws_sdk_s3::Client, at: &S3Location, body: Vec<u8>) -> Result<(), StoreError> {
     s3.put_object()

@@ -7,9 +7,7 @@ use immortal_handler_sdk::aws;
 use immortal_handler_sdk::destination::{DestinationRecord, OutcomeFacts};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
-use immortal_handler_sdk::envelope::S3Location;
 use immortal_overflow::publisher::{timestamp_now, Delivered};
-use immortal_overflow::store;
 use immortal_overflow::{OverflowSettings, Publisher, Target};
 use serde_json::value::RawValue;
 
@@ -92,26 +90,21 @@ impl Reporter {
     /// else (a local run without one) in a file only the runner's user can read.
     /// Where it is.
     async fn keep(&self, record: &DestinationRecord, publisher: &Publisher) -> String {
-        let body = serde_json::to_vec(record).expect("a record serializes");
-        let name = format!(
-            "{}-{}.json",
-            record.request_context.condition,
-            record.timestamp.replace(':', "-")
-        );
-        if let Some(bucket) = &self.payload_bucket {
-            let at = S3Location {
-                bucket: bucket.clone(),
-                key: format!("undelivered/{}/{name}", record.request_context.request_id),
-            };
-            match store::put_json(publisher.s3(), &at, body.clone()).await {
-                Ok(()) => return at.to_string(),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot keep the undelivered record in the payload bucket; keeping it in a local file")
-                }
+        match publisher.keep_undelivered(record).await {
+            Some(Ok(at)) => return at.to_string(),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot keep the undelivered record in the payload bucket; keeping it in a local file")
             }
+            None => {}
         }
         let dir = std::env::temp_dir().join("immortal-undelivered");
-        let path = dir.join(format!("{}-{name}", record.request_context.request_id));
+        let path = dir.join(format!(
+            "{}-{}-{}.json",
+            record.request_context.request_id,
+            record.request_context.condition,
+            record.timestamp.replace(':', "-")
+        ));
+        let body = serde_json::to_vec(record).expect("a record serializes");
         let written = std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

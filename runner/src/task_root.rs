@@ -10,7 +10,7 @@
 //! they are. Filling costs one `link` per file; nothing is read or written twice. The
 //! folder is the runner's, so the function can read it and not change it, as in Lambda.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -20,13 +20,12 @@ use crate::error::CodeError;
 
 /// Which code each task root holds now (filled by this process): a second run of the
 /// same code finds it in place.
-static PRESENTED: Mutex<Option<HashMap<PathBuf, PathBuf>>> = Mutex::new(None);
+static PRESENTED: Mutex<BTreeMap<PathBuf, PathBuf>> = Mutex::new(BTreeMap::new());
 
 /// Shows the code unpacked at `code` at `root` (a folder the runner owns; created when
 /// missing) and returns `root`: what the function sees as its task root.
 pub fn present(root: &Path, code: &Path) -> Result<PathBuf, CodeError> {
     let mut presented = PRESENTED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let presented = presented.get_or_insert_with(HashMap::new);
     if presented.get(root).is_some_and(|held| held == code) {
         return Ok(root.to_owned());
     }

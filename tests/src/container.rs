@@ -59,16 +59,24 @@ pub fn podman() -> Command {
 fn ensure_images() {
     static MADE: OnceLock<()> = OnceLock::new();
     MADE.get_or_init(|| {
-        let out = without_cargo_test_env(&mut Command::new(repo().join("scripts/container-images")))
-            .env("CONTAINERS_CONF", containers_conf())
-            .output()
-            .expect("scripts/container-images");
-        assert!(
-            out.status.success(),
-            "scripts/container-images failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        succeeded(
+            without_cargo_test_env(&mut Command::new(repo().join("scripts/container-images")))
+                .env("CONTAINERS_CONF", containers_conf()),
+            "scripts/container-images",
         );
     });
+}
+
+/// Runs `cmd` to its end and returns its stdout; fails the test with its stderr unless
+/// it succeeded.
+fn succeeded(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Whether the stack's runner task definitions set `InitProcessEnabled: true` (then ECS
@@ -198,17 +206,10 @@ impl RunningContainer {
 
     /// `podman exec` in it (as root: for the test's own looks, not the function's).
     pub fn exec(&self, argv: &[&str]) -> String {
-        let out = podman()
-            .args(["exec", "--user", "0", &self.name])
-            .args(argv)
-            .output()
-            .expect("podman exec");
-        assert!(
-            out.status.success(),
-            "podman exec {argv:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(
+            podman().args(["exec", "--user", "0", &self.name]).args(argv),
+            &format!("podman exec {argv:?}"),
+        )
     }
 
     /// Waits for its end, stopping it after `limit`.

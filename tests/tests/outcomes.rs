@@ -125,6 +125,19 @@ async fn a_record_larger_than_the_queue_allows_arrives_as_a_pointer_to_the_full_
     assert_eq!(full["responsePayload"], ran.json());
 }
 
+/// An undelivered run: exit 6, `secret` in no log line, and where the record is kept.
+fn kept_without(ran: &Ran, secret: &str) -> String {
+    ran.expect_code(6);
+    assert!(!ran.stderr.contains(secret), "the event is in the log:\n{}", ran.stderr);
+    let line = ran
+        .stderr
+        .lines()
+        .find(|l| l.contains("could not be delivered"))
+        .expect("an error line");
+    let logged: Value = serde_json::from_str(line).unwrap();
+    logged["kept"].as_str().expect("where the record is kept").to_owned()
+}
+
 #[tokio::test]
 async fn an_unreachable_destination_gives_exit_6_and_the_record_kept_whole_with_no_event_in_the_log() {
     let sdk = Emulator::shared().sdk_config().await;
@@ -145,19 +158,8 @@ async fn an_unreachable_destination_gives_exit_6_and_the_record_kept_whole_with_
     let ran =
         run(unreachable(runner("echo", &event, &overflow_context("req-lost"))).env("IMMORTAL_PAYLOAD_BUCKET", &bucket))
             .await;
-    ran.expect_code(6);
-    assert!(
-        !ran.stderr.contains(&secret),
-        "the event is in the log:\n{}",
-        ran.stderr
-    );
-    let line = ran
-        .stderr
-        .lines()
-        .find(|l| l.contains("could not be delivered"))
-        .expect("an error line");
-    let logged: Value = serde_json::from_str(line).unwrap();
-    let kept = logged["kept"].as_str().expect("where the record is kept");
+    let kept = kept_without(&ran, &secret);
+    let kept = kept.as_str();
     assert!(
         kept.starts_with(&format!("s3://{bucket}/undelivered/req-lost/Success-")),
         "{kept}"
@@ -169,19 +171,7 @@ async fn an_unreachable_destination_gives_exit_6_and_the_record_kept_whole_with_
 
     // Without a payload bucket (a local run): a file only the runner's user may read.
     let ran = run(unreachable(runner("echo", &event, &overflow_context("req-lost-local")))).await;
-    ran.expect_code(6);
-    assert!(
-        !ran.stderr.contains(&secret),
-        "the event is in the log:\n{}",
-        ran.stderr
-    );
-    let line = ran
-        .stderr
-        .lines()
-        .find(|l| l.contains("could not be delivered"))
-        .unwrap();
-    let kept: Value = serde_json::from_str(line).unwrap();
-    let path = std::path::PathBuf::from(kept["kept"].as_str().unwrap());
+    let path = std::path::PathBuf::from(kept_without(&ran, &secret));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     let record: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();

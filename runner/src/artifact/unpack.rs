@@ -54,6 +54,8 @@ pub fn unpack_with(archive: &Path, dest: &Path, limit: u64, threads: usize) -> R
         .map_err(|e| not_a_zip(e.to_string()))?;
 
     let mut plan = Plan::default();
+    // Link targets, read and checked while planning; written from here.
+    let mut links: std::collections::HashMap<usize, OsString> = std::collections::HashMap::new();
     // Declared sizes can lie, but when they already add up past the limit, stop before writing anything.
     let mut declared: u64 = 0;
     for i in 0..zip.len() {
@@ -82,6 +84,7 @@ pub fn unpack_with(archive: &Path, dest: &Path, limit: u64, threads: usize) -> R
                 .read_to_end(&mut target)
                 .map_err(|e| not_a_zip(format!("entry `{name}`: {e}")))?;
             check_link_target(&target).map_err(unsafe_entry)?;
+            links.insert(i, OsString::from_vec(target));
             Node::Link { source: i }
         } else {
             // Permission bits only: no setuid/setgid/sticky from untrusted input.
@@ -108,7 +111,7 @@ pub fn unpack_with(archive: &Path, dest: &Path, limit: u64, threads: usize) -> R
         Ok(Entries {
             zip: zip.clone(),
             archive,
-            label: &label,
+            links: &links,
         })
     })
 }
@@ -117,7 +120,7 @@ pub fn unpack_with(archive: &Path, dest: &Path, limit: u64, threads: usize) -> R
 struct Entries<'a> {
     zip: ZipArchive<At>,
     archive: &'a Path,
-    label: &'a str,
+    links: &'a std::collections::HashMap<usize, OsString>,
 }
 
 impl Entries<'_> {
@@ -126,13 +129,6 @@ impl Entries<'_> {
             .by_index_data(index)
             .map(|e| entry_name(&e))
             .unwrap_or_default()
-    }
-
-    fn broken(&self, index: usize, e: impl std::fmt::Display) -> CodeError {
-        CodeError::NotAZip {
-            path: self.archive.to_owned(),
-            reason: format!("entry `{}`: {e}", self.name(index)),
-        }
     }
 }
 
@@ -151,21 +147,8 @@ impl Contents<usize> for Entries<'_> {
     }
 
     fn link(&mut self, index: &usize) -> Result<OsString, CodeError> {
-        let mut target = Vec::new();
-        let read = match self.zip.by_index(*index) {
-            Ok(entry) => entry
-                .take(MAX_LINK_TARGET + 1)
-                .read_to_end(&mut target)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        read.map_err(|e| self.broken(*index, e))?;
-        check_link_target(&target).map_err(|why| CodeError::UnsafeEntry {
-            archive: self.label.to_owned(),
-            entry: self.name(*index),
-            why,
-        })?;
-        Ok(OsString::from_vec(target))
+        // Read and checked once, while planning.
+        Ok(self.links.get(index).cloned().expect("every planned link was read"))
     }
 }
 
