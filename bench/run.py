@@ -491,7 +491,7 @@ def bench_forwarder():
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     row("forwarder handler logic (records/s, one core)", f"{result['records_per_second']:,.0f}", "", None, "",
-        "parse, policy, envelope, overrides budget, token; no network")
+        "parse, policy, envelope, token; no network")
     row("forwarder CPU per record (µs)", f"{result['cpu_us_per_record']:.1f}", "", None, "")
 
 
