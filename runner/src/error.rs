@@ -6,7 +6,7 @@ use crate::exit::Exit;
 
 /// Everything that can stop the runner before or around an invocation.
 #[derive(Debug, thiserror::Error)]
-pub enum RunnerError {
+pub(crate) enum RunnerError {
     /// Bad usage or bad input (exit 2).
     #[error("{0}")]
     Usage(String),
@@ -21,7 +21,7 @@ pub enum RunnerError {
     Start(String),
     /// The function's own role could not be assumed (exit 3: it cannot run as itself).
     #[error(transparent)]
-    Credentials(#[from] crate::credentials::CredentialsError),
+    Credentials(#[from] crate::emulator::credentials::CredentialsError),
     /// The function is configured in a way the runner cannot honour (exit 3): never a
     /// silent half-run.
     #[error("{0}")]
@@ -38,7 +38,7 @@ pub enum RunnerError {
 
 impl RunnerError {
     /// The exit code this error ends the run with.
-    pub fn exit(&self) -> Exit {
+    pub(crate) fn exit(&self) -> Exit {
         match self {
             RunnerError::Usage(_) | RunnerError::Output { .. } => Exit::Usage,
             RunnerError::Code(_)
@@ -51,7 +51,7 @@ impl RunnerError {
 
     /// The errorType of the failure record for an invocation this stopped before its
     /// bootstrap ran (`None`: nothing to report, e.g. a bad --output path).
-    pub fn error_type(&self) -> Option<&'static str> {
+    pub(crate) fn error_type(&self) -> Option<&'static str> {
         Some(match self {
             RunnerError::Code(CodeError::NoBootstrap { .. } | CodeError::WrongRuntime { .. }) => {
                 "Immortal.RuntimeUnavailable"
@@ -181,7 +181,7 @@ pub enum CodeError {
 
 impl CodeError {
     /// Wraps an I/O error with what was being done where.
-    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CodeError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CodeError {
         let path = path.into();
         move |source| CodeError::Io { action, path, source }
     }

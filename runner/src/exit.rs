@@ -46,7 +46,7 @@ impl From<Exit> for ExitCode {
 }
 
 /// The exit-code table as printed at the end of `--help`.
-pub const EXIT_CODES_HELP: &str = "\
+pub(crate) const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0      the function returned a response (on stdout)
   1      the function returned an error (its error JSON on stdout)

@@ -3,45 +3,43 @@
 //! Runs an AWS Lambda function's own `bootstrap` with its original event and context,
 //! with no time limit: the container entry point of immortal and a local CLI.
 //!
-//! The binary (`main.rs`) only parses arguments; this root only dispatches the
-//! [`mode::Mode`] the command line asks for. The work lives in these modules:
-//! - [`execution`]: one envelope run with one function's code, start to end;
-//! - [`supervisor`]: one invocation, supervised (Runtime API, bootstrap, deadline, signals);
-//! - [`runtime_api`]: the local Lambda Runtime API; [`bootstrap`]: the child process;
-//! - [`code`], [`function`], [`artifact`], [`runtime`]: the function's code,
-//!   configuration and runtime;
-//! - [`invocation`]: the context with every gap filled; [`outcome`], [`report`], [`exit`];
-//! - [`in_process`] (`--lib`) and [`drain`] (`--queue`).
+//! The binary (`main.rs`) only parses arguments; this root only dispatches the mode the
+//! command line asks for. The pipeline lives in four subsystems, in the order an
+//! invocation meets them (see `docs/ARCHITECTURE.md`):
+//! - [`cli`]: the command line and the [`cli::mode::Mode`] it asks for;
+//! - `code`: the function's code, layers, configuration and runtime, fetched from Lambda
+//!   (GetFunction → download → verify → unpack) or taken from a local artifact;
+//! - `emulator`: Lambda's sandbox for one invocation (Runtime, Extensions and Telemetry
+//!   APIs, the bootstrap, credentials, logs, platform records);
+//! - `run`: one attempt from the envelope to its settlement in the ledger and its
+//!   outcome record, for a single task or each message of a drain worker.
+//!
+//! Shared by all: [`exit`] (the exit codes), `error`, [`signals`].
+//!
+//! Only what the binary and the integration tests need is public.
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 
-pub mod artifact;
-pub mod attempt;
-pub mod bootstrap;
 pub mod cli;
-pub mod code;
-pub mod credentials;
-pub mod drain;
-pub mod error;
-pub mod execution;
+mod code;
+mod emulator;
+mod error;
 pub mod exit;
-pub mod extensions;
-pub mod function;
-pub mod function_logs;
-pub mod in_process;
-pub mod invocation;
-pub mod mode;
-pub mod outcome;
-pub mod peer;
-pub mod report;
-pub mod runtime;
-pub mod runtime_api;
+mod run;
 pub mod signals;
-pub mod supervisor;
-pub mod task_root;
 
+pub use crate::code::artifact::unpack::{unpack, unpack_with};
+pub use crate::emulator::extensions::{Extensions, FunctionInfo};
+pub use crate::emulator::invocation::{FunctionFacts, Invocation};
+pub use crate::emulator::outcome::{Failure, Outcome};
+pub use crate::emulator::peer::Admission;
+pub use crate::emulator::runtime_api::{ApiEvent, ResponseSink, RuntimeApi};
+pub use crate::error::CodeError;
+
+use crate::cli::mode::Mode;
 use crate::cli::Cli;
 use crate::exit::Exit;
-use crate::mode::Mode;
+use crate::run::{drain, execution, in_process};
 use crate::signals::StopSignal;
 
 /// Runs the command line to the end and returns the exit code. Errors are logged.

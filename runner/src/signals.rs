@@ -25,7 +25,7 @@ pub fn install() -> StopSignal {
 }
 
 /// Resolves when a stop is requested (at once if one already was).
-pub async fn stop_requested(stop: &mut StopSignal) -> Option<i32> {
+pub(crate) async fn stop_requested(stop: &mut StopSignal) -> Option<i32> {
     loop {
         if let Some(signal) = *stop.borrow_and_update() {
             return Some(signal);

@@ -4,11 +4,10 @@ use std::sync::Arc;
 
 use immortal_handler_sdk::function_ref::ContextDefaults;
 use immortal_handler_sdk::Envelope;
-use immortal_runner::extensions::{Extensions, FunctionInfo};
-use immortal_runner::invocation::{FunctionFacts, Invocation};
-use immortal_runner::outcome::{Failure, Outcome};
-use immortal_runner::peer::Admission;
-use immortal_runner::runtime_api::{ApiEvent, ResponseSink, RuntimeApi};
+use immortal_runner::{
+    Admission, ApiEvent, Extensions, Failure, FunctionFacts, FunctionInfo, Invocation, Outcome, ResponseSink,
+    RuntimeApi,
+};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -214,7 +213,7 @@ async fn unknown_paths_and_methods() {
 
 /// A streamed response over a raw connection: chunked body, then error trailers.
 async fn stream(api: &RuntimeApi, chunks: &[&str], trailers: &str) -> String {
-    let mut conn = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(api.address()).await.unwrap();
     let mut req = String::from(
         "POST /2018-06-01/runtime/invocation/req-1/response HTTP/1.1\r\nHost: x\r\n\
          Lambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\n\

@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use immortal_runner::artifact::unpack::{unpack, unpack_with};
+use immortal_runner::{unpack, unpack_with};
 use proptest::prelude::*;
 use zip::write::SimpleFileOptions;
 

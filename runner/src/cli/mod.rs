@@ -1,0 +1,288 @@
+//! The command line.
+
+pub(crate) mod mode;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use immortal_handler_sdk::container;
+
+use crate::code::artifact::unpack::LAMBDA_UNPACKED_LIMIT;
+use crate::code::runtime::DEFAULT_RUNTIME_DIR;
+use crate::emulator::credentials::FunctionRole;
+use crate::emulator::function_logs::LogDestination;
+use crate::exit::EXIT_CODES_HELP;
+
+/// Run an AWS Lambda function's own `bootstrap` with its original event and context,
+/// with no time limit.
+///
+/// The runner serves the Lambda Runtime API on 127.0.0.1, starts the function's
+/// unmodified bootstrap with Lambda's environment, hands it the event, and prints
+/// the response on stdout (logs go to stderr).
+///
+///   local code:   runner --artifact bootstrap.zip --event @event.json
+///   Lambda code:  runner --event @event.json --context @context.json
+///                 (fetches the function named by the context's invoked_function_arn)
+///   ECS task:     IMMORTAL_EVENT and IMMORTAL_CONTEXT (or IMMORTAL_ENVELOPE_URL)
+///                 replace --event and --context
+#[derive(Debug, Clone, Parser)]
+#[command(name = "runner", version, after_help = EXIT_CODES_HELP, max_term_width = 100, verbatim_doc_comment)]
+pub struct Cli {
+    /// A code zip (as `cargo lambda build --output-format zip` makes), an unpacked
+    /// folder holding `bootstrap`, or the bootstrap executable itself. Without it, the
+    /// code is fetched from Lambda (GetFunction).
+    #[arg(long, value_name = "ZIP|DIR|EXE")]
+    pub(crate) artifact: Option<PathBuf>,
+
+    /// Run a handler exported from a cdylib (immortal_handler_sdk::export_handler!)
+    /// in-process instead of a bootstrap: same envelope, outputs and exit codes.
+    #[arg(long, value_name = "LIB.so", conflicts_with_all = ["artifact", "function", "qualifier", "fetch_only"])]
+    pub(crate) lib: Option<PathBuf>,
+
+    /// The event: inline JSON, @FILE, or - for stdin. Without it (and without
+    /// --envelope), the container's IMMORTAL_EVENT or IMMORTAL_ENVELOPE_URL.
+    #[arg(long, value_name = "JSON|@FILE|-")]
+    pub(crate) event: Option<String>,
+
+    /// The invocation context: inline JSON, @FILE, or - for stdin (else IMMORTAL_CONTEXT).
+    /// Missing fields get defaults (a fresh request id, the function's name, $LATEST,
+    /// 128 MB...); the fields are listed in the README's context table.
+    #[arg(long, value_name = "JSON|@FILE|-")]
+    pub(crate) context: Option<String>,
+
+    /// A whole envelope ({"event":...,"context":...}): s3://BUCKET/KEY, @FILE or -.
+    /// Takes the place of --event and --context.
+    #[arg(long, value_name = "URL|@FILE|-", conflicts_with_all = ["event", "context"])]
+    pub(crate) envelope: Option<String>,
+
+    /// The function to fetch (name, NAME:QUALIFIER or ARN). Default: the context's
+    /// invoked_function_arn, else its function_name.
+    #[arg(long, value_name = "NAME|ARN", conflicts_with = "artifact")]
+    pub(crate) function: Option<String>,
+
+    /// Version or alias to fetch; overrides the one in the ARN.
+    #[arg(long, value_name = "QUALIFIER", conflicts_with = "artifact")]
+    pub(crate) qualifier: Option<String>,
+
+    /// The value of _HANDLER. Default: the function's configured handler, else "bootstrap".
+    #[arg(long, value_name = "HANDLER")]
+    pub(crate) handler: Option<String>,
+
+    /// Where a managed runtime's own bootstrap is (/var/runtime in AWS's base images).
+    /// Used when the code has no bootstrap of its own and no layer brings one, as the
+    /// Runtime Interface Emulator does; becomes LAMBDA_RUNTIME_DIR.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_RUNTIME_DIR, env = container::RUNTIME_DIR_VAR, hide_env_values = true)]
+    pub(crate) runtime_dir: PathBuf,
+
+    /// The runtime of local code (e.g. python3.12, nodejs22.x), for AWS_EXECUTION_ENV.
+    /// Default: the runner image's runtime. Functions fetched from Lambda use their own.
+    #[arg(long, value_name = "RUNTIME")]
+    pub(crate) runtime: Option<String>,
+
+    /// The runtime the runner's image holds; set by the image. A function of another
+    /// managed runtime is refused, naming the image to use.
+    #[arg(long, value_name = "RUNTIME", env = container::IMAGE_RUNTIME_VAR, hide_env_values = true)]
+    pub(crate) image_runtime: Option<String>,
+
+    /// Show the function its code at this path (LAMBDA_TASK_ROOT and its working
+    /// directory), as Lambda shows it at /var/task: a folder the runner owns (created
+    /// when missing), emptied and filled with the code's tree before the run (hard links
+    /// to the cache). /var/task in the image. Default: the code's own folder in the cache.
+    #[arg(long, value_name = "DIR", env = container::TASK_ROOT_VAR, hide_env_values = true)]
+    pub(crate) task_root: Option<PathBuf>,
+
+    /// Whose credentials the function gets: `assume` (its own execution role, assumed
+    /// and served to it on loopback, renewed for as long as it runs; the image's
+    /// default), `inherit` (the runner's own: a local run as yourself, the default
+    /// here), or a role ARN to assume (a local run as the function).
+    #[arg(long, value_name = "assume|inherit|ARN", default_value = "inherit", env = container::FUNCTION_ROLE_VAR, hide_env_values = true, value_parser = FunctionRole::parse)]
+    pub(crate) function_role: FunctionRole,
+
+    /// Renew the function's assumed credentials after this long (default: the role
+    /// session's hour, the most a role assumed by a role gets).
+    #[arg(long, value_name = "SECONDS", env = container::CREDENTIALS_LIFETIME_VAR, hide_env_values = true, value_parser = parse_seconds)]
+    pub(crate) credentials_lifetime: Option<f64>,
+
+    /// A variable for the function (KEY=VALUE; repeatable), over its configured ones.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub(crate) env: Vec<(String, String)>,
+
+    /// Variables for the function from a dotenv file (KEY=VALUE lines, # comments),
+    /// over its configured ones; --env wins over the file.
+    ///
+    /// Which of the shell's own variables the function sees: with local code
+    /// (--artifact) or --function-role inherit, all of them except the runner's
+    /// IMMORTAL_* settings, as cargo-lambda and SAM pass them; when it runs as itself
+    /// (assume or a role ARN, on Lambda's code), only AWS_REGION, AWS_DEFAULT_REGION,
+    /// LANG and the SDK's AWS_ENDPOINT_URL* overrides. Always on top: its configured
+    /// variables, then Lambda's reserved ones.
+    #[arg(long, value_name = "FILE", verbatim_doc_comment)]
+    pub(crate) env_file: Option<PathBuf>,
+
+    /// Run each function as a user of its own through this setuid `immortal-sandbox`
+    /// (set by the image); without it, functions run as the runner's user.
+    #[arg(long, value_name = "PATH", env = container::SANDBOX_VAR, hide_env_values = true)]
+    pub(crate) sandbox: Option<PathBuf>,
+
+    /// /tmp belongs to this runner alone (set by the image): what a function leaves
+    /// there is removed before the next runs. Otherwise the runner removes only the
+    /// scratch folders it made.
+    #[arg(long, env = container::OWN_TMP_VAR, hide_env_values = true)]
+    pub(crate) own_tmp: bool,
+
+    /// Where the function's output goes: `cloudwatch` (its own log group, a stream
+    /// named like Lambda's, with START/END/REPORT lines; the image's default) or
+    /// `stderr` (the runner's, the default here). The runner's own logs stay on stderr.
+    #[arg(long, value_name = "cloudwatch|stderr", default_value = "stderr", env = container::FUNCTION_LOGS_VAR, hide_env_values = true, value_parser = LogDestination::parse)]
+    pub(crate) function_logs: LogDestination,
+
+    /// Start no extensions: the executables in the layers' `extensions/` folder are
+    /// left alone (otherwise each is started before the runtime and served the
+    /// Extensions and Telemetry APIs, as in Lambda). Also IMMORTAL_EXTENSIONS=off.
+    #[arg(long)]
+    pub(crate) no_extensions: bool,
+
+    /// `on` (default) or `off`: as --no-extensions.
+    #[arg(long, value_name = "on|off", env = container::EXTENSIONS_VAR, hide_env_values = true, hide = true, value_parser = ["on", "off"])]
+    pub(crate) extensions: Option<String>,
+
+    /// Emulate Lambda's limit: at the deadline the bootstrap is killed and the result is
+    /// Lambda's Sandbox.Timedout error (exit 5). Default: no limit.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub(crate) timeout: Option<f64>,
+
+    /// How long the bootstrap may take to exit after SIGTERM before it gets SIGKILL.
+    /// Default: the task's stop timeout less 5 s for the runner itself, else 2.
+    #[arg(long, value_name = "SECONDS", env = container::GRACE_PERIOD_VAR, hide_env_values = true, value_parser = parse_seconds)]
+    pub(crate) grace_period: Option<f64>,
+
+    /// The container's stopTimeout: how long ECS waits between SIGTERM and SIGKILL (set
+    /// by the task definition).
+    #[arg(long, value_name = "SECONDS", env = container::STOP_TIMEOUT_VAR, hide_env_values = true, value_parser = parse_seconds)]
+    pub(crate) stop_timeout: Option<f64>,
+
+    /// Write the response (or error JSON) here instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+
+    /// Where unpacked code is cached, by SHA-256. Default: ~/.cache/immortal.
+    #[arg(long, value_name = "DIR", env = container::CACHE_DIR_VAR, hide_env_values = true)]
+    pub(crate) cache_dir: Option<PathBuf>,
+
+    /// The layers root (/opt in Lambda). Default: a folder in the cache per layer set.
+    #[arg(long, value_name = "DIR", env = container::OPT_DIR_VAR, hide_env_values = true)]
+    pub(crate) opt_dir: Option<PathBuf>,
+
+    /// Only fetch, verify and unpack the code and layers into the cache, print the task
+    /// root, and exit (e.g. to warm the cache in an image build). Needs no event.
+    #[arg(long)]
+    pub(crate) fetch_only: bool,
+
+    /// Where a success's destination record goes: an SQS queue URL or ARN, an SNS topic
+    /// ARN, or an EventBridge bus ARN.
+    #[arg(long, value_name = "DEST", env = container::ON_SUCCESS_VAR, hide_env_values = true)]
+    pub(crate) on_success: Option<String>,
+
+    /// Where a failure's destination record (RetriesExhausted) goes; as --on-success.
+    #[arg(long, value_name = "DEST", env = container::ON_FAILURE_VAR, hide_env_values = true)]
+    pub(crate) on_failure: Option<String>,
+
+    /// Where records too large for their destination are stored (sent as a pointer).
+    #[arg(long, value_name = "BUCKET", env = container::PAYLOAD_BUCKET_VAR, hide_env_values = true)]
+    pub(crate) payload_bucket: Option<String>,
+
+    /// Drain-worker mode: run the messages of these overflow queues (repeat the flag or
+    /// separate with commas; dead-letter messages or destination records), deleting
+    /// each once it has an outcome; exit when every queue stays empty for
+    /// --idle-timeout.
+    #[arg(long, value_name = "QUEUE_URL", env = container::QUEUE_URL_VAR, hide_env_values = true, value_delimiter = ',',
+          conflicts_with_all = ["artifact", "lib", "event", "context", "envelope", "function", "fetch_only"])]
+    pub(crate) queue: Vec<String>,
+
+    /// Drain mode: messages run at once.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        env = container::CONCURRENCY_VAR,
+        hide_env_values = true
+    )]
+    pub(crate) concurrency: usize,
+
+    /// Drain mode: exit after the queue has been empty this long.
+    #[arg(long, value_name = "SECONDS", default_value = "60", env = container::IDLE_TIMEOUT_VAR, hide_env_values = true, value_parser = parse_seconds)]
+    pub(crate) idle_timeout: f64,
+
+    /// Drain mode: how long a running message stays invisible per heartbeat (default: the
+    /// queue's visibility timeout).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = container::VISIBILITY_TIMEOUT_VAR,
+        hide_env_values = true
+    )]
+    pub(crate) visibility_timeout: Option<i32>,
+
+    /// Drain mode: after a message has run this long, hand it to the ledger in the
+    /// payload bucket (which then owns it) and delete it from its queue, before SQS's
+    /// 12-hour limit on a message's invisibility would deliver it a second time.
+    #[arg(long, value_name = "SECONDS", default_value = "41400", env = container::HANDOVER_AFTER_VAR, hide_env_values = true, value_parser = parse_seconds)]
+    pub(crate) handover_after: f64,
+
+    /// Drain mode: which failures are run (timeout, overflow, error, expired, all;
+    /// default timeout,overflow), as the forwarder's IMMORTAL_RELAUNCH.
+    #[arg(long, value_name = "CLASSES", env = container::RELAUNCH_VAR, hide_env_values = true)]
+    pub(crate) relaunch: Option<String>,
+
+    /// Drain mode: queueArn=function pairs for dead-letter queues without the
+    /// immortal:function tag, as the forwarder's IMMORTAL_FUNCTION_MAP.
+    #[arg(long, value_name = "PAIRS", env = container::FUNCTION_MAP_VAR, hide_env_values = true)]
+    pub(crate) function_map: Option<String>,
+
+    /// Refuse code or layer zips that unpack to more than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = LAMBDA_UNPACKED_LIMIT, env = container::MAX_UNPACKED_SIZE_VAR, hide_env_values = true)]
+    pub(crate) max_unpacked_size: u64,
+}
+
+/// A command-line value of the wrong shape (clap prints it with the flag's name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadValue {
+    /// Not `KEY=VALUE`.
+    #[error("`{0}` is not KEY=VALUE")]
+    KeyValue(String),
+    /// Not a positive number of seconds.
+    #[error("`{0}` is not a positive number of seconds")]
+    Seconds(String),
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), BadValue> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(BadValue::KeyValue(text.to_owned())),
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<f64, BadValue> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 => Ok(s),
+        _ => Err(BadValue::Seconds(text.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("128+N"), "{help}");
+        assert!(help.contains(container::EVENT_VAR), "{help}");
+    }
+}

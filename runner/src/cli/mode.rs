@@ -1,0 +1,340 @@
+//! What this run of the runner is, decided once from the command line: run an
+//! invocation (with local code, code fetched from Lambda, or a handler library
+//! in-process), only fetch code, or drain a queue.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use immortal_handler_sdk::container::{
+    CONTEXT_VAR, ENVELOPE_URL_VAR, EVENT_VAR, FUNCTION_MAP_VAR, ON_FAILURE_VAR, ON_SUCCESS_VAR, PAYLOAD_BUCKET_VAR,
+    RELAUNCH_VAR,
+};
+use immortal_handler_sdk::envelope::S3Location;
+use immortal_handler_sdk::{Envelope, FunctionRef};
+use immortal_overflow::{Carrier, Lookup, OverflowSettings};
+
+use crate::cli::Cli;
+use crate::code::artifact::Cache;
+use crate::code::runtime::{Runtime, RuntimeDir};
+use crate::code::{CodeOptions, CodeSource, RuntimeOptions};
+use crate::error::RunnerError;
+use crate::run::drain::DrainOptions;
+use crate::run::execution::{Job, RunSettings};
+
+/// What to do.
+pub(crate) enum Mode {
+    /// Run one invocation with a bootstrap: local code (`--artifact`) or the function's
+    /// own, fetched from Lambda.
+    Run(Job),
+    /// Run one invocation in-process (`--lib`).
+    InProcess {
+        /// The handler library.
+        library: PathBuf,
+        /// The invocation and where its result goes.
+        job: Job,
+    },
+    /// Fetch, verify and unpack the code, print the task root (`--fetch-only`).
+    FetchOnly {
+        /// Which code.
+        code: CodeSource,
+        /// The envelope (only its context matters: which function).
+        carrier: Carrier,
+        /// Cache and limits.
+        options: CodeOptions,
+    },
+    /// Drain an overflow queue (`--queue`).
+    Drain(DrainOptions),
+}
+
+impl Mode {
+    /// Reads the command line (and, for the envelope, the container's environment).
+    pub(crate) fn from_cli(cli: Cli) -> Result<Mode, RunnerError> {
+        let overflow = overflow_settings(&cli)?;
+        let code = CodeOptions {
+            cache: Cache::new(
+                cli.cache_dir
+                    .as_deref()
+                    .map(absolute)
+                    .unwrap_or_else(Cache::default_root),
+            ),
+            opt_dir: cli.opt_dir.as_deref().map(absolute),
+            max_unpacked: cli.max_unpacked_size,
+            runtime: RuntimeOptions {
+                dir: RuntimeDir {
+                    path: absolute(&cli.runtime_dir),
+                    image_runtime: cli.image_runtime.clone().map(Runtime::new),
+                },
+                runtime: cli.runtime.clone().map(Runtime::new),
+                task_root: cli.task_root.as_deref().map(absolute),
+            },
+        };
+        let mut env = match &cli.env_file {
+            Some(path) => read_env_file(path)?,
+            None => BTreeMap::new(),
+        };
+        env.extend(cli.env.iter().cloned());
+        let settings = RunSettings {
+            timeout: cli.timeout.map(Duration::from_secs_f64),
+            grace: Duration::from_secs_f64(grace_period(cli.grace_period, cli.stop_timeout)),
+            handler: cli.handler.clone(),
+            function_role: cli.function_role.clone(),
+            credentials_lifetime: cli.credentials_lifetime.map(Duration::from_secs_f64),
+            sandbox: cli.sandbox.as_deref().map(absolute),
+            own_tmp: cli.own_tmp,
+            env,
+            function_logs: cli.function_logs,
+            extensions: !cli.no_extensions && cli.extensions.as_deref() != Some("off"),
+        };
+        if !cli.queue.is_empty() {
+            return Ok(Mode::Drain(DrainOptions {
+                queue_urls: cli.queue.clone(),
+                handover_after: Duration::from_secs_f64(cli.handover_after),
+                concurrency: cli.concurrency.max(1),
+                idle: Duration::from_secs_f64(cli.idle_timeout),
+                visibility: cli.visibility_timeout,
+                overflow,
+                code,
+                settings,
+            }));
+        }
+        let source = match &cli.artifact {
+            Some(path) => CodeSource::Local(path.clone()),
+            None => CodeSource::Remote {
+                function: cli
+                    .function
+                    .as_deref()
+                    .map(FunctionRef::parse)
+                    .transpose()
+                    .map_err(|e| RunnerError::Usage(e.to_string()))?,
+                qualifier: cli.qualifier.clone(),
+            },
+        };
+        if cli.fetch_only {
+            let carrier = match envelope_carrier(&cli)? {
+                Some(carrier) => carrier,
+                // Only the context matters here: which function to fetch.
+                None => Carrier::Inline {
+                    event: "{}".into(),
+                    context: read_context(&cli)?.unwrap_or_default(),
+                },
+            };
+            return Ok(Mode::FetchOnly {
+                code: source,
+                carrier,
+                options: code,
+            });
+        }
+        let carrier = envelope_carrier(&cli)?.ok_or_else(|| {
+            RunnerError::Usage(format!(
+                "no event given: pass --event JSON|@FILE|- (or set {EVENT_VAR}, or {ENVELOPE_URL_VAR})"
+            ))
+        })?;
+        let job = Job {
+            code: source,
+            carrier,
+            code_options: code,
+            settings,
+            output: cli.output,
+            overflow,
+        };
+        Ok(match cli.lib {
+            Some(library) => Mode::InProcess { library, job },
+            None => Mode::Run(job),
+        })
+    }
+}
+
+/// A path the bootstrap, its environment or a process started in the task root will see:
+/// made absolute against the runner's working directory, since the bootstrap runs in
+/// the task root, where a relative path would name something else.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The bootstrap's grace after SIGTERM: as given, else what the task's stop timeout
+/// leaves after the runner's own 5 s (to record the interruption), else 2 s.
+fn grace_period(given: Option<f64>, stop_timeout: Option<f64>) -> f64 {
+    given
+        .or(stop_timeout.map(|t| (t - RUNNER_STOP_SECONDS).max(1.0)))
+        .unwrap_or(DEFAULT_GRACE_SECONDS)
+}
+
+/// What the runner keeps of the task's stop timeout for itself.
+const RUNNER_STOP_SECONDS: f64 = 5.0;
+/// The bootstrap's grace when nothing says otherwise.
+const DEFAULT_GRACE_SECONDS: f64 = 2.0;
+
+/// The shared overflow settings, through the one parser both binaries use; clap has
+/// already filled each option from its variable when the flag is absent.
+fn overflow_settings(cli: &Cli) -> Result<OverflowSettings, RunnerError> {
+    let given = [
+        (RELAUNCH_VAR, &cli.relaunch),
+        (FUNCTION_MAP_VAR, &cli.function_map),
+        (ON_SUCCESS_VAR, &cli.on_success),
+        (ON_FAILURE_VAR, &cli.on_failure),
+        (PAYLOAD_BUCKET_VAR, &cli.payload_bucket),
+    ];
+    let lookup = Lookup::new(|name| {
+        given
+            .iter()
+            .find(|(var, _)| *var == name)
+            .and_then(|(_, value)| (*value).clone())
+    });
+    OverflowSettings::read(&lookup).map_err(|e| RunnerError::Usage(e.to_string()))
+}
+
+/// Where the envelope comes from: `--envelope`, `--event` (and `--context`), else the
+/// container's environment. `None` when nothing names one.
+fn envelope_carrier(cli: &Cli) -> Result<Option<Carrier>, RunnerError> {
+    if let Some(location) = &cli.envelope {
+        if location.starts_with('@') || location == "-" {
+            let text = Source::parse(location).read("envelope")?;
+            let envelope = Envelope::from_json(&text).map_err(|e| RunnerError::Usage(e.to_string()))?;
+            return Ok(Some(Carrier::inline(&envelope)));
+        }
+        let at = S3Location::parse(location).map_err(|e| RunnerError::Usage(format!("--envelope: {e}")))?;
+        return Ok(Some(Carrier::Stored { at, digest: None }));
+    }
+    let carrier = match &cli.event {
+        Some(event) => Some(Carrier::Inline {
+            event: event.clone(),
+            context: cli.context.clone().unwrap_or_default(),
+        }),
+        None => Carrier::from_environment(&Lookup::env()).map_err(|e| RunnerError::Usage(e.to_string()))?,
+    };
+    // An inline half may name a file or stdin; a flag wins over the variable.
+    let Some(Carrier::Inline { event, context }) = carrier else {
+        return Ok(carrier);
+    };
+    let event_source = Source::parse(&event);
+    let context = cli.context.clone().unwrap_or(context);
+    let context_source = (!context.is_empty()).then(|| Source::parse(&context));
+    if event_source == Source::Stdin && context_source == Some(Source::Stdin) {
+        return Err(RunnerError::Usage(
+            "--event and --context cannot both read stdin (-); put one in a file".into(),
+        ));
+    }
+    Ok(Some(Carrier::Inline {
+        event: event_source.read("event")?,
+        context: match context_source {
+            Some(source) => source.read("context")?,
+            None => String::new(),
+        },
+    }))
+}
+
+/// `--context` (else the container's), read, for a run that needs nothing else.
+fn read_context(cli: &Cli) -> Result<Option<String>, RunnerError> {
+    cli.context
+        .clone()
+        .or_else(|| Lookup::env().value(CONTEXT_VAR))
+        .map(|text| Source::parse(&text).read("context"))
+        .transpose()
+}
+
+/// A dotenv file: `KEY=VALUE` lines (an optional `export `, quotes around the value),
+/// blank lines and `#` comments.
+fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>, RunnerError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| RunnerError::Usage(format!("cannot read the env file {}: {e}", path.display())))?;
+    let mut vars = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (key, value) = line
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| {
+                RunnerError::Usage(format!("{} line {}: `{line}` is not KEY=VALUE", path.display(), n + 1))
+            })?;
+        let value = value.trim();
+        let unquoted = ['"', '\'']
+            .iter()
+            .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+            .unwrap_or(value);
+        vars.insert(key.trim().to_owned(), unquoted.to_owned());
+    }
+    Ok(vars)
+}
+
+/// Where one half of the envelope comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The JSON text itself.
+    Inline(String),
+    /// `@path`: a file holding the JSON.
+    File(PathBuf),
+    /// `-`: standard input.
+    Stdin,
+}
+
+impl Source {
+    /// Interprets a command-line value.
+    pub(crate) fn parse(value: &str) -> Source {
+        if value == "-" {
+            Source::Stdin
+        } else if let Some(path) = value.strip_prefix('@') {
+            Source::File(path.into())
+        } else {
+            Source::Inline(value.to_owned())
+        }
+    }
+
+    /// Reads the text; `what` names the option in errors.
+    pub(crate) fn read(&self, what: &str) -> Result<String, RunnerError> {
+        match self {
+            Source::Inline(text) => Ok(text.clone()),
+            Source::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| RunnerError::Usage(format!("cannot read the {what} file {}: {e}", path.display()))),
+            Source::Stdin => {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .map_err(|e| RunnerError::Usage(format!("cannot read the {what} from stdin: {e}")))?;
+                Ok(text)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grace_follows_the_tasks_stop_timeout() {
+        assert_eq!(grace_period(None, None), 2.0);
+        assert_eq!(grace_period(None, Some(120.0)), 115.0);
+        assert_eq!(grace_period(None, Some(3.0)), 1.0);
+        assert_eq!(grace_period(Some(0.5), Some(120.0)), 0.5);
+    }
+
+    #[test]
+    fn env_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, "# comment\nA=1\nexport B = \"two words\"\n\nC='x=y'\n").unwrap();
+        let vars = read_env_file(&path).unwrap();
+        assert_eq!(vars["A"], "1");
+        assert_eq!(vars["B"], "two words");
+        assert_eq!(vars["C"], "x=y");
+        std::fs::write(&path, "A=1\nnonsense\n").unwrap();
+        assert!(read_env_file(&path).unwrap_err().to_string().contains("line 2"));
+    }
+
+    #[test]
+    fn forms() {
+        assert_eq!(Source::parse("-"), Source::Stdin);
+        assert_eq!(Source::parse("@e.json"), Source::File("e.json".into()));
+        assert_eq!(Source::parse("{}"), Source::Inline("{}".into()));
+        let err = Source::parse("@/nonexistent/e.json").read("event").unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("cannot read the event file /nonexistent/e.json"));
+    }
+}

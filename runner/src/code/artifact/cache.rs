@@ -1,0 +1,230 @@
+//! A content-addressed cache of unpacked code: one folder per SHA-256, published by
+//! rename so concurrent runners never see a half-written entry, and filled once: in a
+//! process, concurrent fills of one key wait for the first ([`Cache::turn`]); across
+//! processes, a lock file per key ([`Cache::lock`]) makes the second find the entry
+//! the first published instead of downloading and unpacking it again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use crate::error::CodeError;
+
+/// The cache root and its entries.
+#[derive(Debug, Clone)]
+pub(crate) struct Cache {
+    root: PathBuf,
+}
+
+/// The right to fill one key: held by one thread of one process at a time (an
+/// exclusive `flock` on the key's lock file, released when dropped or when the process
+/// dies, so a crashed runner never leaves the key locked).
+#[derive(Debug)]
+pub(crate) struct FillLock {
+    key: String,
+    _file: Option<std::fs::File>,
+}
+
+/// In this process, one gate per entry being filled (weak: a gate lives as long as
+/// someone waits on it).
+type Gates = Mutex<HashMap<PathBuf, Weak<tokio::sync::Mutex<()>>>>;
+
+fn gates() -> &'static Gates {
+    static GATES: OnceLock<Gates> = OnceLock::new();
+    GATES.get_or_init(Default::default)
+}
+
+impl Cache {
+    /// A cache under `root` (created when first written).
+    pub(crate) fn new(root: impl Into<PathBuf>) -> Self {
+        Cache { root: root.into() }
+    }
+
+    /// The default root: `$XDG_CACHE_HOME/immortal` (or `~/.cache/immortal`), else a temp folder.
+    pub(crate) fn default_root() -> PathBuf {
+        dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("immortal")
+    }
+
+    /// The root folder.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder for `key` (e.g. `code/<sha256 hex>`), if it is complete.
+    pub(crate) fn get(&self, key: &str) -> Option<PathBuf> {
+        let path = self.root.join(key);
+        path.is_dir().then_some(path)
+    }
+
+    /// Waits until no other task of this process is filling `key`, and returns the
+    /// turn (hold it while checking [`Cache::get`] again and filling). Tasks wait here
+    /// without tying up a thread, unlike [`Cache::lock`].
+    pub(crate) async fn turn(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let gate = {
+            let mut gates = gates().lock().expect("no thread panics holding the gates");
+            gates.retain(|_, gate| gate.strong_count() > 0);
+            let path = self.root.join(key);
+            match gates.get(&path).and_then(Weak::upgrade) {
+                Some(gate) => gate,
+                None => {
+                    let gate = Arc::new(tokio::sync::Mutex::new(()));
+                    gates.insert(path, Arc::downgrade(&gate));
+                    gate
+                }
+            }
+        };
+        gate.lock_owned().await
+    }
+
+    /// Blocks until this thread holds the fill lock of `key`, across processes sharing
+    /// the cache. On a file system without locks, fills are not collapsed but stay
+    /// safe (each publishes atomically).
+    pub(crate) fn lock(&self, key: &str) -> Result<FillLock, CodeError> {
+        let dir = self.root.join(".locks");
+        std::fs::create_dir_all(&dir).map_err(CodeError::io("cannot create the cache folder", &dir))?;
+        let path = dir.join(format!("{}.lock", key.replace('/', "-")));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(CodeError::io("cannot open the lock file", &path))?;
+        let file = match file.lock() {
+            Ok(()) => Some(file),
+            Err(e) => {
+                tracing::warn!(lock = %path.display(), error = %e, "cannot lock the cache entry; filling it without a lock");
+                None
+            }
+        };
+        Ok(FillLock {
+            key: key.to_owned(),
+            _file: file,
+        })
+    }
+
+    /// Returns the entry for `key`, filling it with `fill` first if it is missing (and
+    /// no other thread or process filled it while this one waited for the lock).
+    pub(crate) fn get_or_fill(
+        &self,
+        key: &str,
+        fill: impl FnOnce(&Path) -> Result<(), CodeError>,
+    ) -> Result<(PathBuf, bool), CodeError> {
+        if let Some(path) = self.get(key) {
+            return Ok((path, true));
+        }
+        let lock = self.lock(key)?;
+        if let Some(path) = self.get(key) {
+            return Ok((path, true));
+        }
+        self.fill(&lock, fill)
+    }
+
+    /// Fills the entry `lock` is for: `fill` writes into a fresh temporary folder that
+    /// is renamed into place when it succeeds and removed when it fails. Returns the
+    /// entry and whether another runner (one not taking the lock) published it first.
+    pub(crate) fn fill(
+        &self,
+        lock: &FillLock,
+        fill: impl FnOnce(&Path) -> Result<(), CodeError>,
+    ) -> Result<(PathBuf, bool), CodeError> {
+        let final_path = self.root.join(&lock.key);
+        let parent = final_path.parent().expect("a key has a parent folder");
+        std::fs::create_dir_all(parent).map_err(CodeError::io("cannot create the cache folder", parent))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempdir_in(parent)
+            .map_err(CodeError::io("cannot create a temporary folder in", parent))?;
+        fill(tmp.path())?;
+        let tmp_path = tmp.keep();
+        match std::fs::rename(&tmp_path, &final_path) {
+            Ok(()) => Ok((final_path, false)),
+            // Another runner published the same content first: use theirs.
+            Err(_) if final_path.is_dir() => {
+                let _ = std::fs::remove_dir_all(&tmp_path);
+                Ok((final_path, true))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp_path);
+                Err(CodeError::Io {
+                    action: "cannot publish the cache entry",
+                    path: final_path,
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn fills_once_and_cleans_up_failures() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::new(root.path());
+        let err = cache
+            .get_or_fill("code/aa", |dir| {
+                std::fs::write(dir.join("half"), "x").unwrap();
+                Err(CodeError::TooLarge {
+                    archive: "a".into(),
+                    limit: 1,
+                })
+            })
+            .unwrap_err();
+        assert!(matches!(err, CodeError::TooLarge { .. }));
+        assert_eq!(
+            std::fs::read_dir(root.path().join("code")).unwrap().count(),
+            0,
+            "no partial entry left"
+        );
+        let (path, hit) = cache
+            .get_or_fill("code/aa", |dir| {
+                std::fs::write(dir.join("f"), "1").unwrap();
+                Ok(())
+            })
+            .unwrap();
+        assert!(!hit);
+        assert!(path.join("f").is_file());
+        let (_, hit) = cache.get_or_fill("code/aa", |_| panic!("must not refill")).unwrap();
+        assert!(hit);
+    }
+
+    #[test]
+    fn threads_filling_one_key_at_once_fill_it_once() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::new(root.path());
+        let fills = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    let (path, _) = cache
+                        .get_or_fill("code/bb", |dir| {
+                            fills.fetch_add(1, Ordering::SeqCst);
+                            // Long enough for every other thread to be waiting.
+                            std::thread::sleep(std::time::Duration::from_millis(200));
+                            std::fs::write(dir.join("f"), "1").map_err(CodeError::io("write", dir))
+                        })
+                        .unwrap();
+                    assert!(path.join("f").is_file());
+                });
+            }
+        });
+        assert_eq!(fills.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn tasks_take_turns_per_key() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::new(root.path());
+        let first = cache.turn("code/cc").await;
+        let other_key = tokio::time::timeout(std::time::Duration::from_millis(50), cache.turn("code/dd")).await;
+        assert!(other_key.is_ok(), "another key is not held up");
+        let same_key = tokio::time::timeout(std::time::Duration::from_millis(50), cache.turn("code/cc")).await;
+        assert!(same_key.is_err(), "the same key waits");
+        drop(first);
+        let again = tokio::time::timeout(std::time::Duration::from_millis(50), cache.turn("code/cc")).await;
+        assert!(again.is_ok(), "and gets its turn once the first is done");
+    }
+}

@@ -1,0 +1,178 @@
+//! This run as one attempt of an invocation the ledger holds (a task the forwarder
+//! started from a stored envelope): the runner says when the attempt runs and how it
+//! ended, so the reconciler relaunches exactly the attempts that ended without an
+//! outcome, and never one that is still running.
+
+use immortal_handler_sdk::{aws, Envelope};
+use immortal_overflow::ledger::{envelope_key_parts, Entry, Ledger, LedgerError, State};
+use immortal_overflow::Carrier;
+
+/// The ledger entry this run's attempt belongs to.
+pub(crate) struct Attempt {
+    ledger: Ledger,
+    /// The invocation.
+    pub(crate) request_id: String,
+    /// Which attempt this is.
+    pub(crate) number: u32,
+}
+
+/// What the ledger says about running this attempt now.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Go {
+    /// Run it.
+    Run,
+    /// Do not: the invocation ended, or a later attempt holds it.
+    Superseded(String),
+}
+
+impl Attempt {
+    /// The attempt `carrier` belongs to, when it is a stored envelope of the ledger in
+    /// `bucket` (`None` for local runs and envelopes from elsewhere).
+    pub(crate) async fn of(carrier: &Carrier, bucket: Option<&str>) -> Option<Attempt> {
+        let Carrier::Stored { at, .. } = carrier else {
+            return None;
+        };
+        let bucket = bucket.filter(|b| *b == at.bucket)?;
+        let (request_id, number) = envelope_key_parts(&at.key)?;
+        let ledger = Ledger::new(aws::s3_client(aws::shared().await), bucket);
+        Some(Attempt {
+            ledger,
+            request_id,
+            number,
+        })
+    }
+
+    /// Hands a drain worker's run of `envelope` (of `function`) to the ledger in `bucket`
+    /// as attempt 1, running in this task: from then on the ledger owns the invocation
+    /// and its queue message can go. `None` when the ledger already holds this
+    /// invocation (or it has no request id).
+    pub(crate) async fn hand_over(
+        bucket: &str,
+        envelope: &Envelope,
+        function: &str,
+    ) -> Result<Option<Attempt>, LedgerError> {
+        let Some(request_id) = envelope.context.request_id.clone() else {
+            return Ok(None);
+        };
+        let ledger = Ledger::new(aws::s3_client(aws::shared().await), bucket);
+        let (at, digest) = ledger.store_attempt(&request_id, 1, envelope).await?;
+        let entry = Entry {
+            request_id: request_id.clone(),
+            function: function.to_owned(),
+            attempt: 1,
+            state: State::Running,
+            task: own_task_arn().await,
+            envelope: at.to_string(),
+            digest,
+            on_demand: false,
+            lease_until_ms: 0,
+            reason: None,
+            history: Vec::new(),
+            revision: 0,
+        };
+        Ok(match ledger.create(&entry).await? {
+            Ok(_) => Some(Attempt {
+                ledger,
+                request_id,
+                number: 1,
+            }),
+            Err(existing) => {
+                tracing::warn!(request_id = %request_id, state = ?existing.entry.state, "the ledger already holds this invocation; the run keeps its message");
+                None
+            }
+        })
+    }
+
+    /// Marks the attempt running (with this task, when ECS says which), unless the
+    /// invocation ended or moved on.
+    pub(crate) async fn start(&self) -> Go {
+        let task = own_task_arn().await;
+        let mut verdict = Go::Run;
+        let result = self
+            .ledger
+            .modify(&self.request_id, |entry| {
+                if entry.state.ended() || entry.attempt != self.number {
+                    verdict = Go::Superseded(format!(
+                        "the ledger has {} at attempt {} ({:?}); this task runs attempt {}",
+                        entry.request_id, entry.attempt, entry.state, self.number
+                    ));
+                    return false;
+                }
+                if let (Some(mine), Some(theirs)) = (&task, &entry.task) {
+                    if mine != theirs {
+                        verdict = Go::Superseded(format!("attempt {} belongs to task {theirs}", self.number));
+                        return false;
+                    }
+                }
+                entry.state = State::Running;
+                entry.task = task.clone().or(entry.task.take());
+                entry.lease_until_ms = 0;
+                true
+            })
+            .await;
+        if let Err(e) = result {
+            // The run goes ahead: the worst case is a relaunch after it ends, not a loss.
+            tracing::warn!(error = %e, "cannot mark the attempt running in the ledger");
+        }
+        verdict
+    }
+
+    /// Records how the attempt ended: `Succeeded`, `Failed` or `Interrupted` (then
+    /// relaunched), with `reason`.
+    pub(crate) async fn end(&self, state: State, reason: Option<String>) {
+        let result = self
+            .ledger
+            .modify(&self.request_id, |entry| {
+                if entry.state.ended() || entry.attempt != self.number {
+                    return false;
+                }
+                entry.state = state;
+                entry.reason = reason.clone();
+                true
+            })
+            .await;
+        match result {
+            Ok(_) => {
+                tracing::info!(request_id = %self.request_id, attempt = self.number, state = ?state, "the ledger records how the attempt ended")
+            }
+            // The reconciler relaunches what the ledger does not show ended: at least once.
+            Err(e) => tracing::error!(error = %e, state = ?state, "cannot record the attempt's end in the ledger"),
+        }
+    }
+}
+
+/// This task's ARN, from ECS's task metadata endpoint (none outside ECS).
+async fn own_task_arn() -> Option<String> {
+    let base = std::env::var("ECS_CONTAINER_METADATA_URI_V4").ok()?;
+    let text = reqwest::Client::new()
+        .get(format!("{base}/task"))
+        .timeout(std::time::Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    task_arn(&text)
+}
+
+/// The task's ARN in a task metadata v4 `/task` response.
+fn task_arn(response: &str) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_str(response).ok()?;
+    body["TaskARN"].as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_task_arn_is_read_from_awss_own_sample_response() {
+        // AWS's published example, verbatim (see fixtures/README.md).
+        let sample = include_str!("../../fixtures/aws-task-metadata-v4-task.json");
+        assert_eq!(
+            super::task_arn(sample).as_deref(),
+            Some("arn:aws:ecs:us-west-2:111122223333:task/default/158d1c8083dd49d6b527399fd6414f5c")
+        );
+        assert_eq!(super::task_arn("{}"), None);
+        assert_eq!(super::task_arn("not json"), None);
+    }
+}

@@ -1,0 +1,445 @@
+//! Drain-worker mode (`runner --queue URL[,URL...]`): long-poll the overflow queues and
+//! run each message exactly as a single-task run would, sharing the code cache across
+//! messages.
+//!
+//! A message is deleted only once its run has an outcome (and that outcome was
+//! reported); while it runs, its visibility timeout is extended (a heartbeat). SQS
+//! keeps a message invisible for 12 hours at most: a run that reaches
+//! `--handover-after` is handed to the ledger in the payload bucket (which then owns
+//! it, as it owns every task the forwarder starts) and its message deleted, so it is
+//! never delivered a second time. The worker exits after every queue has stayed empty
+//! for the idle time. On SIGTERM it takes no new messages, stops the running
+//! bootstraps, releases their messages (visibility 0) so another worker runs them (or,
+//! for a handed-over run, marks the attempt interrupted for the reconciler), and exits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use immortal_handler_sdk::aws::{self, describe_error};
+use immortal_handler_sdk::record::{MessageAttribute, QueueMessage};
+use immortal_handler_sdk::Envelope;
+use immortal_overflow::ledger::State;
+use immortal_overflow::{OverflowSettings, Triage, Verdict};
+use tokio::task::JoinSet;
+
+use crate::code::{CodeOptions, CodeSource};
+use crate::emulator::invocation::Invocation;
+use crate::emulator::outcome::Outcome;
+use crate::emulator::runtime_api::ResponseSink;
+use crate::error::RunnerError;
+use crate::exit::Exit;
+use crate::run::attempt::Attempt;
+use crate::run::execution::{self, RunSettings, Slot};
+use crate::run::report::Reporter;
+use crate::signals::{stop_requested, StopSignal};
+
+/// How a worker runs.
+pub(crate) struct DrainOptions {
+    /// The queues.
+    pub(crate) queue_urls: Vec<String>,
+    /// Messages run at once.
+    pub(crate) concurrency: usize,
+    /// Exit after every queue has been empty this long.
+    pub(crate) idle: Duration,
+    /// How long a received message stays invisible per heartbeat (default: its queue's own).
+    pub(crate) visibility: Option<i32>,
+    /// After how long a running message is handed to the ledger.
+    pub(crate) handover_after: Duration,
+    /// The relaunch policy, the function map, where outcomes go.
+    pub(crate) overflow: OverflowSettings,
+    /// Code cache and layers.
+    pub(crate) code: CodeOptions,
+    /// Timeout, grace period, handler.
+    pub(crate) settings: RunSettings,
+}
+
+/// One overflow queue.
+struct Queue {
+    url: String,
+    arn: Option<String>,
+    visibility: i32,
+}
+
+/// Everything a message's run needs, shared by the runs.
+struct Worker {
+    sqs: aws_sdk_sqs::Client,
+    queues: Vec<Queue>,
+    triage: Triage,
+    reporter: Reporter,
+    options: DrainOptions,
+}
+
+/// Drains the queues until they stay empty or a stop is requested.
+pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, RunnerError> {
+    let sdk = aws::shared().await;
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut queues = Vec::new();
+    for url in &options.queue_urls {
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| RunnerError::Usage(format!("cannot read the queue {url}: {}", describe_error(&e))))?
+            .attributes
+            .unwrap_or_default();
+        let visibility = options
+            .visibility
+            .or_else(|| {
+                attributes
+                    .get(&QueueAttributeName::VisibilityTimeout)
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(30)
+            .max(2);
+        queues.push(Queue {
+            url: url.clone(),
+            arn: attributes.get(&QueueAttributeName::QueueArn).cloned(),
+            visibility,
+        });
+    }
+    if options.overflow.payload_bucket.is_none() {
+        tracing::warn!(
+            "no payload bucket (IMMORTAL_PAYLOAD_BUCKET): a run longer than 12 hours cannot be handed to the ledger, and SQS will deliver its message again"
+        );
+    }
+    let worker = Arc::new(Worker {
+        sqs,
+        queues,
+        triage: Triage::new(sdk, &options.overflow, "runner"),
+        reporter: Reporter::new(&options.overflow),
+        options,
+    });
+    let (concurrency, idle) = (worker.options.concurrency, worker.options.idle);
+    for queue in &worker.queues {
+        tracing::info!(queue = %queue.url, concurrency, idle_s = idle.as_secs_f64(), visibility_s = queue.visibility, "draining");
+    }
+
+    // Each run holds a slot, and in it the user id its function runs as: two functions
+    // running at once never share a user, one after the other they may.
+    let mut running: JoinSet<Slot> = JoinSet::new();
+    let mut free: Vec<Slot> = (0..concurrency as u32).rev().map(Slot).collect();
+    let mut idle_since = Instant::now();
+    let mut stopping = stop.clone();
+    let (mut ran, mut stopped, mut next) = (0usize, false, 0usize);
+    loop {
+        while let Some(done) = running.try_join_next() {
+            free.extend(done.ok());
+        }
+        if stop.borrow().is_some() {
+            stopped = true;
+            break;
+        }
+        if running.len() >= concurrency || free.is_empty() {
+            tokio::select! {
+                done = running.join_next() => free.extend(done.and_then(Result::ok)),
+                _ = stop_requested(&mut stopping) => {}
+            }
+            continue;
+        }
+        let room = free.len().min(10) as i32;
+        // One queue per poll, in turn. Short polls while runs are in flight (so finished
+        // slots refill quickly) and when there are several queues (so none waits on
+        // another's long poll).
+        let queue = next % worker.queues.len();
+        next += 1;
+        let wait = if running.is_empty() && worker.queues.len() == 1 {
+            idle.as_secs().clamp(1, 20) as i32
+        } else {
+            1
+        };
+        let received = tokio::select! {
+            received = worker.receive(queue, room, wait) => received,
+            _ = stop_requested(&mut stopping) => continue,
+        };
+        match received {
+            Ok(messages) if !messages.is_empty() => {
+                idle_since = Instant::now();
+                for message in messages {
+                    ran += 1;
+                    let (worker, stop) = (worker.clone(), stop.clone());
+                    let slot = free.pop().expect("no more messages than free slots are received");
+                    running.spawn(async move {
+                        worker.run(queue, message, stop, slot).await;
+                        slot
+                    });
+                }
+            }
+            Ok(_) => {
+                if running.is_empty() && idle_since.elapsed() >= idle {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::error!(queue = %worker.queues[queue].url, error = %describe_error(&e), "cannot receive from the queue; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+    while running.join_next().await.is_some() {}
+    tracing::info!(messages = ran, stopped, "drain worker done");
+    Ok(match *stop.borrow() {
+        Some(signal) => Exit::Signal(signal),
+        None => Exit::Success,
+    })
+}
+
+impl Worker {
+    async fn receive(
+        &self,
+        queue: usize,
+        max: i32,
+        wait: i32,
+    ) -> Result<Vec<Message>, aws_sdk_sqs::error::SdkError<aws_sdk_sqs::operation::receive_message::ReceiveMessageError>>
+    {
+        let queue = &self.queues[queue];
+        Ok(self
+            .sqs
+            .receive_message()
+            .queue_url(&queue.url)
+            .max_number_of_messages(max)
+            .wait_time_seconds(wait)
+            .visibility_timeout(queue.visibility)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await?
+            .messages
+            .unwrap_or_default())
+    }
+
+    /// Runs one message to its end, with a heartbeat while it runs (until it is handed
+    /// to the ledger).
+    async fn run(self: Arc<Self>, queue: usize, message: Message, stop: StopSignal, slot: Slot) {
+        let receipt = message.receipt_handle.clone().unwrap_or_default();
+        let message_id = message.message_id.clone().unwrap_or_default();
+        let heartbeat = tokio::spawn(self.clone().heartbeat(queue, receipt.clone()));
+        let queued = self.queue_message(queue, &message);
+        let settled = self.process(queue, &queued, &receipt, stop, slot, &heartbeat).await;
+        heartbeat.abort();
+        match settled {
+            Settled::Done => self.delete(queue, &receipt, &message_id).await,
+            Settled::Release => self.set_visibility(queue, &receipt, 0).await,
+            Settled::Leave | Settled::HandedOver => {}
+        }
+    }
+
+    async fn process(
+        &self,
+        queue: usize,
+        queued: &QueueMessage,
+        receipt: &str,
+        stop: StopSignal,
+        slot: Slot,
+        heartbeat: &tokio::task::JoinHandle<()>,
+    ) -> Settled {
+        let triaged = self.triage.triage(queued).await;
+        let request_id = triaged.request_id.unwrap_or_default();
+        let function = triaged.function.as_ref().map(|f| f.label()).unwrap_or_default();
+        let envelope = match triaged.verdict {
+            Verdict::Relaunch(envelope) => envelope,
+            settled => {
+                settled.log(&queued.message_id, &request_id, &function);
+                // Passed on: done. Declined or failed: its visibility runs out and SQS
+                // delivers it again, then parks it.
+                return if settled.done() { Settled::Done } else { Settled::Leave };
+            }
+        };
+        let run = self.execute(&envelope, stop.clone(), slot);
+        tokio::pin!(run);
+        let handover = tokio::time::sleep(self.options.handover_after);
+        tokio::pin!(handover);
+        let (mut handed, mut tried) = (None, false);
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                _ = &mut handover, if !tried => {
+                    tried = true;
+                    handed = self.hand_over(&envelope, &function).await;
+                    if handed.is_some() {
+                        heartbeat.abort();
+                        self.delete(queue, receipt, &queued.message_id).await;
+                    }
+                }
+            }
+        };
+        let (invocation, outcome) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                // As a single task does: a failure before the bootstrap runs is the
+                // invocation's outcome, reported with its cause.
+                let target = execution::function_of(&envelope).ok().flatten();
+                if execution::report_unrun(&self.reporter, &envelope, target.as_ref(), &e).await {
+                    tracing::error!(message_id = %queued.message_id, request_id, function, error = %e, "the run could not start; reported as its outcome");
+                    if let Some(attempt) = &handed {
+                        attempt.end(State::Failed, e.error_type().map(str::to_owned)).await;
+                    }
+                    return if handed.is_some() {
+                        Settled::HandedOver
+                    } else {
+                        Settled::Done
+                    };
+                }
+                tracing::error!(message_id = %queued.message_id, request_id, function, error = %e, "the run could not start; SQS will deliver the message again");
+                return Settled::Leave;
+            }
+        };
+        let stopped_by = *stop.borrow();
+        if let Some(signal) = stopped_by {
+            let reason = format!(
+                "the worker was stopped ({})",
+                crate::emulator::outcome::signal_name(signal)
+            );
+            return match &handed {
+                Some(attempt) => {
+                    tracing::warn!(message_id = %queued.message_id, request_id, reason = %reason, "stopped mid-run; the ledger's reconciler relaunches it");
+                    attempt.end(State::Interrupted, Some(reason)).await;
+                    Settled::HandedOver
+                }
+                None => {
+                    tracing::warn!(message_id = %queued.message_id, request_id, "stopped mid-run; the message is released for another worker");
+                    Settled::Release
+                }
+            };
+        }
+        let ok = matches!(outcome, Outcome::Response { .. });
+        tracing::info!(message_id = %queued.message_id, request_id, function, success = ok, error_type = outcome.error_type().unwrap_or_default(), "message ran");
+        let delivered = self.reporter.deliver(&invocation, &outcome).await;
+        match (&handed, delivered) {
+            (None, Ok(())) => Settled::Done,
+            // The record is in the log in full; the message runs again rather than vanish.
+            (None, Err(_)) => Settled::Release,
+            (Some(attempt), Ok(())) => {
+                let (state, reason) = match &outcome {
+                    Outcome::Response { .. } => (State::Succeeded, None),
+                    Outcome::Failed { .. } => (State::Failed, outcome.error_type()),
+                };
+                attempt.end(state, reason).await;
+                Settled::HandedOver
+            }
+            // Left running in the ledger: relaunched once this worker's task has stopped.
+            (Some(_), Err(_)) => Settled::HandedOver,
+        }
+    }
+
+    /// Runs `envelope` with its function's code, in `slot`.
+    async fn execute(
+        &self,
+        envelope: &Envelope,
+        stop: StopSignal,
+        slot: Slot,
+    ) -> Result<(Arc<Invocation>, Outcome), RunnerError> {
+        let function = execution::function_of(envelope)?;
+        let code = CodeSource::Remote {
+            function: None,
+            qualifier: None,
+        };
+        let prepared = code.prepare(function.as_ref(), &self.options.code, aws::shared).await?;
+        execution::run_envelope(
+            prepared,
+            envelope,
+            function.as_ref(),
+            &self.options.settings,
+            slot,
+            false,
+            ResponseSink::discard(),
+            stop,
+        )
+        .await
+    }
+
+    /// Hands a long run to the ledger, which then owns it (`None`: not possible, and the
+    /// heartbeat goes on).
+    async fn hand_over(&self, envelope: &Envelope, function: &str) -> Option<Attempt> {
+        let Some(bucket) = self.options.overflow.payload_bucket.as_deref() else {
+            tracing::error!("the run nears SQS's 12-hour visibility limit and there is no payload bucket to hand it to; its message may be delivered again");
+            return None;
+        };
+        match Attempt::hand_over(bucket, envelope, function).await {
+            Ok(Some(attempt)) => {
+                tracing::info!(request_id = %attempt.request_id, "the run is handed to the ledger; its message leaves the queue");
+                Some(attempt)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot hand the run to the ledger; the heartbeat goes on");
+                None
+            }
+        }
+    }
+
+    /// Keeps the message invisible for as long as it runs.
+    async fn heartbeat(self: Arc<Self>, queue: usize, receipt: String) {
+        let visibility = self.queues[queue].visibility;
+        let every = Duration::from_secs_f64((visibility as f64 / 3.0).max(0.5));
+        loop {
+            tokio::time::sleep(every).await;
+            self.set_visibility(queue, &receipt, visibility).await;
+        }
+    }
+
+    async fn set_visibility(&self, queue: usize, receipt: &str, seconds: i32) {
+        let result = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.queues[queue].url)
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds)
+            .send()
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %describe_error(&e), seconds, "cannot change the message's visibility");
+        }
+    }
+
+    async fn delete(&self, queue: usize, receipt: &str, message_id: &str) {
+        if let Err(e) = self
+            .sqs
+            .delete_message()
+            .queue_url(&self.queues[queue].url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+        {
+            tracing::error!(message_id, error = %describe_error(&e), "cannot delete the message; it may run again");
+        }
+    }
+
+    fn queue_message(&self, queue: usize, message: &Message) -> QueueMessage {
+        QueueMessage {
+            message_id: message.message_id.clone().unwrap_or_default(),
+            body: message.body.clone().unwrap_or_default(),
+            attributes: message
+                .message_attributes
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, a)| {
+                    (
+                        name,
+                        MessageAttribute {
+                            data_type: a.data_type,
+                            string_value: a.string_value,
+                        },
+                    )
+                })
+                .collect(),
+            queue_arn: self.queues[queue].arn.clone(),
+        }
+    }
+}
+
+/// What happens to a message after its run.
+enum Settled {
+    /// Delete it: it has an outcome.
+    Done,
+    /// Make it visible again now (stopped, or the outcome could not be reported).
+    Release,
+    /// Leave it: its visibility runs out and SQS delivers it again (then parks it).
+    Leave,
+    /// Nothing more to do with the message: it was handed to the ledger and deleted.
+    HandedOver,
+}

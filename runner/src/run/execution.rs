@@ -1,0 +1,361 @@
+//! Running one envelope with one function's code, start to end: open the envelope,
+//! get the code ready, supervise the bootstrap, write the response, report the
+//! outcome. Single runs and drain workers both come through here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use immortal_handler_sdk::aws;
+use immortal_handler_sdk::function_ref::ContextDefaults;
+use immortal_handler_sdk::{Envelope, FunctionRef};
+use immortal_overflow::{Carrier, OverflowSettings};
+
+use immortal_handler_sdk::container::FUNCTION_ROLE_VAR;
+use immortal_sandbox::FUNCTION_UIDS;
+
+use immortal_overflow::ledger::State;
+
+use crate::code::{CodeOptions, CodeSource, Prepared};
+use crate::emulator::bootstrap::{Passthrough, SandboxUser};
+use crate::emulator::credentials::{FunctionCredentials, FunctionRole};
+use crate::emulator::function_logs::{FunctionLog, LogDestination};
+use crate::emulator::invocation::{FunctionFacts, Invocation};
+use crate::emulator::outcome::{Failure, Outcome};
+use crate::emulator::runtime_api::ResponseSink;
+use crate::emulator::supervisor::{self, InvokeOptions};
+use crate::error::RunnerError;
+use crate::exit::Exit;
+use crate::run::attempt::{Attempt, Go};
+use crate::run::report::Reporter;
+use crate::signals::StopSignal;
+
+/// How to run any invocation.
+#[derive(Debug, Clone)]
+pub(crate) struct RunSettings {
+    /// Lambda-style limit, if any.
+    pub(crate) timeout: Option<Duration>,
+    /// SIGTERM → SIGKILL delay.
+    pub(crate) grace: Duration,
+    /// `_HANDLER` override.
+    pub(crate) handler: Option<String>,
+    /// Whose credentials the function gets.
+    pub(crate) function_role: FunctionRole,
+    /// Renew served credentials after this long (default: the session's hour).
+    pub(crate) credentials_lifetime: Option<Duration>,
+    /// `immortal-sandbox`, to run each function as a user of its own.
+    pub(crate) sandbox: Option<PathBuf>,
+    /// `/tmp` is this runner's alone: empty what a function leaves there.
+    pub(crate) own_tmp: bool,
+    /// `--env` and `--env-file`: variables layered over the function's own.
+    pub(crate) env: BTreeMap<String, String>,
+    /// Where the function's output goes.
+    pub(crate) function_logs: LogDestination,
+    /// Start the extensions the layers bring.
+    pub(crate) extensions: bool,
+}
+
+/// Where this run's function stands among those a worker runs at once: its user id
+/// (`FUNCTION_UIDS` start + slot) when sandboxed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Slot(pub(crate) u32);
+
+/// One invocation to run, as the command line asked for it.
+pub(crate) struct Job {
+    /// Where the code comes from.
+    pub(crate) code: CodeSource,
+    /// Where the envelope comes from.
+    pub(crate) carrier: Carrier,
+    /// Cache and limits for the code.
+    pub(crate) code_options: CodeOptions,
+    /// Timeout, grace period, handler.
+    pub(crate) settings: RunSettings,
+    /// Where the response goes (stdout when `None`).
+    pub(crate) output: Option<PathBuf>,
+    /// Where outcomes are reported.
+    pub(crate) overflow: OverflowSettings,
+}
+
+impl Job {
+    /// Runs the job with a bootstrap and returns the exit code. A failure before the
+    /// bootstrap runs is reported as the invocation's outcome too, never only logged.
+    /// When the envelope is an attempt the ledger holds, the ledger hears how it went.
+    pub(crate) async fn run(self, stop: StopSignal) -> Result<Exit, RunnerError> {
+        let reporter = Reporter::new(&self.overflow);
+        let envelope = open(&self.carrier).await?;
+        let function = function_of(&envelope)?;
+        let attempt = Attempt::of(&self.carrier, self.overflow.payload_bucket.as_deref()).await;
+        if let Some(attempt) = &attempt {
+            if let Go::Superseded(why) = attempt.start().await {
+                tracing::warn!(request_id = %attempt.request_id, attempt = attempt.number, why = %why, "not run: another attempt holds this invocation, or it ended");
+                return Ok(Exit::Success);
+            }
+        }
+        let stopping = stop.clone();
+        let ran = async {
+            let prepared = self
+                .code
+                .prepare(function.as_ref(), &self.code_options, aws::shared)
+                .await?;
+            let sink = open_sink(self.output.as_deref()).await?;
+            let local = matches!(self.code, CodeSource::Local(_));
+            let (invocation, outcome) = run_envelope(
+                prepared,
+                &envelope,
+                function.as_ref(),
+                &self.settings,
+                Slot::default(),
+                local,
+                sink.clone(),
+                stop,
+            )
+            .await?;
+            write_outcome(&sink, &outcome, self.output.as_deref()).await?;
+            Ok((invocation, outcome))
+        }
+        .await;
+        let (invocation, outcome) = match ran {
+            Ok(done) => done,
+            Err(err) => {
+                report_unrun(&reporter, &envelope, function.as_ref(), &err).await;
+                if let Some(attempt) = &attempt {
+                    attempt.end(State::Failed, Some(err.to_string())).await;
+                }
+                return Err(err);
+            }
+        };
+        let stopped_by = *stopping.borrow();
+        if let (Some(attempt), Some(signal)) = (&attempt, stopped_by) {
+            // Stopped from outside (Spot, scale-in): nothing about the invocation failed.
+            // Said in the log first, before any call that could hang past SIGKILL.
+            let reason = format!(
+                "the task was stopped ({})",
+                crate::emulator::outcome::signal_name(signal)
+            );
+            tracing::warn!(request_id = %invocation.request_id, attempt = attempt.number, reason = %reason, "attempt interrupted; the reconciler relaunches it");
+            attempt.end(State::Interrupted, Some(reason)).await;
+            return Ok(outcome.exit());
+        }
+        let exit = finish(&reporter, &invocation, &outcome).await;
+        if let Some(attempt) = &attempt {
+            match (&outcome, exit) {
+                // Undelivered: left unended, so it runs again rather than vanish.
+                (_, Exit::Undelivered) => {}
+                (Outcome::Response { .. }, _) => attempt.end(State::Succeeded, None).await,
+                (Outcome::Failed { .. }, _) => attempt.end(State::Failed, outcome.error_type()).await,
+            }
+        }
+        Ok(exit)
+    }
+}
+
+/// Reports an invocation that never reached its bootstrap as a failure record
+/// (`RetriesExhausted`, errorType naming the cause), so that no end goes unrecorded.
+/// Returns whether a record went out.
+pub(crate) async fn report_unrun(
+    reporter: &Reporter,
+    envelope: &Envelope,
+    function: Option<&FunctionRef>,
+    err: &RunnerError,
+) -> bool {
+    let Some(error_type) = err.error_type() else {
+        return false;
+    };
+    let invocation = resolve(envelope, function, &FunctionFacts::default());
+    let message = format!("RequestId: {} Error: {err}", invocation.request_id);
+    let outcome = Outcome::failed(Failure::Init, error_type, &message);
+    // Undeliverable, the record is in the log in full; the run's own exit code stands.
+    reporter.deliver(&invocation, &outcome).await.is_ok()
+}
+
+/// The envelope a carrier brings (a bad one is bad input: exit 2).
+pub(crate) async fn open(carrier: &Carrier) -> Result<Envelope, RunnerError> {
+    carrier
+        .open(|| async { aws::s3_client(aws::shared().await) })
+        .await
+        .map_err(|e| RunnerError::Usage(e.to_string()))
+}
+
+/// The function the envelope's context names, parsed once for everyone after.
+pub(crate) fn function_of(envelope: &Envelope) -> Result<Option<FunctionRef>, RunnerError> {
+    envelope
+        .context
+        .function_ref()
+        .map_err(|e| RunnerError::Usage(e.to_string()))
+}
+
+/// Runs `envelope` with the prepared code, as the function itself: its role, its
+/// user, its own scratch folder and environment. Returns the invocation resolved
+/// against the function, and how it ended. `local` code takes the shell's variables.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_envelope(
+    prepared: Prepared,
+    envelope: &Envelope,
+    function: Option<&FunctionRef>,
+    settings: &RunSettings,
+    slot: Slot,
+    local: bool,
+    sink: ResponseSink,
+    stop: StopSignal,
+) -> Result<(Arc<Invocation>, Outcome), RunnerError> {
+    let invocation = Arc::new(resolve(envelope, function, &prepared.facts));
+    let role = match &settings.function_role {
+        FunctionRole::Inherit => None,
+        FunctionRole::Arn(arn) => Some(arn.clone()),
+        FunctionRole::Assume => Some(prepared.role.clone().ok_or_else(|| {
+            RunnerError::Usage(format!(
+                "--function-role assume needs the function's configuration, which local code has not: fetch it from Lambda (no --artifact), or name the role (--function-role ARN), or run as yourself ({FUNCTION_ROLE_VAR}=inherit)"
+            ))
+        })?),
+    };
+    let credentials = match &role {
+        None => None,
+        Some(role) => Some(
+            FunctionCredentials::assume(
+                aws::shared().await,
+                role,
+                &session_name(&invocation.request_id),
+                settings.credentials_lifetime,
+            )
+            .await?,
+        ),
+    };
+    let passthrough = if local || role.is_none() {
+        Passthrough::Shell
+    } else {
+        Passthrough::Region
+    };
+    let sandbox = settings.sandbox.as_ref().map(|program| SandboxUser {
+        program: program.clone(),
+        uid: FUNCTION_UIDS.start() + slot.0,
+    });
+    // The function's private scratch folder: made by the runner, or (sandboxed) by the
+    // function's user itself, and gone after the run either way.
+    let own_scratch;
+    let scratch = match &sandbox {
+        Some(user) => std::env::temp_dir().join(format!("immortal-{}-{}", user.uid, uuid::Uuid::new_v4().simple())),
+        None => {
+            own_scratch = tempfile::Builder::new()
+                .prefix("immortal-fn-")
+                .tempdir()
+                .map_err(|e| RunnerError::Start(format!("cannot create the function's scratch folder: {e}")))?;
+            own_scratch.path().to_owned()
+        }
+    };
+    let mut function_env = prepared.env;
+    function_env.extend(settings.env.clone());
+    let options = InvokeOptions {
+        timeout: settings.timeout,
+        grace: settings.grace,
+        handler: settings.handler.clone().unwrap_or(prepared.handler),
+        runtime: prepared.runtime,
+        logging: prepared.logging,
+        function_env,
+        passthrough,
+        credentials: credentials
+            .as_ref()
+            .map(FunctionCredentials::environment)
+            .unwrap_or_default(),
+        sandbox: sandbox.clone(),
+        scratch: scratch.clone(),
+        extensions: settings.extensions,
+    };
+    let json = options.logging.format.as_deref() == Some("JSON");
+    let mut log = match settings.function_logs {
+        LogDestination::Stderr => FunctionLog::stderr(json),
+        LogDestination::CloudWatch => {
+            // Written as the function: its role may write its own log group.
+            let mut config = aws_sdk_cloudwatchlogs::config::Builder::from(aws::shared().await);
+            if let Some(credentials) = &credentials {
+                config = config.credentials_provider(credentials.provider());
+            }
+            let stream = FunctionLog::stream_name(&invocation);
+            tracing::info!(group = %invocation.log_group, stream = %stream, "the function's logs go to its log group");
+            FunctionLog::cloudwatch(
+                aws_sdk_cloudwatchlogs::Client::from_conf(config.build()),
+                invocation.log_group.clone(),
+                stream,
+                json,
+            )
+        }
+    };
+    let outcome = supervisor::invoke(&prepared.layout, invocation.clone(), &options, &mut log, sink, stop).await;
+    log.close().await;
+    if let Some(user) = &sandbox {
+        let mut dirs = vec![scratch];
+        if settings.own_tmp {
+            dirs.push(std::env::temp_dir());
+        }
+        user.sweep(&dirs).await;
+    }
+    Ok((invocation, outcome?))
+}
+
+/// `immortal-<request id>`, within STS's 64 characters and alphabet.
+fn session_name(request_id: &str) -> String {
+    let id: String = request_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "+=,.@-".contains(*c))
+        .take(55)
+        .collect();
+    format!("immortal-{id}")
+}
+
+/// The invocation with every gap filled, as Lambda would have it.
+pub(crate) fn resolve(envelope: &Envelope, function: Option<&FunctionRef>, facts: &FunctionFacts) -> Invocation {
+    Invocation::resolve(envelope, function, facts, &ContextDefaults::from_env())
+}
+
+/// Reports the outcome to its destination and picks the exit code.
+pub(crate) async fn finish(reporter: &Reporter, invocation: &Invocation, outcome: &Outcome) -> Exit {
+    match reporter.deliver(invocation, outcome).await {
+        Ok(()) => outcome.exit(),
+        Err(exit) => exit,
+    }
+}
+
+/// Where the response goes: the file, else stdout.
+pub(crate) async fn open_sink(output: Option<&std::path::Path>) -> Result<ResponseSink, RunnerError> {
+    Ok(match output {
+        Some(path) => ResponseSink::new(
+            tokio::fs::File::create(path)
+                .await
+                .map_err(|source| RunnerError::Output {
+                    path: path.to_owned(),
+                    source,
+                })?,
+        ),
+        None => ResponseSink::new(tokio::io::stdout()),
+    })
+}
+
+/// Streamed responses are already out; everything else is written now.
+pub(crate) async fn write_outcome(
+    sink: &ResponseSink,
+    outcome: &Outcome,
+    output: Option<&std::path::Path>,
+) -> Result<(), RunnerError> {
+    if matches!(outcome, Outcome::Response { streamed: true, .. }) {
+        return Ok(());
+    }
+    sink.write(outcome.body()).await.map_err(|source| RunnerError::Output {
+        path: output.map(ToOwned::to_owned).unwrap_or_else(|| "stdout".into()),
+        source,
+    })
+}
+
+/// `--fetch-only`: the code in the cache; prints the task root.
+pub(crate) async fn fetch_only(
+    code: CodeSource,
+    carrier: Carrier,
+    mut options: CodeOptions,
+) -> Result<Exit, RunnerError> {
+    // Nothing runs: the code stays in the cache, not presented at the task root.
+    options.runtime.task_root = None;
+    let envelope = open(&carrier).await?;
+    let function = function_of(&envelope)?;
+    let prepared = code.prepare(function.as_ref(), &options, aws::shared).await?;
+    println!("{}", prepared.layout.task_root.display());
+    Ok(Exit::Success)
+}
