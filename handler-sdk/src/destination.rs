@@ -2,6 +2,8 @@
 //! shape Lambda puts on a destination queue and the runner reports outcomes in.
 
 use serde::{Deserialize, Serialize};
+
+use crate::arn::Arn;
 use serde_json::value::RawValue;
 
 /// `condition` of a successful invocation.
@@ -107,7 +109,8 @@ impl DestinationRecord {
     /// The record Lambda would send to OnSuccess / OnFailure for this outcome, marked
     /// as coming from immortal.
     pub fn outcome(facts: OutcomeFacts<'_>) -> DestinationRecord {
-        let qualified = if facts.function_arn.split(':').count() >= 8 {
+        // `function:NAME:QUALIFIER` already names the version that ran.
+        let qualified = if Arn::parse(facts.function_arn).is_some_and(|arn| arn.resource_parts().len() >= 3) {
             facts.function_arn.to_owned()
         } else {
             format!("{}:{}", facts.function_arn, facts.executed_version)

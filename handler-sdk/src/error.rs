@@ -10,7 +10,7 @@ pub enum EnvelopeError {
         source: serde_json::Error,
     },
     /// The context text is not a JSON object of the expected shape.
-    #[error("the context is not a valid JSON object ({source}); the fields are in the README's context table (runner --help names them too), e.g. --context '{{\"request_id\":\"...\"}}'")]
+    #[error("the context is not a valid JSON object ({source}); the fields are in the context table of docs/configuration.md (runner --help names them too), e.g. --context '{{\"request_id\":\"...\"}}'")]
     Context {
         /// The parser's complaint.
         source: serde_json::Error,

@@ -1,6 +1,7 @@
 //! A Lambda function reference, parsed once from a name or ARN and passed around as a
 //! type; and the defaults that fill a context's gaps when nothing else says.
 
+use crate::arn::Arn;
 use crate::error::EnvelopeError;
 
 /// The account id used in ARNs when nothing better is known (the documentation placeholder).
@@ -66,22 +67,18 @@ impl FunctionRef {
     /// ```
     pub fn parse(text: &str) -> Result<Self, EnvelopeError> {
         let bad = || EnvelopeError::FunctionRef { value: text.to_owned() };
-        if let Some(rest) = text.strip_prefix("arn:") {
-            let parts: Vec<&str> = rest.split(':').collect();
-            // partition, service, region, account, "function", name[, qualifier]
-            if parts.len() < 6
-                || parts.len() > 7
-                || parts[1] != "lambda"
-                || parts[4] != "function"
-                || parts[5].is_empty()
-            {
-                return Err(bad());
-            }
+        if text.starts_with("arn:") {
+            let arn = Arn::parse(text).filter(|arn| arn.service == "lambda").ok_or_else(bad)?;
+            let (name, qualifier) = match arn.resource_parts()[..] {
+                ["function", name] if !name.is_empty() => (name, None),
+                ["function", name, qualifier] if !name.is_empty() => (name, Some(qualifier)),
+                _ => return Err(bad()),
+            };
             return Ok(FunctionRef {
-                name: parts[5].to_owned(),
-                qualifier: parts.get(6).map(|q| q.to_string()).filter(|q| !q.is_empty()),
-                region: Some(parts[2].to_owned()).filter(|r| !r.is_empty()),
-                account: Some(parts[3].to_owned()).filter(|a| !a.is_empty()),
+                name: name.to_owned(),
+                qualifier: qualifier.filter(|q| !q.is_empty()).map(str::to_owned),
+                region: Some(arn.region.to_owned()).filter(|r| !r.is_empty()),
+                account: Some(arn.account.to_owned()).filter(|a| !a.is_empty()),
             });
         }
         let mut split = text.splitn(2, ':');

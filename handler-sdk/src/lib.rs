@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 #[cfg(feature = "aws")]
+pub mod arn;
 pub mod aws;
 pub mod container;
 pub mod destination;

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::arn::Arn;
 use crate::container::{FUNCTION_MAP_VAR, FUNCTION_TAG, OVERFLOW_ERROR_TYPE, TIMEOUT_ERROR_TYPE, TIMEOUT_PHRASE};
 use crate::destination::DestinationRecord;
 use crate::envelope::{Envelope, InvocationContext, Overflow, OverflowSource};
@@ -333,15 +334,12 @@ impl QueueArn {
     /// assert!(QueueArn::parse("https://sqs.eu-west-1.amazonaws.com/1/q").is_none());
     /// ```
     pub fn parse(text: &str) -> Option<QueueArn> {
-        let parts: Vec<&str> = text.split(':').collect();
-        match parts.as_slice() {
-            ["arn", _, "sqs", region, account, name] if !name.is_empty() => Some(QueueArn {
-                region: (*region).to_owned(),
-                account: (*account).to_owned(),
-                name: (*name).to_owned(),
-            }),
-            _ => None,
-        }
+        let arn = Arn::parse(text).filter(|arn| arn.service == "sqs" && !arn.resource.contains(':'))?;
+        Some(QueueArn {
+            region: arn.region.to_owned(),
+            account: arn.account.to_owned(),
+            name: arn.resource.to_owned(),
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use immortal_handler_sdk::arn::Arn;
 use immortal_handler_sdk::aws::{self, describe_error};
 use immortal_handler_sdk::container::PAYLOAD_BUCKET_VAR;
 use immortal_handler_sdk::destination::{DestinationRecord, SUCCESS};
@@ -42,10 +43,10 @@ impl Target {
         if text.starts_with("https://") || text.starts_with("http://") {
             return Ok(Target::Sqs(text.to_owned()));
         }
-        match text.split(':').nth(2) {
-            Some("sqs") if text.starts_with("arn:") => Ok(Target::Sqs(text.to_owned())),
-            Some("sns") if text.starts_with("arn:") => Ok(Target::Sns(text.to_owned())),
-            Some("events") if text.starts_with("arn:") && text.contains(":event-bus/") => {
+        match Arn::parse(text) {
+            Some(arn) if arn.service == "sqs" => Ok(Target::Sqs(text.to_owned())),
+            Some(arn) if arn.service == "sns" => Ok(Target::Sns(text.to_owned())),
+            Some(arn) if arn.service == "events" && arn.resource.starts_with("event-bus/") => {
                 Ok(Target::EventBridge(text.to_owned()))
             }
             _ => Err(BadTarget(text.to_owned())),

@@ -16,7 +16,7 @@ use crate::publisher::Target;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingError {
     /// Required and absent.
-    #[error("{name} is not set: {what} (see the configuration reference in the README)")]
+    #[error("{name} is not set: {what} (see the configuration reference, docs/configuration.md)")]
     Missing {
         /// The variable.
         name: &'static str,

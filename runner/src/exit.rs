@@ -1,4 +1,4 @@
-//! The runner's exit codes: one place, documented in `--help` and the README.
+//! The runner's exit codes: one place, documented in `--help` and docs/exit-codes.md.
 
 use std::process::ExitCode;
 

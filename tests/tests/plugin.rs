@@ -1,7 +1,7 @@
 //! serverless-immortal, the Serverless Framework plugin that attaches functions to the
 //! overflow stack: the sample service (tests/fixtures/plugin-service) packaged offline
 //! with osls and the plugin installed from its folder, its settings' errors, its
-//! command, its npm package, and the README's snippets for everyone else.
+//! command, its npm package, and the attach snippets in docs/attach.md for everyone else.
 
 use std::path::Path;
 use std::process::Command;
@@ -257,11 +257,22 @@ fn the_npm_package_holds_only_the_plugin_and_works_installed_alone() {
         .assert_by_destination("job", &Overflow::imported_from("shared-overflow"));
 }
 
-/// The README's fenced block that follows `<!-- checked: NAME -->`.
+/// The fenced block that follows `<!-- checked: NAME -->` in README.md or, failing that,
+/// in the first docs/*.md (in name order) that has the marker.
 fn readme_snippet(name: &str) -> String {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let marker = format!("<!-- checked: {name} -->");
-    let after = &readme[readme.find(&marker).unwrap_or_else(|| panic!("README: no {marker}")) + marker.len()..];
+    let mut docs: Vec<_> = std::fs::read_dir(repo().join("docs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .collect();
+    docs.sort();
+    let text = std::iter::once(repo().join("README.md"))
+        .chain(docs)
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .find(|text| text.contains(&marker))
+        .unwrap_or_else(|| panic!("README.md, docs/*.md: no {marker}"));
+    let after = &text[text.find(&marker).unwrap() + marker.len()..];
     let fence = after.find("```").unwrap();
     let body = &after[fence..];
     let start = body.find('\n').unwrap() + 1;

@@ -46,7 +46,7 @@ pub struct Cli {
 
     /// The invocation context: inline JSON, @FILE, or - for stdin (else IMMORTAL_CONTEXT).
     /// Missing fields get defaults (a fresh request id, the function's name, $LATEST,
-    /// 128 MB...); the fields are listed in the README's context table.
+    /// 128 MB...); the fields are listed in the context table of docs/configuration.md.
     #[arg(long, value_name = "JSON|@FILE|-")]
     pub(crate) context: Option<String>,
 

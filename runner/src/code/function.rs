@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_lambda::error::SdkError;
+use immortal_handler_sdk::arn::Arn;
 use immortal_handler_sdk::aws::describe_error;
 use immortal_handler_sdk::function_ref::{FunctionRef, LATEST};
 
@@ -218,12 +219,17 @@ pub(crate) fn parse_layer_arn(arn: &str) -> Result<(String, i64), RunnerError> {
             "`{arn}` is not a layer version ARN (arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION)"
         ))
     };
-    let (layer, version) = arn.rsplit_once(':').ok_or_else(bad)?;
+    let parsed = Arn::parse(arn)
+        .filter(|parsed| parsed.service == "lambda")
+        .ok_or_else(bad)?;
+    let ["layer", name, version] = parsed.resource_parts()[..] else {
+        return Err(bad());
+    };
     let version: i64 = version.parse().map_err(|_| bad())?;
-    let parts: Vec<&str> = layer.split(':').collect();
-    if parts.len() != 7 || parts[0] != "arn" || parts[2] != "lambda" || parts[5] != "layer" {
+    if name.is_empty() {
         return Err(bad());
     }
+    let (layer, _) = arn.rsplit_once(':').ok_or_else(bad)?;
     Ok((layer.to_owned(), version))
 }
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use immortal_handler_sdk::arn::Arn;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -68,7 +69,7 @@ pub(crate) async fn invoke(
         name: invocation.function_name.clone(),
         version: invocation.function_version.clone(),
         handler: options.handler.clone(),
-        account_id: invocation.invoked_function_arn.split(':').nth(4).map(str::to_owned),
+        account_id: Arn::parse(&invocation.invoked_function_arn).map(|arn| arn.account.to_owned()),
     });
     let telemetry = extensions.telemetry.clone();
     let admission = match &options.sandbox {
