@@ -7,6 +7,8 @@ use immortal_handler_sdk::{aws, Envelope};
 use immortal_overflow::ledger::{envelope_key_parts, Entry, Ledger, LedgerError, State};
 use immortal_overflow::Carrier;
 
+use crate::run::settlement::{settlement, End};
+
 /// The ledger entry this run's attempt belongs to.
 pub(crate) struct Attempt {
     ledger: Ledger,
@@ -115,6 +117,14 @@ impl Attempt {
             tracing::warn!(error = %e, "cannot mark the attempt running in the ledger");
         }
         verdict
+    }
+
+    /// Settles the attempt after its run, by the one rule of [`settlement`]; an end
+    /// that leaves it running changes nothing.
+    pub(crate) async fn settle(&self, end: End<'_>) {
+        if let Some((state, reason)) = settlement(&end) {
+            self.end(state, reason).await;
+        }
     }
 
     /// Records how the attempt ended: `Succeeded`, `Failed` or `Interrupted` (then

@@ -19,7 +19,6 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName
 use immortal_handler_sdk::aws::{self, describe_error};
 use immortal_handler_sdk::record::{MessageAttribute, QueueMessage};
 use immortal_handler_sdk::Envelope;
-use immortal_overflow::ledger::State;
 use immortal_overflow::{OverflowSettings, Triage, Verdict};
 use tokio::task::JoinSet;
 
@@ -32,6 +31,7 @@ use crate::exit::Exit;
 use crate::run::attempt::Attempt;
 use crate::run::execution::{self, RunSettings, Slot};
 use crate::run::report::Reporter;
+use crate::run::settlement::End;
 use crate::signals::{stop_requested, StopSignal};
 
 /// How a worker runs.
@@ -272,11 +272,12 @@ impl Worker {
                 // As a single task does: a failure before the bootstrap runs is the
                 // invocation's outcome, reported with its cause.
                 let target = execution::function_of(&envelope).ok().flatten();
-                if execution::report_unrun(&self.reporter, &envelope, target.as_ref(), &e).await {
+                let delivered = execution::report_unrun(&self.reporter, &envelope, target.as_ref(), &e).await;
+                if let Some(attempt) = &handed {
+                    attempt.settle(End::Unrun { err: &e, delivered }).await;
+                }
+                if delivered {
                     tracing::error!(message_id = %queued.message_id, request_id, function, error = %e, "the run could not start; reported as its outcome");
-                    if let Some(attempt) = &handed {
-                        attempt.end(State::Failed, e.error_type().map(str::to_owned)).await;
-                    }
                     return if handed.is_some() {
                         Settled::HandedOver
                     } else {
@@ -289,14 +290,10 @@ impl Worker {
         };
         let stopped_by = *stop.borrow();
         if let Some(signal) = stopped_by {
-            let reason = format!(
-                "the worker was stopped ({})",
-                crate::emulator::outcome::signal_name(signal)
-            );
             return match &handed {
                 Some(attempt) => {
-                    tracing::warn!(message_id = %queued.message_id, request_id, reason = %reason, "stopped mid-run; the ledger's reconciler relaunches it");
-                    attempt.end(State::Interrupted, Some(reason)).await;
+                    tracing::warn!(message_id = %queued.message_id, request_id, signal, "stopped mid-run; the ledger's reconciler relaunches it");
+                    attempt.settle(End::Stopped(signal)).await;
                     Settled::HandedOver
                 }
                 None => {
@@ -312,16 +309,17 @@ impl Worker {
             (None, Ok(())) => Settled::Done,
             // The record is in the log in full; the message runs again rather than vanish.
             (None, Err(_)) => Settled::Release,
-            (Some(attempt), Ok(())) => {
-                let (state, reason) = match &outcome {
-                    Outcome::Response { .. } => (State::Succeeded, None),
-                    Outcome::Failed { .. } => (State::Failed, outcome.error_type()),
-                };
-                attempt.end(state, reason).await;
+            // Undelivered, it is left running in the ledger: relaunched once this
+            // worker's task has stopped.
+            (Some(attempt), delivered) => {
+                attempt
+                    .settle(End::Ran {
+                        outcome: &outcome,
+                        delivered: delivered.is_ok(),
+                    })
+                    .await;
                 Settled::HandedOver
             }
-            // Left running in the ledger: relaunched once this worker's task has stopped.
-            (Some(_), Err(_)) => Settled::HandedOver,
         }
     }
 

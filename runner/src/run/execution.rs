@@ -15,8 +15,6 @@ use immortal_overflow::{Carrier, OverflowSettings};
 use immortal_handler_sdk::container::FUNCTION_ROLE_VAR;
 use immortal_sandbox::FUNCTION_UIDS;
 
-use immortal_overflow::ledger::State;
-
 use crate::code::{CodeOptions, CodeSource, Prepared};
 use crate::emulator::bootstrap::{Passthrough, SandboxUser};
 use crate::emulator::credentials::{FunctionCredentials, FunctionRole};
@@ -29,6 +27,7 @@ use crate::error::RunnerError;
 use crate::exit::Exit;
 use crate::run::attempt::{Attempt, Go};
 use crate::run::report::Reporter;
+use crate::run::settlement::End;
 use crate::signals::StopSignal;
 
 /// How to run any invocation.
@@ -118,9 +117,9 @@ impl Job {
         let (invocation, outcome) = match ran {
             Ok(done) => done,
             Err(err) => {
-                report_unrun(&reporter, &envelope, function.as_ref(), &err).await;
+                let delivered = report_unrun(&reporter, &envelope, function.as_ref(), &err).await;
                 if let Some(attempt) = &attempt {
-                    attempt.end(State::Failed, Some(err.to_string())).await;
+                    attempt.settle(End::Unrun { err: &err, delivered }).await;
                 }
                 return Err(err);
             }
@@ -129,22 +128,19 @@ impl Job {
         if let (Some(attempt), Some(signal)) = (&attempt, stopped_by) {
             // Stopped from outside (Spot, scale-in): nothing about the invocation failed.
             // Said in the log first, before any call that could hang past SIGKILL.
-            let reason = format!(
-                "the task was stopped ({})",
-                crate::emulator::outcome::signal_name(signal)
-            );
-            tracing::warn!(request_id = %invocation.request_id, attempt = attempt.number, reason = %reason, "attempt interrupted; the reconciler relaunches it");
-            attempt.end(State::Interrupted, Some(reason)).await;
+            tracing::warn!(request_id = %invocation.request_id, attempt = attempt.number, signal, "attempt interrupted; the reconciler relaunches it");
+            attempt.settle(End::Stopped(signal)).await;
             return Ok(outcome.exit());
         }
         let exit = finish(&reporter, &invocation, &outcome).await;
         if let Some(attempt) = &attempt {
-            match (&outcome, exit) {
-                // Undelivered: left unended, so it runs again rather than vanish.
-                (_, Exit::Undelivered) => {}
-                (Outcome::Response { .. }, _) => attempt.end(State::Succeeded, None).await,
-                (Outcome::Failed { .. }, _) => attempt.end(State::Failed, outcome.error_type()).await,
-            }
+            let delivered = exit != Exit::Undelivered;
+            attempt
+                .settle(End::Ran {
+                    outcome: &outcome,
+                    delivered,
+                })
+                .await;
         }
         Ok(exit)
     }

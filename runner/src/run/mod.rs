@@ -10,3 +10,4 @@ pub(crate) mod drain;
 pub(crate) mod execution;
 pub(crate) mod in_process;
 pub(crate) mod report;
+pub(crate) mod settlement;
