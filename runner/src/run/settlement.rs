@@ -70,7 +70,7 @@ mod tests {
             ),
             (
                 End::Stopped(15),
-                Some((State::Interrupted, Some("the runner was stopped (SIGTERM)".into()))),
+                Some((State::Interrupted, Some("the runner was stopped (terminated)".into()))),
             ),
             (
                 End::Ran {
