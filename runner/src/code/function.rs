@@ -101,24 +101,7 @@ pub(crate) async fn get_function(
     let config = out
         .configuration
         .ok_or_else(|| RunnerError::Function(format!("GetFunction({label}) returned no configuration")))?;
-    if config.package_type.as_ref().map(|p| p.as_str()) == Some("Image") {
-        return Err(RunnerError::Function(format!(
-            "{label} is a container-image function; the runner runs zip functions. Run its image instead."
-        )));
-    }
-    if let Some(error) = config.environment.as_ref().and_then(|e| e.error.as_ref()) {
-        return Err(RunnerError::Configuration(format!(
-            "{label}'s environment variables could not be read ({}: {}); Lambda would not run it either: give the runner's role kms:Decrypt on the function's key, or fix the key",
-            error.error_code.as_deref().unwrap_or("error"),
-            error.message.as_deref().unwrap_or("no message"),
-        )));
-    }
-    if let Some(mount) = config.file_system_configs.as_ref().and_then(|f| f.first()) {
-        return Err(RunnerError::Configuration(format!(
-            "{label} mounts an EFS file system at {}; the runner's task has no such mount, and would run it without its files",
-            mount.local_mount_path
-        )));
-    }
+    refuse_what_cannot_run(&label, &config)?;
     let code = out
         .code
         .ok_or_else(|| RunnerError::Function(format!("GetFunction({label}) returned no code location")))?;
@@ -144,22 +127,7 @@ pub(crate) async fn get_function(
         facts,
         handler: config.handler,
         runtime: config.runtime.map(|r| Runtime::new(r.as_str())),
-        logging: config
-            .logging_config
-            .map(|l| {
-                let format = l.log_format.map(|f| f.as_str().to_owned());
-                // Lambda passes the level only with JSON logs: text logs have none.
-                let json = format.as_deref() == Some("JSON");
-                LogSettings {
-                    application_level: l
-                        .application_log_level
-                        .filter(|_| json)
-                        .map(|level| level.as_str().to_owned()),
-                    format,
-                    log_group: l.log_group,
-                }
-            })
-            .unwrap_or_default(),
+        logging: config.logging_config.map(log_settings).unwrap_or_default(),
         timeout_s: config.timeout,
         architecture: config
             .architectures
@@ -184,6 +152,47 @@ pub(crate) async fn get_function(
             .collect(),
         role: config.role,
     })
+}
+
+/// A configuration the runner cannot honour is refused, never half-run.
+fn refuse_what_cannot_run(
+    label: &str,
+    config: &aws_sdk_lambda::types::FunctionConfiguration,
+) -> Result<(), RunnerError> {
+    if config.package_type.as_ref().map(|p| p.as_str()) == Some("Image") {
+        return Err(RunnerError::Function(format!(
+            "{label} is a container-image function; the runner runs zip functions. Run its image instead."
+        )));
+    }
+    if let Some(error) = config.environment.as_ref().and_then(|e| e.error.as_ref()) {
+        return Err(RunnerError::Configuration(format!(
+            "{label}'s environment variables could not be read ({}: {}); Lambda would not run it either: give the runner's role kms:Decrypt on the function's key, or fix the key",
+            error.error_code.as_deref().unwrap_or("error"),
+            error.message.as_deref().unwrap_or("no message"),
+        )));
+    }
+    if let Some(mount) = config.file_system_configs.as_ref().and_then(|f| f.first()) {
+        return Err(RunnerError::Configuration(format!(
+            "{label} mounts an EFS file system at {}; the runner's task has no such mount, and would run it without its files",
+            mount.local_mount_path
+        )));
+    }
+    Ok(())
+}
+
+/// The function's `LoggingConfig`, as the runner uses it.
+fn log_settings(config: aws_sdk_lambda::types::LoggingConfig) -> LogSettings {
+    let format = config.log_format.map(|f| f.as_str().to_owned());
+    // Lambda passes the level only with JSON logs: text logs have none.
+    let json = format.as_deref() == Some("JSON");
+    LogSettings {
+        application_level: config
+            .application_log_level
+            .filter(|_| json)
+            .map(|level| level.as_str().to_owned()),
+        format,
+        log_group: config.log_group,
+    }
 }
 
 /// Calls `GetLayerVersion` with the name and version parsed from a layer version ARN.

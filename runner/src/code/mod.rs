@@ -36,6 +36,9 @@ pub(crate) struct Prepared {
     pub(crate) env: BTreeMap<String, String>,
     /// Its execution role, when known.
     pub(crate) role: Option<String>,
+    /// Local code (`--artifact`), not the function's own from Lambda: the shell's
+    /// variables reach it, as with cargo-lambda and SAM.
+    pub(crate) local: bool,
 }
 
 /// Settings for getting code.
@@ -99,6 +102,7 @@ pub(crate) async fn local(artifact: &Path, options: &CodeOptions) -> Result<Prep
         logging: LogSettings::default(),
         env: BTreeMap::new(),
         role: None,
+        local: true,
     })
 }
 
@@ -205,6 +209,7 @@ pub(crate) async fn remote(
         logging: spec.logging,
         env: spec.env,
         role: spec.role,
+        local: false,
     })
 }
 

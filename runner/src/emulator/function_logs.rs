@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use crate::emulator::extensions::telemetry::{Kind, Telemetry};
 use crate::emulator::invocation::Invocation;
+use crate::emulator::platform::Platform;
 
 /// PutLogEvents: at most this many events, and bytes (each event counts 26 more).
 const MAX_EVENTS: usize = 10_000;
@@ -166,60 +167,11 @@ impl FunctionLog {
         Ok(Some(OwnedFd::from(writer)))
     }
 
-    /// `START RequestId: ID Version: V`.
-    pub(crate) fn start(&self, invocation: &Invocation) {
-        let line = if self.json {
-            platform(
-                "platform.start",
-                serde_json::json!({"requestId": invocation.request_id, "version": invocation.function_version}),
-            )
-        } else {
-            format!(
-                "START RequestId: {} Version: {}",
-                invocation.request_id, invocation.function_version
-            )
-        };
-        self.platform_line(line);
-    }
-
-    /// `END` and `REPORT` for a finished invocation.
-    pub(crate) fn end(&self, report: &Report) {
-        if self.json {
-            self.platform_line(platform("platform.report", report.record()));
-            return;
+    /// A platform event's lines (none for the events Lambda keeps out of the log).
+    pub(crate) fn platform(&self, event: &Platform<'_>) {
+        for line in event.log_lines(self.json) {
+            self.platform_line(line);
         }
-        let id = &report.request_id;
-        self.platform_line(format!("END RequestId: {id}"));
-        let mut line = format!(
-            "REPORT RequestId: {id}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB",
-            report.duration.as_secs_f64() * 1000.0,
-            billed_ms(report.duration),
-            report.memory_mb,
-            report.max_memory_mb
-        );
-        if let Some(init) = report.init {
-            line.push_str(&format!("\tInit Duration: {:.2} ms", init.as_secs_f64() * 1000.0));
-        }
-        if let Some(error_type) = report.error_type {
-            line.push_str(&format!(
-                "\tStatus: {}\tError Type: {error_type}",
-                report.status.as_str()
-            ));
-        }
-        self.platform_line(line);
-    }
-
-    /// The line Lambda writes for each extension once init is done.
-    pub(crate) fn extension_ready(&self, name: &str, events: &[&str]) {
-        let line = if self.json {
-            platform(
-                "platform.extension",
-                serde_json::json!({"name": name, "state": "Ready", "events": events}),
-            )
-        } else {
-            format!("EXTENSION\tName: {name}\tState: Ready\tEvents: [{}]", events.join(","))
-        };
-        self.platform_line(line);
     }
 
     fn platform_line(&self, line: String) {
@@ -247,94 +199,6 @@ impl FunctionLog {
             let _ = shipper.await;
         }
     }
-}
-
-/// How an invocation ended, in the words of the Telemetry API's schema (`status` of
-/// `platform.runtimeDone` and `platform.report`: success, error, failure, timeout), which
-/// Lambda's JSON log format writes too.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) enum Status {
-    /// A response.
-    #[default]
-    Success,
-    /// The function's error, or the runtime exiting mid-invocation.
-    Error,
-    /// The platform or an extension failed the invocation.
-    Failure,
-    /// The invocation ran past its time (or an extension held it past it).
-    Timeout,
-}
-
-impl Status {
-    /// The schema's word.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Status::Success => "success",
-            Status::Error => "error",
-            Status::Failure => "failure",
-            Status::Timeout => "timeout",
-        }
-    }
-}
-
-/// What the REPORT line and the `platform.report` record say: built once, rendered
-/// for the function's log (text or JSON) and for the Telemetry API alike.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Report {
-    /// The invocation.
-    pub(crate) request_id: String,
-    /// From the event's delivery to the result.
-    pub(crate) duration: Duration,
-    /// From the bootstrap's start to its first request for an event.
-    pub(crate) init: Option<Duration>,
-    /// The function's memory setting.
-    pub(crate) memory_mb: u64,
-    /// The peak resident memory of the bootstrap and what it started.
-    pub(crate) max_memory_mb: u64,
-    /// How it ended.
-    pub(crate) status: Status,
-    /// The error type when the runtime did not end the invocation itself (a timeout, an
-    /// exit): the text REPORT line names only these, as Lambda's does.
-    pub(crate) error_type: Option<&'static str>,
-}
-
-impl Report {
-    /// The `platform.report` record.
-    pub(crate) fn record(&self) -> serde_json::Value {
-        let mut metrics = serde_json::json!({
-            "durationMs": round2(self.duration.as_secs_f64() * 1000.0),
-            "billedDurationMs": billed_ms(self.duration),
-            "memorySizeMB": self.memory_mb,
-            "maxMemoryUsedMB": self.max_memory_mb,
-        });
-        if let Some(init) = self.init {
-            metrics["initDurationMs"] = serde_json::json!(round2(init.as_secs_f64() * 1000.0));
-        }
-        let mut record =
-            serde_json::json!({"requestId": self.request_id, "status": self.status.as_str(), "metrics": metrics});
-        if let Some(error_type) = self.error_type {
-            record["errorType"] = serde_json::json!(error_type);
-        }
-        record
-    }
-}
-
-/// Lambda's JSON form of a platform line.
-fn platform(kind: &str, record: serde_json::Value) -> String {
-    let time = aws_smithy_types::DateTime::from(SystemTime::now())
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_default();
-    serde_json::json!({"time": time, "type": kind, "record": record}).to_string()
-}
-
-/// Lambda's billed duration: whole milliseconds, rounded up.
-pub(crate) fn billed_ms(duration: Duration) -> u64 {
-    duration.as_millis() as u64 + u64::from(!duration.subsec_nanos().is_multiple_of(1_000_000))
-}
-
-/// Milliseconds as Lambda's reports write them: two decimals.
-pub(crate) fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 fn now_ms() -> i64 {
@@ -542,17 +406,6 @@ pub(crate) fn tree_peak_rss_mb(pid: i32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn billed_duration_is_the_duration_rounded_up_to_a_whole_millisecond() {
-        let ms = Duration::from_millis;
-        assert_eq!(billed_ms(ms(12)), 12, "a whole millisecond is billed as itself");
-        assert_eq!(billed_ms(ms(12) + Duration::from_nanos(1)), 13);
-        assert_eq!(billed_ms(ms(12) + Duration::from_micros(999)), 13);
-        assert_eq!(billed_ms(Duration::from_micros(1)), 1);
-        assert_eq!(billed_ms(Duration::from_secs(3600)), 3_600_000);
-        assert_eq!(round2(2599.404), 2599.4);
-    }
 
     #[test]
     fn long_lines_are_split_on_character_boundaries() {

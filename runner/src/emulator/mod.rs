@@ -14,5 +14,6 @@ pub(crate) mod function_logs;
 pub(crate) mod invocation;
 pub(crate) mod outcome;
 pub(crate) mod peer;
+pub(crate) mod platform;
 pub(crate) mod runtime_api;
 pub(crate) mod supervisor;

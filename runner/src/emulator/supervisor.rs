@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use immortal_handler_sdk::arn::Arn;
-use serde_json::json;
+use immortal_handler_sdk::container::TIMEOUT_ERROR_TYPE;
 use tokio::time::Instant;
 
 use crate::code::function::LogSettings;
@@ -19,10 +19,11 @@ use crate::emulator::bootstrap::{
 };
 use crate::emulator::extensions::telemetry::Kind;
 use crate::emulator::extensions::{self, ExtensionFailure, Extensions, FunctionInfo};
-use crate::emulator::function_logs::{round2, tree_peak_rss_mb, FunctionLog, Report, Status};
+use crate::emulator::function_logs::{tree_peak_rss_mb, FunctionLog};
 use crate::emulator::invocation::Invocation;
-use crate::emulator::outcome::{timeout_message, Failure, Outcome};
+use crate::emulator::outcome::{signal_name, timeout_message, Failure, Outcome};
 use crate::emulator::peer::Admission;
+use crate::emulator::platform::{Platform, Report, Status};
 use crate::emulator::runtime_api::{ApiEvent, ResponseSink, RuntimeApi};
 use crate::error::RunnerError;
 use crate::signals::{stop_requested, StopSignal};
@@ -55,14 +56,16 @@ pub(crate) struct InvokeOptions {
 }
 
 /// Runs `invocation` with the bootstrap found in `layout`; its output and the platform's
-/// START/END/REPORT lines go to `log`.
+/// START/END/REPORT lines go to `log`. The phases, as Lambda's: init (extensions, then
+/// the runtime), invoke (until an outcome), the invocation's end (extensions finish,
+/// the report), shutdown.
 pub(crate) async fn invoke(
     layout: &CodeLayout,
     invocation: Arc<Invocation>,
     options: &InvokeOptions,
     log: &mut FunctionLog,
     sink: ResponseSink,
-    mut stop: StopSignal,
+    stop: StopSignal,
 ) -> Result<Outcome, RunnerError> {
     let (program, origin) = layout.bootstrap(options.runtime.as_ref())?;
     let extensions = Extensions::new(FunctionInfo {
@@ -71,22 +74,20 @@ pub(crate) async fn invoke(
         handler: options.handler.clone(),
         account_id: Arn::parse(&invocation.invoked_function_arn).map(|arn| arn.account.to_owned()),
     });
-    let telemetry = extensions.telemetry.clone();
     let admission = match &options.sandbox {
         Some(user) => Admission::User(user.uid),
         None => Admission::Anyone,
     };
-    let mut api = RuntimeApi::start(invocation.clone(), options.timeout, sink, extensions.clone(), admission)
+    let api = RuntimeApi::start(invocation.clone(), options.timeout, sink, extensions.clone(), admission)
         .await
         .map_err(|e| RunnerError::Start(format!("cannot serve the Runtime API on 127.0.0.1: {e}")))?;
-    let runtime_api = api.address();
     let env = environment(&LaunchConfig {
         invocation: &invocation,
         layout,
         handler: &options.handler,
         runtime: options.runtime.as_ref(),
         logging: &options.logging,
-        runtime_api: &runtime_api,
+        runtime_api: &api.address(),
         function_env: &options.function_env,
         unlimited: options.timeout.is_none(),
         passthrough: options.passthrough,
@@ -94,52 +95,19 @@ pub(crate) async fn invoke(
         scratch: &options.scratch,
     });
     let started = Instant::now();
-    telemetry.platform(
-        "platform.initStart",
-        json!({"initializationType": "on-demand", "phase": "init", "functionName": invocation.function_name,
-               "functionVersion": invocation.function_version,
-               "runtimeVersion": options.runtime.as_ref().map(Runtime::id).unwrap_or("provided")}),
-    );
-
-    // Extensions first, as Lambda starts them: by name, each registered and waiting for
-    // its first event before the runtime starts.
-    let programs = match (&layout.opt_dir, options.extensions) {
-        (Some(opt), true) => extensions::executables(opt),
-        _ => Vec::new(),
+    extensions.telemetry.platform_event(&Platform::InitStart {
+        function_name: &invocation.function_name,
+        function_version: &invocation.function_version,
+        runtime_version: options.runtime.as_ref().map(Runtime::id).unwrap_or("provided"),
+    });
+    let processes = match start_extensions(layout, options, &extensions, &env, log).await? {
+        Ok(processes) => processes,
+        Err(failure) => return Ok(extension_failure(&invocation, &failure, Failure::Init)),
     };
-    let mut processes = extensions::Processes::default();
-    if !programs.is_empty() {
-        log.tap(telemetry.clone());
-        let ext_env = extensions::environment(&env);
-        processes = extensions::Processes::start(
-            &extensions,
-            &programs,
-            &layout.task_root,
-            &ext_env,
-            options.sandbox.as_ref(),
-            &options.scratch,
-            || log.output_as(Kind::Extension),
-        )
-        .map_err(|e| RunnerError::Start(e.to_string()))?;
-        if let Err(failure) = processes.wait_init(&extensions, extensions::INIT_LIMIT).await {
-            processes
-                .shut_down(&extensions, "failure", extensions::SHUTDOWN_LIMIT)
-                .await;
-            return Ok(extension_failure(&invocation, &failure, Failure::Init));
-        }
-        for (name, events) in extensions.registered() {
-            log.extension_ready(&name, &events);
-            telemetry.platform(
-                "platform.extension",
-                json!({"name": name, "state": "Ready", "events": events}),
-            );
-        }
-    }
-
     let output = log
         .output()
         .map_err(|e| RunnerError::Start(format!("cannot open a pipe for the function's logs: {e}")))?;
-    let mut child = Bootstrap::spawn(
+    let child = Bootstrap::spawn(
         Role::Runtime,
         &program,
         &layout.task_root,
@@ -155,179 +123,325 @@ pub(crate) async fn invoke(
         user = options.sandbox.as_ref().map(|s| s.uid),
         from = ?origin,
         runtime = options.runtime.as_ref().map(Runtime::id).unwrap_or("custom"),
-        runtime_api = %runtime_api,
+        runtime_api = %api.address(),
         request_id = %invocation.request_id,
         function = %invocation.function_name,
         "bootstrap started"
     );
-
-    let request_id = invocation.request_id.clone();
-    let mut deadline: Option<Instant> = None;
-    let mut delivered = false;
-    let mut delivered_at = started;
-    let mut watch_extensions = extensions.subscribe();
-    let mut report = Report::default();
-    // Lambda reports the peak memory: sampled while the bootstrap lives.
-    let mut memory = tokio::time::interval(Duration::from_secs(1));
-
-    // Phase 1: until a result, an exit, the deadline or a stop request.
-    let outcome = loop {
-        tokio::select! {
-            event = api.events.recv() => match event {
-                Some(ApiEvent::Delivered) => {
-                    delivered = true;
-                    delivered_at = Instant::now();
-                    report.init = Some(started.elapsed());
-                    deadline = options.timeout.map(|t| Instant::now() + t);
-                    log.start(&invocation);
-                    let init_ms = started.elapsed().as_secs_f64() * 1000.0;
-                    telemetry.platform("platform.initRuntimeDone", json!({"initializationType": "on-demand", "phase": "init", "status": "success"}));
-                    telemetry.platform("platform.initReport", json!({"initializationType": "on-demand", "phase": "init", "status": "success", "metrics": {"durationMs": round2(init_ms)}}));
-                    let mut start = json!({"requestId": invocation.request_id, "version": invocation.function_version});
-                    if let Some(trace) = invocation.trace_id.as_deref().filter(|t| !t.is_empty()) {
-                        start["tracing"] = json!({"type": "X-Amzn-Trace-Id", "value": trace});
-                    }
-                    telemetry.platform("platform.start", start);
-                    tracing::info!(init_ms = init_ms as u64, "event delivered");
-                }
-                Some(ApiEvent::Finished(outcome)) => break outcome,
-                Some(ApiEvent::InitError(body)) => break Outcome::Failed { kind: Failure::Init, body },
-                Some(ApiEvent::Abandoned) => break Outcome::failed(
-                    Failure::Function,
-                    "Runtime.InvalidState",
-                    &format!("RequestId: {request_id} Error: the runtime asked for the next event without answering this one"),
-                ),
-                Some(ApiEvent::Idle) | None => {}
-            },
-            _ = watch_extensions.changed(), if !processes.is_empty() || extensions.any() => {
-                let failure = extensions.failure().or_else(|| processes.exited().map(|(name, how)| extensions::crash(&name, &how, "during the invocation")));
-                if let Some(failure) = failure {
-                    tracing::error!(error_type = %failure.error_type, "{}", failure.message);
-                    let _ = child.kill().await;
-                    break extension_failure(&invocation, &failure, if delivered { Failure::Function } else { Failure::Init });
-                }
-            }
-            _ = memory.tick() => {
-                if !processes.is_empty() {
-                    if let Some((name, how)) = processes.exited() {
-                        extensions.failed(extensions::crash(&name, &how, if delivered { "during the invocation" } else { "during init" }));
-                    }
-                }
-                report.max_memory_mb = report.max_memory_mb.max(tree_peak_rss_mb(child.pid()));
-            }
-            status = child.wait() => {
-                let status = status.map_err(|e| RunnerError::Start(format!("cannot wait for the bootstrap: {e}")))?;
-                // A report may have raced the exit: it wins.
-                if let Some(outcome) = drain_result(&mut api) {
-                    break outcome;
-                }
-                break exited(&request_id, status, delivered);
-            }
-            _ = sleep_until(deadline) => {
-                let seconds = options.timeout.unwrap_or_default().as_secs_f64();
-                tracing::warn!(seconds, "invocation timed out; killing the bootstrap");
-                let _ = child.kill().await;
-                break Outcome::failed(Failure::Timeout, immortal_handler_sdk::container::TIMEOUT_ERROR_TYPE, &timeout_message(&request_id, seconds));
-            }
-            Some(signal) = stop_requested(&mut stop) => {
-                tracing::warn!(signal, "stop requested; forwarding the signal to the bootstrap");
-                child.signal(signal);
-                let grace = tokio::time::sleep(options.grace);
-                tokio::pin!(grace);
-                let status = tokio::select! {
-                    status = child.wait() => status.ok(),
-                    _ = &mut grace => None,
-                };
-                if status.is_none() {
-                    tracing::warn!(grace_ms = options.grace.as_millis() as u64, "bootstrap still running after the grace period; SIGKILL");
-                }
-                let status = match status { Some(s) => s, None => child.kill().await.unwrap_or_else(|_| std::process::ExitStatus::from_raw(9)) };
-                if let Some(outcome) = drain_result(&mut api) {
-                    break outcome;
-                }
-                break Outcome::failed(
-                    Failure::Signal(signal),
-                    "Runtime.ExitError",
-                    &format!("RequestId: {request_id} Error: Runtime exited with error: {} (the runner was stopped by {})", describe_exit(status), crate::emulator::outcome::signal_name(signal)),
-                );
-            }
-        }
+    let mut run = Supervised {
+        invocation,
+        options,
+        api,
+        extensions,
+        processes,
+        child,
+        stop,
+        started,
+        delivered_at: None,
+        deadline: None,
+        report: Report::default(),
     };
+    let outcome = run.until_outcome(log).await?;
     log_outcome(&outcome, started);
-    let runtime_ms = delivered_at.elapsed().as_secs_f64() * 1000.0;
-    if delivered {
-        telemetry.platform(
-            "platform.runtimeDone",
-            json!({"requestId": request_id, "status": report_status(&outcome, false).0.as_str(),
-                   "metrics": {"durationMs": round2(runtime_ms), "producedBytes": outcome.body().len()}}),
+    let extensions_timed_out = run.end_invocation(&outcome).await;
+    run.report(log, &outcome, extensions_timed_out);
+    run.shut_down(&outcome).await;
+    Ok(outcome)
+}
+
+/// Starts the layers' extensions, as Lambda does, before the runtime: by name, each
+/// registered and waiting for its first event. `Err(failure)` when one failed init
+/// (then every extension has had SHUTDOWN).
+async fn start_extensions(
+    layout: &CodeLayout,
+    options: &InvokeOptions,
+    extensions: &Arc<Extensions>,
+    env: &BTreeMap<String, String>,
+    log: &mut FunctionLog,
+) -> Result<Result<extensions::Processes, ExtensionFailure>, RunnerError> {
+    let programs = match (&layout.opt_dir, options.extensions) {
+        (Some(opt), true) => extensions::executables(opt),
+        _ => Vec::new(),
+    };
+    if programs.is_empty() {
+        return Ok(Ok(extensions::Processes::default()));
+    }
+    log.tap(extensions.telemetry.clone());
+    let mut processes = extensions::Processes::start(
+        extensions,
+        &programs,
+        &layout.task_root,
+        &extensions::environment(env),
+        options.sandbox.as_ref(),
+        &options.scratch,
+        || log.output_as(Kind::Extension),
+    )
+    .map_err(|e| RunnerError::Start(e.to_string()))?;
+    if let Err(failure) = processes.wait_init(extensions, extensions::INIT_LIMIT).await {
+        processes
+            .shut_down(extensions, "failure", extensions::SHUTDOWN_LIMIT)
+            .await;
+        return Ok(Err(failure));
+    }
+    for (name, events) in extensions.registered() {
+        platform(
+            log,
+            extensions,
+            &Platform::Extension {
+                name: &name,
+                events: &events,
+            },
         );
     }
-    // The invocation is complete when every extension registered for INVOKE has asked
-    // for its next event too (an extension that never does holds it open, as in Lambda,
-    // until the timeout when there is one). Not after an extension failed the run: its
-    // Extensions API answers errors from then on, so none would ever ask again.
-    let mut extensions_timed_out = false;
-    if delivered
-        && extensions.any()
-        && extensions.failure().is_none()
-        && !matches!(
+    Ok(Ok(processes))
+}
+
+/// One platform event, to the function's log and the Telemetry API alike.
+fn platform(log: &FunctionLog, extensions: &Extensions, event: &Platform<'_>) {
+    log.platform(event);
+    extensions.telemetry.platform_event(event);
+}
+
+/// An invocation under way: the bootstrap, its extensions, the APIs they talk to.
+struct Supervised<'a> {
+    invocation: Arc<Invocation>,
+    options: &'a InvokeOptions,
+    api: RuntimeApi,
+    extensions: Arc<Extensions>,
+    processes: extensions::Processes,
+    child: Bootstrap,
+    stop: StopSignal,
+    /// When the bootstrap started.
+    started: Instant,
+    /// When the runtime took the event (`None`: it never did).
+    delivered_at: Option<Instant>,
+    /// The invocation's deadline, with `--timeout`.
+    deadline: Option<Instant>,
+    report: Report,
+}
+
+impl Supervised<'_> {
+    /// Until a result, an exit, the deadline or a stop request.
+    async fn until_outcome(&mut self, log: &FunctionLog) -> Result<Outcome, RunnerError> {
+        let mut watch_extensions = self.extensions.subscribe();
+        // Lambda reports the peak memory: sampled while the bootstrap lives.
+        let mut memory = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                event = self.api.events.recv() => match event {
+                    Some(ApiEvent::Delivered) => self.delivered(log),
+                    Some(ApiEvent::Finished(outcome)) => return Ok(outcome),
+                    Some(ApiEvent::InitError(body)) => return Ok(Outcome::Failed { kind: Failure::Init, body }),
+                    Some(ApiEvent::Abandoned) => return Ok(Outcome::failed(
+                        Failure::Function,
+                        "Runtime.InvalidState",
+                        &format!("RequestId: {} Error: the runtime asked for the next event without answering this one", self.invocation.request_id),
+                    )),
+                    Some(ApiEvent::Idle) | None => {}
+                },
+                // Checked each turn: an internal extension registers while the runtime runs.
+                _ = watch_extensions.changed(), if !self.processes.is_empty() || self.extensions.any() => {
+                    if let Some(outcome) = self.extension_failed().await {
+                        return Ok(outcome);
+                    }
+                }
+                _ = memory.tick() => self.sample(),
+                status = self.child.wait() => {
+                    let status = status.map_err(|e| RunnerError::Start(format!("cannot wait for the bootstrap: {e}")))?;
+                    // A report may have raced the exit: it wins.
+                    return Ok(drain_result(&mut self.api)
+                        .unwrap_or_else(|| exited(&self.invocation.request_id, status, self.delivered_at.is_some())));
+                }
+                _ = sleep_until(self.deadline) => return Ok(self.timed_out().await),
+                Some(signal) = stop_requested(&mut self.stop) => return Ok(self.stopped(signal).await),
+            }
+        }
+    }
+
+    /// The runtime took the event: init is over, the invocation begins.
+    fn delivered(&mut self, log: &FunctionLog) {
+        let init = self.started.elapsed();
+        self.delivered_at = Some(Instant::now());
+        self.report.init = Some(init);
+        self.deadline = self.options.timeout.map(|t| Instant::now() + t);
+        let telemetry = &self.extensions.telemetry;
+        telemetry.platform_event(&Platform::InitRuntimeDone);
+        telemetry.platform_event(&Platform::InitReport { duration: init });
+        platform(
+            log,
+            &self.extensions,
+            &Platform::Start {
+                request_id: &self.invocation.request_id,
+                version: &self.invocation.function_version,
+                trace: self.invocation.trace_id.as_deref(),
+            },
+        );
+        tracing::info!(init_ms = init.as_millis() as u64, "event delivered");
+    }
+
+    /// An extension failed the run (reported an error, or exited): the outcome, with the
+    /// bootstrap killed.
+    async fn extension_failed(&mut self) -> Option<Outcome> {
+        let failure = self.extensions.failure().or_else(|| {
+            self.processes
+                .exited()
+                .map(|(name, how)| extensions::crash(&name, &how, "during the invocation"))
+        })?;
+        tracing::error!(error_type = %failure.error_type, "{}", failure.message);
+        let _ = self.child.kill().await;
+        let kind = if self.delivered_at.is_some() {
+            Failure::Function
+        } else {
+            Failure::Init
+        };
+        Some(extension_failure(&self.invocation, &failure, kind))
+    }
+
+    /// Once a second: the peak memory, and whether an extension died.
+    fn sample(&mut self) {
+        if !self.processes.is_empty() {
+            if let Some((name, how)) = self.processes.exited() {
+                let when = if self.delivered_at.is_some() {
+                    "during the invocation"
+                } else {
+                    "during init"
+                };
+                self.extensions.failed(extensions::crash(&name, &how, when));
+            }
+        }
+        self.report.max_memory_mb = self.report.max_memory_mb.max(tree_peak_rss_mb(self.child.pid()));
+    }
+
+    /// The deadline passed: the bootstrap is killed, Lambda's timeout error.
+    async fn timed_out(&mut self) -> Outcome {
+        let seconds = self.options.timeout.unwrap_or_default().as_secs_f64();
+        tracing::warn!(seconds, "invocation timed out; killing the bootstrap");
+        let _ = self.child.kill().await;
+        Outcome::failed(
+            Failure::Timeout,
+            TIMEOUT_ERROR_TYPE,
+            &timeout_message(&self.invocation.request_id, seconds),
+        )
+    }
+
+    /// The runner was asked to stop: the signal goes to the bootstrap, which gets the
+    /// grace period, then SIGKILL. A result reported meanwhile wins.
+    async fn stopped(&mut self, signal: i32) -> Outcome {
+        tracing::warn!(signal, "stop requested; forwarding the signal to the bootstrap");
+        self.child.signal(signal);
+        let grace = self.options.grace;
+        let status = match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(Ok(status)) => status,
+            _ => {
+                tracing::warn!(
+                    grace_ms = grace.as_millis() as u64,
+                    "bootstrap still running after the grace period; SIGKILL"
+                );
+                self.child
+                    .kill()
+                    .await
+                    .unwrap_or_else(|_| std::process::ExitStatus::from_raw(9))
+            }
+        };
+        if let Some(outcome) = drain_result(&mut self.api) {
+            return outcome;
+        }
+        Outcome::failed(
+            Failure::Signal(signal),
+            "Runtime.ExitError",
+            &format!(
+                "RequestId: {} Error: Runtime exited with error: {} (the runner was stopped by {})",
+                self.invocation.request_id,
+                describe_exit(status),
+                signal_name(signal)
+            ),
+        )
+    }
+
+    /// `platform.runtimeDone`, then the invocation is complete when every extension
+    /// registered for INVOKE has asked for its next event too (an extension that never
+    /// does holds it open, as in Lambda, until the timeout when there is one). Not after
+    /// an extension failed the run: its Extensions API answers errors from then on, so
+    /// none would ever ask again. Whether extensions held it past the timeout.
+    async fn end_invocation(&mut self, outcome: &Outcome) -> bool {
+        let Some(delivered_at) = self.delivered_at else {
+            return false;
+        };
+        self.extensions.telemetry.platform_event(&Platform::RuntimeDone {
+            request_id: &self.invocation.request_id,
+            status: report_status(outcome, false).0,
+            duration: delivered_at.elapsed(),
+            produced_bytes: outcome.body().len(),
+        });
+        let ended_by_platform = matches!(
             outcome,
             Outcome::Failed {
                 kind: Failure::Timeout | Failure::Signal(_),
                 ..
             }
-        )
-    {
-        let mut changes = extensions.subscribe();
+        );
+        if !self.extensions.any() || self.extensions.failure().is_some() || ended_by_platform {
+            return false;
+        }
+        let mut changes = self.extensions.subscribe();
         loop {
-            let gone = processes.gone();
-            if extensions.invoke_done(&gone) {
-                break;
+            let gone = self.processes.gone();
+            if self.extensions.invoke_done(&gone) {
+                return false;
             }
             tokio::select! {
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = sleep_until(deadline) => {
+                _ = sleep_until(self.deadline) => {
                     tracing::warn!("extensions did not finish the invocation (ask for their next event) before the timeout");
-                    extensions_timed_out = true;
-                    break;
+                    return true;
                 }
-                Some(_) = stop_requested(&mut stop) => break,
+                Some(_) = stop_requested(&mut self.stop) => return false,
             }
         }
     }
-    if delivered {
-        report.max_memory_mb = report.max_memory_mb.max(tree_peak_rss_mb(child.pid()));
+
+    /// END and REPORT: one record, for the log and the Telemetry API alike.
+    fn report(&mut self, log: &FunctionLog, outcome: &Outcome, extensions_timed_out: bool) {
+        let Some(delivered_at) = self.delivered_at else {
+            return;
+        };
+        let report = &mut self.report;
+        report.max_memory_mb = report.max_memory_mb.max(tree_peak_rss_mb(self.child.pid()));
         report.duration = delivered_at.elapsed();
-        report.request_id = request_id.clone();
-        report.memory_mb = invocation.memory_mb.into();
-        (report.status, report.error_type) = report_status(&outcome, extensions_timed_out);
-        // One record, two renderings: they cannot disagree.
-        log.end(&report);
-        telemetry.platform("platform.report", report.record());
+        report.request_id = self.invocation.request_id.clone();
+        report.memory_mb = self.invocation.memory_mb.into();
+        (report.status, report.error_type) = report_status(outcome, extensions_timed_out);
+        platform(log, &self.extensions, &Platform::Report(&self.report));
     }
 
-    // Phase 2: let the runtime settle (ask for the next event, or exit), then the
-    // Shutdown phase. Without extensions it lasts 0 ms: the runtime gets SIGKILL. With
-    // them, they get SHUTDOWN first (2 s; the runtime is idle, waiting for its next
-    // event; in Lambda it is stopped first, but its sandbox ends its extensions with it),
-    // then the runtime SIGTERM and 300 ms (500 with an internal extension).
-    if child.exited().is_none() {
-        let settle = async {
-            loop {
-                tokio::select! {
-                    event = api.events.recv() => if matches!(event, Some(ApiEvent::Idle) | None) { break },
-                    _ = child.wait() => break,
+    /// Let the runtime settle (ask for the next event, or exit), then the Shutdown
+    /// phase. Without extensions it lasts 0 ms: the runtime gets SIGKILL. With them, they
+    /// get SHUTDOWN first (2 s; the runtime is idle, waiting for its next event; in
+    /// Lambda it is stopped first, but its sandbox ends its extensions with it), then the
+    /// runtime SIGTERM and 300 ms (500 with an internal extension).
+    async fn shut_down(&mut self, outcome: &Outcome) {
+        if self.child.exited().is_none() {
+            let settle = async {
+                loop {
+                    tokio::select! {
+                        event = self.api.events.recv() => if matches!(event, Some(ApiEvent::Idle) | None) { break },
+                        _ = self.child.wait() => break,
+                    }
                 }
+            };
+            let _ = tokio::time::timeout(self.options.grace, settle).await;
+        }
+        if !self.extensions.any() && self.processes.is_empty() {
+            if self.child.exited().is_none() {
+                let _ = self.child.kill().await;
             }
-        };
-        let _ = tokio::time::timeout(options.grace, settle).await;
-    }
-    if extensions.any() || !processes.is_empty() {
+            return;
+        }
         // What the subscribers have not had yet (the report) goes out before SHUTDOWN.
-        telemetry.flush(Duration::from_secs(1)).await;
-        let stopped = stop.borrow().is_some();
-        let reason = match &outcome {
+        self.extensions.telemetry.flush(Duration::from_secs(1)).await;
+        let stopped = self.stop.borrow().is_some();
+        let reason = match outcome {
             Outcome::Failed {
                 kind: Failure::Timeout, ..
             } => "timeout",
@@ -336,24 +450,21 @@ pub(crate) async fn invoke(
             Outcome::Failed {
                 kind: Failure::Function | Failure::Signal(_) | Failure::Init,
                 ..
-            } if child.exited().is_some() => "failure",
+            } if self.child.exited().is_some() => "failure",
             _ => "spindown",
         };
-        processes
-            .shut_down(&extensions, reason, extensions::SHUTDOWN_LIMIT)
+        self.processes
+            .shut_down(&self.extensions, reason, extensions::SHUTDOWN_LIMIT)
             .await;
-        if child.exited().is_none() {
-            let grace = if extensions.internal() {
+        if self.child.exited().is_none() {
+            let grace = if self.extensions.internal() {
                 extensions::RUNTIME_SHUTDOWN_INTERNAL
             } else {
                 extensions::RUNTIME_SHUTDOWN
             };
-            let _ = child.stop(grace).await;
+            let _ = self.child.stop(grace).await;
         }
-    } else if child.exited().is_none() {
-        let _ = child.kill().await;
     }
-    Ok(outcome)
 }
 
 /// The report's status, and the error type its text line names (only for an end the
@@ -362,18 +473,12 @@ fn report_status(outcome: &Outcome, extensions_timed_out: bool) -> (Status, Opti
     match outcome {
         Outcome::Failed {
             kind: Failure::Timeout, ..
-        } => (
-            Status::Timeout,
-            Some(immortal_handler_sdk::container::TIMEOUT_ERROR_TYPE),
-        ),
+        } => (Status::Timeout, Some(TIMEOUT_ERROR_TYPE)),
         Outcome::Failed {
             kind: Failure::Signal(_),
             ..
         } => (Status::Error, Some("Runtime.ExitError")),
-        _ if extensions_timed_out => (
-            Status::Timeout,
-            Some(immortal_handler_sdk::container::TIMEOUT_ERROR_TYPE),
-        ),
+        _ if extensions_timed_out => (Status::Timeout, Some(TIMEOUT_ERROR_TYPE)),
         // A function error is the function's own answer: `error`, with no error type on
         // the line (the error document says it).
         Outcome::Failed {
@@ -417,7 +522,7 @@ fn exited(request_id: &str, status: std::process::ExitStatus, delivered: bool) -
             tracing::error!(
                 signal,
                 "the bootstrap was ended by signal {signal} ({})",
-                crate::emulator::outcome::signal_name(signal)
+                signal_name(signal)
             );
             Outcome::failed(Failure::Signal(signal), "Runtime.ExitError", &message)
         }
@@ -498,7 +603,7 @@ mod tests {
                 error_type: got_type,
                 ..Default::default()
             };
-            let record = report.record();
+            let record = Platform::Report(&report).record();
             assert_eq!(record["status"], status);
             assert_eq!(record["errorType"].as_str(), error_type);
         }

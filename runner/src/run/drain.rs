@@ -70,12 +70,9 @@ struct Worker {
     options: DrainOptions,
 }
 
-/// Drains the queues until they stay empty or a stop is requested.
-pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, RunnerError> {
-    let sdk = aws::shared().await;
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    let mut queues = Vec::new();
-    for url in &options.queue_urls {
+impl Queue {
+    /// The queue's ARN and visibility timeout (`visibility` overrides it), read once.
+    async fn look_up(sqs: &aws_sdk_sqs::Client, url: &str, visibility: Option<i32>) -> Result<Queue, RunnerError> {
         let attributes = sqs
             .get_queue_attributes()
             .queue_url(url)
@@ -86,8 +83,7 @@ pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exi
             .map_err(|e| RunnerError::Usage(format!("cannot read the queue {url}: {}", describe_error(&e))))?
             .attributes
             .unwrap_or_default();
-        let visibility = options
-            .visibility
+        let visibility = visibility
             .or_else(|| {
                 attributes
                     .get(&QueueAttributeName::VisibilityTimeout)
@@ -95,11 +91,21 @@ pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exi
             })
             .unwrap_or(30)
             .max(2);
-        queues.push(Queue {
-            url: url.clone(),
+        Ok(Queue {
+            url: url.to_owned(),
             arn: attributes.get(&QueueAttributeName::QueueArn).cloned(),
             visibility,
-        });
+        })
+    }
+}
+
+/// Drains the queues until they stay empty or a stop is requested.
+pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exit, RunnerError> {
+    let sdk = aws::shared().await;
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut queues = Vec::new();
+    for url in &options.queue_urls {
+        queues.push(Queue::look_up(&sqs, url, options.visibility).await?);
     }
     if options.overflow.payload_bucket.is_none() {
         tracing::warn!(
@@ -342,7 +348,6 @@ impl Worker {
             function.as_ref(),
             &self.options.settings,
             slot,
-            false,
             ResponseSink::discard(),
             stop,
         )

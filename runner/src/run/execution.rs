@@ -98,14 +98,12 @@ impl Job {
                 .prepare(function.as_ref(), &self.code_options, aws::shared)
                 .await?;
             let sink = open_sink(self.output.as_deref()).await?;
-            let local = matches!(self.code, CodeSource::Local(_));
             let (invocation, outcome) = run_envelope(
                 prepared,
                 &envelope,
                 function.as_ref(),
                 &self.settings,
                 Slot::default(),
-                local,
                 sink.clone(),
                 stop,
             )
@@ -183,41 +181,19 @@ pub(crate) fn function_of(envelope: &Envelope) -> Result<Option<FunctionRef>, Ru
 
 /// Runs `envelope` with the prepared code, as the function itself: its role, its
 /// user, its own scratch folder and environment. Returns the invocation resolved
-/// against the function, and how it ended. `local` code takes the shell's variables.
-#[allow(clippy::too_many_arguments)]
+/// against the function, and how it ended.
 pub(crate) async fn run_envelope(
     prepared: Prepared,
     envelope: &Envelope,
     function: Option<&FunctionRef>,
     settings: &RunSettings,
     slot: Slot,
-    local: bool,
     sink: ResponseSink,
     stop: StopSignal,
 ) -> Result<(Arc<Invocation>, Outcome), RunnerError> {
     let invocation = Arc::new(resolve(envelope, function, &prepared.facts));
-    let role = match &settings.function_role {
-        FunctionRole::Inherit => None,
-        FunctionRole::Arn(arn) => Some(arn.clone()),
-        FunctionRole::Assume => Some(prepared.role.clone().ok_or_else(|| {
-            RunnerError::Usage(format!(
-                "--function-role assume needs the function's configuration, which local code has not: fetch it from Lambda (no --artifact), or name the role (--function-role ARN), or run as yourself ({FUNCTION_ROLE_VAR}=inherit)"
-            ))
-        })?),
-    };
-    let credentials = match &role {
-        None => None,
-        Some(role) => Some(
-            FunctionCredentials::assume(
-                aws::shared().await,
-                role,
-                &session_name(&invocation.request_id),
-                settings.credentials_lifetime,
-            )
-            .await?,
-        ),
-    };
-    let passthrough = if local || role.is_none() {
+    let credentials = function_credentials(settings, &prepared, &invocation).await?;
+    let passthrough = if prepared.local || credentials.is_none() {
         Passthrough::Shell
     } else {
         Passthrough::Region
@@ -226,19 +202,7 @@ pub(crate) async fn run_envelope(
         program: program.clone(),
         uid: FUNCTION_UIDS.start() + slot.0,
     });
-    // The function's private scratch folder: made by the runner, or (sandboxed) by the
-    // function's user itself, and gone after the run either way.
-    let own_scratch;
-    let scratch = match &sandbox {
-        Some(user) => std::env::temp_dir().join(format!("immortal-{}-{}", user.uid, uuid::Uuid::new_v4().simple())),
-        None => {
-            own_scratch = tempfile::Builder::new()
-                .prefix("immortal-fn-")
-                .tempdir()
-                .map_err(|e| RunnerError::Start(format!("cannot create the function's scratch folder: {e}")))?;
-            own_scratch.path().to_owned()
-        }
-    };
+    let (scratch, _own_scratch) = scratch_folder(sandbox.as_ref())?;
     let mut function_env = prepared.env;
     function_env.extend(settings.env.clone());
     let options = InvokeOptions {
@@ -258,24 +222,7 @@ pub(crate) async fn run_envelope(
         extensions: settings.extensions,
     };
     let json = options.logging.format.as_deref() == Some("JSON");
-    let mut log = match settings.function_logs {
-        LogDestination::Stderr => FunctionLog::stderr(json),
-        LogDestination::CloudWatch => {
-            // Written as the function: its role may write its own log group.
-            let mut config = aws_sdk_cloudwatchlogs::config::Builder::from(aws::shared().await);
-            if let Some(credentials) = &credentials {
-                config = config.credentials_provider(credentials.provider());
-            }
-            let stream = FunctionLog::stream_name(&invocation);
-            tracing::info!(group = %invocation.log_group, stream = %stream, "the function's logs go to its log group");
-            FunctionLog::cloudwatch(
-                aws_sdk_cloudwatchlogs::Client::from_conf(config.build()),
-                invocation.log_group.clone(),
-                stream,
-                json,
-            )
-        }
-    };
+    let mut log = function_log(settings.function_logs, json, &invocation, credentials.as_ref()).await;
     let outcome = supervisor::invoke(&prepared.layout, invocation.clone(), &options, &mut log, sink, stop).await;
     log.close().await;
     if let Some(user) = &sandbox {
@@ -286,6 +233,74 @@ pub(crate) async fn run_envelope(
         user.sweep(&dirs).await;
     }
     Ok((invocation, outcome?))
+}
+
+/// The function's own credentials, when it runs as a role (`--function-role`):
+/// assumed for this invocation and renewed for as long as it runs.
+async fn function_credentials(
+    settings: &RunSettings,
+    prepared: &Prepared,
+    invocation: &Invocation,
+) -> Result<Option<FunctionCredentials>, RunnerError> {
+    let role = match &settings.function_role {
+        FunctionRole::Inherit => return Ok(None),
+        FunctionRole::Arn(arn) => arn.clone(),
+        FunctionRole::Assume => prepared.role.clone().ok_or_else(|| {
+            RunnerError::Usage(format!(
+                "--function-role assume needs the function's configuration, which local code has not: fetch it from Lambda (no --artifact), or name the role (--function-role ARN), or run as yourself ({FUNCTION_ROLE_VAR}=inherit)"
+            ))
+        })?,
+    };
+    let credentials = FunctionCredentials::assume(
+        aws::shared().await,
+        &role,
+        &session_name(&invocation.request_id),
+        settings.credentials_lifetime,
+    )
+    .await?;
+    Ok(Some(credentials))
+}
+
+/// The function's private scratch folder (`TMPDIR`): made by the runner, or (sandboxed)
+/// by the function's user itself, and gone after the run either way. The second value
+/// removes the runner's own folder when dropped.
+fn scratch_folder(sandbox: Option<&SandboxUser>) -> Result<(PathBuf, Option<tempfile::TempDir>), RunnerError> {
+    if let Some(user) = sandbox {
+        let name = format!("immortal-{}-{}", user.uid, uuid::Uuid::new_v4().simple());
+        return Ok((std::env::temp_dir().join(name), None));
+    }
+    let own = tempfile::Builder::new()
+        .prefix("immortal-fn-")
+        .tempdir()
+        .map_err(|e| RunnerError::Start(format!("cannot create the function's scratch folder: {e}")))?;
+    Ok((own.path().to_owned(), Some(own)))
+}
+
+/// Where the function's output goes: the runner's stderr, or its own log group written
+/// as the function (its role may write there).
+async fn function_log(
+    destination: LogDestination,
+    json: bool,
+    invocation: &Invocation,
+    credentials: Option<&FunctionCredentials>,
+) -> FunctionLog {
+    match destination {
+        LogDestination::Stderr => FunctionLog::stderr(json),
+        LogDestination::CloudWatch => {
+            let mut config = aws_sdk_cloudwatchlogs::config::Builder::from(aws::shared().await);
+            if let Some(credentials) = credentials {
+                config = config.credentials_provider(credentials.provider());
+            }
+            let stream = FunctionLog::stream_name(invocation);
+            tracing::info!(group = %invocation.log_group, stream = %stream, "the function's logs go to its log group");
+            FunctionLog::cloudwatch(
+                aws_sdk_cloudwatchlogs::Client::from_conf(config.build()),
+                invocation.log_group.clone(),
+                stream,
+                json,
+            )
+        }
+    }
 }
 
 /// `immortal-<request id>`, within STS's 64 characters and alphabet.

@@ -106,113 +106,154 @@ impl Fetcher {
             url: shown.clone(),
             reason,
         };
-
-        let file = std::fs::File::create(dest).map_err(CodeError::io("cannot create", dest))?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let mut hasher = Sha256::new();
-        let mut have: u64 = 0;
-        let mut requests = 0;
+        let mut partial = Partial::create(dest)?;
         let mut progress = Progress::new(&code.what, code.size);
-        let mut last_error = String::new();
-        let mut completed = false;
-
-        'attempts: for attempt in 1..=self.attempts {
+        let (mut requests, mut last_error, mut completed) = (0, String::new(), false);
+        for attempt in 1..=self.attempts {
             if attempt > 1 {
                 let delay = self.first_backoff * 2u32.pow((attempt - 2).min(6));
-                tracing::warn!(what = %code.what, attempt, resume_from = have, delay_ms = delay.as_millis() as u64, error = %last_error, "download interrupted; retrying");
+                tracing::warn!(what = %code.what, attempt, resume_from = partial.have, delay_ms = delay.as_millis() as u64, error = %last_error, "download interrupted; retrying");
                 tokio::time::sleep(delay).await;
             }
             requests += 1;
-            let mut request = self.http.get(&url);
-            if have > 0 {
-                request = request.header(RANGE, format!("bytes={have}-"));
-            }
-            let mut response = match request.send().await {
-                Ok(response) => response,
-                Err(e) => {
-                    last_error = transport_error(e);
-                    continue;
+            match self.request(&url, &mut partial, &mut progress).await? {
+                Ok(()) => {
+                    completed = true;
+                    break;
                 }
-            };
-            let status = response.status();
-            match status {
-                StatusCode::PARTIAL_CONTENT if have > 0 => {}
-                StatusCode::OK => {
-                    if have > 0 {
-                        // The server ignored the range: start over.
-                        out.get_mut()
-                            .set_len(0)
-                            .map_err(CodeError::io("cannot truncate", dest))?;
-                        out = std::io::BufWriter::with_capacity(
-                            1 << 20,
-                            std::fs::File::create(dest).map_err(CodeError::io("cannot create", dest))?,
-                        );
-                        hasher = Sha256::new();
-                        have = 0;
-                    }
-                }
-                s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT => {
-                    last_error = format!("HTTP {s}");
-                    continue;
-                }
-                s => {
-                    let hint = if s == StatusCode::FORBIDDEN {
-                        " (code locations are presigned URLs valid for 10 minutes; run again to get a fresh one)"
-                    } else {
-                        ""
-                    };
-                    return Err(fail(format!("HTTP {s}{hint}")));
-                }
-            }
-            if have == 0 {
-                if let Some(len) = response
-                    .headers()
-                    .get(CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse().ok())
-                {
-                    progress.total = Some(len);
-                }
-            }
-            loop {
-                match response.chunk().await {
-                    Ok(Some(chunk)) => {
-                        hasher.update(&chunk);
-                        out.write_all(&chunk).map_err(CodeError::io("cannot write", dest))?;
-                        have += chunk.len() as u64;
-                        progress.update(have);
-                    }
-                    Ok(None) => {
-                        completed = true;
-                        break 'attempts;
-                    }
-                    Err(e) => {
-                        last_error = transport_error(e);
-                        continue 'attempts;
-                    }
-                }
+                Err(Refused::Retry(reason)) => last_error = reason,
+                Err(Refused::Final(reason)) => return Err(fail(reason)),
             }
         }
-        progress.finish(have);
-        out.flush().map_err(CodeError::io("cannot write", dest))?;
-        drop(out);
-        if !completed {
-            let _ = std::fs::remove_file(dest);
-            return Err(fail(format!("gave up after {requests} requests: {last_error}")));
-        }
-        if let Some(total) = progress.total.filter(|total| *total != have) {
-            let _ = std::fs::remove_file(dest);
-            return Err(fail(format!("received {have} of {total} bytes")));
-        }
-        let actual = hasher.finalize();
-        if actual[..] != expected[..] {
-            let _ = std::fs::remove_file(dest);
-            return Err(CodeError::HashMismatch {
+        progress.finish(partial.have);
+        let (have, actual) = partial.finish()?;
+        let refused = if !completed {
+            Some(fail(format!("gave up after {requests} requests: {last_error}")))
+        } else if let Some(total) = progress.total.filter(|total| *total != have) {
+            Some(fail(format!("received {have} of {total} bytes")))
+        } else if actual[..] != expected[..] {
+            Some(CodeError::HashMismatch {
                 what: code.what.clone(),
                 expected: code.sha256.clone(),
                 actual: base64::engine::general_purpose::STANDARD.encode(actual),
-            });
+            })
+        } else {
+            None
+        };
+        if let Some(err) = refused {
+            let _ = std::fs::remove_file(dest);
+            return Err(err);
         }
         Ok(Downloaded { bytes: have, requests })
+    }
+
+    /// One GET, from where `partial` stands (a range request when it has bytes), to
+    /// the end of the body. `Ok(Err(_))`: this request failed; `Retry` if another may
+    /// do better.
+    async fn request(
+        &self,
+        url: &str,
+        partial: &mut Partial<'_>,
+        progress: &mut Progress,
+    ) -> Result<Result<(), Refused>, CodeError> {
+        let mut request = self.http.get(url);
+        if partial.have > 0 {
+            request = request.header(RANGE, format!("bytes={}-", partial.have));
+        }
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return Ok(Err(Refused::Retry(transport_error(e)))),
+        };
+        match response.status() {
+            StatusCode::PARTIAL_CONTENT if partial.have > 0 => {}
+            // The server ignored the range: start over.
+            StatusCode::OK if partial.have > 0 => partial.restart()?,
+            StatusCode::OK => {}
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT => {
+                return Ok(Err(Refused::Retry(format!("HTTP {s}"))));
+            }
+            s => {
+                let hint = if s == StatusCode::FORBIDDEN {
+                    " (code locations are presigned URLs valid for 10 minutes; run again to get a fresh one)"
+                } else {
+                    ""
+                };
+                return Ok(Err(Refused::Final(format!("HTTP {s}{hint}"))));
+            }
+        }
+        if partial.have == 0 {
+            if let Some(len) = response
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+            {
+                progress.total = Some(len);
+            }
+        }
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    partial.append(&chunk)?;
+                    progress.update(partial.have);
+                }
+                Ok(None) => return Ok(Ok(())),
+                Err(e) => return Ok(Err(Refused::Retry(transport_error(e)))),
+            }
+        }
+    }
+}
+
+/// Why a request did not bring the whole body.
+enum Refused {
+    /// Worth another request (a transport error, 5xx, 429, 408): the reason.
+    Retry(String),
+    /// No request will do better (403, 404...): the reason.
+    Final(String),
+}
+
+/// What has arrived so far: the file, its running hash, its length.
+struct Partial<'a> {
+    dest: &'a Path,
+    out: std::io::BufWriter<std::fs::File>,
+    hasher: Sha256,
+    have: u64,
+}
+
+impl<'a> Partial<'a> {
+    fn create(dest: &'a Path) -> Result<Partial<'a>, CodeError> {
+        let file = std::fs::File::create(dest).map_err(CodeError::io("cannot create", dest))?;
+        Ok(Partial {
+            dest,
+            out: std::io::BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+            have: 0,
+        })
+    }
+
+    /// Empties the file, to receive the whole body again.
+    fn restart(&mut self) -> Result<(), CodeError> {
+        let file = std::fs::File::create(self.dest).map_err(CodeError::io("cannot create", self.dest))?;
+        let old = std::mem::replace(&mut self.out, std::io::BufWriter::with_capacity(1 << 20, file));
+        // Its unwritten bytes are dropped, never flushed into the emptied file.
+        drop(old.into_parts());
+        self.hasher = Sha256::new();
+        self.have = 0;
+        Ok(())
+    }
+
+    fn append(&mut self, chunk: &[u8]) -> Result<(), CodeError> {
+        self.hasher.update(chunk);
+        self.out
+            .write_all(chunk)
+            .map_err(CodeError::io("cannot write", self.dest))?;
+        self.have += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes the file: its length and SHA-256.
+    fn finish(mut self) -> Result<(u64, sha2::digest::Output<Sha256>), CodeError> {
+        self.out.flush().map_err(CodeError::io("cannot write", self.dest))?;
+        Ok((self.have, self.hasher.finalize()))
     }
 }
 

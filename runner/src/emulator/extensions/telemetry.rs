@@ -10,6 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::emulator::platform::Platform;
 use immortal_overflow::publisher::timestamp_now;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -179,8 +180,13 @@ impl Telemetry {
         Arc::new(Telemetry::default())
     }
 
+    /// A typed platform event, as its record.
+    pub(crate) fn platform_event(&self, event: &Platform<'_>) {
+        self.platform(event.event_type(), event.record());
+    }
+
     /// A `platform.*` event.
-    pub(crate) fn platform(&self, event_type: &str, record: Value) {
+    fn platform(&self, event_type: &str, record: Value) {
         self.emit(Kind::Platform, event_type, record);
     }
 
