@@ -447,12 +447,12 @@ def bench_fetch():
 
             def measure_ours():
                 env = aws_env("http://127.0.0.1:9", AWS_ENDPOINT_URL_LAMBDA=server.url, IMMORTAL_CACHE_DIR=cache, AWS_MAX_ATTEMPTS="1")
-                wall, code, out, err, mb_peak = run_timed([RUNNER, "--fetch-only", "--function", name], env=env, peak=True)
+                wall, code, out, err, mb_peak = run_timed([RUNNER, "fetch", "--function", name], env=env, peak=True)
                 assert code == 0, err.decode()
                 ours.append(wall)
                 peaks.append(mb_peak)
                 # Warm cache: the same CodeSha256 again.
-                warm, code, _, err, _ = run_timed([RUNNER, "--fetch-only", "--function", name], env=env)
+                warm, code, _, err, _ = run_timed([RUNNER, "fetch", "--function", name], env=env)
                 assert code == 0 and b'"cache_hit":true' in err
                 warms.append(warm)
 
@@ -741,7 +741,7 @@ def bench_drain(moto_url):
     procs = []
     for w in range(workers):
         cache = tempfile.mkdtemp(prefix="worker-", dir=WORK)
-        procs.append(subprocess.Popen([RUNNER, "--queue", url, "--idle-timeout", "2"], env=aws_env(moto_url, IMMORTAL_CACHE_DIR=cache),
+        procs.append(subprocess.Popen([RUNNER, "drain", "--queue", url, "--idle-timeout", "2"], env=aws_env(moto_url, IMMORTAL_CACHE_DIR=cache),
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     downloads = 0
     for p in procs:

@@ -28,7 +28,7 @@ pub struct CapacityProvider {
 pub enum Mode {
     /// One task per message, triggered by SQS (the default).
     Task,
-    /// A few worker tasks (`runner --queue`) scaled on queue depth, triggered on a schedule.
+    /// A few worker tasks (`runner drain`) scaled on queue depth, triggered on a schedule.
     Drain(DrainSettings),
 }
 

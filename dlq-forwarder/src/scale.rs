@@ -1,5 +1,5 @@
 //! The scaling mode (`IMMORTAL_MODE=drain`): on a schedule, start just enough drain
-//! workers (`runner --queue`) for the overflow queues' depth, counting the ones already
+//! workers (`runner drain`) for the overflow queues' depth, counting the ones already
 //! running. Each worker drains every queue.
 
 use aws_sdk_sqs::types::QueueAttributeName;

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use immortal_handler_sdk::logging;
 use immortal_runner::{cli::Cli, signals};
 
@@ -13,7 +12,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
-    let cli = Cli::parse();
+    let cli = Cli::from_env_and_args();
     logging::init_cli();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,

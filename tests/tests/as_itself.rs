@@ -361,7 +361,15 @@ async fn two_functions_in_one_drain_worker_share_nothing() {
         // What ECS gives the runner's container, never its functions.
         .env("ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/runner")
         .env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/credentials/runner")
-        .args(["--queue", &queue.url, "--concurrency", "1", "--idle-timeout", "2"]);
+        .args([
+            "drain",
+            "--queue",
+            &queue.url,
+            "--concurrency",
+            "1",
+            "--idle-timeout",
+            "2",
+        ]);
     let ran = run(cmd).await;
     ran.expect_code(0);
     let mut seen = std::collections::BTreeMap::new();

@@ -193,11 +193,19 @@ impl FakeLambda {
     }
 
     fn runner(&self, event: &str) -> RunnerCmd {
+        self.command(&["--event", event, "--function", "fake"])
+    }
+
+    /// `runner fetch` for the function.
+    fn fetcher(&self) -> RunnerCmd {
+        self.command(&["fetch", "--function", "fake"])
+    }
+
+    /// The runner with `args`, its Lambda calls going to this fake.
+    fn command(&self, args: &[&str]) -> RunnerCmd {
         let mut env = aws_env("http://127.0.0.1:1");
         env.push(("AWS_ENDPOINT_URL_LAMBDA", self.server.url.clone()));
-        RunnerCmd::new()
-            .envs(env)
-            .args(["--event", event, "--function", "fake"])
+        RunnerCmd::new().envs(env).args(args)
     }
 
     /// The requests for the function's code.
@@ -270,7 +278,7 @@ async fn two_runners_sharing_a_cache_download_the_code_once() {
         ..Default::default()
     });
     let cache = tempfile::tempdir().unwrap();
-    let fetch = || fake.runner("{}").cache(cache.path()).args(["--fetch-only"]).spawn();
+    let fetch = || fake.fetcher().cache(cache.path()).spawn();
     let (first, second) = (fetch(), fetch());
     let (first, second) = (
         tokio::task::spawn_blocking(move || first.wait(Duration::from_secs(60))),
@@ -543,11 +551,10 @@ async fn a_virtualenv_layer_keeps_its_absolute_python_link() {
         ..Default::default()
     });
     let (opt, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let fetched = run(fake.runner("{}").cache(cache.path()).args([
-        "--fetch-only".as_ref(),
-        "--opt-dir".as_ref(),
-        opt.path().as_os_str(),
-    ]))
+    let fetched = run(fake
+        .fetcher()
+        .cache(cache.path())
+        .args(["--opt-dir".as_ref(), opt.path().as_os_str()]))
     .await;
     fetched.expect_code(0);
     let task_root = std::path::PathBuf::from(fetched.stdout_text().trim());

@@ -4,7 +4,7 @@ pub(crate) mod mode;
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use immortal_handler_sdk::container;
 
 use crate::code::artifact::unpack::LAMBDA_UNPACKED_LIMIT;
@@ -18,16 +18,66 @@ use crate::exit::EXIT_CODES_HELP;
 ///
 /// The runner serves the Lambda Runtime API on 127.0.0.1, starts the function's
 /// unmodified bootstrap with Lambda's environment, hands it the event, and prints
-/// the response on stdout (logs go to stderr).
+/// the response on stdout (logs go to stderr). Without a subcommand it invokes.
 ///
 ///   local code:   runner --artifact bootstrap.zip --event @event.json
 ///   Lambda code:  runner --event @event.json --context @context.json
 ///                 (fetches the function named by the context's invoked_function_arn)
 ///   ECS task:     IMMORTAL_EVENT and IMMORTAL_CONTEXT (or IMMORTAL_ENVELOPE_URL)
-///                 replace --event and --context
+///                 replace --event and --context; with IMMORTAL_QUEUE_URL set and no
+///                 subcommand, the runner drains instead
+///   drain worker: runner drain --queue URL
+///   warm a cache: runner fetch --function NAME
 #[derive(Debug, Clone, Parser)]
-#[command(name = "runner", version, after_help = EXIT_CODES_HELP, max_term_width = 100, verbatim_doc_comment)]
+#[command(name = "runner", version, after_help = EXIT_CODES_HELP, max_term_width = 100, verbatim_doc_comment,
+          args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// What to do (default: invoke).
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+
+    /// `invoke`'s arguments, when no subcommand is given.
+    #[command(flatten)]
+    pub(crate) invoke: InvokeArgs,
+}
+
+impl Cli {
+    /// The command line, with the image's environment-driven default: no subcommand
+    /// and `IMMORTAL_QUEUE_URL` set (the drain task definition) means `drain`.
+    pub fn from_env_and_args() -> Cli {
+        let cli = Cli::parse();
+        let drain_task = std::env::var_os(container::QUEUE_URL_VAR).is_some_and(|v| !v.is_empty());
+        if cli.command.is_some() || !drain_task {
+            return cli;
+        }
+        let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        args.insert(1.min(args.len()), "drain".into());
+        Cli::parse_from(args)
+    }
+
+    /// The subcommand, `invoke` when none was given.
+    pub(crate) fn chosen(self) -> Command {
+        self.command.unwrap_or(Command::Invoke(self.invoke))
+    }
+}
+
+/// The runner's modes.
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum Command {
+    /// Run one invocation: local code or the function's own from Lambda (the default).
+    Invoke(InvokeArgs),
+    /// Run the messages of overflow queues (dead-letter messages or destination records)
+    /// as they come, deleting each once it has an outcome; exit when every queue stays
+    /// empty for --idle-timeout.
+    Drain(DrainArgs),
+    /// Only fetch, verify and unpack the code and layers into the cache, print the task
+    /// root, and exit (e.g. to warm the cache in an image build). Needs no event.
+    Fetch(FetchArgs),
+}
+
+/// One invocation.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct InvokeArgs {
     /// A code zip (as `cargo lambda build --output-format zip` makes), an unpacked
     /// folder holding `bootstrap`, or the bootstrap executable itself. Without it, the
     /// code is fetched from Lambda (GetFunction).
@@ -36,7 +86,7 @@ pub struct Cli {
 
     /// Run a handler exported from a cdylib (immortal_handler_sdk::export_handler!)
     /// in-process instead of a bootstrap: same envelope, outputs and exit codes.
-    #[arg(long, value_name = "LIB.so", conflicts_with_all = ["artifact", "function", "qualifier", "fetch_only"])]
+    #[arg(long, value_name = "LIB.so", conflicts_with_all = ["artifact", "function", "qualifier"])]
     pub(crate) lib: Option<PathBuf>,
 
     /// The event: inline JSON, @FILE, or - for stdin. Without it (and without
@@ -64,32 +114,117 @@ pub struct Cli {
     #[arg(long, value_name = "QUALIFIER", conflicts_with = "artifact")]
     pub(crate) qualifier: Option<String>,
 
+    /// Write the response (or error JSON) here instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+
+    #[command(flatten)]
+    pub(crate) code: CodeArgs,
+
+    #[command(flatten)]
+    pub(crate) outcomes: OutcomeArgs,
+}
+
+/// A drain worker.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DrainArgs {
+    /// The overflow queues to drain (repeat the flag or separate with commas).
+    #[arg(long, value_name = "QUEUE_URL", env = container::QUEUE_URL_VAR, hide_env_values = true, value_delimiter = ',', required = true)]
+    pub(crate) queue: Vec<String>,
+
+    /// Messages run at once.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        env = container::CONCURRENCY_VAR,
+        hide_env_values = true
+    )]
+    pub(crate) concurrency: usize,
+
+    /// Exit after the queues have been empty this long.
+    #[arg(long, value_name = "SECONDS", default_value = "60", env = container::IDLE_TIMEOUT_VAR, hide_env_values = true, value_parser = parse_seconds)]
+    pub(crate) idle_timeout: f64,
+
+    /// How long a running message stays invisible per heartbeat (default: the
+    /// queue's visibility timeout).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = container::VISIBILITY_TIMEOUT_VAR,
+        hide_env_values = true
+    )]
+    pub(crate) visibility_timeout: Option<i32>,
+
+    /// After a message has run this long, hand it to the ledger in the
+    /// payload bucket (which then owns it) and delete it from its queue, before SQS's
+    /// 12-hour limit on a message's invisibility would deliver it a second time.
+    #[arg(long, value_name = "SECONDS", default_value = "41400", env = container::HANDOVER_AFTER_VAR, hide_env_values = true, value_parser = parse_seconds)]
+    pub(crate) handover_after: f64,
+
+    /// Which failures are run (timeout, overflow, error, expired, all;
+    /// default timeout,overflow), as the forwarder's IMMORTAL_RELAUNCH.
+    #[arg(long, value_name = "CLASSES", env = container::RELAUNCH_VAR, hide_env_values = true)]
+    pub(crate) relaunch: Option<String>,
+
+    /// queueArn=function pairs for dead-letter queues without the
+    /// immortal:function tag, as the forwarder's IMMORTAL_FUNCTION_MAP.
+    #[arg(long, value_name = "PAIRS", env = container::FUNCTION_MAP_VAR, hide_env_values = true)]
+    pub(crate) function_map: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+
+    #[command(flatten)]
+    pub(crate) code: CodeArgs,
+
+    #[command(flatten)]
+    pub(crate) outcomes: OutcomeArgs,
+}
+
+/// Fetching code only.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct FetchArgs {
+    /// A code zip (as `cargo lambda build --output-format zip` makes), an unpacked
+    /// folder holding `bootstrap`, or the bootstrap executable itself. Without it, the
+    /// code is fetched from Lambda (GetFunction).
+    #[arg(long, value_name = "ZIP|DIR|EXE")]
+    pub(crate) artifact: Option<PathBuf>,
+
+    /// The function to fetch (name, NAME:QUALIFIER or ARN). Default: the context's
+    /// invoked_function_arn, else its function_name.
+    #[arg(long, value_name = "NAME|ARN", conflicts_with = "artifact")]
+    pub(crate) function: Option<String>,
+
+    /// Version or alias to fetch; overrides the one in the ARN.
+    #[arg(long, value_name = "QUALIFIER", conflicts_with = "artifact")]
+    pub(crate) qualifier: Option<String>,
+
+    /// The invocation context (only which function it names matters here): inline JSON, @FILE, or - for stdin (else IMMORTAL_CONTEXT).
+    /// Missing fields get defaults (a fresh request id, the function's name, $LATEST,
+    /// 128 MB...); the fields are listed in the context table of docs/configuration.md.
+    #[arg(long, value_name = "JSON|@FILE|-")]
+    pub(crate) context: Option<String>,
+
+    /// A whole envelope ({"event":...,"context":...}): s3://BUCKET/KEY, @FILE or -.
+    /// Takes the place of --context.
+    #[arg(long, value_name = "URL|@FILE|-", conflicts_with = "context")]
+    pub(crate) envelope: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) code: CodeArgs,
+}
+
+/// How the function runs: as whom, with what, for how long.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "How the function runs")]
+pub(crate) struct RunArgs {
     /// The value of _HANDLER. Default: the function's configured handler, else "bootstrap".
     #[arg(long, value_name = "HANDLER")]
     pub(crate) handler: Option<String>,
-
-    /// Where a managed runtime's own bootstrap is (/var/runtime in AWS's base images).
-    /// Used when the code has no bootstrap of its own and no layer brings one, as the
-    /// Runtime Interface Emulator does; becomes LAMBDA_RUNTIME_DIR.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_RUNTIME_DIR, env = container::RUNTIME_DIR_VAR, hide_env_values = true)]
-    pub(crate) runtime_dir: PathBuf,
-
-    /// The runtime of local code (e.g. python3.12, nodejs22.x), for AWS_EXECUTION_ENV.
-    /// Default: the runner image's runtime. Functions fetched from Lambda use their own.
-    #[arg(long, value_name = "RUNTIME")]
-    pub(crate) runtime: Option<String>,
-
-    /// The runtime the runner's image holds; set by the image. A function of another
-    /// managed runtime is refused, naming the image to use.
-    #[arg(long, value_name = "RUNTIME", env = container::IMAGE_RUNTIME_VAR, hide_env_values = true)]
-    pub(crate) image_runtime: Option<String>,
-
-    /// Show the function its code at this path (LAMBDA_TASK_ROOT and its working
-    /// directory), as Lambda shows it at /var/task: a folder the runner owns (created
-    /// when missing), emptied and filled with the code's tree before the run (hard links
-    /// to the cache). /var/task in the image. Default: the code's own folder in the cache.
-    #[arg(long, value_name = "DIR", env = container::TASK_ROOT_VAR, hide_env_values = true)]
-    pub(crate) task_root: Option<PathBuf>,
 
     /// Whose credentials the function gets: `assume` (its own execution role, assumed
     /// and served to it on loopback, renewed for as long as it runs; the image's
@@ -160,10 +295,34 @@ pub struct Cli {
     /// by the task definition).
     #[arg(long, value_name = "SECONDS", env = container::STOP_TIMEOUT_VAR, hide_env_values = true, value_parser = parse_seconds)]
     pub(crate) stop_timeout: Option<f64>,
+}
 
-    /// Write the response (or error JSON) here instead of stdout.
-    #[arg(long, short = 'o', value_name = "FILE")]
-    pub(crate) output: Option<PathBuf>,
+/// Where the code, its layers and its runtime are.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Code")]
+pub(crate) struct CodeArgs {
+    /// Where a managed runtime's own bootstrap is (/var/runtime in AWS's base images).
+    /// Used when the code has no bootstrap of its own and no layer brings one, as the
+    /// Runtime Interface Emulator does; becomes LAMBDA_RUNTIME_DIR.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_RUNTIME_DIR, env = container::RUNTIME_DIR_VAR, hide_env_values = true)]
+    pub(crate) runtime_dir: PathBuf,
+
+    /// The runtime of local code (e.g. python3.12, nodejs22.x), for AWS_EXECUTION_ENV.
+    /// Default: the runner image's runtime. Functions fetched from Lambda use their own.
+    #[arg(long, value_name = "RUNTIME")]
+    pub(crate) runtime: Option<String>,
+
+    /// The runtime the runner's image holds; set by the image. A function of another
+    /// managed runtime is refused, naming the image to use.
+    #[arg(long, value_name = "RUNTIME", env = container::IMAGE_RUNTIME_VAR, hide_env_values = true)]
+    pub(crate) image_runtime: Option<String>,
+
+    /// Show the function its code at this path (LAMBDA_TASK_ROOT and its working
+    /// directory), as Lambda shows it at /var/task: a folder the runner owns (created
+    /// when missing), emptied and filled with the code's tree before the run (hard links
+    /// to the cache). /var/task in the image. Default: the code's own folder in the cache.
+    #[arg(long, value_name = "DIR", env = container::TASK_ROOT_VAR, hide_env_values = true)]
+    pub(crate) task_root: Option<PathBuf>,
 
     /// Where unpacked code is cached, by SHA-256. Default: ~/.cache/immortal.
     #[arg(long, value_name = "DIR", env = container::CACHE_DIR_VAR, hide_env_values = true)]
@@ -173,11 +332,15 @@ pub struct Cli {
     #[arg(long, value_name = "DIR", env = container::OPT_DIR_VAR, hide_env_values = true)]
     pub(crate) opt_dir: Option<PathBuf>,
 
-    /// Only fetch, verify and unpack the code and layers into the cache, print the task
-    /// root, and exit (e.g. to warm the cache in an image build). Needs no event.
-    #[arg(long)]
-    pub(crate) fetch_only: bool,
+    /// Refuse code or layer zips that unpack to more than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = LAMBDA_UNPACKED_LIMIT, env = container::MAX_UNPACKED_SIZE_VAR, hide_env_values = true)]
+    pub(crate) max_unpacked_size: u64,
+}
 
+/// Where outcome records go.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Outcomes")]
+pub(crate) struct OutcomeArgs {
     /// Where a success's destination record goes: an SQS queue URL or ARN, an SNS topic
     /// ARN, or an EventBridge bus ARN.
     #[arg(long, value_name = "DEST", env = container::ON_SUCCESS_VAR, hide_env_values = true)]
@@ -190,58 +353,6 @@ pub struct Cli {
     /// Where records too large for their destination are stored (sent as a pointer).
     #[arg(long, value_name = "BUCKET", env = container::PAYLOAD_BUCKET_VAR, hide_env_values = true)]
     pub(crate) payload_bucket: Option<String>,
-
-    /// Drain-worker mode: run the messages of these overflow queues (repeat the flag or
-    /// separate with commas; dead-letter messages or destination records), deleting
-    /// each once it has an outcome; exit when every queue stays empty for
-    /// --idle-timeout.
-    #[arg(long, value_name = "QUEUE_URL", env = container::QUEUE_URL_VAR, hide_env_values = true, value_delimiter = ',',
-          conflicts_with_all = ["artifact", "lib", "event", "context", "envelope", "function", "fetch_only"])]
-    pub(crate) queue: Vec<String>,
-
-    /// Drain mode: messages run at once.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 1,
-        env = container::CONCURRENCY_VAR,
-        hide_env_values = true
-    )]
-    pub(crate) concurrency: usize,
-
-    /// Drain mode: exit after the queue has been empty this long.
-    #[arg(long, value_name = "SECONDS", default_value = "60", env = container::IDLE_TIMEOUT_VAR, hide_env_values = true, value_parser = parse_seconds)]
-    pub(crate) idle_timeout: f64,
-
-    /// Drain mode: how long a running message stays invisible per heartbeat (default: the
-    /// queue's visibility timeout).
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        env = container::VISIBILITY_TIMEOUT_VAR,
-        hide_env_values = true
-    )]
-    pub(crate) visibility_timeout: Option<i32>,
-
-    /// Drain mode: after a message has run this long, hand it to the ledger in the
-    /// payload bucket (which then owns it) and delete it from its queue, before SQS's
-    /// 12-hour limit on a message's invisibility would deliver it a second time.
-    #[arg(long, value_name = "SECONDS", default_value = "41400", env = container::HANDOVER_AFTER_VAR, hide_env_values = true, value_parser = parse_seconds)]
-    pub(crate) handover_after: f64,
-
-    /// Drain mode: which failures are run (timeout, overflow, error, expired, all;
-    /// default timeout,overflow), as the forwarder's IMMORTAL_RELAUNCH.
-    #[arg(long, value_name = "CLASSES", env = container::RELAUNCH_VAR, hide_env_values = true)]
-    pub(crate) relaunch: Option<String>,
-
-    /// Drain mode: queueArn=function pairs for dead-letter queues without the
-    /// immortal:function tag, as the forwarder's IMMORTAL_FUNCTION_MAP.
-    #[arg(long, value_name = "PAIRS", env = container::FUNCTION_MAP_VAR, hide_env_values = true)]
-    pub(crate) function_map: Option<String>,
-
-    /// Refuse code or layer zips that unpack to more than this many bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = LAMBDA_UNPACKED_LIMIT, env = container::MAX_UNPACKED_SIZE_VAR, hide_env_values = true)]
-    pub(crate) max_unpacked_size: u64,
 }
 
 /// A command-line value of the wrong shape (clap prints it with the flag's name).
@@ -284,5 +395,41 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("128+N"), "{help}");
         assert!(help.contains(container::EVENT_VAR), "{help}");
+        assert!(help.contains("drain") && help.contains("fetch"), "{help}");
+    }
+
+    /// Without a subcommand the runner invokes, as its users' scripts expect; each mode
+    /// takes only its own flags.
+    #[test]
+    fn modes_are_subcommands_and_invoke_is_the_default() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("runner").chain(args.iter().copied()));
+        let chosen = |args: &[&str]| parse(args).unwrap().chosen();
+        assert!(matches!(
+            chosen(&["--artifact", "fn.zip", "--event", "{}"]),
+            Command::Invoke(InvokeArgs {
+                artifact: Some(_),
+                event: Some(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            chosen(&["invoke", "--event", "{}"]),
+            Command::Invoke(InvokeArgs { event: Some(_), .. })
+        ));
+        match chosen(&["drain", "--queue", "https://q/1,https://q/2", "--concurrency", "3"]) {
+            Command::Drain(args) => assert_eq!((args.queue.len(), args.concurrency), (2, 3)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            chosen(&["fetch", "--function", "thumb"]),
+            Command::Fetch(FetchArgs { function: Some(_), .. })
+        ));
+        for wrong in [
+            &["--event", "{}", "drain", "--queue", "q"][..],
+            &["drain", "--event", "{}", "--queue", "q"],
+            &["fetch", "--event", "{}"],
+        ] {
+            assert!(parse(wrong).is_err(), "{wrong:?}");
+        }
     }
 }

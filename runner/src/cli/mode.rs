@@ -15,7 +15,7 @@ use immortal_handler_sdk::envelope::S3Location;
 use immortal_handler_sdk::{Envelope, FunctionRef};
 use immortal_overflow::{Carrier, Lookup, OverflowSettings};
 
-use crate::cli::Cli;
+use crate::cli::{Cli, CodeArgs, Command, DrainArgs, FetchArgs, InvokeArgs, OutcomeArgs, RunArgs};
 use crate::code::artifact::Cache;
 use crate::code::runtime::{Runtime, RuntimeDir};
 use crate::code::{CodeOptions, CodeSource, RuntimeOptions};
@@ -51,99 +51,121 @@ pub(crate) enum Mode {
 impl Mode {
     /// Reads the command line (and, for the envelope, the container's environment).
     pub(crate) fn from_cli(cli: Cli) -> Result<Mode, RunnerError> {
-        let overflow = overflow_settings(&cli)?;
-        let code = CodeOptions {
-            cache: Cache::new(
-                cli.cache_dir
-                    .as_deref()
-                    .map(absolute)
-                    .unwrap_or_else(Cache::default_root),
-            ),
-            opt_dir: cli.opt_dir.as_deref().map(absolute),
-            max_unpacked: cli.max_unpacked_size,
-            runtime: RuntimeOptions {
-                dir: RuntimeDir {
-                    path: absolute(&cli.runtime_dir),
-                    image_runtime: cli.image_runtime.clone().map(Runtime::new),
-                },
-                runtime: cli.runtime.clone().map(Runtime::new),
-                task_root: cli.task_root.as_deref().map(absolute),
-            },
-        };
-        let mut env = match &cli.env_file {
-            Some(path) => read_env_file(path)?,
-            None => BTreeMap::new(),
-        };
-        env.extend(cli.env.iter().cloned());
-        let settings = RunSettings {
-            timeout: cli.timeout.map(Duration::from_secs_f64),
-            grace: Duration::from_secs_f64(grace_period(cli.grace_period, cli.stop_timeout)),
-            handler: cli.handler.clone(),
-            function_role: cli.function_role.clone(),
-            credentials_lifetime: cli.credentials_lifetime.map(Duration::from_secs_f64),
-            sandbox: cli.sandbox.as_deref().map(absolute),
-            own_tmp: cli.own_tmp,
-            env,
-            function_logs: cli.function_logs,
-            extensions: !cli.no_extensions && cli.extensions.as_deref() != Some("off"),
-        };
-        if !cli.queue.is_empty() {
-            return Ok(Mode::Drain(DrainOptions {
-                queue_urls: cli.queue.clone(),
-                handover_after: Duration::from_secs_f64(cli.handover_after),
-                concurrency: cli.concurrency.max(1),
-                idle: Duration::from_secs_f64(cli.idle_timeout),
-                visibility: cli.visibility_timeout,
-                overflow,
-                code,
-                settings,
-            }));
+        match cli.chosen() {
+            Command::Invoke(args) => invoke(args),
+            Command::Drain(args) => drain(args),
+            Command::Fetch(args) => fetch(args),
         }
-        let source = match &cli.artifact {
-            Some(path) => CodeSource::Local(path.clone()),
-            None => CodeSource::Remote {
-                function: cli
-                    .function
-                    .as_deref()
-                    .map(FunctionRef::parse)
-                    .transpose()
-                    .map_err(|e| RunnerError::Usage(e.to_string()))?,
-                qualifier: cli.qualifier.clone(),
-            },
-        };
-        if cli.fetch_only {
-            let carrier = match envelope_carrier(&cli)? {
-                Some(carrier) => carrier,
-                // Only the context matters here: which function to fetch.
-                None => Carrier::Inline {
-                    event: "{}".into(),
-                    context: read_context(&cli)?.unwrap_or_default(),
-                },
-            };
-            return Ok(Mode::FetchOnly {
-                code: source,
-                carrier,
-                options: code,
-            });
-        }
-        let carrier = envelope_carrier(&cli)?.ok_or_else(|| {
+    }
+}
+
+fn invoke(args: InvokeArgs) -> Result<Mode, RunnerError> {
+    let carrier = envelope_carrier(args.envelope.as_deref(), args.event.as_deref(), args.context.as_deref())?
+        .ok_or_else(|| {
             RunnerError::Usage(format!(
                 "no event given: pass --event JSON|@FILE|- (or set {EVENT_VAR}, or {ENVELOPE_URL_VAR})"
             ))
         })?;
-        let job = Job {
-            code: source,
-            carrier,
-            code_options: code,
-            settings,
-            output: cli.output,
-            overflow,
-        };
-        Ok(match cli.lib {
-            Some(library) => Mode::InProcess { library, job },
-            None => Mode::Run(job),
-        })
+    let job = Job {
+        code: code_source(args.artifact.as_ref(), args.function.as_deref(), &args.qualifier)?,
+        carrier,
+        code_options: code_options(&args.code),
+        settings: run_settings(&args.run)?,
+        output: args.output,
+        overflow: overflow_settings(&args.outcomes, None, None)?,
+    };
+    Ok(match args.lib {
+        Some(library) => Mode::InProcess { library, job },
+        None => Mode::Run(job),
+    })
+}
+
+fn drain(args: DrainArgs) -> Result<Mode, RunnerError> {
+    Ok(Mode::Drain(DrainOptions {
+        overflow: overflow_settings(&args.outcomes, args.relaunch.as_ref(), args.function_map.as_ref())?,
+        queue_urls: args.queue,
+        handover_after: Duration::from_secs_f64(args.handover_after),
+        concurrency: args.concurrency.max(1),
+        idle: Duration::from_secs_f64(args.idle_timeout),
+        visibility: args.visibility_timeout,
+        code: code_options(&args.code),
+        settings: run_settings(&args.run)?,
+    }))
+}
+
+fn fetch(args: FetchArgs) -> Result<Mode, RunnerError> {
+    let carrier = match envelope_carrier(args.envelope.as_deref(), None, args.context.as_deref())? {
+        Some(carrier) => carrier,
+        // Only the context matters here: which function to fetch.
+        None => Carrier::Inline {
+            event: "{}".into(),
+            context: read_context(args.context.as_deref())?.unwrap_or_default(),
+        },
+    };
+    Ok(Mode::FetchOnly {
+        code: code_source(args.artifact.as_ref(), args.function.as_deref(), &args.qualifier)?,
+        carrier,
+        options: code_options(&args.code),
+    })
+}
+
+/// Local code (`--artifact`), else the function's own from Lambda.
+fn code_source(
+    artifact: Option<&PathBuf>,
+    function: Option<&str>,
+    qualifier: &Option<String>,
+) -> Result<CodeSource, RunnerError> {
+    Ok(match artifact {
+        Some(path) => CodeSource::Local(path.clone()),
+        None => CodeSource::Remote {
+            function: function
+                .map(FunctionRef::parse)
+                .transpose()
+                .map_err(|e| RunnerError::Usage(e.to_string()))?,
+            qualifier: qualifier.clone(),
+        },
+    })
+}
+
+fn code_options(args: &CodeArgs) -> CodeOptions {
+    CodeOptions {
+        cache: Cache::new(
+            args.cache_dir
+                .as_deref()
+                .map(absolute)
+                .unwrap_or_else(Cache::default_root),
+        ),
+        opt_dir: args.opt_dir.as_deref().map(absolute),
+        max_unpacked: args.max_unpacked_size,
+        runtime: RuntimeOptions {
+            dir: RuntimeDir {
+                path: absolute(&args.runtime_dir),
+                image_runtime: args.image_runtime.clone().map(Runtime::new),
+            },
+            runtime: args.runtime.clone().map(Runtime::new),
+            task_root: args.task_root.as_deref().map(absolute),
+        },
     }
+}
+
+fn run_settings(args: &RunArgs) -> Result<RunSettings, RunnerError> {
+    let mut env = match &args.env_file {
+        Some(path) => read_env_file(path)?,
+        None => BTreeMap::new(),
+    };
+    env.extend(args.env.iter().cloned());
+    Ok(RunSettings {
+        timeout: args.timeout.map(Duration::from_secs_f64),
+        grace: Duration::from_secs_f64(grace_period(args.grace_period, args.stop_timeout)),
+        handler: args.handler.clone(),
+        function_role: args.function_role.clone(),
+        credentials_lifetime: args.credentials_lifetime.map(Duration::from_secs_f64),
+        sandbox: args.sandbox.as_deref().map(absolute),
+        own_tmp: args.own_tmp,
+        env,
+        function_logs: args.function_logs,
+        extensions: !args.no_extensions && args.extensions.as_deref() != Some("off"),
+    })
 }
 
 /// A path the bootstrap, its environment or a process started in the task root will see:
@@ -167,28 +189,37 @@ const RUNNER_STOP_SECONDS: f64 = 5.0;
 const DEFAULT_GRACE_SECONDS: f64 = 2.0;
 
 /// The shared overflow settings, through the one parser both binaries use; clap has
-/// already filled each option from its variable when the flag is absent.
-fn overflow_settings(cli: &Cli) -> Result<OverflowSettings, RunnerError> {
+/// already filled each option from its variable when the flag is absent. `relaunch` and
+/// `function_map` matter only to a drain worker's triage.
+fn overflow_settings(
+    outcomes: &OutcomeArgs,
+    relaunch: Option<&String>,
+    function_map: Option<&String>,
+) -> Result<OverflowSettings, RunnerError> {
     let given = [
-        (RELAUNCH_VAR, &cli.relaunch),
-        (FUNCTION_MAP_VAR, &cli.function_map),
-        (ON_SUCCESS_VAR, &cli.on_success),
-        (ON_FAILURE_VAR, &cli.on_failure),
-        (PAYLOAD_BUCKET_VAR, &cli.payload_bucket),
+        (RELAUNCH_VAR, relaunch),
+        (FUNCTION_MAP_VAR, function_map),
+        (ON_SUCCESS_VAR, outcomes.on_success.as_ref()),
+        (ON_FAILURE_VAR, outcomes.on_failure.as_ref()),
+        (PAYLOAD_BUCKET_VAR, outcomes.payload_bucket.as_ref()),
     ];
     let lookup = Lookup::new(|name| {
         given
             .iter()
             .find(|(var, _)| *var == name)
-            .and_then(|(_, value)| (*value).clone())
+            .and_then(|(_, value)| value.cloned())
     });
     OverflowSettings::read(&lookup).map_err(|e| RunnerError::Usage(e.to_string()))
 }
 
 /// Where the envelope comes from: `--envelope`, `--event` (and `--context`), else the
 /// container's environment. `None` when nothing names one.
-fn envelope_carrier(cli: &Cli) -> Result<Option<Carrier>, RunnerError> {
-    if let Some(location) = &cli.envelope {
+fn envelope_carrier(
+    envelope: Option<&str>,
+    event: Option<&str>,
+    context: Option<&str>,
+) -> Result<Option<Carrier>, RunnerError> {
+    if let Some(location) = envelope {
         if location.starts_with('@') || location == "-" {
             let text = Source::parse(location).read("envelope")?;
             let envelope = Envelope::from_json(&text).map_err(|e| RunnerError::Usage(e.to_string()))?;
@@ -197,19 +228,23 @@ fn envelope_carrier(cli: &Cli) -> Result<Option<Carrier>, RunnerError> {
         let at = S3Location::parse(location).map_err(|e| RunnerError::Usage(format!("--envelope: {e}")))?;
         return Ok(Some(Carrier::Stored { at, digest: None }));
     }
-    let carrier = match &cli.event {
+    let carrier = match event {
         Some(event) => Some(Carrier::Inline {
-            event: event.clone(),
-            context: cli.context.clone().unwrap_or_default(),
+            event: event.to_owned(),
+            context: context.unwrap_or_default().to_owned(),
         }),
         None => Carrier::from_environment(&Lookup::env()).map_err(|e| RunnerError::Usage(e.to_string()))?,
     };
     // An inline half may name a file or stdin; a flag wins over the variable.
-    let Some(Carrier::Inline { event, context }) = carrier else {
+    let Some(Carrier::Inline {
+        event,
+        context: context_from_env,
+    }) = carrier
+    else {
         return Ok(carrier);
     };
     let event_source = Source::parse(&event);
-    let context = cli.context.clone().unwrap_or(context);
+    let context = context.map(str::to_owned).unwrap_or(context_from_env);
     let context_source = (!context.is_empty()).then(|| Source::parse(&context));
     if event_source == Source::Stdin && context_source == Some(Source::Stdin) {
         return Err(RunnerError::Usage(
@@ -226,9 +261,9 @@ fn envelope_carrier(cli: &Cli) -> Result<Option<Carrier>, RunnerError> {
 }
 
 /// `--context` (else the container's), read, for a run that needs nothing else.
-fn read_context(cli: &Cli) -> Result<Option<String>, RunnerError> {
-    cli.context
-        .clone()
+fn read_context(context: Option<&str>) -> Result<Option<String>, RunnerError> {
+    context
+        .map(str::to_owned)
         .or_else(|| Lookup::env().value(CONTEXT_VAR))
         .map(|text| Source::parse(&text).read("context"))
         .transpose()

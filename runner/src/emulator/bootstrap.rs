@@ -153,8 +153,8 @@ pub(crate) struct LaunchConfig<'a> {
 /// What of the runner's own environment reaches the function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Passthrough {
-    /// Everything but the envelope's own variables: a local run, where the variables a
-    /// user sets are meant for the function (as with cargo-lambda and SAM).
+    /// Everything but the runner's own `IMMORTAL_*` settings: a local run, where the
+    /// variables a user sets are meant for the function (as with cargo-lambda and SAM).
     Shell,
     /// Only the region, `LANG` and the SDK's endpoint overrides: the function runs as
     /// itself, and the runner's credentials, settings and ECS URIs are not its business.
@@ -165,12 +165,7 @@ impl Passthrough {
     /// Whether the runner's variable `name` reaches the function.
     pub(crate) fn passes(self, name: &str) -> bool {
         match self {
-            Passthrough::Shell => ![
-                container::EVENT_VAR,
-                container::CONTEXT_VAR,
-                container::ENVELOPE_URL_VAR,
-            ]
-            .contains(&name),
+            Passthrough::Shell => !container::is_immortal_var(name),
             Passthrough::Region => {
                 ["AWS_REGION", "AWS_DEFAULT_REGION", "LANG"].contains(&name) || name.starts_with("AWS_ENDPOINT_URL")
             }
@@ -524,6 +519,33 @@ pub(crate) fn describe_exit(status: ExitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `--help` and docs/as-itself.md say: locally the shell's variables but the
+    /// runner's own settings; as itself, only the region, LANG and endpoint overrides.
+    #[test]
+    fn which_of_the_runners_variables_reach_the_function() {
+        for name in ["HOME", "MY_SETTING", "AWS_PROFILE", "AWS_REGION"] {
+            assert!(Passthrough::Shell.passes(name), "{name}");
+        }
+        for name in [
+            container::EVENT_VAR,
+            container::SANDBOX_VAR,
+            container::PAYLOAD_BUCKET_VAR,
+        ] {
+            assert!(!Passthrough::Shell.passes(name), "{name}");
+        }
+        for name in ["AWS_REGION", "AWS_DEFAULT_REGION", "LANG", "AWS_ENDPOINT_URL_S3"] {
+            assert!(Passthrough::Region.passes(name), "{name}");
+        }
+        for name in [
+            "HOME",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            container::EVENT_VAR,
+        ] {
+            assert!(!Passthrough::Region.passes(name), "{name}");
+        }
+    }
 
     fn layout(dir: &Path) -> CodeLayout {
         CodeLayout {
