@@ -45,20 +45,28 @@ impl Cli {
     /// The command line, with the image's environment-driven default: no subcommand
     /// and `IMMORTAL_QUEUE_URL` set (the drain task definition) means `drain`.
     pub fn from_env_and_args() -> Cli {
-        let cli = Cli::parse();
         let drain_task = std::env::var_os(container::QUEUE_URL_VAR).is_some_and(|v| !v.is_empty());
-        if cli.command.is_some() || !drain_task {
-            return cli;
-        }
-        let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-        args.insert(1.min(args.len()), "drain".into());
-        Cli::parse_from(args)
+        Cli::parse_from(with_default_mode(std::env::args_os().collect(), drain_task))
     }
 
     /// The subcommand, `invoke` when none was given.
     pub(crate) fn chosen(self) -> Command {
         self.command.unwrap_or(Command::Invoke(self.invoke))
     }
+}
+
+/// `args` with `drain` as the subcommand when `drain_task` and the command line names
+/// no subcommand (and asks for no help or version, which the top level answers).
+fn with_default_mode(mut args: Vec<std::ffi::OsString>, drain_task: bool) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or_default();
+    let named = <Cli as clap::CommandFactory>::command()
+        .get_subcommands()
+        .any(|c| c.get_name() == first)
+        || ["help", "-h", "--help", "-V", "--version"].contains(&first);
+    if drain_task && !named {
+        args.insert(1.min(args.len()), "drain".into());
+    }
+    args
 }
 
 /// The runner's modes.
@@ -424,6 +432,20 @@ mod tests {
             chosen(&["fetch", "--function", "thumb"]),
             Command::Fetch(FetchArgs { function: Some(_), .. })
         ));
+        // The drain task definition: IMMORTAL_QUEUE_URL and drain's own flags, no
+        // subcommand.
+        let args = |list: &[&str]| list.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let drained = with_default_mode(args(&["runner", "--idle-timeout", "2"]), true);
+        assert_eq!(drained, args(&["runner", "drain", "--idle-timeout", "2"]));
+        for kept in [&["runner", "fetch"][..], &["runner", "--help"], &["runner"]] {
+            let expected = if kept.len() == 1 {
+                args(&["runner", "drain"])
+            } else {
+                args(kept)
+            };
+            assert_eq!(with_default_mode(args(kept), true), expected, "{kept:?}");
+            assert_eq!(with_default_mode(args(kept), false), args(kept), "{kept:?}");
+        }
         for wrong in [
             &["--event", "{}", "drain", "--queue", "q"][..],
             &["drain", "--event", "{}", "--queue", "q"],
