@@ -141,14 +141,6 @@ pub const TIMEOUT_ERROR_TYPE: &str = "Sandbox.Timedout";
 /// The phrase in Lambda's timeout messages, in both the old and new formats.
 pub const TIMEOUT_PHRASE: &str = "Task timed out after";
 
-/// Whether `name` is one of immortal's variables.
-pub fn is_immortal_var(name: &str) -> bool {
-    name.starts_with(PREFIX)
-}
-
-/// The prefix every variable above starts with.
-const PREFIX: &str = "IMMORTAL_";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,8 +148,7 @@ mod tests {
     #[test]
     fn every_variable_has_the_prefix() {
         for name in [EVENT_VAR, QUEUE_URL_VAR, RELAUNCH_VAR, CLUSTER_VAR, GRACE_PERIOD_VAR] {
-            assert!(is_immortal_var(name), "{name}");
+            assert!(name.starts_with("IMMORTAL_"), "{name}");
         }
-        assert!(!is_immortal_var("AWS_REGION"));
     }
 }

@@ -254,8 +254,9 @@ pub(crate) struct RunArgs {
     /// over its configured ones; --env wins over the file.
     ///
     /// Which of the shell's own variables the function sees: with local code
-    /// (--artifact) or --function-role inherit, all of them except the runner's
-    /// IMMORTAL_* settings, as cargo-lambda and SAM pass them; when it runs as itself
+    /// (--artifact) or --function-role inherit, all of them except the envelope's
+    /// IMMORTAL_EVENT, IMMORTAL_CONTEXT and IMMORTAL_ENVELOPE_URL, as cargo-lambda and
+    /// SAM pass them; when it runs as itself
     /// (assume or a role ARN, on Lambda's code), only AWS_REGION, AWS_DEFAULT_REGION,
     /// LANG and the SDK's AWS_ENDPOINT_URL* overrides. Always on top: its configured
     /// variables, then Lambda's reserved ones.

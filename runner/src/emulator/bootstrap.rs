@@ -153,8 +153,9 @@ pub(crate) struct LaunchConfig<'a> {
 /// What of the runner's own environment reaches the function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Passthrough {
-    /// Everything but the runner's own `IMMORTAL_*` settings: a local run, where the
-    /// variables a user sets are meant for the function (as with cargo-lambda and SAM).
+    /// Everything but the envelope's own variables: a local run, where the variables a
+    /// user sets are meant for the function (as with cargo-lambda and SAM), including
+    /// `IMMORTAL_*` settings of a function that reads them (the forwarder, run locally).
     Shell,
     /// Only the region, `LANG` and the SDK's endpoint overrides: the function runs as
     /// itself, and the runner's credentials, settings and ECS URIs are not its business.
@@ -165,13 +166,20 @@ impl Passthrough {
     /// Whether the runner's variable `name` reaches the function.
     pub(crate) fn passes(self, name: &str) -> bool {
         match self {
-            Passthrough::Shell => !container::is_immortal_var(name),
+            Passthrough::Shell => !ENVELOPE_VARS.contains(&name),
             Passthrough::Region => {
                 ["AWS_REGION", "AWS_DEFAULT_REGION", "LANG"].contains(&name) || name.starts_with("AWS_ENDPOINT_URL")
             }
         }
     }
 }
+
+/// The envelope's variables: the runner's input, never the function's.
+const ENVELOPE_VARS: &[&str] = &[
+    container::EVENT_VAR,
+    container::CONTEXT_VAR,
+    container::ENVELOPE_URL_VAR,
+];
 
 /// Credentials an SDK takes before the container credentials endpoint.
 const STATIC_CREDENTIALS: &[&str] = &[
