@@ -19,6 +19,8 @@ pub enum Exit {
     Timeout,
     /// 6: the result could not be delivered to its destination (written to the log in full instead).
     Undelivered,
+    /// 7: a drain worker stopped taking work: what a function left could not be cleared.
+    Tainted,
     /// 128+N: killed by signal N (the bootstrap, or the runner itself via SIGTERM/SIGINT).
     Signal(i32),
 }
@@ -34,6 +36,7 @@ impl Exit {
             Exit::Init => 4,
             Exit::Timeout => 5,
             Exit::Undelivered => 6,
+            Exit::Tainted => 7,
             Exit::Signal(n) => (128 + n.clamp(1, 127)) as u8,
         }
     }
@@ -54,7 +57,8 @@ Exit codes:
   3      the code could not be obtained, verified or unpacked
   4      the runtime failed to initialise (init/error, or exit before the event)
   5      timed out (--timeout)
-  6      the outcome record could not be delivered (logged in full instead)
+  6      the outcome record could not be delivered (kept whole; the log says where)
+  7      a drain worker stopped: what a function left could not be cleared
   128+N  killed by signal N (143: SIGTERM, 137: SIGKILL)";
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //!   runner's signals to the child's session, and when the child is gone kills every
 //!   process left of `UID`; it exits as the child did.
 //! - `immortal-sandbox sweep UID GID [DIR...]`: as `UID`, kills every process of `UID`
-//!   and removes what `UID` owns in each `DIR` (its `/tmp` files, its scratch folder).
+//!   and removes what `UID` owns in each `DIR` (`/tmp`, `/var/tmp`, `/dev/shm`, its
+//!   scratch folder), its folders' permissions restored first (a `chmod 000` folder
+//!   does not survive); exits [`SWEEP_LEFTOVERS`] when anything of `UID` is left.
 //!
 //! `UID` must lie in [`FUNCTION_UIDS`], and the caller must not: a function cannot use
 //! it to become another. Install it owned by root, group of the runner, mode 4750.
@@ -36,6 +38,9 @@ pub const EXEC: &str = "exec";
 pub const JOIN: &str = "join";
 /// The sub-command that clears up after a function.
 pub const SWEEP: &str = "sweep";
+/// `sweep`'s exit code when something of the user's could not be removed: the user id
+/// must not serve another run.
+pub const SWEEP_LEFTOVERS: u8 = 3;
 
 /// What the child runs, written by the runner to [`SPEC_FD`] and read by the child once
 /// it is unprivileged: NUL-terminated strings, in this order: the working directory,

@@ -381,10 +381,12 @@ async fn two_functions_in_one_drain_worker_share_nothing() {
     assert_eq!(seen.len(), 2, "both ran: {}", ran.stderr);
     let allowed = ["IMMORTAL_RUNNER", "IMMORTAL_NO_DEADLINE", "IMMORTAL_OVERFLOW"];
     for (me, response) in &seen {
-        assert_eq!(
-            response["look_for"]["in_tmp"], false,
-            "{me} sees no other function's /tmp files"
-        );
+        for place in ["in_tmp", "closed_in_tmp", "in_var_tmp", "in_dev_shm"] {
+            assert_eq!(
+                response["look_for"][place], false,
+                "{me} sees nothing its neighbour left ({place}), though both run as one user"
+            );
+        }
         let opt = response["opt"].as_array().unwrap();
         if me == &format!("req-{a}") {
             assert_eq!(opt, &vec![json!("a-layer-file")], "{me} has its layer");
@@ -413,16 +415,113 @@ async fn two_functions_in_one_drain_worker_share_nothing() {
         }
         assert_ne!(response["uid"].as_u64(), Some(u64::from(RUNNER_UID)));
     }
-    let leftovers: Vec<String> = std::fs::read_dir("/tmp")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("marker-") && n.contains(&id))
+    let leftovers: Vec<String> = ["/tmp", "/var/tmp", "/dev/shm"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap().flatten())
+        .map(|e| e.path().display().to_string())
+        .filter(|n| n.contains("marker-") && n.contains(&id))
         .collect();
     assert!(
         leftovers.is_empty(),
         "the worker left /tmp as it found it: {leftovers:?}"
     );
+}
+
+/// The attack of a drain worker running two functions at once: while the victim's run
+/// is under way, the attacker's record arrives and is taken. Were its code shown in the
+/// shared task root and layers root then, the victim's later lookups would land in the
+/// attacker's code. The attacker's run waits for the victim's to end instead.
+#[tokio::test]
+async fn a_concurrent_drain_run_of_another_function_never_swaps_the_victims_code() {
+    let emulator = Emulator::shared();
+    let sdk = emulator.sdk_config().await;
+    let id = uuid_like();
+    let image = ImageUser::new();
+    let inspect = std::fs::read(fixture("inspect")).unwrap();
+    let code_of = |owner: &str| {
+        Bytes::from(zip_bytes(&[
+            Entry::File("bootstrap", &inspect, 0o755),
+            Entry::File("whose", owner.as_bytes(), 0o644),
+        ]))
+    };
+    let role = create_role(&sdk, &format!("swap-{id}")).await;
+    let (victim, attacker) = (format!("victim-{id}"), format!("attacker-{id}"));
+    let function = |name: &str, layers: Vec<Bytes>| FakeFunction {
+        name: name.to_owned(),
+        code: code_of(name),
+        layers,
+        configuration: json!({"Role": role}),
+    };
+    let victims_layer = Bytes::from(zip_bytes(&[Entry::File("victims-layer", b"v", 0o644)]));
+    let fake = FakeLambda::start(
+        vec![function(&victim, vec![victims_layer]), function(&attacker, vec![])],
+        Some(emulator.url.clone()),
+    );
+    let queue = Queue::create(&sdk, &format!("swap-{id}"), &[], &[]).await;
+    let success = Queue::create(&sdk, &format!("swap-ok-{id}"), &[], &[]).await;
+    let opt = image.work().parent().unwrap().join("opt");
+    let record = |name: &str, event: Value| {
+        timeout_record(
+            &format!("req-{name}"),
+            &format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),
+            &event,
+        )
+    };
+    queue
+        .send(&record(
+            &victim,
+            json!({"sleep_first_s": 4, "read_task_root": "whose", "opt": opt}),
+        ))
+        .await;
+    let worker = image
+        .runner()
+        .envs(emulator.env())
+        .env("AWS_ENDPOINT_URL", &fake.server.url)
+        .env("AWS_ACCESS_KEY_ID", RUNNER_KEY)
+        .env("IMMORTAL_FUNCTION_ROLE", "assume")
+        .env("IMMORTAL_ON_SUCCESS", &success.url)
+        .env("IMMORTAL_TASK_ROOT", image.work().join("task"))
+        .args([
+            "drain",
+            "--queue",
+            &queue.url,
+            "--concurrency",
+            "2",
+            "--idle-timeout",
+            "2",
+        ])
+        .spawn();
+    // The attacker's record arrives while the victim sleeps.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    queue
+        .send(&record(&attacker, json!({"read_task_root": "whose", "opt": opt})))
+        .await;
+    let ran = tokio::task::spawn_blocking(move || worker.wait(std::time::Duration::from_secs(120)))
+        .await
+        .unwrap();
+    ran.expect_code(0);
+    let mut seen = std::collections::BTreeMap::new();
+    for message in success.receive(10, 2).await {
+        let record: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+        let request = record["requestContext"]["requestId"].as_str().unwrap().to_owned();
+        seen.insert(request, record["responsePayload"].clone());
+    }
+    assert_eq!(seen.len(), 2, "both ran: {}", ran.stderr);
+    let (victims, attackers) = (&seen[&format!("req-{victim}")], &seen[&format!("req-{attacker}")]);
+    assert_eq!(
+        victims["read_task_root"], victim,
+        "the victim's task root held its own code to the end"
+    );
+    assert_eq!(
+        victims["opt"],
+        json!(["victims-layer"]),
+        "and its layers root its layer"
+    );
+    assert_eq!(
+        attackers["read_task_root"], attacker,
+        "the attacker ran its own code, after"
+    );
+    assert_eq!(attackers["opt"], json!([]), "with none of the victim's layers");
 }
 
 #[tokio::test]

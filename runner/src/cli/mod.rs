@@ -143,7 +143,8 @@ pub(crate) struct DrainArgs {
     #[arg(long, value_name = "QUEUE_URL", env = container::QUEUE_URL_VAR, hide_env_values = true, value_delimiter = ',', required = true)]
     pub(crate) queue: Vec<String>,
 
-    /// Messages run at once.
+    /// Messages run at once: runs of one function version share the task; another
+    /// function's message waits for them to end (its task root and layers differ).
     #[arg(
         long,
         value_name = "N",

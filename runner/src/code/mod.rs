@@ -167,6 +167,17 @@ pub(crate) async fn remote(
     options: &CodeOptions,
     sdk: &aws_config::SdkConfig,
 ) -> Result<Prepared, RunnerError> {
+    fetch(function, options, sdk).await?.present(options).await
+}
+
+/// The function's code and layers in the cache, and its configuration: everything but
+/// showing them to it ([`Fetched::present`]), which a drain worker does only when no
+/// other function's run could see the change.
+pub(crate) async fn fetch(
+    function: &FunctionRef,
+    options: &CodeOptions,
+    sdk: &aws_config::SdkConfig,
+) -> Result<Fetched, RunnerError> {
     let lambda = function::client(sdk, function);
     let spec = function::get_function(&lambda, function).await?;
     tracing::info!(
@@ -180,37 +191,51 @@ pub(crate) async fn remote(
     check_architecture(&function.name, &spec.architecture)?;
     let s3_endpoint = aws::endpoint_override("S3");
     let fetcher = Fetcher::new(Some(aws::s3_client(sdk)), s3_endpoint);
-    let task_root = artifact::obtain(&fetcher, &spec.code, &options.cache, "code", options.max_unpacked).await?;
-    // With no layers, no layers root: or, when it is a fixed folder (/opt in the image),
-    // an emptied one, so that no function sees another's layers.
-    let opt_dir = if spec.layers.is_empty() && options.opt_dir.is_none() {
-        None
-    } else {
-        let mut layers = Vec::with_capacity(spec.layers.len());
-        for arn in &spec.layers {
-            layers.push(function::get_layer(&lambda, arn).await?);
-        }
-        Some(
-            artifact::layers_root(
-                &fetcher,
-                &layers,
-                &options.cache,
-                options.opt_dir.as_deref(),
-                options.max_unpacked,
-            )
-            .await?,
-        )
-    };
-    Ok(Prepared {
-        layout: options.layout(task_root, opt_dir)?,
-        facts: spec.facts,
-        handler: spec.handler.unwrap_or_else(|| BOOTSTRAP.to_owned()),
-        runtime: spec.runtime,
-        logging: spec.logging,
-        env: spec.env,
-        role: spec.role,
-        local: false,
-    })
+    let code = artifact::obtain(&fetcher, &spec.code, &options.cache, "code", options.max_unpacked).await?;
+    let mut layer_refs = Vec::with_capacity(spec.layers.len());
+    for arn in &spec.layers {
+        layer_refs.push(function::get_layer(&lambda, arn).await?);
+    }
+    let layers = artifact::obtain_layers(&fetcher, &layer_refs, &options.cache, options.max_unpacked).await?;
+    Ok(Fetched { spec, code, layers })
+}
+
+/// A function's code and layers in the cache, not yet shown to it.
+pub(crate) struct Fetched {
+    spec: function::FunctionSpec,
+    code: PathBuf,
+    layers: artifact::Layers,
+}
+
+impl Fetched {
+    /// What the function will see: its code and its layer set. Two runs with the same
+    /// identity may share the task root and the layers root.
+    pub(crate) fn identity(&self) -> String {
+        format!("{}+{}", self.code.display(), self.layers.set_key)
+    }
+
+    /// Shows the code at the task root and the layers at the layers root, and returns
+    /// the function ready to run.
+    pub(crate) async fn present(self, options: &CodeOptions) -> Result<Prepared, RunnerError> {
+        let spec = self.spec;
+        // With no layers, no layers root: or, when it is a fixed folder (/opt in the
+        // image), an emptied one, so that no function sees another's layers.
+        let opt_dir = if spec.layers.is_empty() && options.opt_dir.is_none() {
+            None
+        } else {
+            Some(artifact::layers_root(&self.layers, &options.cache, options.opt_dir.as_deref()).await?)
+        };
+        Ok(Prepared {
+            layout: options.layout(self.code, opt_dir)?,
+            facts: spec.facts,
+            handler: spec.handler.unwrap_or_else(|| BOOTSTRAP.to_owned()),
+            runtime: spec.runtime,
+            logging: spec.logging,
+            env: spec.env,
+            role: spec.role,
+            local: false,
+        })
+    }
 }
 
 /// Lambda's name for this machine's CPU.

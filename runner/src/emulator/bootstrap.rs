@@ -304,8 +304,9 @@ pub(crate) struct SandboxUser {
 
 impl SandboxUser {
     /// Kills what `uid` still runs and removes what it owns in `dirs` (its scratch
-    /// folder, its files in /tmp). Best effort: a failure is logged.
-    pub(crate) async fn sweep(&self, dirs: &[PathBuf]) {
+    /// folder, `/tmp`, `/var/tmp`, `/dev/shm`). Whether nothing of it is left: the user
+    /// id must not serve another run otherwise.
+    pub(crate) async fn sweep(&self, dirs: &[PathBuf]) -> Swept {
         let result = tokio::process::Command::new(&self.program)
             .arg(immortal_sandbox::SWEEP)
             .args([self.uid.to_string(), self.uid.to_string()])
@@ -314,11 +315,34 @@ impl SandboxUser {
             .stdin(Stdio::null())
             .status()
             .await;
-        if !result.is_ok_and(|s| s.success()) {
-            tracing::warn!(uid = self.uid, ?dirs, "could not sweep up after the function");
+        match result {
+            Ok(status) if status.success() => Swept::Clean,
+            Ok(status) if status.code() == Some(i32::from(immortal_sandbox::SWEEP_LEFTOVERS)) => {
+                tracing::error!(
+                    uid = self.uid,
+                    ?dirs,
+                    "the function's user still has processes or files after the sweep; it serves no other run"
+                );
+                Swept::Leftovers
+            }
+            other => {
+                tracing::error!(uid = self.uid, ?dirs, result = ?other, "could not sweep up after the function; its user serves no other run");
+                Swept::Leftovers
+            }
         }
     }
 }
+
+/// Whether a function's user was left with nothing after its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Swept {
+    /// Nothing of it left (or it was not sandboxed).
+    Clean,
+    /// Processes or files of it survived the sweep.
+    Leftovers,
+}
+
+impl SandboxUser {}
 
 /// The running bootstrap, in a process group of its own so that signals reach
 /// everything it started (as stopping a Lambda sandbox would).
@@ -529,16 +553,22 @@ mod tests {
     use super::*;
 
     /// What `--help` and docs/as-itself.md say: locally the shell's variables but the
-    /// runner's own settings; as itself, only the region, LANG and endpoint overrides.
+    /// envelope's; as itself, only the region, LANG and endpoint overrides.
     #[test]
     fn which_of_the_runners_variables_reach_the_function() {
-        for name in ["HOME", "MY_SETTING", "AWS_PROFILE", "AWS_REGION"] {
+        for name in [
+            "HOME",
+            "MY_SETTING",
+            "AWS_PROFILE",
+            "AWS_REGION",
+            container::PAYLOAD_BUCKET_VAR,
+        ] {
             assert!(Passthrough::Shell.passes(name), "{name}");
         }
         for name in [
             container::EVENT_VAR,
-            container::SANDBOX_VAR,
-            container::PAYLOAD_BUCKET_VAR,
+            container::CONTEXT_VAR,
+            container::ENVELOPE_URL_VAR,
         ] {
             assert!(!Passthrough::Shell.passes(name), "{name}");
         }

@@ -12,6 +12,7 @@
 //! bootstraps, releases their messages (visibility 0) so another worker runs them (or,
 //! for a handed-over run, marks the attempt interrupted for the reconciler), and exits.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,16 +23,17 @@ use immortal_handler_sdk::Envelope;
 use immortal_overflow::{OverflowSettings, Triage, Verdict};
 use tokio::task::JoinSet;
 
-use crate::code::{CodeOptions, CodeSource};
-use crate::emulator::invocation::Invocation;
+use crate::code::{self, CodeOptions};
+use crate::emulator::bootstrap::Swept;
 use crate::emulator::outcome::Outcome;
 use crate::emulator::runtime_api::ResponseSink;
 use crate::error::RunnerError;
 use crate::exit::Exit;
 use crate::run::attempt::Attempt;
-use crate::run::execution::{self, RunSettings, Slot};
+use crate::run::execution::{self, Ran, RunSettings, Slot};
 use crate::run::report::Reporter;
 use crate::run::settlement::End;
+use crate::run::tenancy::Tenancy;
 use crate::signals::{stop_requested, StopSignal};
 
 /// How a worker runs.
@@ -67,6 +69,10 @@ struct Worker {
     queues: Vec<Queue>,
     triage: Triage,
     reporter: Reporter,
+    /// One function's code at a time: the task root and layers root are the task's.
+    tenancy: Arc<Tenancy>,
+    /// A function's user had leftovers after its run: no more work is taken.
+    tainted: AtomicBool,
     options: DrainOptions,
 }
 
@@ -117,6 +123,8 @@ pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exi
         queues,
         triage: Triage::new(sdk, &options.overflow, "runner"),
         reporter: Reporter::new(&options.overflow),
+        tenancy: Arc::default(),
+        tainted: AtomicBool::new(false),
         options,
     });
     let (concurrency, idle) = (worker.options.concurrency, worker.options.idle);
@@ -137,6 +145,10 @@ pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exi
         }
         if stop.borrow().is_some() {
             stopped = true;
+            break;
+        }
+        if worker.tainted.load(Ordering::SeqCst) {
+            tracing::error!("a function's user kept processes or files after its run; this worker takes no more work (its task ends, other workers drain the queues)");
             break;
         }
         if running.len() >= concurrency || free.is_empty() {
@@ -189,6 +201,7 @@ pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exi
     tracing::info!(messages = ran, stopped, "drain worker done");
     Ok(match *stop.borrow() {
         Some(signal) => Exit::Signal(signal),
+        None if worker.tainted.load(Ordering::SeqCst) => Exit::Tainted,
         None => Exit::Success,
     })
 }
@@ -273,7 +286,17 @@ impl Worker {
             }
         };
         let (invocation, outcome) = match result {
-            Ok(done) => done,
+            Ok(Ran {
+                invocation,
+                outcome,
+                swept,
+            }) => {
+                if swept == Swept::Leftovers {
+                    // Its user must not serve another run: no more work for this worker.
+                    self.tainted.store(true, Ordering::SeqCst);
+                }
+                (invocation, outcome)
+            }
             Err(e) => {
                 // As a single task does: a failure before the bootstrap runs is the
                 // invocation's outcome, reported with its cause.
@@ -330,18 +353,13 @@ impl Worker {
     }
 
     /// Runs `envelope` with its function's code, in `slot`.
-    async fn execute(
-        &self,
-        envelope: &Envelope,
-        stop: StopSignal,
-        slot: Slot,
-    ) -> Result<(Arc<Invocation>, Outcome), RunnerError> {
+    async fn execute(&self, envelope: &Envelope, stop: StopSignal, slot: Slot) -> Result<Ran, RunnerError> {
         let function = execution::function_of(envelope)?;
-        let code = CodeSource::Remote {
-            function: None,
-            qualifier: None,
-        };
-        let prepared = code.prepare(function.as_ref(), &self.options.code, aws::shared).await?;
+        let target = code::function_ref(None, None, function.as_ref())?;
+        let fetched = code::fetch(&target, &self.options.code, aws::shared().await).await?;
+        // Shown to the function only when no other function's run could see it.
+        let _tenant = self.tenancy.enter(&fetched.identity()).await;
+        let prepared = fetched.present(&self.options.code).await?;
         execution::run_envelope(
             prepared,
             envelope,

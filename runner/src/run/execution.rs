@@ -16,7 +16,7 @@ use immortal_handler_sdk::container::FUNCTION_ROLE_VAR;
 use immortal_sandbox::FUNCTION_UIDS;
 
 use crate::code::{CodeOptions, CodeSource, Prepared};
-use crate::emulator::bootstrap::{Passthrough, SandboxUser};
+use crate::emulator::bootstrap::{Passthrough, SandboxUser, Swept};
 use crate::emulator::credentials::{FunctionCredentials, FunctionRole};
 use crate::emulator::function_logs::{FunctionLog, LogDestination};
 use crate::emulator::invocation::{FunctionFacts, Invocation};
@@ -98,7 +98,9 @@ impl Job {
                 .prepare(function.as_ref(), &self.code_options, aws::shared)
                 .await?;
             let sink = open_sink(self.output.as_deref()).await?;
-            let (invocation, outcome) = run_envelope(
+            let Ran {
+                invocation, outcome, ..
+            } = run_envelope(
                 prepared,
                 &envelope,
                 function.as_ref(),
@@ -190,7 +192,7 @@ pub(crate) async fn run_envelope(
     slot: Slot,
     sink: ResponseSink,
     stop: StopSignal,
-) -> Result<(Arc<Invocation>, Outcome), RunnerError> {
+) -> Result<Ran, RunnerError> {
     let invocation = Arc::new(resolve(envelope, function, &prepared.facts));
     let credentials = function_credentials(settings, &prepared, &invocation).await?;
     let passthrough = if prepared.local || credentials.is_none() {
@@ -225,14 +227,32 @@ pub(crate) async fn run_envelope(
     let mut log = function_log(settings.function_logs, json, &invocation, credentials.as_ref()).await;
     let outcome = supervisor::invoke(&prepared.layout, invocation.clone(), &options, &mut log, sink, stop).await;
     log.close().await;
-    if let Some(user) = &sandbox {
-        let mut dirs = vec![scratch];
-        if settings.own_tmp {
-            dirs.push(std::env::temp_dir());
+    let swept = match &sandbox {
+        Some(user) => {
+            let mut dirs = vec![scratch];
+            if settings.own_tmp {
+                // Every place the function's user could write in the container.
+                dirs.extend([std::env::temp_dir(), "/var/tmp".into(), "/dev/shm".into()]);
+            }
+            user.sweep(&dirs).await
         }
-        user.sweep(&dirs).await;
-    }
-    Ok((invocation, outcome?))
+        None => Swept::Clean,
+    };
+    Ok(Ran {
+        invocation,
+        outcome: outcome?,
+        swept,
+    })
+}
+
+/// A finished run.
+pub(crate) struct Ran {
+    /// The invocation, resolved against the function.
+    pub(crate) invocation: Arc<Invocation>,
+    /// How it ended.
+    pub(crate) outcome: Outcome,
+    /// Whether the function's user was left with nothing.
+    pub(crate) swept: Swept,
 }
 
 /// The function's own credentials, when it runs as a role (`--function-role`):

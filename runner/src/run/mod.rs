@@ -2,7 +2,7 @@
 //! claim the attempt in the ledger ([`attempt`]), get the code ready
 //! ([`crate::code`]), run it in the emulator ([`execution`]), deliver the outcome record
 //! ([`report`]) and settle the attempt ([`settlement`]). [`drain`] does the same for
-//! each message of the overflow queues; [`in_process`] runs a handler library instead of
+//! each message of the overflow queues, one function's code at a time ([`tenancy`]); [`in_process`] runs a handler library instead of
 //! a bootstrap.
 
 pub(crate) mod attempt;
@@ -11,3 +11,4 @@ pub(crate) mod execution;
 pub(crate) mod in_process;
 pub(crate) mod report;
 pub(crate) mod settlement;
+pub(crate) mod tenancy;

@@ -11,11 +11,11 @@
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::FromRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::ExitCode;
 
-use immortal_sandbox::{is_function_uid, Spec, EXEC, JOIN, KILL_SIGNAL, SPEC_FD, SWEEP};
+use immortal_sandbox::{is_function_uid, Spec, EXEC, JOIN, KILL_SIGNAL, SPEC_FD, SWEEP, SWEEP_LEFTOVERS};
 
 /// Exit code for a refused request (the runner reports it as a failure to start).
 const REFUSED: u8 = 125;
@@ -80,7 +80,7 @@ fn main() -> ExitCode {
     let result = match args[1].as_str() {
         EXEC => exec(uid, gid, runner, true),
         JOIN => exec(uid, gid, runner, false),
-        SWEEP => sweep(uid, gid, &args[4..]).map(|()| ExitCode::SUCCESS),
+        SWEEP => sweep(uid, gid, &args[4..]),
         _ => return refuse("the sub-command is exec, join or sweep"),
     };
     result.unwrap_or_else(refuse)
@@ -145,7 +145,8 @@ fn exec(uid: u32, gid: u32, runner: libc::pid_t, sweep: bool) -> Result<ExitCode
     unsafe { libc::close(SPEC_FD) };
     let status = supervise(child, &set)?;
     if sweep {
-        sweep_processes(uid, gid)?;
+        // What is left is found by the runner's sweep, which refuses to reuse the user.
+        let _all_gone = sweep_processes(uid, gid)?;
         reap_all();
     }
     Ok(exit_like(status))
@@ -305,45 +306,112 @@ fn exit_like(status: libc::c_int) -> ExitCode {
 }
 
 /// Kills every process of `uid` (what the function started and left behind), from a
-/// child that is `uid` itself: `kill(-1)` then reaches exactly those.
-fn sweep_processes(uid: u32, gid: u32) -> Result<(), SysError> {
+/// child that is `uid` itself: `kill(-1)` then reaches exactly those. Again until none
+/// is alive, so a process forked while the first signal went out is not missed.
+/// (A killed process not yet reaped by its parent is a zombie: it counts as gone.)
+fn sweep_processes(uid: u32, gid: u32) -> Result<bool, SysError> {
     as_function(uid, gid, || {
-        // ESRCH (nothing left of the user) is the usual, happy answer.
-        // SAFETY: kill(-1) as the function's user signals only its own processes.
-        unsafe { libc::kill(-1, libc::SIGKILL) };
-    })
-}
-
-/// `sweep UID GID [DIR...]`: kills what `uid` runs, then removes what it owns in each DIR.
-fn sweep(uid: u32, gid: u32, dirs: &[String]) -> Result<(), SysError> {
-    sweep_processes(uid, gid)?;
-    let dirs = dirs.to_vec();
-    as_function(uid, gid, move || {
-        for dir in &dirs {
-            remove_owned(Path::new(dir), uid);
+        for _ in 0..KILL_ROUNDS {
+            // SAFETY: kill(-1) as the function's user signals only its own processes.
+            // ESRCH (nothing left of the user) is the usual, happy answer.
+            unsafe { libc::kill(-1, libc::SIGKILL) };
+            if !any_alive(uid) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        false
     })
 }
 
-/// Removes what `uid` owns at or under `path`, never following a link. Best effort: what
-/// cannot be removed stays (the runner checks what is left).
-fn remove_owned(path: &Path, uid: u32) {
+/// Whether a process of `uid` other than this one is alive (not a zombie), by
+/// `/proc/PID/status`.
+fn any_alive(uid: u32) -> bool {
+    // SAFETY: getpid cannot fail.
+    let me = unsafe { libc::getpid() }.to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()) && *n != me)
+        else {
+            return false;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return false;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(key))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let real_uid = field("Uid:")
+            .split_whitespace()
+            .next()
+            .and_then(|u| u.parse::<u32>().ok());
+        real_uid == Some(uid) && !field("State:").starts_with('Z')
+    })
+}
+
+/// How many times the sweep signals the user's processes before it gives up.
+const KILL_ROUNDS: u32 = 100;
+
+/// `sweep UID GID [DIR...]`: kills what `uid` runs, then removes what it owns in each
+/// DIR. [`SWEEP_LEFTOVERS`] when a process or a file of `uid` is left.
+fn sweep(uid: u32, gid: u32, dirs: &[String]) -> Result<ExitCode, SysError> {
+    let processes_gone = sweep_processes(uid, gid)?;
+    let dirs = dirs.to_vec();
+    let files_gone = as_function(uid, gid, move || {
+        let mut clean = true;
+        for dir in &dirs {
+            clean &= remove_owned(Path::new(dir), uid);
+        }
+        clean
+    })?;
+    if processes_gone && files_gone {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "immortal-sandbox: user {uid} still has {} after the sweep",
+            if processes_gone { "files" } else { "processes" }
+        );
+        Ok(ExitCode::from(SWEEP_LEFTOVERS))
+    }
+}
+
+/// Removes what `uid` owns at or under `path`, never following a link; a folder of its
+/// own is made searchable and writable first (it may have `chmod 000`-ed it). Whether
+/// nothing of `uid` is left there.
+fn remove_owned(path: &Path, uid: u32) -> bool {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return;
+        return true;
     };
     if meta.uid() == uid {
-        let _best_effort = if meta.is_dir() {
-            std::fs::remove_dir_all(path)
+        if meta.is_dir() {
+            // Its own folder: the owner may always change its mode.
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                remove_owned(&entry.path(), uid);
+            }
+            let _ = std::fs::remove_dir_all(path);
         } else {
-            std::fs::remove_file(path)
-        };
-        return;
+            let _ = std::fs::remove_file(path);
+        }
+        return std::fs::symlink_metadata(path).is_err();
     }
+    let mut clean = true;
     if meta.is_dir() {
         for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-            remove_owned(&entry.path(), uid);
+            clean &= remove_owned(&entry.path(), uid);
         }
     }
+    clean
 }
 
 /// In a forked child: no groups, then `gid` and `uid` for good.
@@ -358,17 +426,15 @@ fn drop_to(uid: u32, gid: u32) -> Result<(), SysError> {
 }
 
 /// Runs `work` in a child process that is `uid:gid` (it does nothing if it cannot
-/// become them), and waits for it.
-fn as_function(uid: u32, gid: u32, work: impl FnOnce()) -> Result<(), SysError> {
+/// become them), waits for it, and returns `work`'s verdict (`false` when the child
+/// could not become them or did not finish).
+fn as_function(uid: u32, gid: u32, work: impl FnOnce() -> bool) -> Result<bool, SysError> {
     // SAFETY: this process has one thread, so the child is a complete copy; it drops
     // privileges before anything else and leaves with _exit.
     let child = check(unsafe { libc::fork() }, "fork")?;
     if child == 0 {
         let code = match drop_to(uid, gid) {
-            Ok(_) => {
-                work();
-                0
-            }
+            Ok(_) => i32::from(!work()),
             Err(e) => {
                 eprintln!("immortal-sandbox: {e}");
                 i32::from(REFUSED)
@@ -380,5 +446,5 @@ fn as_function(uid: u32, gid: u32, work: impl FnOnce()) -> Result<(), SysError> 
     let mut status = 0;
     // SAFETY: waitpid on our own child; `status` is writable.
     check(unsafe { libc::waitpid(child, &mut status, 0) }, "waitpid")?;
-    Ok(())
+    Ok(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
 }

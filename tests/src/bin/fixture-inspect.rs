@@ -2,10 +2,12 @@
 //! what it can see of /tmp, the layers root and the runner, what it may write, its
 //! environment, and (through the default credential chain of the Rust SDK) whose
 //! credentials it holds. What it does is steered by the event:
-//! `{"write_marker": NAME}` leaves NAME in /tmp and in its TMPDIR;
+//! `{"write_marker": NAME}` leaves NAME in /tmp (and a closed folder there), its
+//! TMPDIR, /var/tmp and /dev/shm;
 //! `{"look_for": NAME, "other_tmpdir": DIR}` checks for another function's files;
 //! `{"opt": DIR}` lists a layers root; `{"whoami": true, "again_after_s": N}` calls
-//! STS GetCallerIdentity (twice, N seconds apart).
+//! STS GetCallerIdentity (twice, N seconds apart); `{"sleep_first_s": N}` looks only
+//! after N seconds; `{"read_task_root": NAME}` reads NAME in its task root.
 
 use std::path::Path;
 
@@ -14,14 +16,28 @@ use serde_json::{json, Value};
 
 async fn inspect(event: LambdaEvent<Value>) -> Result<Value, Error> {
     let (payload, ctx) = event.into_parts();
+    if let Some(seconds) = payload["sleep_first_s"].as_u64() {
+        tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
+    }
     let tmpdir = std::env::var("TMPDIR").unwrap_or_default();
     if let Some(name) = payload["write_marker"].as_str() {
         std::fs::write(Path::new("/tmp").join(name), "mine")?;
         std::fs::write(Path::new(&tmpdir).join(name), "mine")?;
+        // What a planter leaves for the next function where it may write: a folder it
+        // closes to everyone (itself included), /var/tmp, /dev/shm.
+        let closed = Path::new("/tmp").join(format!("{name}-closed"));
+        std::fs::create_dir(&closed)?;
+        std::fs::write(closed.join("secret"), "mine")?;
+        std::fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o000))?;
+        std::fs::write(Path::new("/var/tmp").join(name), "mine")?;
+        std::fs::write(Path::new("/dev/shm").join(name), "mine")?;
     }
     let look_for = payload["look_for"].as_str().map(|name| {
         json!({
             "in_tmp": Path::new("/tmp").join(name).exists(),
+            "closed_in_tmp": Path::new("/tmp").join(format!("{name}-closed")).exists(),
+            "in_var_tmp": Path::new("/var/tmp").join(name).exists(),
+            "in_dev_shm": Path::new("/dev/shm").join(name).exists(),
             "other_tmpdir_exists": payload["other_tmpdir"].as_str().is_some_and(|d| Path::new(d).exists()),
         })
     });
@@ -38,6 +54,9 @@ async fn inspect(event: LambdaEvent<Value>) -> Result<Value, Error> {
         names
     });
     let task_root = std::env::var("LAMBDA_TASK_ROOT").unwrap_or_default();
+    let read_task_root = payload["read_task_root"].as_str().map(|name| {
+        std::fs::read_to_string(Path::new(&task_root).join(name)).unwrap_or_else(|e| format!("unreadable: {e}"))
+    });
     let task_root_write = std::fs::write(Path::new(&task_root).join("planted"), "x")
         .map(|_| "written".to_owned())
         .unwrap_or_else(|e| format!("refused: {e}"));
@@ -64,6 +83,7 @@ async fn inspect(event: LambdaEvent<Value>) -> Result<Value, Error> {
         "look_for": look_for,
         "opt": opt,
         "task_root_write": task_root_write,
+        "read_task_root": read_task_root,
         "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
         "runner_environ": runner_environ(),
         "env": std::env::vars().collect::<std::collections::BTreeMap<_, _>>(),

@@ -92,22 +92,38 @@ pub(crate) async fn obtain(
     Ok(dir)
 }
 
-/// Lambda's `/opt`: the layers unpacked in order, later ones overwriting earlier ones.
-/// Without `explicit`, a cache folder per layer set; with it, that folder (rebuilt when
-/// the layer set changes, refused when it holds something the runner did not put there).
-pub(crate) async fn layers_root(
+/// A function's layers, each unpacked in the cache, in order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Layers {
+    /// The unpacked layers.
+    pub(crate) dirs: Vec<PathBuf>,
+    /// What identifies the set: a hash of the layers' SHA-256s, in order.
+    pub(crate) set_key: String,
+}
+
+/// Obtains each of `layers` (see [`obtain`]).
+pub(crate) async fn obtain_layers(
     fetcher: &Fetcher,
     layers: &[CodeRef],
     cache: &Cache,
-    explicit: Option<&Path>,
     limit: u64,
-) -> Result<PathBuf, CodeError> {
+) -> Result<Layers, CodeError> {
     let mut dirs = Vec::with_capacity(layers.len());
     for layer in layers {
         dirs.push(obtain(fetcher, layer, cache, "layer", limit).await?);
     }
     let set: String = layers.iter().map(|l| l.sha256.as_str()).collect::<Vec<_>>().join(",");
-    let set_key = hex(&Sha256::digest(set.as_bytes()));
+    Ok(Layers {
+        dirs,
+        set_key: hex(&Sha256::digest(set.as_bytes())),
+    })
+}
+
+/// Lambda's `/opt`: the layers unpacked in order, later ones overwriting earlier ones.
+/// Without `explicit`, a cache folder per layer set; with it, that folder (rebuilt when
+/// the layer set changes, refused when it holds something the runner did not put there).
+pub(crate) async fn layers_root(layers: &Layers, cache: &Cache, explicit: Option<&Path>) -> Result<PathBuf, CodeError> {
+    let (dirs, set_key) = (layers.dirs.clone(), layers.set_key.clone());
     let cache = cache.clone();
     let explicit = explicit.map(Path::to_owned);
     tokio::task::spawn_blocking(move || match explicit {
