@@ -36,6 +36,9 @@ pub const OVERFLOW_VAR: &str = "IMMORTAL_OVERFLOW";
 pub const RELAUNCH_VAR: &str = "IMMORTAL_RELAUNCH";
 /// `queueArn=function,...` for dead-letter queues without the [`FUNCTION_TAG`].
 pub const FUNCTION_MAP_VAR: &str = "IMMORTAL_FUNCTION_MAP";
+/// Who besides each function's own role may send a record that runs it: unique ids of
+/// IAM principals (`AIDA...`, `AROA...`) or `ROLE_ID:SESSION`, comma-separated.
+pub const TRUSTED_SENDERS_VAR: &str = "IMMORTAL_TRUSTED_SENDERS";
 /// Where success records go (an SQS queue, SNS topic or EventBridge bus).
 pub const ON_SUCCESS_VAR: &str = "IMMORTAL_ON_SUCCESS";
 /// Where failure records go.

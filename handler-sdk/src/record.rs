@@ -29,6 +29,8 @@ pub struct QueueMessage {
     pub attributes: BTreeMap<String, MessageAttribute>,
     /// The queue's ARN, when known.
     pub queue_arn: Option<String>,
+    /// Who sent it (SQS's `SenderId`: a principal's unique id, or `ROLE_ID:SESSION`).
+    pub sender_id: Option<String>,
 }
 
 /// A message attribute.
@@ -39,6 +41,9 @@ pub struct MessageAttribute {
     /// The value, for String and Number attributes.
     pub string_value: Option<String>,
 }
+
+/// SQS's system attribute naming a message's sender.
+pub const SENDER_ID: &str = "SenderId";
 
 /// The messages of an SQS event, as Lambda hands them to a function.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -60,6 +65,9 @@ struct LambdaSqsRecord {
     message_attributes: BTreeMap<String, LambdaSqsAttribute>,
     #[serde(default, rename = "eventSourceARN")]
     event_source_arn: Option<String>,
+    /// SQS's system attributes (`SenderId`, `ApproximateReceiveCount`...).
+    #[serde(default)]
+    attributes: BTreeMap<String, Value>,
 }
 
 #[derive(serde::Deserialize)]
@@ -92,6 +100,11 @@ impl<'de> serde::Deserialize<'de> for QueueMessage {
                 })
                 .collect(),
             queue_arn: record.event_source_arn,
+            sender_id: record
+                .attributes
+                .get(SENDER_ID)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
         })
     }
 }
@@ -400,6 +413,7 @@ mod tests {
             )]
             .into(),
             queue_arn: None,
+            sender_id: None,
         };
         assert!(parse(&msg).unwrap_err().to_string().contains("is not JSON"));
     }

@@ -44,6 +44,7 @@ proptest! {
             body: body.clone(),
             attributes: [("RequestID".to_owned(), attr("String", request_id.clone())), ("ErrorCode".to_owned(), attr("Number", code.to_string()))].into(),
             queue_arn: Some("arn:aws:sqs:us-east-1:123456789012:q".into()),
+            sender_id: None,
         };
         let record = record::parse(&message).unwrap();
         prop_assert!(matches!(record, Record::DeadLetter(_)));

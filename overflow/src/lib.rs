@@ -6,6 +6,7 @@
 //! - [`settings`]: the settings both read from the environment, validated once;
 //! - [`policy`]: the failure classes a record reports and which are relaunched;
 //! - [`queue_function`]: which function a dead-letter queue belongs to;
+//! - [`sender`]: whether a record's sender may run the function it names;
 //! - [`triage`]: one message → run it, decline it, pass it on, or keep it queued;
 //! - [`carrier`]: the envelope's trip into a container and back;
 //! - [`ledger`]: the durable record of every relaunched invocation;
@@ -21,6 +22,7 @@ pub mod ledger;
 pub mod policy;
 pub mod publisher;
 pub mod queue_function;
+pub mod sender;
 pub mod settings;
 pub mod store;
 pub mod triage;

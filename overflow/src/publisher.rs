@@ -117,7 +117,27 @@ pub enum ResolveError {
         /// The parse error.
         source: serde_json::Error,
     },
+    /// The pointer leads outside the payload bucket's `outcomes/`, where only immortal
+    /// stores records.
+    #[error("the record's location {at} is not in the payload bucket's {OUTCOMES}/ (only records immortal stored there are followed)")]
+    Elsewhere {
+        /// Where it pointed.
+        at: S3Location,
+    },
+    /// The stored record is another function's.
+    #[error("the record at {at} is for {stored}, not for {pointer} as its pointer says")]
+    OtherFunction {
+        /// Where.
+        at: S3Location,
+        /// The function the pointer names.
+        pointer: String,
+        /// The function the stored record names.
+        stored: String,
+    },
 }
+
+/// Where records too large for their destination are stored, in the payload bucket.
+const OUTCOMES: &str = "outcomes";
 
 /// Publishes records.
 pub struct Publisher {
@@ -296,7 +316,7 @@ impl Publisher {
                 target: target.to_string(),
             });
         };
-        let at = record_location(bucket, "outcomes", record);
+        let at = record_location(bucket, OUTCOMES, record);
         store::put_json(&self.s3, &at, body.as_bytes().to_vec())
             .await
             .map_err(PublishError::Unstored)?;
@@ -317,8 +337,23 @@ impl Publisher {
             return Ok(record);
         };
         let at = S3Location::parse(location)?;
+        let ours = self.payload_bucket.as_deref() == Some(at.bucket.as_str())
+            && at.key.starts_with(&format!("{OUTCOMES}/"))
+            && !at.key.contains("..");
+        if !ours {
+            return Err(ResolveError::Elsewhere { at });
+        }
         let bytes = store::get_bytes(&self.s3, &at).await?;
-        serde_json::from_slice(&bytes).map_err(|source| ResolveError::NotARecord { at, source })
+        let full: DestinationRecord =
+            serde_json::from_slice(&bytes).map_err(|source| ResolveError::NotARecord { at: at.clone(), source })?;
+        if full.request_context.function_arn != record.request_context.function_arn {
+            return Err(ResolveError::OtherFunction {
+                at,
+                pointer: record.request_context.function_arn,
+                stored: full.request_context.function_arn,
+            });
+        }
+        Ok(full)
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use immortal_handler_sdk::container::{
-    FUNCTION_MAP_VAR, ON_FAILURE_VAR, ON_SUCCESS_VAR, PAYLOAD_BUCKET_VAR, RELAUNCH_VAR,
+    FUNCTION_MAP_VAR, ON_FAILURE_VAR, ON_SUCCESS_VAR, PAYLOAD_BUCKET_VAR, RELAUNCH_VAR, TRUSTED_SENDERS_VAR,
 };
 use immortal_handler_sdk::FunctionRef;
 
@@ -136,6 +136,8 @@ pub struct OverflowSettings {
     pub on_failure: Option<Target>,
     /// `IMMORTAL_PAYLOAD_BUCKET`: stored envelopes and oversized records.
     pub payload_bucket: Option<String>,
+    /// `IMMORTAL_TRUSTED_SENDERS`: who besides a function's own role may have it run.
+    pub trusted_senders: std::collections::BTreeSet<String>,
 }
 
 impl OverflowSettings {
@@ -152,6 +154,9 @@ impl OverflowSettings {
             on_success: lookup.parsed(ON_SUCCESS_VAR, Target::parse)?,
             on_failure: lookup.parsed(ON_FAILURE_VAR, Target::parse)?,
             payload_bucket: lookup.value(PAYLOAD_BUCKET_VAR),
+            trusted_senders: lookup
+                .parsed(TRUSTED_SENDERS_VAR, crate::sender::parse_trusted)?
+                .unwrap_or_default(),
         })
     }
 }

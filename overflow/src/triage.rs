@@ -13,6 +13,7 @@ use immortal_handler_sdk::{ErrorDocument, FunctionRef};
 use crate::policy::{FailureClass, RelaunchPolicy};
 use crate::publisher::{timestamp_now, Publisher, Target};
 use crate::queue_function::QueueFunctions;
+use crate::sender::Senders;
 use crate::settings::OverflowSettings;
 
 /// The verdict on one message.
@@ -38,6 +39,14 @@ pub enum Verdict {
     /// then parks it).
     Failed {
         /// Why.
+        reason: String,
+    },
+    /// Its sender may not run the function it names ([`crate::sender`]): never run,
+    /// left for the parking queue.
+    Unauthenticated {
+        /// Who sent it, as SQS says.
+        sender: String,
+        /// Why not.
         reason: String,
     },
 }
@@ -78,6 +87,9 @@ impl Verdict {
             Verdict::Failed { reason } => {
                 tracing::error!(message_id, request_id, function, decision = "failed", reason = %reason, "not run; SQS will deliver the message again")
             }
+            Verdict::Unauthenticated { sender, reason } => {
+                tracing::error!(message_id, request_id, function, decision = "unauthenticated", sender = %sender, reason = %reason, "not run: its sender may not run the function it names; left for the parking queue")
+            }
         }
     }
 }
@@ -96,6 +108,7 @@ pub struct Triaged {
 /// Judges messages.
 pub struct Triage {
     functions: QueueFunctions,
+    senders: Senders,
     publisher: Publisher,
     policy: RelaunchPolicy,
     on_failure: Option<Target>,
@@ -109,6 +122,7 @@ impl Triage {
     pub fn new(sdk: &aws_config::SdkConfig, settings: &OverflowSettings, source: &'static str) -> Self {
         Triage {
             functions: QueueFunctions::new(settings.function_map.clone(), aws_sdk_sqs::Client::new(sdk)),
+            senders: Senders::new(sdk, settings.trusted_senders.clone()),
             publisher: Publisher::new(sdk, settings.payload_bucket.clone()),
             policy: settings.relaunch.clone(),
             on_failure: settings.on_failure.clone(),
@@ -142,8 +156,21 @@ impl Triage {
             Ok(envelope) => {
                 // The envelope's ARN is the fullest reference (region, account, qualifier).
                 let function = envelope.context.function_ref().ok().flatten().or(function);
+                let verdict = match &function {
+                    Some(named) => match self.senders.authenticate(message.sender_id.as_deref(), named).await {
+                        Ok(()) => Verdict::Relaunch(Box::new(envelope)),
+                        Err(e) if e.refused() => Verdict::Unauthenticated {
+                            sender: message.sender_id.clone().unwrap_or_else(|| "(none)".into()),
+                            reason: e.to_string(),
+                        },
+                        Err(e) => Verdict::Failed { reason: e.to_string() },
+                    },
+                    None => Verdict::Failed {
+                        reason: "the record names no function to run".into(),
+                    },
+                };
                 Triaged {
-                    verdict: Verdict::Relaunch(Box::new(envelope)),
+                    verdict,
                     request_id,
                     function,
                 }

@@ -68,6 +68,7 @@ fn destination(event: &Value, request_id: &str, error_type: &str, error: &str) -
         body: record.to_string(),
         attributes: BTreeMap::new(),
         queue_arn: None,
+        sender_id: None,
     }
 }
 
@@ -84,7 +85,7 @@ proptest! {
             .into_iter()
             .map(|n| (n, MessageAttribute { data_type: "String".into(), string_value: Some(value.clone()) }))
             .collect();
-        let message = QueueMessage { message_id: "m".into(), body, attributes, queue_arn: None };
+        let message = QueueMessage { message_id: "m".into(), body, attributes, queue_arn: None, sender_id: None };
         let _refused_or_parsed = record::parse(&message).is_ok();
     }
 }

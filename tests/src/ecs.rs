@@ -74,6 +74,7 @@ impl Cluster {
             ("IMMORTAL_SUBNETS", subnet),
             ("IMMORTAL_SECURITY_GROUPS", group),
             ("IMMORTAL_PAYLOAD_BUCKET", self.payload_bucket.clone()),
+            ("IMMORTAL_TRUSTED_SENDERS", crate::queue::EMULATOR_SENDER.to_owned()),
         ]
     }
 

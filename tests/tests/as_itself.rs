@@ -10,7 +10,7 @@ use immortal_tests::emulator::Emulator;
 use immortal_tests::fake_lambda::{FakeFunction, FakeLambda};
 use immortal_tests::image_user::{assert_function_user, ImageUser, RUNNER_UID};
 use immortal_tests::lambda::{context_for, create_role, deploy, deploy_as, deploy_with_role, set_role, uuid_like};
-use immortal_tests::queue::{timeout_record, Queue};
+use immortal_tests::queue::{timeout_record, Queue, EMULATOR_SENDER};
 use immortal_tests::runner::{fixture, Ran, RunnerCmd};
 use immortal_tests::server::{Reply, Seen, TestServer};
 use immortal_tests::zips::{bootstrap_zip_bytes, folder_zip, zip_bytes, Entry};
@@ -358,6 +358,7 @@ async fn two_functions_in_one_drain_worker_share_nothing() {
         .env("AWS_ACCESS_KEY_ID", RUNNER_KEY)
         .env("IMMORTAL_FUNCTION_ROLE", "assume")
         .env("IMMORTAL_ON_SUCCESS", &success.url)
+        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
         // What ECS gives the runner's container, never its functions.
         .env("ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/runner")
         .env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/credentials/runner")
@@ -480,6 +481,7 @@ async fn a_concurrent_drain_run_of_another_function_never_swaps_the_victims_code
         .env("AWS_ACCESS_KEY_ID", RUNNER_KEY)
         .env("IMMORTAL_FUNCTION_ROLE", "assume")
         .env("IMMORTAL_ON_SUCCESS", &success.url)
+        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
         .env("IMMORTAL_TASK_ROOT", image.work().join("task"))
         .args([
             "drain",

@@ -116,7 +116,8 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
             "IMMORTAL_PAYLOAD_BUCKET",
             "IMMORTAL_STOP_TIMEOUT",
             "IMMORTAL_IDLE_TIMEOUT",
-            "IMMORTAL_RELAUNCH"
+            "IMMORTAL_RELAUNCH",
+            "IMMORTAL_TRUSTED_SENDERS"
         ]
     );
     let on_success =

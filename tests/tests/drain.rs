@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use immortal_tests::ecs::{task_env, Cluster};
 use immortal_tests::emulator::Emulator;
 use immortal_tests::lambda::{deploy, uuid_like, TASKS_BUCKET};
-use immortal_tests::queue::{timeout_record, Queue};
+use immortal_tests::queue::{timeout_record, Queue, EMULATOR_SENDER};
 use immortal_tests::runner::{fixture, Ran, RunnerCmd, Running};
 use immortal_tests::server::{Reply, Seen, TestServer};
 use immortal_tests::zips::bootstrap_zip_bytes;
@@ -26,6 +26,7 @@ fn worker_cmd(queue: &Queue, outcomes: &Queue, cache: &Path, idle: &str) -> Runn
         .envs(Emulator::shared().env())
         .env("IMMORTAL_QUEUE_URL", &queue.url)
         .env("IMMORTAL_ON_SUCCESS", &outcomes.url)
+        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
         .args(["--idle-timeout", idle])
 }
 
@@ -364,6 +365,7 @@ async fn drain_mode_over_both_overflow_queues_scales_on_their_depth_and_drains_b
         .cache(cache.path())
         .envs(Emulator::shared().env())
         .env("IMMORTAL_QUEUE_URL", &env["IMMORTAL_QUEUE_URL"])
+        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
         .env("IMMORTAL_ON_SUCCESS", &outcomes.url)
         .args(["--idle-timeout", "3", "--concurrency", "4"])
         .spawn();
@@ -486,4 +488,46 @@ async fn a_message_whose_run_cannot_start_is_reported_with_its_cause_and_leaves_
     assert_eq!(record["responsePayload"]["errorType"], "Immortal.RuntimeUnavailable");
     assert_eq!(record["requestPayload"], json!({"keep": "me"}), "the event, kept");
     assert_eq!(queue.depth().await, 0, "reported, so it leaves the queue");
+}
+
+/// A drain worker checks senders as the forwarder does: with no operator trusted, a
+/// record that the function's own role did not send (here moto's one sender for every
+/// message) never runs; it stays queued, for the parking queue, and the log says who
+/// sent it.
+#[tokio::test]
+async fn a_drain_worker_runs_no_record_its_functions_role_did_not_send() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let name = format!("unsent-{id}");
+    let echo = deploy(&sdk, &name, &bootstrap_zip_bytes(&fixture("echo")), &[]).await;
+    let queue = Queue::create(
+        &sdk,
+        &format!("unsent-{id}"),
+        &[],
+        &[(QueueAttributeName::VisibilityTimeout, "60")],
+    )
+    .await;
+    let outcomes = Queue::create(&sdk, &format!("unsent-ok-{id}"), &[], &[]).await;
+    queue
+        .send(&timeout_record("req-unsent", &echo.arn, &json!({"secret": "event"})))
+        .await;
+    let cache = tempfile::tempdir().unwrap();
+    let worker = worker_cmd(&queue, &outcomes, cache.path(), "2")
+        .env("IMMORTAL_TRUSTED_SENDERS", "")
+        .spawn();
+    let ran = wait(worker, Duration::from_secs(60)).await;
+    ran.expect_code(0);
+    assert!(
+        outcomes.receive(10, 1).await.is_empty(),
+        "it did not run: {}",
+        ran.stderr
+    );
+    assert_eq!(queue.depth().await, 1, "it stays queued, for the parking queue");
+    let line = ran
+        .stderr
+        .lines()
+        .find(|l| l.contains(r#""decision":"unauthenticated""#))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{}", ran.stderr));
+    assert!(line.contains(EMULATOR_SENDER) && line.contains(&name), "{line}");
+    assert!(!ran.stderr.contains("secret"), "no event in the log");
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use aws_sdk_sqs::types::QueueAttributeName;
 use immortal_tests::ecs::{task_env, task_tag, Cluster};
 use immortal_tests::emulator::Emulator;
-use immortal_tests::lambda::{deploy, uuid_like};
-use immortal_tests::queue::Queue;
+use immortal_tests::lambda::{deploy, deploy_with_role, uuid_like};
+use immortal_tests::queue::{timeout_record, Queue};
 use immortal_tests::runner::{fixture, Ran, RunnerCmd};
 use immortal_tests::zips::bootstrap_zip_bytes;
 use serde_json::{json, Value};
@@ -335,5 +335,157 @@ async fn each_task_is_sized_from_its_functions_memory() {
     assert!(
         mem >= 10240 && cpu >= 6 * 1024,
         "10 GB and six vCPUs at least: {cpu}/{mem}"
+    );
+}
+
+/// The unique id of role `name`, which SQS names (with the session) as a message's sender.
+async fn role_id(sdk: &aws_config::SdkConfig, name: &str) -> String {
+    aws_sdk_iam::Client::new(sdk)
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .expect("get role")
+        .role
+        .expect("role")
+        .role_id
+}
+
+/// The attack on a shared overflow queue: code running as function A may send to it
+/// (every attached function's role may, for Lambda to send its records), and names
+/// function B. Lambda sends a function's records as its own role, in a session named
+/// after it (`ROLE_ID:FUNCTION`), so only that may have B run: A's record starts no task
+/// and stays for the parking queue, the log naming its sender and the function it
+/// claimed; B's own record runs. (moto stamps every message with one sender, so the
+/// senders are set in the SQS event, as Lambda's event source mapping hands them over.)
+#[tokio::test]
+async fn a_record_runs_a_function_only_when_that_functions_own_role_sent_it() {
+    let (sdk, cluster, queue) = setup(&[]).await;
+    let id = uuid_like();
+    let zip = bootstrap_zip_bytes(&fixture("echo"));
+    let (a, b) = (format!("sender-a-{id}"), format!("sender-b-{id}"));
+    deploy_with_role(&sdk, &a, &zip, &[], &format!("role-a-{id}")).await;
+    deploy_with_role(&sdk, &b, &zip, &[], &format!("role-b-{id}")).await;
+    let (a_sender, b_sender) = (
+        format!("{}:{a}", role_id(&sdk, &format!("role-a-{id}")).await),
+        format!("{}:{b}", role_id(&sdk, &format!("role-b-{id}")).await),
+    );
+    let b_arn = format!("arn:aws:lambda:us-east-1:123456789012:function:{b}");
+    for request in ["req-forged", "req-own", "req-no-sender"] {
+        queue
+            .send(&timeout_record(request, &b_arn, &json!({"for": request})))
+            .await;
+    }
+    let messages = queue.receive(10, 1).await;
+    assert_eq!(messages.len(), 3);
+    let mut event = queue.lambda_event(&messages);
+    let mut ids = BTreeMap::new();
+    for record in event["Records"].as_array_mut().unwrap() {
+        let body = record["body"].as_str().unwrap().to_owned();
+        let request = ["req-forged", "req-own", "req-no-sender"]
+            .into_iter()
+            .find(|r| body.contains(r))
+            .unwrap();
+        ids.insert(request, record["messageId"].as_str().unwrap().to_owned());
+        match request {
+            "req-forged" => record["attributes"]["SenderId"] = json!(a_sender),
+            "req-own" => record["attributes"]["SenderId"] = json!(b_sender),
+            _ => {
+                record["attributes"].as_object_mut().unwrap().remove("SenderId");
+            }
+        }
+    }
+    // No operator is trusted here: only each function's own role.
+    let ran = forward(&event, &cluster, &[("IMMORTAL_TRUSTED_SENDERS", String::new())]).await;
+    ran.expect_code(0);
+    let mut failed: Vec<String> = ran.json()["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned())
+        .collect();
+    failed.sort();
+    let mut refused = vec![ids["req-forged"].clone(), ids["req-no-sender"].clone()];
+    refused.sort();
+    assert_eq!(
+        failed, refused,
+        "both stay queued, for the parking queue: {}",
+        ran.stderr
+    );
+    let tasks = cluster.tasks().await;
+    assert_eq!(tasks.len(), 1, "{}", ran.stderr);
+    assert_eq!(
+        cluster.task_envelope(&tasks[0]).await["context"]["request_id"],
+        "req-own",
+        "B's own record ran"
+    );
+    let line = ran
+        .stderr
+        .lines()
+        .find(|l| l.contains(r#""decision":"unauthenticated""#) && l.contains(&ids["req-forged"]))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{}", ran.stderr));
+    assert!(line.contains(&a_sender) && line.contains(&b), "{line}");
+    assert!(!ran.stderr.contains(r#""for":"req-forged""#), "no event in the log");
+}
+
+/// Hand-written pointer records (`immortal.recordLocation`, which immortal writes when a
+/// record is too large for its queue): one leads outside the payload bucket's
+/// `outcomes/`, one to a stored record of another function than it names. Neither is
+/// followed nor run; both stay queued, for the parking queue.
+#[tokio::test]
+async fn a_pointer_record_leads_only_to_a_record_immortal_stored_for_the_same_function() {
+    let (sdk, cluster, queue) = setup(&[]).await;
+    let s3 = immortal_handler_sdk::aws::s3_client(&sdk);
+    let stored: Value = serde_json::from_str(include_str!(
+        "../../handler-sdk/fixtures/destination-retries-exhausted-timeout.json"
+    ))
+    .unwrap();
+    let bucket = &cluster.payload_bucket;
+    for key in ["outcomes/req-ptr/stored.json", "elsewhere/req-ptr.json"] {
+        s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(stored.to_string().into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let pointer = |function_arn: &str, location: String| {
+        let mut record = stored.clone();
+        record["requestContext"]["functionArn"] = json!(function_arn);
+        record["requestPayload"] = Value::Null;
+        record["immortal"] = json!({"source": "runner", "version": "0", "recordLocation": location});
+        record.to_string()
+    };
+    // The stored record is the thumbnail's.
+    let other = "arn:aws:lambda:us-east-1:123456789012:function:echo:$LATEST";
+    let same = stored["requestContext"]["functionArn"].as_str().unwrap();
+    queue
+        .send(&pointer(other, format!("s3://{bucket}/outcomes/req-ptr/stored.json")))
+        .await;
+    queue
+        .send(&pointer(same, format!("s3://{bucket}/elsewhere/req-ptr.json")))
+        .await;
+    let messages = queue.receive(10, 1).await;
+    assert_eq!(messages.len(), 2);
+    let ran = forward(&queue.lambda_event(&messages), &cluster, &[]).await;
+    ran.expect_code(0);
+    assert_eq!(
+        ran.json()["batchItemFailures"].as_array().unwrap().len(),
+        2,
+        "both stay queued: {}",
+        ran.stderr
+    );
+    assert!(cluster.tasks().await.is_empty(), "nothing ran");
+    assert!(
+        ran.stderr.contains("not in the payload bucket's outcomes/"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr
+            .contains("not for arn:aws:lambda:us-east-1:123456789012:function:echo"),
+        "{}",
+        ran.stderr
     );
 }

@@ -13,7 +13,7 @@ use immortal_tests::ecs::{task_env, Cluster};
 use immortal_tests::emulator::Emulator;
 use immortal_tests::image_user::assert_function_user;
 use immortal_tests::lambda::{context_for, deploy, deploy_as, deploy_with_role, uuid_like};
-use immortal_tests::queue::{timeout_record, Queue};
+use immortal_tests::queue::{timeout_record, Queue, EMULATOR_SENDER};
 use immortal_tests::runner::{fixture, Ran, RunnerCmd};
 use immortal_tests::zips::{bootstrap_zip_bytes, folder_zip};
 use serde_json::{json, Value};
@@ -234,6 +234,7 @@ async fn a_drain_worker_in_the_image_runs_two_functions_one_after_the_other() {
         .env("IMMORTAL_FUNCTION_LOGS", "stderr")
         .env("IMMORTAL_QUEUE_URL", &queue.url)
         .env("IMMORTAL_ON_SUCCESS", &outcomes.url)
+        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
         .env("IMMORTAL_IDLE_TIMEOUT", "3"))
     .await;
     ran.expect_code(0);

@@ -184,6 +184,12 @@ pub(crate) struct DrainArgs {
     #[arg(long, value_name = "PAIRS", env = container::FUNCTION_MAP_VAR, hide_env_values = true)]
     pub(crate) function_map: Option<String>,
 
+    /// Who besides each function's own role may send a record that runs it: unique ids
+    /// of IAM principals, or ROLE_ID:SESSION, comma-separated; as the forwarder's
+    /// IMMORTAL_TRUSTED_SENDERS.
+    #[arg(long, value_name = "IDS", env = container::TRUSTED_SENDERS_VAR, hide_env_values = true)]
+    pub(crate) trusted_senders: Option<String>,
+
     #[command(flatten)]
     pub(crate) run: RunArgs,
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use immortal_handler_sdk::container::{
     CONTEXT_VAR, ENVELOPE_URL_VAR, EVENT_VAR, FUNCTION_MAP_VAR, ON_FAILURE_VAR, ON_SUCCESS_VAR, PAYLOAD_BUCKET_VAR,
-    RELAUNCH_VAR,
+    RELAUNCH_VAR, TRUSTED_SENDERS_VAR,
 };
 use immortal_handler_sdk::envelope::S3Location;
 use immortal_handler_sdk::{Envelope, FunctionRef};
@@ -72,7 +72,7 @@ fn invoke(args: InvokeArgs) -> Result<Mode, RunnerError> {
         code_options: code_options(&args.code),
         settings: run_settings(&args.run)?,
         output: args.output,
-        overflow: overflow_settings(&args.outcomes, None, None)?,
+        overflow: overflow_settings(&args.outcomes, [])?,
     };
     Ok(match args.lib {
         Some(library) => Mode::InProcess { library, job },
@@ -82,7 +82,14 @@ fn invoke(args: InvokeArgs) -> Result<Mode, RunnerError> {
 
 fn drain(args: DrainArgs) -> Result<Mode, RunnerError> {
     Ok(Mode::Drain(DrainOptions {
-        overflow: overflow_settings(&args.outcomes, args.relaunch.as_ref(), args.function_map.as_ref())?,
+        overflow: overflow_settings(
+            &args.outcomes,
+            [
+                (RELAUNCH_VAR, args.relaunch.as_ref()),
+                (FUNCTION_MAP_VAR, args.function_map.as_ref()),
+                (TRUSTED_SENDERS_VAR, args.trusted_senders.as_ref()),
+            ],
+        )?,
         queue_urls: args.queue,
         handover_after: Duration::from_secs_f64(args.handover_after),
         concurrency: args.concurrency.max(1),
@@ -189,20 +196,21 @@ const RUNNER_STOP_SECONDS: f64 = 5.0;
 const DEFAULT_GRACE_SECONDS: f64 = 2.0;
 
 /// The shared overflow settings, through the one parser both binaries use; clap has
-/// already filled each option from its variable when the flag is absent. `relaunch` and
-/// `function_map` matter only to a drain worker's triage.
-fn overflow_settings(
+/// already filled each option from its variable when the flag is absent. `triage` (the
+/// relaunch policy, the function map, the trusted senders) matters only to a drain
+/// worker.
+fn overflow_settings<const N: usize>(
     outcomes: &OutcomeArgs,
-    relaunch: Option<&String>,
-    function_map: Option<&String>,
+    triage: [(&str, Option<&String>); N],
 ) -> Result<OverflowSettings, RunnerError> {
-    let given = [
-        (RELAUNCH_VAR, relaunch),
-        (FUNCTION_MAP_VAR, function_map),
+    let given: Vec<(&str, Option<&String>)> = [
         (ON_SUCCESS_VAR, outcomes.on_success.as_ref()),
         (ON_FAILURE_VAR, outcomes.on_failure.as_ref()),
         (PAYLOAD_BUCKET_VAR, outcomes.payload_bucket.as_ref()),
-    ];
+    ]
+    .into_iter()
+    .chain(triage)
+    .collect();
     let lookup = Lookup::new(|name| {
         given
             .iter()

@@ -224,6 +224,7 @@ impl Worker {
             .visibility_timeout(queue.visibility)
             .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SenderId)
             .send()
             .await?
             .messages
@@ -449,6 +450,11 @@ impl Worker {
                 })
                 .collect(),
             queue_arn: self.queues[queue].arn.clone(),
+            sender_id: message
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::SenderId))
+                .cloned(),
         }
     }
 }

@@ -1,0 +1,222 @@
+//! Who sent a record, and whether that may run the function it names. Anyone allowed to
+//! send to a shared overflow queue (every attached function's role is) could otherwise
+//! name another function and have it run, as itself, with any event; Lambda itself
+//! would ask for `lambda:InvokeFunction` on it.
+//!
+//! SQS stamps each message with its sender (`SenderId`): for a role session,
+//! `ROLE_ID:SESSION`. Lambda sends a function's dead-letter messages and destination
+//! records with the function's execution role, in a session named after the function.
+//! So a record runs function F only when its sender is `ROLE_ID:F` for F's own role, or
+//! an operator listed in `IMMORTAL_TRUSTED_SENDERS` (e.g. for a redrive by hand).
+//! Everything else is refused: not run, left for the parking queue, logged with the
+//! sender and the function it claimed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use immortal_handler_sdk::arn::Arn;
+use immortal_handler_sdk::aws::CallFailed;
+use immortal_handler_sdk::container::TRUSTED_SENDERS_VAR;
+use immortal_handler_sdk::FunctionRef;
+
+/// How long a function's role is remembered (a changed role takes effect after it).
+const ROLE_TTL: Duration = Duration::from_secs(60);
+
+/// Why a record may not run the function it names.
+#[derive(Debug, thiserror::Error)]
+pub enum SenderError {
+    /// The message carries no sender.
+    #[error(
+        "the message carries no SenderId; only the function's own role (or {TRUSTED_SENDERS_VAR}) may ask for a run"
+    )]
+    Unknown,
+    /// Someone else sent it.
+    #[error("sent by {sender}, not by the function's own role ({expected}) nor a sender in {TRUSTED_SENDERS_VAR}")]
+    NotTheFunction {
+        /// Who sent it.
+        sender: String,
+        /// Who may.
+        expected: String,
+    },
+    /// The function's role could not be looked up.
+    #[error("cannot tell whether the sender may run it: {0}")]
+    Lookup(#[from] CallFailed),
+    /// The function's configuration names no usable role.
+    #[error("the function's role `{0}` is not a role ARN")]
+    NoRole(String),
+}
+
+impl SenderError {
+    /// Whether the record is refused for good (`false`: the lookup failed, try again).
+    pub fn refused(&self) -> bool {
+        !matches!(self, SenderError::Lookup(_))
+    }
+}
+
+/// Checks senders against the functions they name.
+pub struct Senders {
+    trusted: BTreeSet<String>,
+    lambda: aws_sdk_lambda::Client,
+    iam: aws_sdk_iam::Client,
+    /// Function label → (its role ARN, when read).
+    roles: Mutex<HashMap<String, (String, Instant)>>,
+    /// Role ARN → its unique id (fixed for a role's life).
+    role_ids: Mutex<HashMap<String, String>>,
+}
+
+impl Senders {
+    /// A checker trusting `trusted` (unique ids or `ROLE_ID:SESSION`s) besides each
+    /// function's own role, with clients from `sdk`.
+    pub fn new(sdk: &aws_config::SdkConfig, trusted: BTreeSet<String>) -> Self {
+        Senders {
+            trusted,
+            lambda: aws_sdk_lambda::Client::new(sdk),
+            iam: aws_sdk_iam::Client::new(sdk),
+            roles: Mutex::new(HashMap::new()),
+            role_ids: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `sender` may run `function`.
+    pub async fn authenticate(&self, sender: Option<&str>, function: &FunctionRef) -> Result<(), SenderError> {
+        let sender = sender.filter(|s| !s.is_empty()).ok_or(SenderError::Unknown)?;
+        if is_trusted(&self.trusted, sender) {
+            return Ok(());
+        }
+        let role = self.role_of(function).await?;
+        let role_id = self.role_id(&role).await?;
+        let expected = expected_sender(&role_id, &function.name);
+        if sender == expected {
+            Ok(())
+        } else {
+            Err(SenderError::NotTheFunction {
+                sender: sender.to_owned(),
+                expected,
+            })
+        }
+    }
+
+    async fn role_of(&self, function: &FunctionRef) -> Result<String, SenderError> {
+        let label = function.label();
+        if let Some((role, at)) = self.roles.lock().expect("roles lock").get(&label) {
+            if at.elapsed() < ROLE_TTL {
+                return Ok(role.clone());
+            }
+        }
+        // In the function's own region when its ARN names one.
+        let lambda = match &function.region {
+            Some(region) => aws_sdk_lambda::Client::from_conf(
+                self.lambda
+                    .config()
+                    .to_builder()
+                    .region(aws_sdk_lambda::config::Region::new(region.clone()))
+                    .build(),
+            ),
+            None => self.lambda.clone(),
+        };
+        let role = lambda
+            .get_function_configuration()
+            .function_name(function.api_name())
+            .set_qualifier(function.qualifier.clone())
+            .send()
+            .await
+            .map_err(|e| CallFailed::new(format!("GetFunctionConfiguration({label})"), &e))?
+            .role
+            .ok_or_else(|| SenderError::NoRole(String::new()))?;
+        self.roles
+            .lock()
+            .expect("roles lock")
+            .insert(label, (role.clone(), Instant::now()));
+        Ok(role)
+    }
+
+    async fn role_id(&self, role: &str) -> Result<String, SenderError> {
+        if let Some(id) = self.role_ids.lock().expect("role ids lock").get(role) {
+            return Ok(id.clone());
+        }
+        let name = role_name(role).ok_or_else(|| SenderError::NoRole(role.to_owned()))?;
+        let id = self
+            .iam
+            .get_role()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| {
+                let mut failed = CallFailed::new(format!("GetRole({name})"), &e);
+                failed
+                    .detail
+                    .push_str(" (the role that reads the queue needs iam:GetRole on the functions' roles)");
+                failed
+            })?
+            .role
+            .map(|r| r.role_id)
+            .ok_or_else(|| SenderError::NoRole(role.to_owned()))?;
+        self.role_ids
+            .lock()
+            .expect("role ids lock")
+            .insert(role.to_owned(), id.clone());
+        Ok(id)
+    }
+}
+
+/// The sender of Lambda's own messages for `function`: its role's session, named after
+/// the function.
+pub fn expected_sender(role_id: &str, function_name: &str) -> String {
+    format!("{role_id}:{function_name}")
+}
+
+/// Whether `sender` is listed: by itself, or by its principal's id (any session).
+pub fn is_trusted(trusted: &BTreeSet<String>, sender: &str) -> bool {
+    let principal = sender.split_once(':').map_or(sender, |(id, _)| id);
+    trusted.contains(sender) || trusted.contains(principal)
+}
+
+/// `arn:aws:iam::ACCOUNT:role/PATH/NAME` → `NAME`.
+fn role_name(role: &str) -> Option<&str> {
+    let arn = Arn::parse(role).filter(|arn| arn.service == "iam")?;
+    arn.resource
+        .strip_prefix("role/")?
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+}
+
+/// Parses `IMMORTAL_TRUSTED_SENDERS`: comma-separated unique ids (`AIDA...`, `AROA...`)
+/// or `ROLE_ID:SESSION`s.
+pub fn parse_trusted(text: &str) -> Result<BTreeSet<String>, std::convert::Infallible> {
+    Ok(text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sender_lambda_uses_and_the_ones_listed() {
+        assert_eq!(expected_sender("AROAEXAMPLE", "thumb"), "AROAEXAMPLE:thumb");
+        let trusted = parse_trusted(" AIDAOPERATOR , AROAREDRIVE:alice ,").unwrap();
+        assert!(is_trusted(&trusted, "AIDAOPERATOR"));
+        assert!(is_trusted(&trusted, "AIDAOPERATOR:any-session"));
+        assert!(is_trusted(&trusted, "AROAREDRIVE:alice"));
+        assert!(!is_trusted(&trusted, "AROAREDRIVE:mallory"), "only the session listed");
+        assert!(!is_trusted(&trusted, "AROAEXAMPLE:thumb"));
+        assert!(!is_trusted(&BTreeSet::new(), "AIDAOPERATOR"));
+    }
+
+    #[test]
+    fn role_names() {
+        assert_eq!(role_name("arn:aws:iam::1:role/thumb-role"), Some("thumb-role"));
+        assert_eq!(
+            role_name("arn:aws:iam::1:role/service/path/thumb-role"),
+            Some("thumb-role")
+        );
+        assert_eq!(role_name("arn:aws:iam::1:user/alice"), None);
+        assert_eq!(role_name("arn:aws:sqs:r:1:role/x"), None);
+    }
+}
