@@ -25,7 +25,9 @@ ARG RUNTIME=provided.al2023
 # Set by BuildKit from --platform: amd64 or arm64.
 ARG TARGETARCH=amd64
 # The code cache, the layers root and the task root belong to the runner's user (10001);
-# functions run as users of their own (20000 and up) and can read them, not change them.
+# functions run as users of their own (20000 and up) and can read the task root and the
+# layers root, not change them; the cache, which holds every function's code that ran
+# in the task, is the runner's alone (0700).
 # /var/task is a real folder, as in Lambda (a link would show the cache's path to
 # getcwd() and in stack traces): before each function runs, the runner fills it with
 # that function's code (hard links into the cache). /tmp is the task's alone (Fargate
@@ -35,6 +37,7 @@ RUN mkdir -p /var/cache/immortal /opt \
     && rm -rf /var/task \
     && mkdir -m 0755 /var/task \
     && chown 10001:10001 /var/cache/immortal /opt /var/task \
+    && chmod 0700 /var/cache/immortal \
     && chmod 1777 /tmp
 COPY --chmod=0755 target/images/${TARGETARCH}/runner /usr/local/bin/runner
 # The one program that runs as root, and only to start a function as its own user

@@ -1,6 +1,6 @@
 //! The runner as the image runs it: as the image's unprivileged user, each function
 //! started as a user of its own through a setuid-root `immortal-sandbox`, the code cache
-//! and `/opt` the runner's own, `/tmp` emptied between functions.
+//! (private), `/opt` and the task root the runner's own, `/tmp` emptied between functions.
 //!
 //! The tests run as root (as this project's machines do), install the sandbox the way
 //! the Dockerfile does (owned by root, group of the runner, mode 4750) and start the
@@ -50,7 +50,7 @@ impl ImageUser {
         std::fs::copy(workspace_artifact("immortal-sandbox"), &sandbox).unwrap();
         chown(&sandbox, Some(0), Some(RUNNER_UID)).unwrap();
         std::fs::set_permissions(&sandbox, std::fs::Permissions::from_mode(0o4750)).unwrap();
-        for owned in ["cache", "opt", "work"] {
+        for owned in ["cache", "opt", "task", "work"] {
             let dir = root.path().join(owned);
             std::fs::create_dir(&dir).unwrap();
             chown(&dir, Some(RUNNER_UID), Some(RUNNER_UID)).unwrap();
@@ -67,17 +67,20 @@ impl ImageUser {
         self.root.path().join("work")
     }
 
-    /// The runner, started as the image's user with the image's settings.
+    /// The runner, started as the image's user with the image's settings, and the most
+    /// permissive umask (000): nothing of the runner's may depend on a kind one.
     pub fn runner(&self) -> RunnerCmd {
-        let mut setpriv = Command::new("setpriv");
-        setpriv
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "umask 000 && exec \"$@\"", "sh", "setpriv"])
             .args(["--reuid", &RUNNER_UID.to_string(), "--regid", &RUNNER_UID.to_string()])
             .args(["--clear-groups", "--"])
             .arg(workspace_artifact("runner"));
-        RunnerCmd::with_command(setpriv)
+        RunnerCmd::with_command(command)
             .cache(&self.root.path().join("cache"))
             .env("IMMORTAL_SANDBOX", &self.sandbox)
             .env("IMMORTAL_OPT_DIR", self.root.path().join("opt"))
+            .env("IMMORTAL_TASK_ROOT", self.root.path().join("task"))
             .env("IMMORTAL_OWN_TMP", "true")
     }
 

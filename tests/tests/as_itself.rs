@@ -324,7 +324,12 @@ async fn two_functions_in_one_drain_worker_share_nothing() {
     let sdk = emulator.sdk_config().await;
     let id = uuid_like();
     let image = ImageUser::new();
-    let code = Bytes::from(bootstrap_zip_bytes(&fixture("inspect")));
+    // Modes as a careless zip gives them: everything open to everyone.
+    let inspect = std::fs::read(fixture("inspect")).unwrap();
+    let code = Bytes::from(zip_bytes(&[
+        Entry::File("bootstrap", &inspect, 0o777),
+        Entry::File("open-to-all", b"x", 0o666),
+    ]));
     let layer = Bytes::from(zip_bytes(&[Entry::File("a-layer-file", b"only for a", 0o644)]));
     let role = create_role(&sdk, &format!("neighbour-{id}")).await;
     let function = |name: &str, layers: Vec<Bytes>| FakeFunction {
@@ -341,8 +346,11 @@ async fn two_functions_in_one_drain_worker_share_nothing() {
     let queue = Queue::create(&sdk, &format!("drain-{id}"), &[], &[]).await;
     let success = Queue::create(&sdk, &format!("success-{id}"), &[], &[]).await;
     let opt = image.work().parent().unwrap().join("opt");
+    // Where the worker caches every function's code.
+    let cache = image.work().parent().unwrap().join("cache");
     for (me, other) in [(&a, &b), (&b, &a)] {
-        let event = json!({"write_marker": format!("marker-{me}"), "look_for": format!("marker-{other}"), "opt": opt});
+        let event = json!({"write_marker": format!("marker-{me}"), "look_for": format!("marker-{other}"), "opt": opt,
+                           "read_path": cache.join("code"), "rewrite": "open-to-all"});
         queue
             .send(&timeout_record(
                 &format!("req-{me}"),
@@ -401,6 +409,13 @@ async fn two_functions_in_one_drain_worker_share_nothing() {
             response["task_root_write"].as_str().unwrap().starts_with("refused"),
             "{me}"
         );
+        for attempt in ["read_path", "rewrite"] {
+            assert!(
+                response[attempt].as_str().unwrap().starts_with("refused"),
+                "{me} can neither list the code cache nor change its own code: {attempt} {}",
+                response[attempt]
+            );
+        }
         let env = response["env"].as_object().unwrap();
         let immortal: Vec<&String> = env.keys().filter(|k| k.starts_with("IMMORTAL_")).collect();
         assert!(
@@ -482,7 +497,6 @@ async fn a_concurrent_drain_run_of_another_function_never_swaps_the_victims_code
         .env("IMMORTAL_FUNCTION_ROLE", "assume")
         .env("IMMORTAL_ON_SUCCESS", &success.url)
         .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
-        .env("IMMORTAL_TASK_ROOT", image.work().join("task"))
         .args([
             "drain",
             "--queue",

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use immortal_handler_sdk::container::{
-    CONTEXT_VAR, ENVELOPE_URL_VAR, EVENT_VAR, FUNCTION_MAP_VAR, ON_FAILURE_VAR, ON_SUCCESS_VAR, PAYLOAD_BUCKET_VAR,
-    RELAUNCH_VAR, TRUSTED_SENDERS_VAR,
+    CONTEXT_VAR, ENVELOPE_URL_VAR, EVENT_VAR, FUNCTION_MAP_VAR, ON_FAILURE_VAR, ON_SUCCESS_VAR, OPT_DIR_VAR,
+    PAYLOAD_BUCKET_VAR, RELAUNCH_VAR, TASK_ROOT_VAR, TRUSTED_SENDERS_VAR,
 };
 use immortal_handler_sdk::envelope::S3Location;
 use immortal_handler_sdk::{Envelope, FunctionRef};
@@ -60,6 +61,7 @@ impl Mode {
 }
 
 fn invoke(args: InvokeArgs) -> Result<Mode, RunnerError> {
+    keep_the_cache_private(&args.run, &args.code)?;
     let carrier = envelope_carrier(args.envelope.as_deref(), args.event.as_deref(), args.context.as_deref())?
         .ok_or_else(|| {
             RunnerError::Usage(format!(
@@ -81,6 +83,7 @@ fn invoke(args: InvokeArgs) -> Result<Mode, RunnerError> {
 }
 
 fn drain(args: DrainArgs) -> Result<Mode, RunnerError> {
+    keep_the_cache_private(&args.run, &args.code)?;
     Ok(Mode::Drain(DrainOptions {
         overflow: overflow_settings(
             &args.outcomes,
@@ -132,6 +135,29 @@ fn code_source(
             qualifier: qualifier.clone(),
         },
     })
+}
+
+/// With the sandbox, each function sees its code only at the task root and its layers
+/// only at the layers root (hard links into the cache): the cache, which holds the code
+/// of every function that ran in this task, is the runner's alone (0700).
+fn keep_the_cache_private(run: &RunArgs, code: &CodeArgs) -> Result<(), RunnerError> {
+    if run.sandbox.is_none() {
+        return Ok(());
+    }
+    if code.task_root.is_none() || code.opt_dir.is_none() {
+        return Err(RunnerError::Usage(format!(
+            "--sandbox needs --task-root and --opt-dir ({TASK_ROOT_VAR} and {OPT_DIR_VAR}; /var/task and /opt in the image): a sandboxed function sees its code and layers there, never in the cache"
+        )));
+    }
+    let root = code_options(code).cache.root().to_owned();
+    std::fs::create_dir_all(&root)
+        .and_then(|()| std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| {
+            RunnerError::Usage(format!(
+                "cannot make the code cache {} the runner's alone (mode 0700): {e}; give the runner a cache folder it owns (--cache-dir)",
+                root.display()
+            ))
+        })
 }
 
 fn code_options(args: &CodeArgs) -> CodeOptions {

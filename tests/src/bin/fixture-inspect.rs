@@ -7,7 +7,9 @@
 //! `{"look_for": NAME, "other_tmpdir": DIR}` checks for another function's files;
 //! `{"opt": DIR}` lists a layers root; `{"whoami": true, "again_after_s": N}` calls
 //! STS GetCallerIdentity (twice, N seconds apart); `{"sleep_first_s": N}` looks only
-//! after N seconds; `{"read_task_root": NAME}` reads NAME in its task root.
+//! after N seconds; `{"read_task_root": NAME}` reads NAME in its task root;
+//! `{"read_path": DIR}` lists DIR; `{"rewrite": NAME}` opens NAME in its task root for
+//! writing.
 
 use std::path::Path;
 
@@ -57,6 +59,19 @@ async fn inspect(event: LambdaEvent<Value>) -> Result<Value, Error> {
     let read_task_root = payload["read_task_root"].as_str().map(|name| {
         std::fs::read_to_string(Path::new(&task_root).join(name)).unwrap_or_else(|e| format!("unreadable: {e}"))
     });
+    // What a function should never reach: another path (the code cache), and a change
+    // to its own code (whatever modes its zip gave the file).
+    let read_path = payload["read_path"].as_str().map(|dir| match std::fs::read_dir(dir) {
+        Ok(entries) => format!("listed {} entries", entries.count()),
+        Err(e) => format!("refused: {e}"),
+    });
+    let rewrite = payload["rewrite"].as_str().map(|name| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(Path::new(&task_root).join(name))
+            .map(|_| "opened for writing".to_owned())
+            .unwrap_or_else(|e| format!("refused: {e}"))
+    });
     let task_root_write = std::fs::write(Path::new(&task_root).join("planted"), "x")
         .map(|_| "written".to_owned())
         .unwrap_or_else(|e| format!("refused: {e}"));
@@ -84,6 +99,8 @@ async fn inspect(event: LambdaEvent<Value>) -> Result<Value, Error> {
         "opt": opt,
         "task_root_write": task_root_write,
         "read_task_root": read_task_root,
+        "read_path": read_path,
+        "rewrite": rewrite,
         "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
         "runner_environ": runner_environ(),
         "env": std::env::vars().collect::<std::collections::BTreeMap<_, _>>(),

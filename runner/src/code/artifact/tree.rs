@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -312,9 +312,10 @@ impl Writer<'_> {
     }
 }
 
-/// Creates the folder `path`, or accepts a real folder already there; never a link.
+/// Creates the folder `path` (writable by the runner alone, whatever the umask), or
+/// accepts a real folder already there; never a link.
 fn make_dir(path: &Path) -> Result<(), CodeError> {
-    match std::fs::create_dir(path) {
+    match std::fs::DirBuilder::new().mode(0o755).create(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.is_dir() => Ok(()),

@@ -87,10 +87,12 @@ pub fn unpack_with(archive: &Path, dest: &Path, limit: u64, threads: usize) -> R
             links.insert(i, OsString::from_vec(target));
             Node::Link { source: i }
         } else {
-            // Permission bits only: no setuid/setgid/sticky from untrusted input.
+            // Permission bits only: no setuid/setgid/sticky from untrusted input, and
+            // writable by the runner alone (functions read the cached inodes through
+            // their task root's hard links), whatever the zip says.
             let mode = entry
                 .unix_mode()
-                .map(|m| m & 0o777)
+                .map(|m| m & 0o755)
                 .filter(|m| *m != 0)
                 .unwrap_or(0o644);
             Node::File { source: i, mode }
