@@ -39,6 +39,12 @@ pub const FUNCTION_MAP_VAR: &str = "IMMORTAL_FUNCTION_MAP";
 /// Who besides each function's own role may send a record that runs it: unique ids of
 /// IAM principals (`AIDA...`, `AROA...`) or `ROLE_ID:SESSION`, comma-separated.
 pub const TRUSTED_SENDERS_VAR: &str = "IMMORTAL_TRUSTED_SENDERS";
+/// Where a drain worker hands the records it cannot run in its image (another runtime
+/// or architecture): a queue the forwarder launches from in every mode.
+pub const HAND_OFF_QUEUE_URL_VAR: &str = "IMMORTAL_HAND_OFF_QUEUE_URL";
+/// The message attribute naming the function of a handed-off dead-letter message (its
+/// own queue, whose tag named it, is no longer where it is).
+pub const FUNCTION_ATTRIBUTE: &str = "ImmortalFunction";
 /// Where success records go (an SQS queue, SNS topic or EventBridge bus).
 pub const ON_SUCCESS_VAR: &str = "IMMORTAL_ON_SUCCESS";
 /// Where failure records go.

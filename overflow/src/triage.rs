@@ -3,7 +3,7 @@
 //! function, apply the relaunch policy, and either hand back the envelope to run or
 //! pass the record on to the failure destination.
 
-use immortal_handler_sdk::container::{ON_FAILURE_VAR, RELAUNCH_VAR};
+use immortal_handler_sdk::container::{FUNCTION_ATTRIBUTE, ON_FAILURE_VAR, RELAUNCH_VAR};
 use immortal_handler_sdk::destination::{DestinationRecord, OutcomeFacts, RunnerMarker};
 use immortal_handler_sdk::envelope::Envelope;
 use immortal_handler_sdk::function_ref::LATEST;
@@ -218,6 +218,12 @@ impl Triage {
         };
         let function = match &record {
             Record::Destination(r) => FunctionRef::parse(&r.request_context.function_arn).ok(),
+            // Handed off by a drain worker: named, since its own queue is not this one.
+            Record::DeadLetter(_) if message.attributes.contains_key(FUNCTION_ATTRIBUTE) => message
+                .attributes
+                .get(FUNCTION_ATTRIBUTE)
+                .and_then(|a| a.string_value.as_deref())
+                .and_then(|f| FunctionRef::parse(f).ok()),
             Record::DeadLetter(_) => match message.queue_arn.as_deref() {
                 Some(queue) => match self.functions.function_for(queue).await {
                     Ok(function) => function,

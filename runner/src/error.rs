@@ -49,6 +49,15 @@ impl RunnerError {
         }
     }
 
+    /// Whether the function could run in another runner image (its runtime's, or one
+    /// for its architecture): a drain worker hands such a record on instead of failing it.
+    pub(crate) fn needs_another_image(&self) -> bool {
+        matches!(
+            self,
+            RunnerError::Code(CodeError::WrongRuntime { .. } | CodeError::Architecture { .. })
+        )
+    }
+
     /// The errorType of the failure record for an invocation this stopped before its
     /// bootstrap ran (`None`: nothing to report, e.g. a bad --output path).
     pub(crate) fn error_type(&self) -> Option<&'static str> {

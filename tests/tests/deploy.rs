@@ -117,7 +117,8 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
             "IMMORTAL_STOP_TIMEOUT",
             "IMMORTAL_IDLE_TIMEOUT",
             "IMMORTAL_RELAUNCH",
-            "IMMORTAL_TRUSTED_SENDERS"
+            "IMMORTAL_TRUSTED_SENDERS",
+            "IMMORTAL_HAND_OFF_QUEUE_URL"
         ]
     );
     let on_success =
@@ -129,6 +130,17 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
     // The mode switch: per-message tasks on by default, the drain scaler's schedule off.
     let mapping = &resource(template, "ForwarderEventSourceMappingSQSThumbnailDlq")["Properties"];
     assert_eq!(mapping["Enabled"], true);
+    // What a drain worker's image cannot run is handed on, in every mode, by the
+    // runner's role, which the forwarder trusts as a sender (and nobody else may send).
+    let hand_off = &resource(template, "ForwarderEventSourceMappingSQSHandOffQueue")["Properties"];
+    assert_ne!(hand_off["Enabled"], false, "{hand_off}");
+    let trusted = resource(template, "ForwarderLambdaFunction")["Properties"]["Environment"]["Variables"]
+        ["IMMORTAL_TRUSTED_SENDERS"]
+        .to_string();
+    assert!(
+        trusted.contains("RunnerTaskRole") && trusted.contains("RoleId"),
+        "{trusted}"
+    );
     let schedule = template["Resources"]
         .as_object()
         .unwrap()
@@ -167,6 +179,10 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
             "nodejs22.x",
             "immortal-test-runner-nodejs22",
         ),
+        ("RunnerTaskDefinitionJava21", "java21", "immortal-test-runner-java21"),
+        ("RunnerTaskDefinitionJava17", "java17", "immortal-test-runner-java17"),
+        ("RunnerTaskDefinitionRuby33", "ruby3.3", "immortal-test-runner-ruby33"),
+        ("RunnerTaskDefinitionDotnet8", "dotnet8", "immortal-test-runner-dotnet8"),
     ] {
         let props = &resource(template, name)["Properties"];
         assert_eq!(props["Family"], family);

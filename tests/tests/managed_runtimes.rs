@@ -8,7 +8,7 @@ use aws_sdk_lambda::types::Runtime;
 use immortal_tests::ecs::{task_env, Cluster};
 use immortal_tests::emulator::Emulator;
 use immortal_tests::lambda::{deploy_as, uuid_like};
-use immortal_tests::queue::Queue;
+use immortal_tests::queue::{Queue, EMULATOR_SENDER};
 use immortal_tests::runner::{Ran, RunnerCmd};
 use immortal_tests::zips::folder_zip;
 use serde_json::{json, Value};
@@ -363,4 +363,75 @@ async fn a_function_of_another_runtime_than_the_image_is_exit_3_naming_the_image
 /// Task environment names as the `'static` keys `RunnerCmd::envs` takes.
 fn leak(name: String) -> &'static str {
     Box::leak(name.into_boxed_str())
+}
+
+/// A drain worker runs the runtime of its image only. Given the record of a Python
+/// function on a custom-runtime worker, it hands the record on (the message as it came,
+/// naming its function) to the hand-off queue instead of failing it, and deletes it only
+/// then; the forwarder launches it from there on the Python task definition, one task,
+/// with the original event and request id.
+#[tokio::test]
+async fn a_drain_worker_hands_a_record_its_image_cannot_run_to_a_task_of_the_right_image() {
+    let setup = python_setup(Runtime::Python312).await;
+    let sdk = Emulator::shared().sdk_config().await;
+    let hand_off = Queue::create(&sdk, &format!("{}-hand-off", setup.function), &[], &[]).await;
+    let failures = Queue::create(&sdk, &format!("{}-failures", setup.function), &[], &[]).await;
+    setup
+        .queue
+        .send_dead_letter(r#"{"name":"handed"}"#, "req-hand", "Task timed out after 3.00 seconds")
+        .await;
+    let worker = RunnerCmd::new()
+        .envs(Emulator::shared().env())
+        .env("IMMORTAL_IMAGE_RUNTIME", "provided.al2023")
+        .env("IMMORTAL_HAND_OFF_QUEUE_URL", &hand_off.url)
+        .env("IMMORTAL_ON_FAILURE", &failures.url)
+        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
+        .args(["drain", "--queue", &setup.queue.url, "--idle-timeout", "2"]);
+    let ran = run(worker).await;
+    ran.expect_code(0);
+    assert!(
+        ran.stderr.contains("handed off to a task of the right image"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        failures.receive(10, 1).await.is_empty(),
+        "no failure record: {}",
+        ran.stderr
+    );
+    assert_eq!(setup.queue.depth().await, 0, "deleted once handed on");
+
+    let messages = hand_off.receive(10, 1).await;
+    assert_eq!(messages.len(), 1);
+    let named = messages[0].message_attributes().unwrap()["ImmortalFunction"]
+        .string_value()
+        .unwrap()
+        .to_owned();
+    assert!(named.ends_with(&format!(":function:{}", setup.function)), "{named}");
+    let cmd = RunnerCmd::lambda("dlq-forwarder", &hand_off.lambda_event(&messages).to_string())
+        .envs(Emulator::shared().env())
+        .envs(setup.cluster.forwarder_env())
+        .env(
+            "IMMORTAL_TASK_DEFINITIONS",
+            format!("python3.12={}", setup.python_task_definition),
+        );
+    let forwarded = run(cmd).await;
+    assert_eq!(
+        forwarded.json(),
+        json!({"batchItemFailures": []}),
+        "{}",
+        forwarded.stderr
+    );
+    let tasks = setup.cluster.tasks().await;
+    assert_eq!(tasks.len(), 1, "one task");
+    assert!(
+        tasks[0]
+            .task_definition_arn()
+            .unwrap()
+            .contains(&setup.python_task_definition),
+        "on the Python task definition"
+    );
+    let envelope = setup.cluster.task_envelope(&tasks[0]).await;
+    assert_eq!(envelope["context"]["request_id"], "req-hand");
+    assert_eq!(envelope["event"], json!({"name": "handed"}));
 }

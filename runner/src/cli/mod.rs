@@ -190,6 +190,12 @@ pub(crate) struct DrainArgs {
     #[arg(long, value_name = "IDS", env = container::TRUSTED_SENDERS_VAR, hide_env_values = true)]
     pub(crate) trusted_senders: Option<String>,
 
+    /// Where to hand the records this worker's image cannot run (a function of another
+    /// runtime or architecture): a queue the forwarder launches from, which starts them
+    /// in a task of the right image. Without it they end as failure records.
+    #[arg(long, value_name = "QUEUE_URL", env = container::HAND_OFF_QUEUE_URL_VAR, hide_env_values = true)]
+    pub(crate) hand_off_queue: Option<String>,
+
     #[command(flatten)]
     pub(crate) run: RunArgs,
 

@@ -94,6 +94,7 @@ fn drain(args: DrainArgs) -> Result<Mode, RunnerError> {
             ],
         )?,
         queue_urls: args.queue,
+        hand_off_queue: args.hand_off_queue,
         handover_after: Duration::from_secs_f64(args.handover_after),
         concurrency: args.concurrency.max(1),
         idle: Duration::from_secs_f64(args.idle_timeout),

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use immortal_handler_sdk::aws::{self, describe_error};
+use immortal_handler_sdk::container::FUNCTION_ATTRIBUTE;
 use immortal_handler_sdk::record::{MessageAttribute, QueueMessage};
 use immortal_handler_sdk::Envelope;
 use immortal_overflow::{OverflowSettings, Triage, Verdict};
@@ -50,6 +51,8 @@ pub(crate) struct DrainOptions {
     pub(crate) handover_after: Duration,
     /// The relaunch policy, the function map, where outcomes go.
     pub(crate) overflow: OverflowSettings,
+    /// Where records this worker's image cannot run go, for the forwarder to launch.
+    pub(crate) hand_off_queue: Option<String>,
     /// Code cache and layers.
     pub(crate) code: CodeOptions,
     /// Timeout, grace period, handler.
@@ -298,6 +301,20 @@ impl Worker {
                 }
                 (invocation, outcome)
             }
+            Err(e) if e.needs_another_image() && handed.is_none() && self.options.hand_off_queue.is_some() => {
+                // Not a failure of the invocation: of this worker's image. The forwarder
+                // launches it in a task of the right one.
+                return match self.hand_off(queued, &envelope).await {
+                    Ok(()) => {
+                        tracing::warn!(message_id = %queued.message_id, request_id, function, why = %e, "handed off to a task of the right image");
+                        Settled::Done
+                    }
+                    Err(err) => {
+                        tracing::error!(message_id = %queued.message_id, request_id, function, error = %err, "cannot hand the record off; SQS will deliver it again");
+                        Settled::Leave
+                    }
+                };
+            }
             Err(e) => {
                 // As a single task does: a failure before the bootstrap runs is the
                 // invocation's outcome, reported with its cause.
@@ -351,6 +368,28 @@ impl Worker {
                 Settled::HandedOver
             }
         }
+    }
+
+    /// Sends the message as it came, naming its function, to the hand-off queue.
+    async fn hand_off(&self, queued: &QueueMessage, envelope: &Envelope) -> Result<(), String> {
+        let url = self.options.hand_off_queue.as_deref().expect("checked by the caller");
+        let attribute = |data_type: &str, value: &str| {
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type(data_type)
+                .string_value(value)
+                .build()
+                .map_err(|e| e.to_string())
+        };
+        let mut send = self.sqs.send_message().queue_url(url).message_body(&queued.body);
+        for (name, value) in &queued.attributes {
+            if let Some(text) = &value.string_value {
+                send = send.message_attributes(name, attribute(&value.data_type, text)?);
+            }
+        }
+        if let Some(function) = envelope.context.invoked_function_arn.as_deref() {
+            send = send.message_attributes(FUNCTION_ATTRIBUTE, attribute("String", function)?);
+        }
+        send.send().await.map(|_| ()).map_err(|e| describe_error(&e))
     }
 
     /// Runs `envelope` with its function's code, in `slot`.
