@@ -510,7 +510,9 @@ def bench_durable(moto_url):
     s3.create_bucket(Bucket="bench-durable-payloads")
     env = aws_env(moto_url, IMMORTAL_CLUSTER="bench-durable", IMMORTAL_TASK_DEFINITION="bench-durable-runner", IMMORTAL_CONTAINER_NAME="runner",
                   IMMORTAL_SUBNETS=subnet, IMMORTAL_SECURITY_GROUPS=group, IMMORTAL_PAYLOAD_BUCKET="bench-durable-payloads",
-                  IMMORTAL_FUNCTION_MAP="arn:aws:sqs:us-east-1:123456789012:thumbnail-dlq=bench-durable", BENCH_RECORDS="150")
+                  IMMORTAL_FUNCTION_MAP="arn:aws:sqs:us-east-1:123456789012:thumbnail-dlq=bench-durable", BENCH_RECORDS="150",
+                  # the sender of the fixture's record (handler-sdk/fixtures/sqs-dlq-timeout-new.json)
+                  IMMORTAL_TRUSTED_SENDERS="AROAEXAMPLE")
     out = subprocess.run(["cargo", "bench", "--quiet", "-p", "immortal-dlq-forwarder", "--bench", "durable"],
                          cwd=ROOT, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -675,6 +677,10 @@ def fill_queue(sqs, name, function_arn, count):
     return url
 
 
+# moto's SQS stamps every message with one sender (DEFAULT_SENDER_ID in moto/sqs/models.py):
+# the forwarder and the drain workers trust it here, as they would an operator.
+MOTO_SENDER = "AIDAIT2UOQQY3AUEKVGXU"
+
 def bench_drain(moto_url):
     print("drain mode", file=sys.stderr)
     import boto3
@@ -698,14 +704,14 @@ def bench_drain(moto_url):
     boto3.client("s3", **kw).create_bucket(Bucket="bench-payloads")
     fenv = aws_env(moto_url, IMMORTAL_CACHE_DIR=os.path.join(WORK, "fwd-cache"), IMMORTAL_CLUSTER="bench-drain", IMMORTAL_TASK_DEFINITION="bench-runner",
                    IMMORTAL_CONTAINER_NAME="runner", IMMORTAL_SUBNETS=subnet, IMMORTAL_SECURITY_GROUPS=group,
-                   IMMORTAL_PAYLOAD_BUCKET="bench-payloads")
+                   IMMORTAL_PAYLOAD_BUCKET="bench-payloads", IMMORTAL_TRUSTED_SENDERS=MOTO_SENDER)
     started = time.perf_counter()
     startups = 0
     while True:
         got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]).get("Messages", [])
         if not got:
             break
-        event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"], "attributes": {},
+        event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"], "attributes": {"SenderId": MOTO_SENDER},
                               "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:per-task",
                               "awsRegion": "us-east-1"} for m in got]}
         _, code, out, err, _ = run_timed([RUNNER, "--artifact", forwarder, "--event", json.dumps(event)], env=fenv)
@@ -742,8 +748,7 @@ def bench_drain(moto_url):
     for w in range(workers):
         cache = tempfile.mkdtemp(prefix="worker-", dir=WORK)
         procs.append(subprocess.Popen([RUNNER, "drain", "--queue", url, "--idle-timeout", "2"],
-                                      # moto stamps every message with one sender (DEFAULT_SENDER_ID in moto/sqs/models.py)
-                                      env=aws_env(moto_url, IMMORTAL_CACHE_DIR=cache, IMMORTAL_TRUSTED_SENDERS="AIDAIT2UOQQY3AUEKVGXU"),
+                                      env=aws_env(moto_url, IMMORTAL_CACHE_DIR=cache, IMMORTAL_TRUSTED_SENDERS=MOTO_SENDER),
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     downloads = 0
     for p in procs:

@@ -5,9 +5,10 @@
 //!
 //! SQS stamps each message with its sender (`SenderId`): for a role session,
 //! `ROLE_ID:SESSION`. Lambda sends a function's dead-letter messages and destination
-//! records with the function's execution role, in a session named after the function.
-//! So a record runs function F only when its sender is `ROLE_ID:F` for F's own role, or
-//! an operator listed in `IMMORTAL_TRUSTED_SENDERS` (e.g. for a redrive by hand).
+//! records with the function's execution role (in sessions of its own, `awslambda_...`).
+//! So a record runs function F only when its sender is a session of F's own role
+//! (`ROLE_ID:*`), or an operator listed in `IMMORTAL_TRUSTED_SENDERS` (e.g. for a
+//! redrive by hand). Functions that share one role share this trust too.
 //! Everything else is refused: not run, left for the parking queue, logged with the
 //! sender and the function it claimed.
 
@@ -32,12 +33,12 @@ pub enum SenderError {
     )]
     Unknown,
     /// Someone else sent it.
-    #[error("sent by {sender}, not by the function's own role ({expected}) nor a sender in {TRUSTED_SENDERS_VAR}")]
+    #[error("sent by {sender}, not by a session of the function's own role ({role_id}:...) nor a sender in {TRUSTED_SENDERS_VAR}")]
     NotTheFunction {
         /// Who sent it.
         sender: String,
-        /// Who may.
-        expected: String,
+        /// The unique id of the function's role.
+        role_id: String,
     },
     /// The function's role could not be looked up.
     #[error("cannot tell whether the sender may run it: {0}")]
@@ -86,13 +87,12 @@ impl Senders {
         }
         let role = self.role_of(function).await?;
         let role_id = self.role_id(&role).await?;
-        let expected = expected_sender(&role_id, &function.name);
-        if sender == expected {
+        if is_session_of(sender, &role_id) {
             Ok(())
         } else {
             Err(SenderError::NotTheFunction {
                 sender: sender.to_owned(),
-                expected,
+                role_id,
             })
         }
     }
@@ -160,10 +160,11 @@ impl Senders {
     }
 }
 
-/// The sender of Lambda's own messages for `function`: its role's session, named after
-/// the function.
-pub fn expected_sender(role_id: &str, function_name: &str) -> String {
-    format!("{role_id}:{function_name}")
+/// Whether `sender` is a session of the role whose unique id is `role_id`.
+pub fn is_session_of(sender: &str, role_id: &str) -> bool {
+    sender
+        .split_once(':')
+        .is_some_and(|(principal, _)| principal == role_id)
 }
 
 /// Whether `sender` is listed: by itself, or by its principal's id (any session).
@@ -199,7 +200,23 @@ mod tests {
 
     #[test]
     fn the_sender_lambda_uses_and_the_ones_listed() {
-        assert_eq!(expected_sender("AROAEXAMPLE", "thumb"), "AROAEXAMPLE:thumb");
+        // As Lambda sends a dead-letter message, a destination record, and as the
+        // function's own code would.
+        for sender in [
+            "AROAEXAMPLE:awslambda_123_20261122101532123",
+            "AROAEXAMPLE:awslambda",
+            "AROAEXAMPLE:thumb",
+        ] {
+            assert!(is_session_of(sender, "AROAEXAMPLE"), "{sender}");
+        }
+        for sender in [
+            "AROAOTHER:awslambda",
+            "AROAEXAMPLE",
+            "AROAEXAMPLEX:thumb",
+            "AIDAEXAMPLE",
+        ] {
+            assert!(!is_session_of(sender, "AROAEXAMPLE"), "{sender}");
+        }
         let trusted = parse_trusted(" AIDAOPERATOR , AROAREDRIVE:alice ,").unwrap();
         assert!(is_trusted(&trusted, "AIDAOPERATOR"));
         assert!(is_trusted(&trusted, "AIDAOPERATOR:any-session"));

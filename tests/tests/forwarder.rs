@@ -353,8 +353,8 @@ async fn role_id(sdk: &aws_config::SdkConfig, name: &str) -> String {
 
 /// The attack on a shared overflow queue: code running as function A may send to it
 /// (every attached function's role may, for Lambda to send its records), and names
-/// function B. Lambda sends a function's records as its own role, in a session named
-/// after it (`ROLE_ID:FUNCTION`), so only that may have B run: A's record starts no task
+/// function B. Lambda sends a function's records as a session of its own role
+/// (`ROLE_ID:awslambda_...`), so only that may have B run: A's record starts no task
 /// and stays for the parking queue, the log naming its sender and the function it
 /// claimed; B's own record runs. (moto stamps every message with one sender, so the
 /// senders are set in the SQS event, as Lambda's event source mapping hands them over.)
@@ -366,9 +366,14 @@ async fn a_record_runs_a_function_only_when_that_functions_own_role_sent_it() {
     let (a, b) = (format!("sender-a-{id}"), format!("sender-b-{id}"));
     deploy_with_role(&sdk, &a, &zip, &[], &format!("role-a-{id}")).await;
     deploy_with_role(&sdk, &b, &zip, &[], &format!("role-b-{id}")).await;
+    // A's code, in its role's session; Lambda sending B's record, in its own session of
+    // B's role.
     let (a_sender, b_sender) = (
         format!("{}:{a}", role_id(&sdk, &format!("role-a-{id}")).await),
-        format!("{}:{b}", role_id(&sdk, &format!("role-b-{id}")).await),
+        format!(
+            "{}:awslambda_123_20261207101532123",
+            role_id(&sdk, &format!("role-b-{id}")).await
+        ),
     );
     let b_arn = format!("arn:aws:lambda:us-east-1:123456789012:function:{b}");
     for request in ["req-forged", "req-own", "req-no-sender"] {
