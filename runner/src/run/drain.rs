@@ -301,38 +301,9 @@ impl Worker {
                 }
                 (invocation, outcome)
             }
-            Err(e) if e.needs_another_image() && handed.is_none() && self.options.hand_off_queue.is_some() => {
-                // Not a failure of the invocation: of this worker's image. The forwarder
-                // launches it in a task of the right one.
-                return match self.hand_off(queued, &envelope).await {
-                    Ok(()) => {
-                        tracing::warn!(message_id = %queued.message_id, request_id, function, why = %e, "handed off to a task of the right image");
-                        Settled::Done
-                    }
-                    Err(err) => {
-                        tracing::error!(message_id = %queued.message_id, request_id, function, error = %err, "cannot hand the record off; SQS will deliver it again");
-                        Settled::Leave
-                    }
-                };
-            }
             Err(e) => {
-                // As a single task does: a failure before the bootstrap runs is the
-                // invocation's outcome, reported with its cause.
-                let target = execution::function_of(&envelope).ok().flatten();
-                let delivered = execution::report_unrun(&self.reporter, &envelope, target.as_ref(), &e).await;
-                if let Some(attempt) = &handed {
-                    attempt.settle(End::Unrun { err: &e, delivered }).await;
-                }
-                if delivered {
-                    tracing::error!(message_id = %queued.message_id, request_id, function, error = %e, "the run could not start; reported as its outcome");
-                    return if handed.is_some() {
-                        Settled::HandedOver
-                    } else {
-                        Settled::Done
-                    };
-                }
-                tracing::error!(message_id = %queued.message_id, request_id, function, error = %e, "the run could not start; SQS will deliver the message again");
-                return Settled::Leave;
+                let about = (queued, envelope.as_ref(), request_id.as_str(), function.as_str());
+                return self.not_run(about, handed.as_ref(), e).await;
             }
         };
         let stopped_by = *stop.borrow();
@@ -367,6 +338,45 @@ impl Worker {
                     .await;
                 Settled::HandedOver
             }
+        }
+    }
+
+    /// A message whose run could not start. A record this worker's image cannot run is
+    /// handed off (not a failure of the invocation); anything else is the invocation's
+    /// outcome, reported with its cause, as a single task does.
+    async fn not_run(
+        &self,
+        (queued, envelope, request_id, function): (&QueueMessage, &Envelope, &str, &str),
+        handed: Option<&Attempt>,
+        e: RunnerError,
+    ) -> Settled {
+        let message_id = &queued.message_id;
+        if e.needs_another_image() && handed.is_none() && self.options.hand_off_queue.is_some() {
+            return match self.hand_off(queued, envelope).await {
+                Ok(()) => {
+                    tracing::warn!(message_id, request_id, function, why = %e, "handed off to a task of the right image");
+                    Settled::Done
+                }
+                Err(err) => {
+                    tracing::error!(message_id, request_id, function, error = %err, "cannot hand the record off; SQS will deliver it again");
+                    Settled::Leave
+                }
+            };
+        }
+        let target = execution::function_of(envelope).ok().flatten();
+        let delivered = execution::report_unrun(&self.reporter, envelope, target.as_ref(), &e).await;
+        if let Some(attempt) = handed {
+            attempt.settle(End::Unrun { err: &e, delivered }).await;
+        }
+        if !delivered {
+            tracing::error!(message_id, request_id, function, error = %e, "the run could not start; SQS will deliver the message again");
+            return Settled::Leave;
+        }
+        tracing::error!(message_id, request_id, function, error = %e, "the run could not start; reported as its outcome");
+        if handed.is_some() {
+            Settled::HandedOver
+        } else {
+            Settled::Done
         }
     }
 
