@@ -182,3 +182,16 @@ pub async fn deploy_with_role(
     set_role(sdk, name, &role).await;
     role
 }
+
+/// The unique id of role `name`, which SQS names (with the session) as a message's sender.
+pub async fn role_id(sdk: &SdkConfig, name: &str) -> String {
+    aws_sdk_iam::Client::new(sdk)
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .expect("get role")
+        .role
+        .expect("role")
+        .role_id
+}

@@ -318,6 +318,34 @@ async fn environment_variables_lambda_cannot_decrypt_fail_the_run_with_a_record(
     );
 }
 
+/// A drain worker on `queue` as the image runs it, `concurrency` at once: its functions'
+/// code and configuration from `fake`, each run as its own role, successes to `success`.
+fn image_drain_worker(
+    image: &ImageUser,
+    fake: &FakeLambda,
+    queue: &Queue,
+    success: &Queue,
+    concurrency: &str,
+) -> RunnerCmd {
+    image
+        .runner()
+        .envs(Emulator::shared().env())
+        .env("AWS_ENDPOINT_URL", &fake.server.url)
+        .env("AWS_ACCESS_KEY_ID", RUNNER_KEY)
+        .env("IMMORTAL_FUNCTION_ROLE", "assume")
+        .env("IMMORTAL_ON_SUCCESS", &success.url)
+        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
+        .args([
+            "drain",
+            "--queue",
+            &queue.url,
+            "--concurrency",
+            concurrency,
+            "--idle-timeout",
+            "2",
+        ])
+}
+
 #[tokio::test]
 async fn two_functions_in_one_drain_worker_share_nothing() {
     let emulator = Emulator::shared();
@@ -359,26 +387,10 @@ async fn two_functions_in_one_drain_worker_share_nothing() {
             ))
             .await;
     }
-    let cmd = image
-        .runner()
-        .envs(emulator.env())
-        .env("AWS_ENDPOINT_URL", &fake.server.url)
-        .env("AWS_ACCESS_KEY_ID", RUNNER_KEY)
-        .env("IMMORTAL_FUNCTION_ROLE", "assume")
-        .env("IMMORTAL_ON_SUCCESS", &success.url)
-        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
+    let cmd = image_drain_worker(&image, &fake, &queue, &success, "1")
         // What ECS gives the runner's container, never its functions.
         .env("ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/runner")
-        .env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/credentials/runner")
-        .args([
-            "drain",
-            "--queue",
-            &queue.url,
-            "--concurrency",
-            "1",
-            "--idle-timeout",
-            "2",
-        ]);
+        .env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/credentials/runner");
     let ran = run(cmd).await;
     ran.expect_code(0);
     let mut seen = std::collections::BTreeMap::new();
@@ -489,24 +501,7 @@ async fn a_concurrent_drain_run_of_another_function_never_swaps_the_victims_code
             json!({"sleep_first_s": 4, "read_task_root": "whose", "opt": opt}),
         ))
         .await;
-    let worker = image
-        .runner()
-        .envs(emulator.env())
-        .env("AWS_ENDPOINT_URL", &fake.server.url)
-        .env("AWS_ACCESS_KEY_ID", RUNNER_KEY)
-        .env("IMMORTAL_FUNCTION_ROLE", "assume")
-        .env("IMMORTAL_ON_SUCCESS", &success.url)
-        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
-        .args([
-            "drain",
-            "--queue",
-            &queue.url,
-            "--concurrency",
-            "2",
-            "--idle-timeout",
-            "2",
-        ])
-        .spawn();
+    let worker = image_drain_worker(&image, &fake, &queue, &success, "2").spawn();
     // The attacker's record arrives while the victim sleeps.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     queue

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use aws_sdk_sqs::types::QueueAttributeName;
 use immortal_tests::ecs::{task_env, task_tag, Cluster};
 use immortal_tests::emulator::Emulator;
-use immortal_tests::lambda::{deploy, deploy_with_role, uuid_like};
+use immortal_tests::lambda::{deploy, deploy_with_role, role_id, uuid_like};
 use immortal_tests::queue::{timeout_record, Queue};
 use immortal_tests::runner::{fixture, Ran, RunnerCmd};
 use immortal_tests::zips::bootstrap_zip_bytes;
@@ -336,19 +336,6 @@ async fn each_task_is_sized_from_its_functions_memory() {
         mem >= 10240 && cpu >= 6 * 1024,
         "10 GB and six vCPUs at least: {cpu}/{mem}"
     );
-}
-
-/// The unique id of role `name`, which SQS names (with the session) as a message's sender.
-async fn role_id(sdk: &aws_config::SdkConfig, name: &str) -> String {
-    aws_sdk_iam::Client::new(sdk)
-        .get_role()
-        .role_name(name)
-        .send()
-        .await
-        .expect("get role")
-        .role
-        .expect("role")
-        .role_id
 }
 
 /// The attack on a shared overflow queue: code running as function A may send to it
