@@ -1,4 +1,4 @@
-//! Drain workers (`runner --queue`) as local processes with the environment a task would
+//! Drain workers (`runner drain`) as local processes with the environment a task would
 //! get, against the emulator; and the forwarder's scaling mode.
 
 use std::collections::{BTreeMap, BTreeSet};
