@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -150,15 +149,13 @@ fn keep_the_cache_private(run: &RunArgs, code: &CodeArgs) -> Result<(), RunnerEr
             "--sandbox needs --task-root and --opt-dir ({TASK_ROOT_VAR} and {OPT_DIR_VAR}; /var/task and /opt in the image): a sandboxed function sees its code and layers there, never in the cache"
         )));
     }
-    let root = code_options(code).cache.root().to_owned();
-    std::fs::create_dir_all(&root)
-        .and_then(|()| std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)))
-        .map_err(|e| {
-            RunnerError::Usage(format!(
-                "cannot make the code cache {} the runner's alone (mode 0700): {e}; give the runner a cache folder it owns (--cache-dir)",
-                root.display()
-            ))
-        })
+    let cache = code_options(code).cache;
+    cache.make_private().map_err(|e| {
+        RunnerError::Usage(format!(
+            "cannot make the code cache {} the runner's alone (mode 0700): {e}; give the runner a cache folder it owns (--cache-dir)",
+            cache.root().display()
+        ))
+    })
 }
 
 fn code_options(args: &CodeArgs) -> CodeOptions {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
-use immortal_handler_sdk::aws::{self, describe_error};
+use immortal_handler_sdk::aws::{self, describe_error, CallFailed};
 use immortal_handler_sdk::container::FUNCTION_ATTRIBUTE;
 use immortal_handler_sdk::record::{MessageAttribute, QueueMessage};
 use immortal_handler_sdk::Envelope;
@@ -381,25 +381,28 @@ impl Worker {
     }
 
     /// Sends the message as it came, naming its function, to the hand-off queue.
-    async fn hand_off(&self, queued: &QueueMessage, envelope: &Envelope) -> Result<(), String> {
+    async fn hand_off(&self, queued: &QueueMessage, envelope: &Envelope) -> Result<(), CallFailed> {
         let url = self.options.hand_off_queue.as_deref().expect("checked by the caller");
         let attribute = |data_type: &str, value: &str| {
             aws_sdk_sqs::types::MessageAttributeValue::builder()
                 .data_type(data_type)
                 .string_value(value)
                 .build()
-                .map_err(|e| e.to_string())
+                .expect("a data type and a value make an attribute")
         };
         let mut send = self.sqs.send_message().queue_url(url).message_body(&queued.body);
         for (name, value) in &queued.attributes {
             if let Some(text) = &value.string_value {
-                send = send.message_attributes(name, attribute(&value.data_type, text)?);
+                send = send.message_attributes(name, attribute(&value.data_type, text));
             }
         }
         if let Some(function) = envelope.context.invoked_function_arn.as_deref() {
-            send = send.message_attributes(FUNCTION_ATTRIBUTE, attribute("String", function)?);
+            send = send.message_attributes(FUNCTION_ATTRIBUTE, attribute("String", function));
         }
-        send.send().await.map(|_| ()).map_err(|e| describe_error(&e))
+        send.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| CallFailed::new(format!("SendMessage({url})"), &e))
     }
 
     /// Runs `envelope` with its function's code, in `slot`.

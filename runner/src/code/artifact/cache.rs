@@ -45,6 +45,15 @@ impl Cache {
         dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("immortal")
     }
 
+    /// Makes the root the runner's alone (created when missing, mode 0700): what it
+    /// holds is reached by functions only through the task root's and the layers root's
+    /// hard links.
+    pub(crate) fn make_private(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&self.root)?;
+        std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
+    }
+
     /// The root folder.
     pub(crate) fn root(&self) -> &Path {
         &self.root
