@@ -259,6 +259,57 @@ async fn a_drain_worker_in_the_image_runs_two_functions_one_after_the_other() {
     assert_eq!(queue.depth().await, 0, "both messages deleted");
 }
 
+/// The isolation claims of a drain worker, in the image as Fargate runs it: a planter
+/// leaves a closed folder in /tmp, files in /var/tmp and /dev/shm; the next function
+/// (the same function user, one run after the other) finds none of them, and can
+/// neither list the code cache nor change its own code.
+#[tokio::test]
+async fn in_the_image_a_function_finds_nothing_its_predecessor_left_and_no_other_code() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let zip = bootstrap_zip_bytes(&fixture("inspect"));
+    let (planter, looker) = (format!("img-plant-{id}"), format!("img-look-{id}"));
+    let planted = deploy(&sdk, &planter, &zip, &[]).await;
+    let looking = deploy(&sdk, &looker, &zip, &[]).await;
+    let queue = Queue::create(&sdk, &format!("img-plant-{id}"), &[], &[]).await;
+    let outcomes = Queue::create(&sdk, &format!("img-plant-out-{id}"), &[], &[]).await;
+    let marker = format!("marker-{id}");
+    queue
+        .send(&timeout_record(
+            "req-plant",
+            &planted.arn,
+            &json!({"write_marker": marker}),
+        ))
+        .await;
+    let look = json!({"look_for": marker, "read_path": "/var/cache/immortal/code", "rewrite": "bootstrap"});
+    queue.send(&timeout_record("req-look", &looking.arn, &look)).await;
+    let ran = run(Container::new(Image::Provided)
+        .envs(Emulator::shared().env())
+        .env("IMMORTAL_FUNCTION_LOGS", "stderr")
+        .env("IMMORTAL_QUEUE_URL", &queue.url)
+        .env("IMMORTAL_ON_SUCCESS", &outcomes.url)
+        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
+        .env("IMMORTAL_IDLE_TIMEOUT", "3"))
+    .await;
+    ran.expect_code(0);
+    let mut by_request = std::collections::BTreeMap::new();
+    for record in outcomes.take_all().await {
+        let id = record["requestContext"]["requestId"].as_str().unwrap().to_owned();
+        by_request.insert(id, record["responsePayload"].clone());
+    }
+    let (planted, seen) = (&by_request["req-plant"], &by_request["req-look"]);
+    assert_eq!(planted["uid"], seen["uid"], "one user, one run after the other");
+    for place in ["in_tmp", "closed_in_tmp", "in_var_tmp", "in_dev_shm"] {
+        assert_eq!(seen["look_for"][place], false, "{place}: {seen}");
+    }
+    for attempt in ["read_path", "rewrite"] {
+        assert!(
+            seen[attempt].as_str().unwrap().starts_with("refused"),
+            "{attempt}: {seen}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_stop_as_ecs_gives_it_lets_the_function_have_its_grace_and_marks_the_attempt_interrupted() {
     let sdk = Emulator::shared().sdk_config().await;
