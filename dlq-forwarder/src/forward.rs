@@ -16,6 +16,7 @@ use immortal_overflow::{Carrier, Publisher, Triage, Verdict};
 
 use crate::config::Config;
 use crate::error::ForwardError;
+use crate::image_task::{ImageTaskError, ImageTasks};
 use crate::launch::{self, LaunchError, TaskRequest};
 use crate::runtimes::{FunctionRuntimes, TaskDefinitions};
 use crate::size::{self, TaskSize};
@@ -61,6 +62,7 @@ pub struct Forwarder {
     pub(crate) triage: Triage,
     pub(crate) publisher: Publisher,
     pub(crate) runtimes: FunctionRuntimes,
+    pub(crate) images: ImageTasks,
 }
 
 impl Forwarder {
@@ -69,6 +71,7 @@ impl Forwarder {
         let s3 = immortal_handler_sdk::aws::s3_client(sdk);
         Forwarder {
             ecs: aws_sdk_ecs::Client::new(sdk),
+            images: ImageTasks::new(aws_sdk_ecs::Client::new(sdk)),
             ledger: Ledger::new(s3, config.payload_bucket.clone()),
             triage: Triage::new(sdk, &config.overflow, "forwarder"),
             publisher: Publisher::new(sdk, config.overflow.payload_bucket.clone()),
@@ -303,21 +306,36 @@ impl Forwarder {
         }
     }
 
-    /// The runner's task definition for the function's runtime, and the task's size for
-    /// its memory.
+    /// The runner's task definition for the function's runtime (or, for an image
+    /// function, the one that runs its image), and the task's size for its memory.
     pub(crate) async fn task_definition(&self, function: &FunctionRef) -> Result<(String, TaskSize), Unrunnable> {
         let found = self.runtimes.of(function).await.map_err(Unrunnable::Retry)?;
-        let Some(runtime) = &found.runtime else {
-            return Err(Unrunnable::Never(format!(
-                "{} is a container-image function; the runner runs zip functions (run its image on ECS instead)",
-                function.label()
-            )));
-        };
-        let Some(task_definition) = self.config.task_definitions.choose(runtime, &found.architecture) else {
-            return Err(Unrunnable::Never(TaskDefinitions::none_for(
-                runtime,
-                &found.architecture,
-            )));
+        let task_definition = match (&found.image, &found.runtime) {
+            (Some(image), _) => self
+                .images
+                .for_image(
+                    self.config.task_definitions.custom(),
+                    &self.config.container_name,
+                    image,
+                    &found.architecture,
+                )
+                .await
+                .map_err(|e| match e {
+                    ImageTaskError::Retry(e) => Unrunnable::Retry(e),
+                    ImageTaskError::Never(reason) => Unrunnable::Never(reason),
+                })?,
+            (None, Some(runtime)) => self
+                .config
+                .task_definitions
+                .choose(runtime, &found.architecture)
+                .ok_or_else(|| Unrunnable::Never(TaskDefinitions::none_for(runtime, &found.architecture)))?
+                .to_owned(),
+            (None, None) => {
+                return Err(Unrunnable::Never(format!(
+                    "{} has neither a runtime nor an image",
+                    function.label()
+                )))
+            }
         };
         if !found.subnets.is_empty() && found.subnets != self.config.subnets {
             tracing::warn!(
@@ -328,7 +346,7 @@ impl Forwarder {
             );
         }
         let size = size::for_function(found.memory_mb, &self.config.size_limits);
-        Ok((task_definition.to_owned(), size))
+        Ok((task_definition, size))
     }
 }
 

@@ -4,7 +4,7 @@
 //! one ECS Fargate task of the immortal runner, and no message is lost.
 //!
 //! [`config`] (validated at init), [`forward`] (one batch), [`runtimes`] (which task
-//! definition runs a function), [`size`] (how large its task is), [`launch`] (RunTask, the overrides budget, the
+//! definition runs a function; [`image_task`] for container-image functions), [`size`] (how large its task is), [`launch`] (RunTask, the overrides budget, the
 //! idempotency token), [`reconcile`] (a stopped task without an outcome → the next
 //! attempt; the periodic sweep), and the scaling mode ([`scale`]).
 #![deny(missing_docs)]
@@ -12,6 +12,7 @@
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod image_task;
 pub mod launch;
 pub mod reconcile;
 pub mod runtimes;

@@ -124,6 +124,9 @@ pub struct FunctionRuntime {
     pub memory_mb: u32,
     /// `VpcConfig`'s subnets, when it runs in a VPC.
     pub subnets: Vec<String>,
+    /// A container-image function's image, by digest when Lambda resolved one
+    /// (GetFunction's `Code.ResolvedImageUri`).
+    pub image: Option<String>,
 }
 
 /// Looks functions' runtimes up, remembering each for a minute.
@@ -164,7 +167,12 @@ impl FunctionRuntimes {
                     .push_str(" (the forwarder's role needs lambda:GetFunctionConfiguration on it)");
                 ForwardError::from(failed)
             })?;
+        let image = match config.package_type.as_ref().map(|p| p.as_str()) {
+            Some("Image") => Some(self.image_of(function).await?),
+            _ => None,
+        };
         let found = FunctionRuntime {
+            image,
             runtime: config.runtime.map(|r| r.as_str().to_owned()),
             architecture: config
                 .architectures
@@ -181,6 +189,36 @@ impl FunctionRuntimes {
             .expect("runtime cache")
             .insert(key, (found.clone(), Instant::now()));
         Ok(found)
+    }
+
+    /// An image function's image (GetFunction: GetFunctionConfiguration does not say).
+    async fn image_of(&self, function: &FunctionRef) -> Result<String, ForwardError> {
+        let out = self
+            .lambda
+            .get_function()
+            .function_name(function.api_name())
+            .set_qualifier(function.qualifier.clone())
+            .send()
+            .await
+            .map_err(|e| {
+                let mut failed = CallFailed::new(format!("GetFunction({})", function.label()), &e);
+                failed
+                    .detail
+                    .push_str(" (the forwarder's role needs lambda:GetFunction on image functions)");
+                ForwardError::from(failed)
+            })?;
+        let code = out
+            .code
+            .unwrap_or_else(|| aws_sdk_lambda::types::FunctionCodeLocation::builder().build());
+        code.resolved_image_uri
+            .filter(|uri| uri.contains('@'))
+            .or(code.image_uri)
+            .ok_or_else(|| {
+                ForwardError::Aws(CallFailed {
+                    call: format!("GetFunction({})", function.label()),
+                    detail: "an image function with no Code.ImageUri".into(),
+                })
+            })
     }
 }
 

@@ -122,6 +122,12 @@ pub const IMAGE_RUNTIME_VAR: &str = "IMMORTAL_IMAGE_RUNTIME";
 /// Where the function's code appears (`/var/task` in the image): a folder the runner
 /// owns and fills with the function's code before each run.
 pub const TASK_ROOT_VAR: &str = "IMMORTAL_TASK_ROOT";
+/// Where the task of a container-image function mounts the runner and its sandbox
+/// helper (copied there by the runner image's init container) inside the function's
+/// own image.
+pub const IMAGE_RUNNER_DIR: &str = "/immortal";
+/// The runner's user in its image (the Dockerfile's `USER`), kept in a function's image.
+pub const RUNNER_USER: &str = "10001:10001";
 /// The per-zip unpacked size limit.
 pub const MAX_UNPACKED_SIZE_VAR: &str = "IMMORTAL_MAX_UNPACKED_SIZE";
 /// Drain mode: messages run at once.

@@ -54,7 +54,9 @@ impl RunnerError {
     pub(crate) fn needs_another_image(&self) -> bool {
         matches!(
             self,
-            RunnerError::Code(CodeError::WrongRuntime { .. } | CodeError::Architecture { .. })
+            RunnerError::Code(
+                CodeError::WrongRuntime { .. } | CodeError::Architecture { .. } | CodeError::NotItsImage { .. }
+            )
         )
     }
 
@@ -62,9 +64,12 @@ impl RunnerError {
     /// bootstrap ran (`None`: nothing to report, e.g. a bad --output path).
     pub(crate) fn error_type(&self) -> Option<&'static str> {
         Some(match self {
-            RunnerError::Code(CodeError::NoBootstrap { .. } | CodeError::WrongRuntime { .. }) => {
-                "Immortal.RuntimeUnavailable"
-            }
+            RunnerError::Code(
+                CodeError::NoBootstrap { .. }
+                | CodeError::WrongRuntime { .. }
+                | CodeError::NoEntryPoint { .. }
+                | CodeError::NotItsImage { .. },
+            ) => "Immortal.RuntimeUnavailable",
             RunnerError::Code(_) | RunnerError::Function(_) => "Immortal.CodeUnavailable",
             RunnerError::Credentials(_) => "Immortal.RoleUnavailable",
             RunnerError::Configuration(_) => "Immortal.ConfigurationUnsupported",
@@ -167,6 +172,30 @@ pub enum CodeError {
         machine: String,
         /// The Fargate name for it.
         fargate: String,
+    },
+    /// A container-image function with nothing to start in this container.
+    #[error("cannot run the image function {image}: {why}")]
+    NoEntryPoint {
+        /// The function's image.
+        image: String,
+        /// What is missing.
+        why: String,
+    },
+    /// The image's own ENTRYPOINT/CMD/WorkingDir were needed and could not be read.
+    #[error("cannot read the ENTRYPOINT, CMD and WORKDIR of {image} from ECR ({reason}); give the runner's role ecr:BatchGetImage and ecr:GetDownloadUrlForLayer on its repository, or set them in the function's ImageConfig (EntryPoint, Command, WorkingDirectory)")]
+    ImageConfigUnread {
+        /// The function's image.
+        image: String,
+        /// Why.
+        reason: String,
+    },
+    /// A container-image function given to a runner in another image (a runner image).
+    #[error("{function} is a container-image function ({image}); it runs in its own image, from the task definition the forwarder registers for that image, not in a runner image")]
+    NotItsImage {
+        /// The function.
+        function: String,
+        /// Its image.
+        image: String,
     },
     /// A `--lib` handler library that cannot be used.
     #[error("cannot use the handler library {path}: {reason}")]

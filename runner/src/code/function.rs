@@ -8,6 +8,7 @@ use immortal_handler_sdk::arn::Arn;
 use immortal_handler_sdk::aws::describe_error;
 use immortal_handler_sdk::function_ref::{FunctionRef, LATEST};
 
+use crate::code::image::{ImageConfig, ImageFunction};
 use crate::code::runtime::Runtime;
 use crate::emulator::invocation::FunctionFacts;
 use crate::error::RunnerError;
@@ -56,12 +57,21 @@ pub(crate) struct FunctionSpec {
     pub(crate) architecture: String,
     /// `Environment.Variables`.
     pub(crate) env: BTreeMap<String, String>,
-    /// The function's code.
-    pub(crate) code: CodeRef,
+    /// The function's code: a zip, or its container image.
+    pub(crate) code: Package,
     /// Layer version ARNs in the order Lambda applies them.
     pub(crate) layers: Vec<String>,
     /// Its execution role (`Configuration.Role`).
     pub(crate) role: Option<String>,
+}
+
+/// How a function's code is deployed.
+#[derive(Debug, Clone)]
+pub(crate) enum Package {
+    /// A zip to download, verify and unpack.
+    Zip(CodeRef),
+    /// A container image the runner runs inside of.
+    Image(ImageFunction),
 }
 
 /// A function's `LoggingConfig`, as far as the runtime sees it.
@@ -105,16 +115,9 @@ pub(crate) async fn get_function(
     let code = out
         .code
         .ok_or_else(|| RunnerError::Function(format!("GetFunction({label}) returned no code location")))?;
-    let location = code.location.ok_or_else(|| {
-        RunnerError::Function(format!(
-            "GetFunction({label}) returned no Code.Location (is it a zip function?)"
-        ))
-    })?;
-    let sha256 = config
-        .code_sha256
-        .clone()
-        .ok_or_else(|| RunnerError::Function(format!("GetFunction({label}) returned no CodeSha256")))?;
     let version = config.version.clone();
+    let what = format!("function {}:{}", function.name, version.as_deref().unwrap_or(LATEST));
+    let code = package(&label, what, code, &config)?;
     let facts = FunctionFacts {
         name: config.function_name.clone(),
         version: version.clone(),
@@ -122,7 +125,6 @@ pub(crate) async fn get_function(
         memory_mb: config.memory_size.and_then(|m| u32::try_from(m).ok()),
         log_group: config.logging_config.as_ref().and_then(|l| l.log_group.clone()),
     };
-    let what = format!("function {}:{}", function.name, version.as_deref().unwrap_or(LATEST));
     Ok(FunctionSpec {
         facts,
         handler: config.handler,
@@ -138,12 +140,7 @@ pub(crate) async fn get_function(
             .and_then(|e| e.variables)
             .map(|v| v.into_iter().collect())
             .unwrap_or_default(),
-        code: CodeRef {
-            what,
-            location,
-            sha256,
-            size: config.code_size.try_into().ok().filter(|s| *s > 0),
-        },
+        code,
         layers: config
             .layers
             .unwrap_or_default()
@@ -154,16 +151,55 @@ pub(crate) async fn get_function(
     })
 }
 
+/// The function's zip (location and hash), or its image (by digest when Lambda
+/// resolved one) and `ImageConfig`.
+fn package(
+    label: &str,
+    what: String,
+    code: aws_sdk_lambda::types::FunctionCodeLocation,
+    config: &aws_sdk_lambda::types::FunctionConfiguration,
+) -> Result<Package, RunnerError> {
+    if config.package_type.as_ref().map(|p| p.as_str()) == Some("Image") {
+        let uri = code
+            .resolved_image_uri
+            .filter(|uri| uri.contains('@'))
+            .or(code.image_uri)
+            .ok_or_else(|| RunnerError::Function(format!("GetFunction({label}) returned no Code.ImageUri")))?;
+        let image_config = config
+            .image_config_response
+            .as_ref()
+            .and_then(|r| r.image_config.as_ref());
+        return Ok(Package::Image(ImageFunction {
+            uri,
+            config: ImageConfig {
+                entry_point: image_config.and_then(|c| c.entry_point.clone()),
+                command: image_config.and_then(|c| c.command.clone()),
+                working_directory: image_config.and_then(|c| c.working_directory.clone()),
+            },
+        }));
+    }
+    let location = code.location.ok_or_else(|| {
+        RunnerError::Function(format!(
+            "GetFunction({label}) returned no Code.Location (is it a zip function?)"
+        ))
+    })?;
+    let sha256 = config
+        .code_sha256
+        .clone()
+        .ok_or_else(|| RunnerError::Function(format!("GetFunction({label}) returned no CodeSha256")))?;
+    Ok(Package::Zip(CodeRef {
+        what,
+        location,
+        sha256,
+        size: config.code_size.try_into().ok().filter(|s| *s > 0),
+    }))
+}
+
 /// A configuration the runner cannot honour is refused, never half-run.
 fn refuse_what_cannot_run(
     label: &str,
     config: &aws_sdk_lambda::types::FunctionConfiguration,
 ) -> Result<(), RunnerError> {
-    if config.package_type.as_ref().map(|p| p.as_str()) == Some("Image") {
-        return Err(RunnerError::Function(format!(
-            "{label} is a container-image function; the runner runs zip functions. Run its image instead."
-        )));
-    }
     if let Some(error) = config.environment.as_ref().and_then(|e| e.error.as_ref()) {
         return Err(RunnerError::Configuration(format!(
             "{label}'s environment variables could not be read ({}: {}); Lambda would not run it either: give the runner's role kms:Decrypt on the function's key, or fix the key",

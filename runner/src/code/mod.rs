@@ -3,6 +3,7 @@
 
 pub(crate) mod artifact;
 pub(crate) mod function;
+pub(crate) mod image;
 pub(crate) mod runtime;
 pub(crate) mod task_root;
 
@@ -13,7 +14,8 @@ use immortal_handler_sdk::aws;
 use immortal_handler_sdk::function_ref::{FunctionRef, LATEST};
 
 use crate::code::artifact::{fetch::Fetcher, Cache};
-use crate::code::function::LogSettings;
+use crate::code::function::{LogSettings, Package};
+use crate::code::image::{ImageFunction, ImageStart};
 use crate::code::runtime::{Runtime, RuntimeDir};
 use crate::emulator::bootstrap::{CodeLayout, BOOTSTRAP};
 use crate::emulator::invocation::FunctionFacts;
@@ -77,6 +79,7 @@ impl CodeOptions {
             task_root,
             opt_dir,
             runtime_dir: Some(self.runtime.dir.clone()),
+            image: None,
         })
     }
 }
@@ -189,44 +192,127 @@ pub(crate) async fn fetch(
         "function found (its Lambda timeout is not enforced here)"
     );
     check_architecture(&function.name, &spec.architecture)?;
+    let code = match &spec.code {
+        Package::Zip(code) => code.clone(),
+        Package::Image(image) => {
+            let start = image_start(function, image, &spec.architecture, options, sdk).await?;
+            return Ok(Fetched {
+                spec,
+                body: Body::Image(start),
+            });
+        }
+    };
     let s3_endpoint = aws::endpoint_override("S3");
     let fetcher = Fetcher::new(Some(aws::s3_client(sdk)), s3_endpoint);
-    let code = artifact::obtain(&fetcher, &spec.code, &options.cache, "code", options.max_unpacked).await?;
+    let code = artifact::obtain(&fetcher, &code, &options.cache, "code", options.max_unpacked).await?;
     let mut layer_refs = Vec::with_capacity(spec.layers.len());
     for arn in &spec.layers {
         layer_refs.push(function::get_layer(&lambda, arn).await?);
     }
     let layers = artifact::obtain_layers(&fetcher, &layer_refs, &options.cache, options.max_unpacked).await?;
-    Ok(Fetched { spec, code, layers })
+    Ok(Fetched {
+        spec,
+        body: Body::Zip { code, layers },
+    })
 }
 
-/// A function's code and layers in the cache, not yet shown to it.
+/// What starts an image function in this container: its `ImageConfig`, completed from
+/// the image's own configuration in ECR when it does not say everything.
+async fn image_start(
+    function: &FunctionRef,
+    image: &ImageFunction,
+    architecture: &str,
+    options: &CodeOptions,
+    sdk: &aws_config::SdkConfig,
+) -> Result<ImageStart, RunnerError> {
+    // A runner image holds a runtime, not the function's code.
+    if options.runtime.dir.image_runtime.is_some() {
+        return Err(CodeError::NotItsImage {
+            function: function.label(),
+            image: image.uri.clone(),
+        }
+        .into());
+    }
+    let config = &image.config;
+    let own = if config.complete() {
+        None
+    } else {
+        let http = reqwest::Client::new();
+        match image::own_config(sdk, &image.uri, architecture, &http).await {
+            Ok(own) => Some(own),
+            // Only the working directory is missing: AWS's base images all use the task root.
+            Err(e) if config.entry_point.is_some() && config.command.is_some() => {
+                tracing::warn!(image = %image.uri, error = %e, working_dir = image::TASK_ROOT, "the image's WORKDIR is unknown; starting in the task root, as AWS's base images do (set ImageConfig.WorkingDirectory to say otherwise)");
+                Some(image::OwnConfig {
+                    working_dir: Some(image::TASK_ROOT.to_owned()),
+                    ..Default::default()
+                })
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let start = config.start(&image.uri, own.as_ref())?;
+    tracing::info!(image = %image.uri, argv = ?start.argv, working_dir = %start.working_dir.display(), "a container-image function: nothing to download, its own image runs it");
+    Ok(start)
+}
+
+/// A function's code and layers in the cache (or its image's entry point), not yet
+/// shown to it.
 pub(crate) struct Fetched {
     spec: function::FunctionSpec,
-    code: PathBuf,
-    layers: artifact::Layers,
+    body: Body,
+}
+
+/// A zip function's unpacked code and layers, or an image function's start.
+enum Body {
+    Zip { code: PathBuf, layers: artifact::Layers },
+    Image(ImageStart),
 }
 
 impl Fetched {
-    /// What the function will see: its code and its layer set. Two runs with the same
-    /// identity may share the task root and the layers root.
+    /// What the function will see: its code and its layer set (or its image). Two runs
+    /// with the same identity may share the task root and the layers root.
     pub(crate) fn identity(&self) -> String {
-        format!("{}+{}", self.code.display(), self.layers.set_key)
+        match &self.body {
+            Body::Zip { code, layers } => format!("{}+{}", code.display(), layers.set_key),
+            Body::Image(start) => format!("image:{}", start.image),
+        }
     }
 
     /// Shows the code at the task root and the layers at the layers root, and returns
-    /// the function ready to run.
+    /// the function ready to run. An image function's code is in the image already.
     pub(crate) async fn present(self, options: &CodeOptions) -> Result<Prepared, RunnerError> {
         let spec = self.spec;
+        let (code, layers) = match self.body {
+            Body::Zip { code, layers } => (code, layers),
+            Body::Image(start) => {
+                let opt = PathBuf::from(image::LAYERS_ROOT);
+                return Ok(Prepared {
+                    layout: CodeLayout {
+                        task_root: PathBuf::from(image::TASK_ROOT),
+                        opt_dir: opt.is_dir().then_some(opt),
+                        runtime_dir: None,
+                        image: Some(start.clone()),
+                    },
+                    facts: spec.facts,
+                    handler: start.handler,
+                    runtime: None,
+                    logging: spec.logging,
+                    env: spec.env,
+                    role: spec.role,
+                    local: false,
+                });
+            }
+        };
         // With no layers, no layers root: or, when it is a fixed folder (/opt in the
         // image), an emptied one, so that no function sees another's layers.
         let opt_dir = if spec.layers.is_empty() && options.opt_dir.is_none() {
             None
         } else {
-            Some(artifact::layers_root(&self.layers, &options.cache, options.opt_dir.as_deref()).await?)
+            Some(artifact::layers_root(&layers, &options.cache, options.opt_dir.as_deref()).await?)
         };
         Ok(Prepared {
-            layout: options.layout(self.code, opt_dir)?,
+            layout: options.layout(code, opt_dir)?,
             facts: spec.facts,
             handler: spec.handler.unwrap_or_else(|| BOOTSTRAP.to_owned()),
             runtime: spec.runtime,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use immortal_handler_sdk::container::{self, TASK_DEFINITIONS_VAR};
 
 use crate::code::function::LogSettings;
+use crate::code::image::ImageStart;
 use crate::code::runtime::{Runtime, RuntimeDir};
 use crate::emulator::invocation::Invocation;
 use crate::error::CodeError;
@@ -28,6 +29,20 @@ pub(crate) struct CodeLayout {
     pub(crate) opt_dir: Option<PathBuf>,
     /// The runtime directory (`LAMBDA_RUNTIME_DIR`).
     pub(crate) runtime_dir: Option<RuntimeDir>,
+    /// A container-image function's entry point, command and working directory (the
+    /// runner runs inside its image): no bootstrap is looked for.
+    pub(crate) image: Option<ImageStart>,
+}
+
+/// What the runtime is started as: a program, its arguments, its working directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Start {
+    /// The program, then its arguments.
+    pub(crate) argv: Vec<String>,
+    /// Where it starts (the task root, or an image's working directory).
+    pub(crate) cwd: PathBuf,
+    /// Where it came from.
+    pub(crate) origin: Origin,
 }
 
 /// What a started process is to the run.
@@ -48,9 +63,32 @@ pub(crate) enum Origin {
     Layer,
     /// The managed runtime's own (`/var/runtime/bootstrap`).
     Runtime,
+    /// A container image's entry point and command.
+    Image,
 }
 
 impl CodeLayout {
+    /// What starts the function: an image's entry point and command in its working
+    /// directory, else the bootstrap, in the task root.
+    pub(crate) fn start(&self, runtime: Option<&Runtime>) -> Result<Start, CodeError> {
+        if let Some(image) = &self.image {
+            let program = image.program(std::env::var("PATH").ok().as_deref())?;
+            let mut argv = image.argv.clone();
+            argv[0] = program.display().to_string();
+            return Ok(Start {
+                argv,
+                cwd: image.working_dir.clone(),
+                origin: Origin::Image,
+            });
+        }
+        let (program, origin) = self.bootstrap(runtime)?;
+        Ok(Start {
+            argv: vec![program.display().to_string()],
+            cwd: self.task_root.clone(),
+            origin,
+        })
+    }
+
     /// Finds the executable `bootstrap` where the Runtime Interface Emulator looks: the
     /// task root, the layers root, then (for a managed runtime) the runtime directory.
     pub(crate) fn bootstrap(&self, runtime: Option<&Runtime>) -> Result<(PathBuf, Origin), CodeError> {
@@ -160,6 +198,10 @@ pub(crate) enum Passthrough {
     /// Only the region, `LANG` and the SDK's endpoint overrides: the function runs as
     /// itself, and the runner's credentials, settings and ECS URIs are not its business.
     Region,
+    /// As `Region`, plus the container image's own environment (its `ENV`, which Lambda
+    /// gives an image function): everything but the runner's settings, the task's
+    /// credentials and ECS's variables.
+    Image,
 }
 
 impl Passthrough {
@@ -169,6 +211,14 @@ impl Passthrough {
             Passthrough::Shell => !ENVELOPE_VARS.contains(&name),
             Passthrough::Region => {
                 ["AWS_REGION", "AWS_DEFAULT_REGION", "LANG"].contains(&name) || name.starts_with("AWS_ENDPOINT_URL")
+            }
+            Passthrough::Image => {
+                !ENVELOPE_VARS.contains(&name)
+                    && !STATIC_CREDENTIALS.contains(&name)
+                    && name != EXECUTION_ENV
+                    && !["IMMORTAL_", "ECS_", "AWS_CONTAINER_"]
+                        .iter()
+                        .any(|prefix| name.starts_with(prefix))
             }
         }
     }
@@ -222,30 +272,11 @@ pub(crate) fn environment(cfg: &LaunchConfig<'_>) -> BTreeMap<String, String> {
 
     let inv = cfg.invocation;
     let task_root = cfg.layout.task_root.display().to_string();
-    let opt = cfg.layout.opt_dir.as_ref().map(|o| o.display().to_string());
-    let mut path = std::env::var("PATH").unwrap_or_else(|_| LAMBDA_PATH.to_owned());
-    let runtime_dir = cfg
-        .layout
-        .runtime_dir
-        .as_ref()
-        .map(|dir| dir.path.display().to_string())
-        .unwrap_or_else(|| task_root.clone());
-    // Lambda's order: system, runtime, code, layers.
-    let mut ld_path: Vec<String> = std::env::var("LD_LIBRARY_PATH")
-        .ok()
-        .into_iter()
-        .filter(|p| !p.is_empty())
-        .collect();
-    if cfg.layout.runtime_dir.is_some() {
-        ld_path.push(runtime_dir.clone());
-        ld_path.push(format!("{runtime_dir}/lib"));
-    }
-    ld_path.push(task_root.clone());
-    ld_path.push(format!("{task_root}/lib"));
-    if let Some(opt) = &opt {
-        path.push_str(&format!(":{opt}/bin"));
-        ld_path.push(format!("{opt}/lib"));
-    }
+    let SearchPaths {
+        runtime_dir,
+        path,
+        ld_path,
+    } = search_paths(cfg.layout);
     let reserved = [
         ("AWS_LAMBDA_RUNTIME_API", cfg.runtime_api.to_owned()),
         ("LAMBDA_TASK_ROOT", task_root.clone()),
@@ -262,7 +293,7 @@ pub(crate) fn environment(cfg: &LaunchConfig<'_>) -> BTreeMap<String, String> {
         ("TZ", ":UTC".to_owned()),
         ("TMPDIR", cfg.scratch.display().to_string()),
         ("PATH", path),
-        ("LD_LIBRARY_PATH", ld_path.join(":")),
+        ("LD_LIBRARY_PATH", ld_path),
         (container::RUNNER_VAR, env!("CARGO_PKG_VERSION").to_owned()),
     ];
     env.extend(reserved.into_iter().map(|(k, v)| (k.to_owned(), v)));
@@ -291,6 +322,50 @@ pub(crate) fn environment(cfg: &LaunchConfig<'_>) -> BTreeMap<String, String> {
         );
     }
     env
+}
+
+/// `LAMBDA_RUNTIME_DIR`, `PATH` and `LD_LIBRARY_PATH` as Lambda sets them.
+struct SearchPaths {
+    runtime_dir: String,
+    path: String,
+    ld_path: String,
+}
+
+/// The search paths of a zip function: the runner's own, then (Lambda's order) the
+/// runtime's, the code's and the layers'. An image function keeps its image's, as
+/// its `ENV` set them (AWS's base images set all three).
+fn search_paths(layout: &CodeLayout) -> SearchPaths {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut path = var("PATH").unwrap_or_else(|| LAMBDA_PATH.to_owned());
+    if layout.image.is_some() {
+        return SearchPaths {
+            runtime_dir: var("LAMBDA_RUNTIME_DIR").unwrap_or_else(|| "/var/runtime".to_owned()),
+            path,
+            ld_path: var("LD_LIBRARY_PATH").unwrap_or_default(),
+        };
+    }
+    let task_root = layout.task_root.display().to_string();
+    let runtime_dir = layout
+        .runtime_dir
+        .as_ref()
+        .map(|dir| dir.path.display().to_string())
+        .unwrap_or_else(|| task_root.clone());
+    let mut ld_path: Vec<String> = var("LD_LIBRARY_PATH").into_iter().collect();
+    if layout.runtime_dir.is_some() {
+        ld_path.push(runtime_dir.clone());
+        ld_path.push(format!("{runtime_dir}/lib"));
+    }
+    ld_path.push(task_root.clone());
+    ld_path.push(format!("{task_root}/lib"));
+    if let Some(opt) = &layout.opt_dir {
+        path.push_str(&format!(":{}/bin", opt.display()));
+        ld_path.push(format!("{}/lib", opt.display()));
+    }
+    SearchPaths {
+        runtime_dir,
+        path,
+        ld_path: ld_path.join(":"),
+    }
 }
 
 /// Runs the bootstrap as a user of its own, through `immortal-sandbox` (see that crate).
@@ -354,14 +429,15 @@ pub(crate) struct Bootstrap {
 }
 
 impl Bootstrap {
-    /// Starts `program` in `cwd` with exactly `env` (as `sandbox`'s user when given).
+    /// Starts `argv` (a program and its arguments) in `cwd` with exactly `env` (as
+    /// `sandbox`'s user when given).
     /// Its stdout and stderr both go to `output` (the function's log), else to the
     /// runner's stderr: the runner's stdout carries only the response.
     /// An extension starts `Beside` the runtime: as the same user, and what the user
     /// leaves running is cleared up when the runtime ends, not when it does.
     pub(crate) fn spawn(
         role: Role,
-        program: &Path,
+        argv: &[String],
         cwd: &Path,
         env: &BTreeMap<String, String>,
         sandbox: Option<&SandboxUser>,
@@ -378,8 +454,8 @@ impl Bootstrap {
         };
         let mut command = match sandbox {
             None => {
-                let mut command = tokio::process::Command::new(program);
-                command.current_dir(cwd).env_clear().envs(env);
+                let mut command = tokio::process::Command::new(&argv[0]);
+                command.args(&argv[1..]).current_dir(cwd).env_clear().envs(env);
                 // A runner killed outright takes its function with it, as a container's
                 // end does (the sandbox helper arranges the same for its child).
                 // SAFETY: prctl in the forked child before exec; async-signal-safe.
@@ -418,7 +494,7 @@ impl Bootstrap {
                 let spec = immortal_sandbox::Spec {
                     cwd: cwd.display().to_string(),
                     scratch: Some(scratch.display().to_string()),
-                    argv: vec![program.display().to_string()],
+                    argv: argv.to_vec(),
                     env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 };
                 let (reader, writer) = std::io::pipe()?;
@@ -590,6 +666,7 @@ mod tests {
             task_root: dir.to_owned(),
             opt_dir: None,
             runtime_dir: None,
+            image: None,
         }
     }
 
@@ -622,6 +699,7 @@ mod tests {
             task_root: task.path().to_owned(),
             opt_dir: Some(opt.path().to_owned()),
             runtime_dir: None,
+            image: None,
         };
         assert_eq!(layout.bootstrap(None).unwrap(), (path, Origin::Layer));
     }
@@ -638,6 +716,7 @@ mod tests {
                 path: runtime.path().to_owned(),
                 image_runtime: Some(python.clone()),
             }),
+            image: None,
         };
         let err = layout.bootstrap(Some(&python)).unwrap_err().to_string();
         assert!(

@@ -67,7 +67,7 @@ pub(crate) async fn invoke(
     sink: ResponseSink,
     stop: StopSignal,
 ) -> Result<Outcome, RunnerError> {
-    let (program, origin) = layout.bootstrap(options.runtime.as_ref())?;
+    let start = layout.start(options.runtime.as_ref())?;
     let extensions = Extensions::new(FunctionInfo {
         name: invocation.function_name.clone(),
         version: invocation.function_version.clone(),
@@ -109,19 +109,19 @@ pub(crate) async fn invoke(
         .map_err(|e| RunnerError::Start(format!("cannot open a pipe for the function's logs: {e}")))?;
     let child = Bootstrap::spawn(
         Role::Runtime,
-        &program,
-        &layout.task_root,
+        &start.argv,
+        &start.cwd,
         &env,
         options.sandbox.as_ref(),
         &options.scratch,
         output,
     )
-    .map_err(|e| RunnerError::Start(format!("cannot start {}: {e}", program.display())))?;
+    .map_err(|e| RunnerError::Start(format!("cannot start {}: {e}", start.argv[0])))?;
     tracing::info!(
-        bootstrap = %program.display(),
+        bootstrap = %start.argv[0],
         pid = child.pid(),
         user = options.sandbox.as_ref().map(|s| s.uid),
-        from = ?origin,
+        from = ?start.origin,
         runtime = options.runtime.as_ref().map(Runtime::id).unwrap_or("custom"),
         runtime_api = %api.address(),
         request_id = %invocation.request_id,

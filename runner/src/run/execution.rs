@@ -197,6 +197,8 @@ pub(crate) async fn run_envelope(
     let credentials = function_credentials(settings, &prepared, &invocation).await?;
     let passthrough = if prepared.local || credentials.is_none() {
         Passthrough::Shell
+    } else if prepared.layout.image.is_some() {
+        Passthrough::Image
     } else {
         Passthrough::Region
     };

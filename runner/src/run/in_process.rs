@@ -118,6 +118,7 @@ pub(crate) async fn run(library_path: &Path, job: Job, stop: StopSignal) -> Resu
             .unwrap_or_else(|| ".".into()),
         opt_dir: job.code_options.opt_dir.clone(),
         runtime_dir: None,
+        image: None,
     };
     let env = bootstrap::environment(&LaunchConfig {
         invocation: &invocation,

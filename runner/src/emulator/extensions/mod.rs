@@ -472,11 +472,18 @@ impl Processes {
                 name: name.clone(),
                 source,
             })?;
-            let child = Bootstrap::spawn(Role::Beside, program, cwd, env, sandbox, scratch, out).map_err(|source| {
-                StartError::Spawn {
-                    program: program.clone(),
-                    source,
-                }
+            let child = Bootstrap::spawn(
+                Role::Beside,
+                &[program.display().to_string()],
+                cwd,
+                env,
+                sandbox,
+                scratch,
+                out,
+            )
+            .map_err(|source| StartError::Spawn {
+                program: program.clone(),
+                source,
             })?;
             tracing::info!(extension = %name, path = %program.display(), pid = child.pid(), "extension started");
             processes.running.push((name, child));
