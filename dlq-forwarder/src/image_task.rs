@@ -31,6 +31,8 @@ use crate::error::ForwardError;
 
 /// The init container's name.
 pub const INIT_CONTAINER: &str = "immortal-runner-init";
+/// The init container's memory reservation (MiB).
+pub const INIT_MEMORY_MB: i32 = 32;
 /// The task volume the runner is copied into.
 pub const RUNNER_VOLUME: &str = "immortal-runner";
 /// What the init container runs (as root, in the runner image): the runner, and the
@@ -228,6 +230,8 @@ pub fn containers(runner: &ContainerDefinition, image: &str) -> (ContainerDefini
         .entry_point("-c")
         .command(INIT_SCRIPT)
         .mount_points(mount(false))
+        // A soft limit, within any task size: it only copies two files.
+        .memory_reservation(INIT_MEMORY_MB)
         .set_log_configuration(runner.log_configuration.clone())
         .build();
     let mut function = runner.clone();

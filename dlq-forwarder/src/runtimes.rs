@@ -211,7 +211,7 @@ impl FunctionRuntimes {
             .code
             .unwrap_or_else(|| aws_sdk_lambda::types::FunctionCodeLocation::builder().build());
         code.resolved_image_uri
-            .filter(|uri| uri.contains('@'))
+            .filter(|uri| uri.contains("@sha256:"))
             .or(code.image_uri)
             .ok_or_else(|| {
                 ForwardError::Aws(CallFailed {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use aws_config::SdkConfig;
-use aws_sdk_lambda::types::{Environment, FunctionCode, Runtime};
+use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, ImageConfig, PackageType, Runtime};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
@@ -105,6 +105,37 @@ pub async fn deploy_as(
         arn: out.function_arn.unwrap(),
         sha256: out.code_sha256.unwrap(),
     }
+}
+
+/// Creates container-image function `name` from `image_uri`, with `image_config`
+/// (`EntryPoint`, `Command`, `WorkingDirectory`; each `None` leaves the image's own) and
+/// `env`, on `architecture`. The emulator stores the image and its settings and answers
+/// them in GetFunction, as Lambda does; it does not check that the image exists.
+pub async fn deploy_image(
+    sdk: &SdkConfig,
+    name: &str,
+    image_uri: &str,
+    image_config: Option<ImageConfig>,
+    env: &[(&str, &str)],
+    architecture: Architecture,
+) -> String {
+    let role = test_role(sdk).await;
+    let variables: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let out = aws_sdk_lambda::Client::new(sdk)
+        .create_function()
+        .function_name(name)
+        .package_type(PackageType::Image)
+        .role(role)
+        .code(FunctionCode::builder().image_uri(image_uri).build())
+        .set_image_config(image_config)
+        .environment(Environment::builder().set_variables(Some(variables)).build())
+        .architectures(architecture)
+        .memory_size(512)
+        .timeout(3)
+        .send()
+        .await
+        .expect("create image function");
+    out.function_arn.unwrap()
 }
 
 /// The execution role every test function uses (created once; creation may race).

@@ -162,19 +162,23 @@ fn package(
     if config.package_type.as_ref().map(|p| p.as_str()) == Some("Image") {
         let uri = code
             .resolved_image_uri
-            .filter(|uri| uri.contains('@'))
+            .filter(|uri| uri.contains("@sha256:"))
             .or(code.image_uri)
             .ok_or_else(|| RunnerError::Function(format!("GetFunction({label}) returned no Code.ImageUri")))?;
         let image_config = config
             .image_config_response
             .as_ref()
             .and_then(|r| r.image_config.as_ref());
+        // An empty list or string is a setting not made (some APIs answer so).
+        let list = |v: Option<&Vec<String>>| v.filter(|v| !v.is_empty()).cloned();
         return Ok(Package::Image(ImageFunction {
             uri,
             config: ImageConfig {
-                entry_point: image_config.and_then(|c| c.entry_point.clone()),
-                command: image_config.and_then(|c| c.command.clone()),
-                working_directory: image_config.and_then(|c| c.working_directory.clone()),
+                entry_point: list(image_config.and_then(|c| c.entry_point.as_ref())),
+                command: list(image_config.and_then(|c| c.command.as_ref())),
+                working_directory: image_config
+                    .and_then(|c| c.working_directory.clone())
+                    .filter(|d| !d.is_empty()),
             },
         }));
     }
