@@ -233,7 +233,14 @@ fn serverless_yml_packages_offline_and_passes_cfn_lint() {
 
 /// Actions that have no resource-level permissions for our use: `*` is the only possible
 /// resource (ListTasks is scoped by the ecs:cluster condition instead, checked below).
-const RESOURCELESS_ACTIONS: &[&str] = &["ecr:GetAuthorizationToken", "ecs:ListTasks"];
+/// Actions for which the service defines no resource type (the Service Authorization
+/// Reference lists none): `*` is the only resource they take.
+const RESOURCELESS_ACTIONS: &[&str] = &[
+    "ecr:GetAuthorizationToken",
+    "ecs:ListTasks",
+    "ecs:DescribeTaskDefinition",
+    "ecs:RegisterTaskDefinition",
+];
 
 #[test]
 fn the_stack_keeps_a_durable_record_of_every_relaunch_and_watches_its_queues() {
@@ -362,8 +369,10 @@ fn iam_is_least_privilege_with_no_wildcard_where_an_arn_is_known() {
         for text in resources.iter().flat_map(arn_texts) {
             let every = text == "*" || text.ends_with(":::*") || text.ends_with(":*:*");
             // A whole kind of resource of the account: functions, roles, queues.
-            let every_of_a_kind =
-                text.ends_with(":function:*") || text.ends_with(":role/*") || text.ends_with("${AWS::AccountId}:*");
+            let every_of_a_kind = text.ends_with(":function:*")
+                || text.ends_with(":role/*")
+                || text.ends_with(":repository/*")
+                || text.ends_with("${AWS::AccountId}:*");
             let resourceless = actions.iter().all(|a| RESOURCELESS_ACTIONS.contains(&a.as_str()));
             if (every && !resourceless) || (every_of_a_kind && !tag_conditioned(statement)) {
                 problems.push(format!(
