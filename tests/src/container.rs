@@ -12,6 +12,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use aws_sdk_ecs::types::ContainerDefinition;
+
 use crate::runner::{without_cargo_test_env, Ran, Running};
 
 /// A runner image of the container stage.
@@ -69,7 +71,7 @@ fn ensure_images() {
 
 /// Runs `cmd` to its end and returns its stdout; fails the test with its stderr unless
 /// it succeeded.
-fn succeeded(cmd: &mut Command, what: &str) -> String {
+pub fn succeeded(cmd: &mut Command, what: &str) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
@@ -92,9 +94,12 @@ pub fn stack_init_process_enabled() -> bool {
 /// A container of a runner image under construction.
 pub struct Container {
     name: String,
-    image: Image,
+    image: String,
     env: Vec<(String, String)>,
     mounts: Vec<(PathBuf, String, &'static str)>,
+    volumes: Vec<(String, String)>,
+    entrypoint: Option<String>,
+    user: Option<String>,
     args: Vec<OsString>,
 }
 
@@ -102,13 +107,46 @@ impl Container {
     /// A container of `image`, with the image's own entry point, user and settings.
     pub fn new(image: Image) -> Container {
         ensure_images();
+        Container::of(image.tag())
+    }
+
+    /// A container of any local image `tag` (made by the test).
+    pub fn of(tag: &str) -> Container {
         Container {
             name: format!("immortal-test-{}", crate::lambda::uuid_like()),
-            image,
+            image: tag.to_owned(),
             env: Vec::new(),
             mounts: Vec::new(),
+            volumes: Vec::new(),
+            entrypoint: None,
+            user: None,
             args: Vec::new(),
         }
+    }
+
+    /// A container as ECS starts one of a task definition's `definition` (its entry
+    /// point, command, user, environment and task volumes, each volume a podman volume
+    /// `{volume_prefix}-{name}`), of the local image `tag` in place of the registry's.
+    pub fn from_definition(definition: &ContainerDefinition, tag: &str, volume_prefix: &str) -> Container {
+        ensure_images();
+        let mut container = Container::of(tag);
+        let entry = definition.entry_point();
+        // podman takes a whole entry point (program and arguments) as a JSON array.
+        container.entrypoint = (!entry.is_empty()).then(|| serde_json::to_string(entry).unwrap());
+        container.user = definition.user().map(str::to_owned);
+        container.args = definition.command().iter().map(OsString::from).collect();
+        for kv in definition.environment() {
+            container
+                .env
+                .push((kv.name().unwrap().to_owned(), kv.value().unwrap_or_default().to_owned()));
+        }
+        for mount in definition.mount_points() {
+            let volume = format!("{volume_prefix}-{}", mount.source_volume().unwrap());
+            container
+                .volumes
+                .push((volume, mount.container_path().unwrap().to_owned()));
+        }
+        container
     }
 
     /// Its name (for `podman stop`, `exec`).
@@ -166,7 +204,18 @@ impl Container {
         for (dir, at, mode) in &self.mounts {
             cmd.arg("--volume").arg(format!("{}:{at}:{mode}", dir.display()));
         }
-        cmd.arg(self.image.tag()).args(&self.args);
+        for (volume, at) in &self.volumes {
+            // suid: the sandbox helper in a task volume keeps its setuid bit, as in a
+            // Docker volume (podman's default for named volumes is nosuid).
+            cmd.arg("--volume").arg(format!("{volume}:{at}:rw,suid"));
+        }
+        if let Some(entry) = &self.entrypoint {
+            cmd.arg("--entrypoint").arg(entry);
+        }
+        if let Some(user) = &self.user {
+            cmd.arg("--user").arg(user);
+        }
+        cmd.arg(&self.image).args(&self.args);
         cmd
     }
 

@@ -385,3 +385,124 @@ async fn a_stop_as_ecs_gives_it_lets_the_function_have_its_grace_and_marks_the_a
     let entry = cluster.ledger_entry("req-img-stop").await.expect("a ledger entry");
     assert_eq!(entry["state"], "interrupted", "{entry}");
 }
+
+/// A stand-in "function image" built here: AWS-base-image-like (the stand-in base), the
+/// function's code in /var/task, its own ENTRYPOINT, CMD and WORKDIR. Its tag.
+fn function_image(dir: &Path) -> String {
+    std::fs::copy(fixture("inspect"), dir.join("entry")).unwrap();
+    std::fs::write(
+        dir.join("Containerfile"),
+        "FROM immortal-standin:provided\nCOPY entry /var/task/entry\nWORKDIR /var/task\nENV FROM_THE_IMAGE=yes\nENTRYPOINT [\"/var/task/entry\"]\nCMD [\"image.handler\"]\n",
+    )
+    .unwrap();
+    let tag = format!("immortal-test-function:{}", immortal_tests::lambda::uuid_like());
+    immortal_tests::container::succeeded(
+        immortal_tests::container::podman()
+            .args(["build", "--quiet", "--pull=never", "-t", &tag, "-f"])
+            .arg(dir.join("Containerfile"))
+            .arg(dir),
+        "podman build (the function's image)",
+    );
+    tag
+}
+
+/// The image's configuration as its registry serves it (the `config` of `podman image
+/// inspect` is the image configuration's `config` object).
+fn image_configuration(tag: &str) -> Vec<u8> {
+    let out = immortal_tests::container::succeeded(
+        immortal_tests::container::podman().args(["image", "inspect", "--format", "{{json .Config}}", tag]),
+        "podman image inspect",
+    );
+    let config: Value = serde_json::from_str(out.trim()).unwrap();
+    json!({"architecture": "amd64", "os": "linux", "config": config})
+        .to_string()
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn an_image_function_runs_in_its_own_image_as_its_task_definition_starts_it() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let build = tempfile::tempdir().unwrap();
+    let tag = tokio::task::spawn_blocking({
+        let dir = build.path().to_owned();
+        move || function_image(&dir)
+    })
+    .await
+    .unwrap();
+    // The function: no ImageConfig, so what runs is the image's own ENTRYPOINT, CMD and
+    // WORKDIR, read as the runner reads them in AWS (ECR's API, played by a stand-in
+    // that serves this image's real configuration).
+    let name = format!("img-fn-{id}");
+    let image_uri = format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/{name}:v1");
+    immortal_tests::lambda::deploy_image(
+        &sdk,
+        &name,
+        &image_uri,
+        None,
+        &[("FROM_CONFIG", "yes")],
+        aws_sdk_lambda::types::Architecture::X8664,
+    )
+    .await;
+    let configuration = image_configuration(&tag);
+    let registry = immortal_tests::registry::Registry::serving(&name, configuration);
+    let cluster = Cluster::create(&sdk, &format!("imgfn-{id}")).await;
+    let overrides = relaunched(&cluster, &name, &json!({"n": 1}), "req-image-fn").await;
+    let task = &cluster.tasks().await[0];
+    let definition = cluster
+        .ecs
+        .describe_task_definition()
+        .task_definition(task.task_definition_arn().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .task_definition
+        .unwrap();
+    let containers = definition.container_definitions();
+    let init = containers.iter().find(|c| c.essential() == Some(false)).unwrap();
+    let function = containers.iter().find(|c| c.name() == Some("runner")).unwrap();
+    let volumes = format!("immortal-test-{id}");
+
+    // As ECS starts the task: the init container (the runner image) to its end, then
+    // the function's image with the runner from the shared volume.
+    let copied = run(Container::from_definition(init, Image::Provided.tag(), &volumes)).await;
+    copied.expect_code(0);
+    let ran = run(Container::from_definition(function, &tag, &volumes)
+        .envs(Emulator::shared().env())
+        .env("IMMORTAL_PAYLOAD_BUCKET", &cluster.payload_bucket)
+        .env("AWS_ENDPOINT_URL_ECR", registry.url())
+        .envs(overrides))
+    .await;
+    let _ = immortal_tests::container::podman()
+        .args(["volume", "rm", "--force", &format!("{volumes}-immortal-runner")])
+        .output();
+    let _ = immortal_tests::container::podman()
+        .args(["rmi", "--force", &tag])
+        .output();
+    ran.expect_code(0);
+    let seen = ran.json();
+    assert_eq!(seen["request_id"], "req-image-fn", "the original request id");
+    assert_eq!(
+        seen["argv"],
+        json!(["/var/task/entry", "image.handler"]),
+        "its ENTRYPOINT and CMD"
+    );
+    assert_eq!(seen["env"]["_HANDLER"], "image.handler");
+    assert_eq!(seen["cwd"], "/var/task", "its WORKDIR");
+    assert_eq!(seen["env"]["LAMBDA_TASK_ROOT"], TASK_ROOT);
+    assert_eq!(seen["env"]["FROM_THE_IMAGE"], "yes", "the image's ENV");
+    assert_eq!(seen["env"]["FROM_CONFIG"], "yes", "the function's environment");
+    assert!(
+        seen["env"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("IMMORTAL_")
+                || k == "IMMORTAL_RUNNER"
+                || k == "IMMORTAL_NO_DEADLINE"
+                || k == "IMMORTAL_OVERFLOW"),
+        "no runner setting reaches the function: {}",
+        seen["env"]
+    );
+    assert_function_user(&seen);
+}

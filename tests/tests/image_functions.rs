@@ -5,8 +5,6 @@
 //! ECR's GetDownloadUrlForLayer, which the emulator lacks, is played by a stand-in in
 //! front of it that serves the image's configuration blob.
 
-use std::sync::{Arc, OnceLock};
-
 use aws_sdk_lambda::types::{Architecture, ImageConfig};
 use aws_sdk_sqs::types::QueueAttributeName;
 use bytes::Bytes;
@@ -14,10 +12,9 @@ use immortal_tests::ecs::{task_env, Cluster};
 use immortal_tests::emulator::Emulator;
 use immortal_tests::lambda::{deploy_image, uuid_like};
 use immortal_tests::queue::Queue;
+use immortal_tests::registry::{manifest_for, Registry};
 use immortal_tests::runner::{fixture, Ran, RunnerCmd};
-use immortal_tests::server::{Reply, Seen, TestServer};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 /// Where an image function's runner lives in its task (the forwarder's contract).
 const RUNNER_IN_IMAGE: &str = "/immortal/runner";
@@ -202,75 +199,6 @@ async fn the_runner_starts_the_image_functions_entry_point_with_its_command_hand
     assert!(!ran.stderr.contains(r#""message":"downloaded""#), "{}", ran.stderr);
 }
 
-/// ECR as the runner sees it, played by the tests: the emulator's ECR cannot serve a
-/// config blob (no GetDownloadUrlForLayer), and it resolves an image function's digest
-/// from the URI rather than from an image. BatchGetImage answers `manifests` (by
-/// repository, whatever the reference), GetDownloadUrlForLayer a URL to the blob served
-/// here. Everything else goes on to the emulator.
-struct Registry {
-    server: TestServer,
-}
-
-impl Registry {
-    fn start(manifests: Vec<(String, String)>, blobs: Vec<(String, Bytes)>) -> Registry {
-        let base: Arc<OnceLock<String>> = Arc::default();
-        let known = base.clone();
-        let server = TestServer::start(Some(Emulator::shared().url.clone()), move |req: &Seen| {
-            match req.target() {
-                Some("BatchGetImage") => {
-                    let body = req.json();
-                    let repository = body["repositoryName"].as_str().unwrap_or_default();
-                    return Reply::json(
-                        200,
-                        &match manifests.iter().find(|(r, _)| r == repository) {
-                            Some((_, manifest)) => json!({"images": [{
-                                "registryId": body["registryId"], "repositoryName": repository,
-                                "imageId": body["imageIds"][0], "imageManifest": manifest,
-                            }], "failures": []}),
-                            None => json!({"images": [], "failures": [{
-                                "imageId": body["imageIds"][0], "failureCode": "ImageNotFound",
-                                "failureReason": "Requested image not found",
-                            }]}),
-                        },
-                    );
-                }
-                Some("GetDownloadUrlForLayer") => {
-                    let digest = req.json()["layerDigest"].as_str().unwrap_or_default().to_owned();
-                    let url = format!("{}/blobs/{digest}", known.get().unwrap());
-                    return Reply::json(200, &json!({"downloadUrl": url, "layerDigest": digest}));
-                }
-                _ => {}
-            }
-            if let Some(digest) = req.path.strip_prefix("/blobs/") {
-                return match blobs.iter().find(|(d, _)| d == digest) {
-                    Some((_, blob)) => Reply::Full {
-                        status: 200,
-                        headers: vec![],
-                        body: blob.clone(),
-                    },
-                    None => Reply::json(404, &json!({})),
-                };
-            }
-            Reply::Forward
-        });
-        base.set(server.url.clone()).unwrap();
-        Registry { server }
-    }
-}
-
-/// An image manifest (Docker's v2 schema 2) naming the config blob `config`, and the
-/// blob's digest.
-fn manifest_for(config: &[u8]) -> (String, String) {
-    let digest = format!("sha256:{:x}", Sha256::digest(config));
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": config.len(), "digest": digest},
-        "layers": [],
-    });
-    (manifest.to_string(), digest)
-}
-
 #[tokio::test]
 async fn without_an_image_config_the_runner_reads_the_images_own_entrypoint_cmd_and_workdir_from_ecr() {
     let sdk = Emulator::shared().sdk_config().await;
@@ -302,24 +230,19 @@ async fn without_an_image_config_the_runner_reads_the_images_own_entrypoint_cmd_
     .await;
     let cache = tempfile::tempdir().unwrap();
 
-    let ran = run(invoke(&arn, "req-own", cache.path()).env("AWS_ENDPOINT_URL_ECR", &registry.server.url)).await;
+    let ran = run(invoke(&arn, "req-own", cache.path()).env("AWS_ENDPOINT_URL_ECR", &registry.url())).await;
     ran.expect_code(0);
     let seen = ran.json();
     assert_eq!(seen["argv"], json!([entry, "own.handler"]), "{}", ran.stderr);
     assert_eq!(seen["env"]["_HANDLER"], "own.handler");
     assert_eq!(seen["cwd"], workdir.path().display().to_string());
     assert!(
-        registry
-            .server
-            .requests()
-            .iter()
-            .any(|r| r.path.starts_with("/blobs/sha256:")),
+        registry.requests().iter().any(|r| r.path.starts_with("/blobs/sha256:")),
         "the configuration came from the registry"
     );
 
     let ran =
-        run(invoke(&overridden_arn, "req-override", cache.path()).env("AWS_ENDPOINT_URL_ECR", &registry.server.url))
-            .await;
+        run(invoke(&overridden_arn, "req-override", cache.path()).env("AWS_ENDPOINT_URL_ECR", &registry.url())).await;
     ran.expect_code(0);
     let seen = ran.json();
     assert_eq!(
@@ -386,7 +309,7 @@ async fn an_image_function_the_runner_cannot_start_ends_with_a_record_naming_why
         ),
     ] {
         let ran = run(invoke(arn, request_id, cache.path())
-            .env("AWS_ENDPOINT_URL_ECR", &registry.server.url)
+            .env("AWS_ENDPOINT_URL_ECR", &registry.url())
             .args(["--on-failure", &failures.url]))
         .await;
         ran.expect_code(3);
