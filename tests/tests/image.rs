@@ -395,7 +395,7 @@ fn function_image(dir: &Path) -> String {
         "FROM immortal-standin:provided\nCOPY entry /var/task/entry\nWORKDIR /var/task\nENV FROM_THE_IMAGE=yes\nENTRYPOINT [\"/var/task/entry\"]\nCMD [\"image.handler\"]\n",
     )
     .unwrap();
-    let tag = format!("immortal-test-function:{}", immortal_tests::lambda::uuid_like());
+    let tag = format!("immortal-test-function:{}", uuid_like());
     immortal_tests::container::succeeded(
         immortal_tests::container::podman()
             .args(["build", "--quiet", "--pull=never", "-t", &tag, "-f"])
