@@ -230,7 +230,7 @@ async fn without_an_image_config_the_runner_reads_the_images_own_entrypoint_cmd_
     .await;
     let cache = tempfile::tempdir().unwrap();
 
-    let ran = run(invoke(&arn, "req-own", cache.path()).env("AWS_ENDPOINT_URL_ECR", &registry.url())).await;
+    let ran = run(invoke(&arn, "req-own", cache.path()).env("AWS_ENDPOINT_URL_ECR", registry.url())).await;
     ran.expect_code(0);
     let seen = ran.json();
     assert_eq!(seen["argv"], json!([entry, "own.handler"]), "{}", ran.stderr);
@@ -242,7 +242,7 @@ async fn without_an_image_config_the_runner_reads_the_images_own_entrypoint_cmd_
     );
 
     let ran =
-        run(invoke(&overridden_arn, "req-override", cache.path()).env("AWS_ENDPOINT_URL_ECR", &registry.url())).await;
+        run(invoke(&overridden_arn, "req-override", cache.path()).env("AWS_ENDPOINT_URL_ECR", registry.url())).await;
     ran.expect_code(0);
     let seen = ran.json();
     assert_eq!(
@@ -309,7 +309,7 @@ async fn an_image_function_the_runner_cannot_start_ends_with_a_record_naming_why
         ),
     ] {
         let ran = run(invoke(arn, request_id, cache.path())
-            .env("AWS_ENDPOINT_URL_ECR", &registry.url())
+            .env("AWS_ENDPOINT_URL_ECR", registry.url())
             .args(["--on-failure", &failures.url]))
         .await;
         ran.expect_code(3);
