@@ -11,7 +11,7 @@ use bytes::Bytes;
 use immortal_tests::ecs::{task_env, Cluster};
 use immortal_tests::emulator::Emulator;
 use immortal_tests::lambda::{deploy_image, uuid_like};
-use immortal_tests::queue::Queue;
+use immortal_tests::queue::{Queue, EMULATOR_SENDER};
 use immortal_tests::registry::{manifest_for, Registry};
 use immortal_tests::runner::{fixture, Ran, RunnerCmd};
 use serde_json::{json, Value};
@@ -336,4 +336,69 @@ async fn an_image_function_the_runner_cannot_start_ends_with_a_record_naming_why
     .await;
     ran.expect_code(3);
     assert!(ran.stderr.contains("runs in its own image"), "{}", ran.stderr);
+}
+
+/// A drain worker runs in a runner image, never in a function's image: given an image
+/// function's record it hands it on (the message as it came) to the hand-off queue and
+/// deletes it only then, with no failure record; the forwarder launches it from there in
+/// a task of the function's own image.
+#[tokio::test]
+async fn a_drain_worker_hands_an_image_functions_record_to_a_task_of_its_own_image() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let cluster = Cluster::create(&sdk, &format!("c-{id}")).await;
+    let name = format!("img-drain-{id}");
+    let config = ImageConfig::builder()
+        .set_command(strings(&["app.handler"]))
+        .build();
+    deploy_image(&sdk, &name, &image_uri(&name), Some(config), &[], Architecture::X8664).await;
+    let queue = Queue::create(
+        &sdk,
+        &format!("dlq-{id}"),
+        &[("immortal:function", &name)],
+        &[(QueueAttributeName::VisibilityTimeout, "5")],
+    )
+    .await;
+    let hand_off = Queue::create(&sdk, &format!("hand-off-{id}"), &[], &[]).await;
+    let failures = Queue::create(&sdk, &format!("failures-{id}"), &[], &[]).await;
+    queue
+        .send_dead_letter(r#"{"name":"handed"}"#, "req-img-hand", "Task timed out after 3.00 seconds")
+        .await;
+    let worker = RunnerCmd::new()
+        .envs(Emulator::shared().env())
+        .env("IMMORTAL_IMAGE_RUNTIME", "provided.al2023")
+        .env("IMMORTAL_HAND_OFF_QUEUE_URL", &hand_off.url)
+        .env("IMMORTAL_ON_FAILURE", &failures.url)
+        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
+        .args(["drain", "--queue", &queue.url, "--idle-timeout", "2"]);
+    let ran = run(worker).await;
+    ran.expect_code(0);
+    assert!(
+        ran.stderr.contains("handed off to a task of the right image"),
+        "{}",
+        ran.stderr
+    );
+    assert!(failures.receive(10, 1).await.is_empty(), "no failure record: {}", ran.stderr);
+    assert_eq!(queue.depth().await, 0, "deleted once handed on");
+
+    let messages = hand_off.receive(10, 1).await;
+    assert_eq!(messages.len(), 1);
+    let forwarder = RunnerCmd::lambda("dlq-forwarder", &hand_off.lambda_event(&messages).to_string())
+        .envs(Emulator::shared().env())
+        .envs(cluster.forwarder_env());
+    let forwarded = run(forwarder).await;
+    assert_eq!(forwarded.json(), json!({"batchItemFailures": []}), "{}", forwarded.stderr);
+    let tasks = cluster.tasks().await;
+    assert_eq!(tasks.len(), 1, "one task");
+    assert!(
+        tasks[0]
+            .task_definition_arn()
+            .unwrap()
+            .contains(&format!("{}-image-", cluster.task_definition)),
+        "on the image's task definition: {:?}",
+        tasks[0].task_definition_arn()
+    );
+    let envelope = cluster.task_envelope(&tasks[0]).await;
+    assert_eq!(envelope["context"]["request_id"], "req-img-hand");
+    assert_eq!(envelope["event"], json!({"name": "handed"}));
 }
