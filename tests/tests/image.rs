@@ -482,6 +482,7 @@ async fn an_image_function_runs_in_its_own_image_as_its_task_definition_starts_i
     ran.expect_code(0);
     let seen = ran.json();
     assert_eq!(seen["request_id"], "req-image-fn", "the original request id");
+    assert_eq!(seen["event"], json!({"n": 1}), "the original event");
     assert_eq!(
         seen["argv"],
         json!(["/var/task/entry", "image.handler"]),

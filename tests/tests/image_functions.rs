@@ -185,6 +185,7 @@ async fn the_runner_starts_the_image_functions_entry_point_with_its_command_hand
     ran.expect_code(0);
     let seen = ran.json();
     assert_eq!(seen["request_id"], "req-image");
+    assert_eq!(seen["event"], json!({"n": 1}), "the original event");
     assert_eq!(
         seen["argv"],
         json!([entry, "app.handler", "--flag"]),
@@ -348,9 +349,7 @@ async fn a_drain_worker_hands_an_image_functions_record_to_a_task_of_its_own_ima
     let id = uuid_like();
     let cluster = Cluster::create(&sdk, &format!("c-{id}")).await;
     let name = format!("img-drain-{id}");
-    let config = ImageConfig::builder()
-        .set_command(strings(&["app.handler"]))
-        .build();
+    let config = ImageConfig::builder().set_command(strings(&["app.handler"])).build();
     deploy_image(&sdk, &name, &image_uri(&name), Some(config), &[], Architecture::X8664).await;
     let queue = Queue::create(
         &sdk,
@@ -362,7 +361,11 @@ async fn a_drain_worker_hands_an_image_functions_record_to_a_task_of_its_own_ima
     let hand_off = Queue::create(&sdk, &format!("hand-off-{id}"), &[], &[]).await;
     let failures = Queue::create(&sdk, &format!("failures-{id}"), &[], &[]).await;
     queue
-        .send_dead_letter(r#"{"name":"handed"}"#, "req-img-hand", "Task timed out after 3.00 seconds")
+        .send_dead_letter(
+            r#"{"name":"handed"}"#,
+            "req-img-hand",
+            "Task timed out after 3.00 seconds",
+        )
         .await;
     let worker = RunnerCmd::new()
         .envs(Emulator::shared().env())
@@ -378,7 +381,11 @@ async fn a_drain_worker_hands_an_image_functions_record_to_a_task_of_its_own_ima
         "{}",
         ran.stderr
     );
-    assert!(failures.receive(10, 1).await.is_empty(), "no failure record: {}", ran.stderr);
+    assert!(
+        failures.receive(10, 1).await.is_empty(),
+        "no failure record: {}",
+        ran.stderr
+    );
     assert_eq!(queue.depth().await, 0, "deleted once handed on");
 
     let messages = hand_off.receive(10, 1).await;
@@ -387,7 +394,12 @@ async fn a_drain_worker_hands_an_image_functions_record_to_a_task_of_its_own_ima
         .envs(Emulator::shared().env())
         .envs(cluster.forwarder_env());
     let forwarded = run(forwarder).await;
-    assert_eq!(forwarded.json(), json!({"batchItemFailures": []}), "{}", forwarded.stderr);
+    assert_eq!(
+        forwarded.json(),
+        json!({"batchItemFailures": []}),
+        "{}",
+        forwarded.stderr
+    );
     let tasks = cluster.tasks().await;
     assert_eq!(tasks.len(), 1, "one task");
     assert!(

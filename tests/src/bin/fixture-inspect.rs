@@ -101,6 +101,7 @@ async fn inspect(event: LambdaEvent<Value>) -> Result<Value, Error> {
         "read_task_root": read_task_root,
         "read_path": read_path,
         "rewrite": rewrite,
+        "event": payload,
         "argv": std::env::args().collect::<Vec<_>>(),
         "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
         "runner_environ": runner_environ(),
