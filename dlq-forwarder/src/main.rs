@@ -42,7 +42,11 @@ async fn main() -> Result<(), Error> {
         }
         if payload["detail-type"] == "Scheduled Event" {
             return match &config.mode {
-                Mode::Task => Ok(json!({"swept": Box::pin(forwarder.sweep()).await})),
+                Mode::Task => {
+                    let deadline = deadline_of(context.deadline);
+                    let swept = Box::pin(forwarder.sweep(Some(deadline))).await;
+                    Ok(json!({"swept": swept.outcomes, "live": swept.live, "looked_at": swept.looked_at, "orphans": swept.orphans, "complete": swept.complete}))
+                }
                 Mode::Drain(drain) => {
                     // A schedule event's id makes a retried tick's RunTask calls idempotent.
                     let seed = payload["id"].as_str().unwrap_or(&context.request_id).to_owned();
@@ -58,4 +62,10 @@ async fn main() -> Result<(), Error> {
         ))
     }))
     .await
+}
+
+/// The invocation's deadline (ms since the epoch, from the Runtime API) as an instant.
+fn deadline_of(deadline_ms: u64) -> tokio::time::Instant {
+    let left = deadline_ms.saturating_sub(immortal_overflow::ledger::now_ms());
+    tokio::time::Instant::now() + std::time::Duration::from_millis(left)
 }

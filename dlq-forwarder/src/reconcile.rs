@@ -2,9 +2,8 @@
 //! makes sure every attempt ends in an outcome. An ECS "Task State Change" event
 //! (STOPPED) for a task whose run reported no end (it never started, it was
 //! interrupted, it was killed) relaunches the invocation as its next attempt, up to
-//! `IMMORTAL_MAX_ATTEMPTS`, then reports it `RetriesExhausted` with the reason. A
-//! periodic sweep catches what the events missed: attempts whose task is gone, and
-//! launches whose starter vanished.
+//! `IMMORTAL_MAX_ATTEMPTS`, then reports it `RetriesExhausted` with the reason. The
+//! periodic sweep ([`crate::sweep`]) catches what the events missed.
 
 use immortal_handler_sdk::container::ENVELOPE_URL_VAR;
 use immortal_handler_sdk::destination::{DestinationRecord, OutcomeFacts};
@@ -73,7 +72,7 @@ impl StoppedTask {
 
 /// How a stopped task ended, in one line: ECS's stop code and reason, then each
 /// container's exit code (or that it did not run) and reason.
-fn stop_reason<'a>(
+pub(crate) fn stop_reason<'a>(
     stop_code: Option<&str>,
     stopped_reason: Option<&str>,
     containers: impl IntoIterator<Item = (Option<&'a str>, Option<i64>, Option<&'a str>)>,
@@ -142,7 +141,7 @@ impl Forwarder {
         outcome
     }
 
-    async fn reconcile_entry(
+    pub(crate) async fn reconcile_entry(
         &self,
         request_id: &str,
         attempt: u32,
@@ -303,58 +302,11 @@ impl Forwarder {
         carrier.open(|| async { self.ledger.s3().clone() }).await
     }
 
-    /// The periodic sweep: every invocation not ended whose attempt's task is gone (a
-    /// missed event) is reconciled; a launch whose starter vanished is finished.
-    pub async fn sweep(&self) -> Vec<Reconciled> {
-        let ids = match self.ledger.live().await {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::error!(error = %e, "the sweep cannot list the ledger");
-                return vec![];
-            }
-        };
-        let mut done = Vec::new();
-        for request_id in ids {
-            let outcome = match self.sweep_one(&request_id).await {
-                Ok(Some(outcome)) => outcome,
-                Ok(None) => continue,
-                Err(e) => Reconciled::Failed { reason: e.to_string() },
-            };
-            log(&outcome, &request_id);
-            done.push(outcome);
-        }
-        done
-    }
-
-    async fn sweep_one(&self, request_id: &str) -> Result<Option<Reconciled>, ForwardError> {
-        let Some(mut held) = self.ledger.read(request_id).await? else {
-            return Ok(None);
-        };
-        let entry = held.entry.clone();
-        if entry.state.ended() {
-            // A marker a losing create left behind.
-            self.ledger.forget(request_id).await?;
-            return Ok(None);
-        }
-        match (entry.state, entry.task.as_deref()) {
-            (State::Launching, _) => self.resume_launch(&mut held).await,
-            (State::Running | State::Interrupted, Some(task)) => {
-                let Some(reason) = self.stopped(task).await? else {
-                    return Ok(None);
-                };
-                self.reconcile_entry(request_id, entry.attempt, Some(task), &reason)
-                    .await
-                    .map(Some)
-            }
-            _ => Ok(None),
-        }
-    }
-
     /// Finishes the launch of the entry's current attempt when nobody holds it (its lease
     /// ran out or was released): the same attempt, the same client token, so a launch
     /// ECS had in fact accepted answers with its task instead of starting another.
     /// `None` while another holds it.
-    async fn resume_launch(&self, held: &mut Versioned) -> Result<Option<Reconciled>, ForwardError> {
+    pub(crate) async fn resume_launch(&self, held: &mut Versioned) -> Result<Option<Reconciled>, ForwardError> {
         if held.entry.lease_until_ms > now_ms() {
             return Ok(None);
         }
@@ -379,40 +331,13 @@ impl Forwarder {
             task_arn,
         }))
     }
-
-    /// Why `task` stopped, if it did (or is gone).
-    async fn stopped(&self, task: &str) -> Result<Option<String>, ForwardError> {
-        let out = self
-            .ecs
-            .describe_tasks()
-            .cluster(&self.config.cluster)
-            .tasks(task)
-            .send()
-            .await
-            .map_err(|e| immortal_handler_sdk::aws::CallFailed::new(format!("DescribeTasks({task})"), &e))?;
-        if let Some(found) = out.tasks().first() {
-            if found.last_status() != Some("STOPPED") {
-                return Ok(None);
-            }
-            let reason = stop_reason(
-                found.stop_code().map(|c| c.as_str()),
-                found.stopped_reason(),
-                found
-                    .containers()
-                    .iter()
-                    .map(|c| (c.name(), c.exit_code().map(i64::from), c.reason())),
-            );
-            return Ok(Some(format!("{reason} (found by the sweep)")));
-        }
-        Ok(Some("the task is gone from ECS (found by the sweep)".to_owned()))
-    }
 }
 
 fn nothing(why: String) -> Reconciled {
     Reconciled::Nothing { why }
 }
 
-fn log(outcome: &Reconciled, request_id: &str) {
+pub(crate) fn log(outcome: &Reconciled, request_id: &str) {
     match outcome {
         Reconciled::Nothing { why } => tracing::info!(request_id, decision = "nothing", why = %why, "task stopped"),
         Reconciled::Relaunched { attempt, task_arn, .. } => {

@@ -109,6 +109,15 @@ pub enum LedgerError {
     Document(#[from] store::StoreError),
 }
 
+/// An invocation not ended, as the sweep lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveMarker {
+    /// Its request id (key-safe).
+    pub request_id: String,
+    /// When its marker was written (ms since the epoch).
+    pub marked_ms: u64,
+}
+
 /// The ledger in one payload bucket.
 #[derive(Clone)]
 pub struct Ledger {
@@ -257,7 +266,13 @@ impl Ledger {
 
     /// The request ids of invocations that have not ended.
     pub async fn live(&self) -> Result<Vec<String>, LedgerError> {
-        let mut ids = Vec::new();
+        Ok(self.live_markers().await?.into_iter().map(|m| m.request_id).collect())
+    }
+
+    /// The live markers, in key order, with when each was written: one List call per
+    /// 1,000 invocations.
+    pub async fn live_markers(&self) -> Result<Vec<LiveMarker>, LedgerError> {
+        let mut markers = Vec::new();
         let mut next = None;
         loop {
             let page = self
@@ -269,16 +284,53 @@ impl Ledger {
                 .send()
                 .await
                 .map_err(|e| self.error(LIVE, describe_error(&e)))?;
-            ids.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key()?.strip_prefix(LIVE).map(str::to_owned)),
-            );
+            markers.extend(page.contents().iter().filter_map(|o| {
+                Some(LiveMarker {
+                    request_id: o.key()?.strip_prefix(LIVE)?.to_owned(),
+                    marked_ms: o
+                        .last_modified()
+                        .and_then(|t| t.to_millis().ok())
+                        .and_then(|ms| u64::try_from(ms).ok())
+                        // Unknown: as if just written, so never taken for an orphan.
+                        .unwrap_or_else(now_ms),
+                })
+            }));
             next = page.next_continuation_token;
             if next.is_none() {
-                return Ok(ids);
+                return Ok(markers);
             }
         }
+    }
+
+    /// Where the last sweep stopped (the last request id it looked at), if one did.
+    pub async fn sweep_cursor(&self) -> Result<Option<String>, LedgerError> {
+        match self.s3.get_object().bucket(&self.bucket).key(SWEEP_CURSOR).send().await {
+            Ok(out) => {
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| self.error(SWEEP_CURSOR, e.to_string()))?
+                    .into_bytes();
+                Ok(Some(String::from_utf8_lossy(&bytes).into_owned()).filter(|c| !c.is_empty()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+            Err(e) => Err(self.error(SWEEP_CURSOR, describe_error(&e))),
+        }
+    }
+
+    /// Records where a sweep stopped: the next one starts after `request_id`. Sweeps at
+    /// once may overwrite each other's: any cursor is a correct place to start.
+    pub async fn set_sweep_cursor(&self, request_id: &str) -> Result<(), LedgerError> {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(SWEEP_CURSOR)
+            .body(ByteStream::from(request_id.as_bytes().to_vec()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(SWEEP_CURSOR, describe_error(&e)))
     }
 
     /// Stores `envelope` as attempt `attempt` of `request_id`'s invocation; returns where
@@ -398,6 +450,8 @@ pub const ENVELOPES: &str = "envelopes/";
 pub const LEDGER: &str = "ledger/";
 /// The prefix of live markers.
 pub const LIVE: &str = "ledger/live/";
+/// Where the sweep keeps its cursor (outside `live/`, never a request id's entry).
+pub const SWEEP_CURSOR: &str = "ledger/.sweep-cursor";
 
 /// SHA-256 of `bytes`, hex.
 pub fn digest(bytes: &[u8]) -> String {

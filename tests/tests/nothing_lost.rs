@@ -649,7 +649,7 @@ async fn a_storm_with_tasks_killed_and_runtask_throttled_ends_with_one_success_p
         poller.await.unwrap();
     }
     // Whatever is still live after every stop was reconciled is a loss.
-    let swept = forwarder.sweep().await;
+    let swept = forwarder.sweep(None).await.outcomes;
     for (id, n) in Setup::records(&success).await.into_iter().map(|(id, r)| (id, r.len())) {
         *successes.entry(id).or_default() += n;
     }
