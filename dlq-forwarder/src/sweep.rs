@@ -52,11 +52,12 @@ pub struct Swept {
 enum Action {
     /// Finish a launch nobody holds.
     Resume(Versioned),
-    /// The attempt's task stopped or is gone: why.
+    /// The attempt's task stopped or is gone, or its runner stopped renewing its lease
+    /// (or recorded an interruption), with no task to ask about: why.
     Stopped {
         request_id: String,
         attempt: u32,
-        task: String,
+        task: Option<String>,
         reason: String,
     },
 }
@@ -119,7 +120,7 @@ impl Forwarder {
                 Ok(None) => {
                     // A marker whose entry's write failed (not a conflict): once older
                     // than a launch's lease, nobody will write that entry any more.
-                    if now_ms().saturating_sub(marker.marked_ms) > LAUNCH_LEASE_MS {
+                    if orphaned(marker, now_ms()) {
                         match self.ledger.forget(&marker.request_id).await {
                             Ok(()) => swept.orphans += 1,
                             Err(e) => failed(swept, &marker.request_id, &e.into()),
@@ -137,6 +138,7 @@ impl Forwarder {
                     (State::Running | State::Interrupted, Some(task)) => {
                         watched.push((held.entry.request_id.clone(), held.entry.attempt, task))
                     }
+                    (state, None) => actions.extend(unwatched(state, &held)),
                     _ => {}
                 },
             }
@@ -149,7 +151,7 @@ impl Forwarder {
                     Some(Action::Stopped {
                         request_id,
                         attempt,
-                        task,
+                        task: Some(task),
                         reason,
                     })
                 })),
@@ -189,7 +191,9 @@ impl Forwarder {
                 task,
                 reason,
             } => {
-                let result = self.reconcile_entry(&request_id, attempt, Some(&task), &reason).await;
+                let result = self
+                    .reconcile_entry(&request_id, attempt, task.as_deref(), &reason)
+                    .await;
                 (request_id, result.map(Some))
             }
         }
@@ -242,12 +246,40 @@ impl Forwarder {
     }
 }
 
+/// What to do about an attempt with no task (the sweep cannot ask ECS about it): one its
+/// runner marked interrupted is relaunched; one whose runner stopped renewing its lease
+/// (the worker is gone) too. (A lease of 0 was never taken: an entry of an earlier
+/// version, left to its events.)
+fn unwatched(state: State, held: &Versioned) -> Option<Action> {
+    let entry = &held.entry;
+    let reason = match state {
+        State::Interrupted => "the attempt was interrupted (recorded by its runner; it had no task)".to_owned(),
+        State::Running if entry.lease_until_ms != 0 && entry.lease_until_ms < now_ms() => format!(
+            "the runner of attempt {} (with no task) stopped renewing its lease: its worker is gone (found by the sweep)",
+            entry.attempt
+        ),
+        _ => return None,
+    };
+    Some(Action::Stopped {
+        request_id: entry.request_id.clone(),
+        attempt: entry.attempt,
+        task: None,
+        reason,
+    })
+}
+
 fn failed(swept: &mut Swept, request_id: &str, error: &ForwardError) {
     let outcome = Reconciled::Failed {
         reason: error.to_string(),
     };
     log(&outcome, request_id);
     swept.outcomes.push(outcome);
+}
+
+/// Whether a marker with no entry is an orphan: older than a launch's lease, so that
+/// nobody is still about to write its entry (a create writes both at once).
+pub fn orphaned(marker: &LiveMarker, now_ms: u64) -> bool {
+    now_ms.saturating_sub(marker.marked_ms) > LAUNCH_LEASE_MS
 }
 
 /// The markers in key order, starting after `cursor` and wrapping around.
@@ -275,6 +307,20 @@ mod tests {
 
     fn ids(markers: &[LiveMarker]) -> Vec<&str> {
         markers.iter().map(|m| m.request_id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_marker_without_an_entry_is_an_orphan_only_once_no_launch_can_still_write_it() {
+        let marker = LiveMarker {
+            request_id: "r".into(),
+            marked_ms: 1_000_000,
+        };
+        assert!(
+            !orphaned(&marker, 1_000_000 + LAUNCH_LEASE_MS),
+            "a launch may still be writing it"
+        );
+        assert!(orphaned(&marker, 1_000_001 + LAUNCH_LEASE_MS));
+        assert!(!orphaned(&marker, 0), "a clock behind the marker");
     }
 
     #[test]

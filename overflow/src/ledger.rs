@@ -78,7 +78,9 @@ pub struct Entry {
     #[serde(default)]
     pub on_demand: bool,
     /// Until when (epoch ms) the one starting an attempt holds it; after that another
-    /// may take over.
+    /// may take over. A running attempt with no task (a drain worker's hand-over, a
+    /// runner that could not learn its task) holds it the same way, renewed by its
+    /// runner every [`RUN_LEASE_RENEW_MS`]: once it lapses, the sweep relaunches it.
     pub lease_until_ms: u64,
     /// Why the current attempt ended, when it did without an outcome (or how).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -450,6 +452,20 @@ pub const ENVELOPES: &str = "envelopes/";
 pub const LEDGER: &str = "ledger/";
 /// The prefix of live markers.
 pub const LIVE: &str = "ledger/live/";
+/// How long a running attempt with no task is held without a renewal (five renewals).
+pub const RUN_LEASE_MS: u64 = 300_000;
+/// How often its runner renews that lease.
+pub const RUN_LEASE_RENEW_MS: u64 = 60_000;
+
+/// The lease a running attempt holds: none when ECS can say whether its task still
+/// runs, else [`RUN_LEASE_MS`] from now.
+pub fn run_lease(task: Option<&str>) -> u64 {
+    match task {
+        Some(_) => 0,
+        None => now_ms() + RUN_LEASE_MS,
+    }
+}
+
 /// Where the sweep keeps its cursor (outside `live/`, never a request id's entry).
 pub const SWEEP_CURSOR: &str = "ledger/.sweep-cursor";
 

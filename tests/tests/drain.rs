@@ -439,6 +439,14 @@ async fn a_run_nearing_sqs_visibility_limit_is_handed_to_the_ledger_and_runs_onc
     let handed = handed.expect("the run was handed to the ledger");
     assert_eq!(handed["state"], "running", "{handed}");
     assert_eq!(handed["attempt"], 1);
+    // No task to ask ECS about (not on ECS here): the worker holds the attempt by a
+    // lease it renews, so that the sweep relaunches it if the worker dies.
+    assert!(handed["task"].is_null(), "{handed}");
+    let lease = handed["lease_until_ms"].as_u64().unwrap();
+    assert!(
+        lease > immortal_overflow::ledger::now_ms(),
+        "a lease in force: {handed}"
+    );
     assert_eq!(
         queue.depth().await,
         0,

@@ -12,7 +12,7 @@ use immortal_dlq_forwarder::forward::Forwarder;
 use immortal_dlq_forwarder::reconcile::{Reconciled, StoppedTask};
 use immortal_dlq_forwarder::sweep::MARGIN;
 use immortal_handler_sdk::Envelope;
-use immortal_overflow::ledger::{Entry, Ledger, State};
+use immortal_overflow::ledger::{now_ms, Entry, Ledger, State, RUN_LEASE_MS};
 use immortal_overflow::Lookup;
 use immortal_tests::ecs::Cluster;
 use immortal_tests::emulator::Emulator;
@@ -81,6 +81,11 @@ impl Setup {
 
     /// Writes attempt 1 of `request_id` as running in `task`, as the forwarder does.
     async fn running(&self, request_id: &str, task: &str) {
+        self.write(request_id, State::Running, Some(task), 0).await;
+    }
+
+    /// Writes attempt 1 of `request_id` in `state`, in `task`, leased until `lease`.
+    async fn write(&self, request_id: &str, state: State, task: Option<&str>, lease: u64) {
         let context = json!({"request_id": request_id, "invoked_function_arn": format!("arn:aws:lambda:us-east-1:123456789012:function:{}", self.function)});
         let envelope = Envelope::from_parts(r#"{"n":1}"#, &context.to_string()).unwrap();
         let (at, digest) = self.ledger.store_attempt(request_id, 1, &envelope).await.unwrap();
@@ -88,12 +93,12 @@ impl Setup {
             request_id: request_id.to_owned(),
             function: self.function.clone(),
             attempt: 1,
-            state: State::Running,
-            task: Some(task.to_owned()),
+            state,
+            task: task.map(str::to_owned),
             envelope: at.to_string(),
             digest,
             on_demand: false,
-            lease_until_ms: 0,
+            lease_until_ms: lease,
             reason: None,
             history: Vec::new(),
             revision: 0,
@@ -177,4 +182,36 @@ async fn a_repeated_or_late_stop_event_relaunches_once() {
     assert_eq!((entry.attempt, entry.history.len()), (2, 1));
     let launched = s.proxy.launched.lock().unwrap().clone();
     assert_eq!(launched.values().sum::<usize>(), 1, "one task: {launched:?}");
+}
+
+/// A running attempt with no task (a drain worker's hand-over) proves it is alive by its
+/// lease: once the lease lapses, its worker is gone and the sweep relaunches it; while
+/// it holds, nothing happens. One its runner marked interrupted is relaunched at once.
+#[tokio::test]
+async fn a_taskless_attempt_is_relaunched_once_its_lease_lapses_or_it_was_interrupted() {
+    let s = Setup::new().await;
+    s.write("lease-lapsed", State::Running, None, now_ms() - 1).await;
+    s.write("lease-held", State::Running, None, now_ms() + RUN_LEASE_MS)
+        .await;
+    s.write("interrupted", State::Interrupted, None, 0).await;
+    let swept = s.forwarder.sweep(None).await;
+    let mut relaunched: Vec<&str> = swept
+        .outcomes
+        .iter()
+        .map(|o| match o {
+            Reconciled::Relaunched {
+                request_id, attempt: 2, ..
+            } => request_id.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    relaunched.sort();
+    assert_eq!(relaunched, ["interrupted", "lease-lapsed"]);
+    let lapsed = s.entry("lease-lapsed").await;
+    assert!(
+        lapsed.history[0].reason.contains("stopped renewing its lease"),
+        "{:?}",
+        lapsed.history
+    );
+    assert_eq!(s.entry("lease-held").await.attempt, 1, "a held lease is left alone");
 }

@@ -4,7 +4,12 @@
 //! outcome, and never one that is still running.
 
 use immortal_handler_sdk::{aws, Envelope};
-use immortal_overflow::ledger::{envelope_key_parts, Entry, Ledger, LedgerError, State};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use immortal_overflow::ledger::{
+    envelope_key_parts, now_ms, run_lease, Entry, Ledger, LedgerError, State, RUN_LEASE_MS, RUN_LEASE_RENEW_MS,
+};
 use immortal_overflow::Carrier;
 
 use crate::run::settlement::{settlement, End};
@@ -16,6 +21,14 @@ pub(crate) struct Attempt {
     pub(crate) request_id: String,
     /// Which attempt this is.
     pub(crate) number: u32,
+    /// Renews the attempt's lease while it runs with no task to tell ECS about.
+    renewal: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        self.stop_renewing();
+    }
 }
 
 /// What the ledger says about running this attempt now.
@@ -37,11 +50,16 @@ impl Attempt {
         let bucket = bucket.filter(|b| *b == at.bucket)?;
         let (request_id, number) = envelope_key_parts(&at.key)?;
         let ledger = Ledger::new(aws::s3_client(aws::shared().await), bucket);
-        Some(Attempt {
+        Some(Attempt::new(ledger, request_id, number))
+    }
+
+    fn new(ledger: Ledger, request_id: String, number: u32) -> Attempt {
+        Attempt {
             ledger,
             request_id,
             number,
-        })
+            renewal: Mutex::new(None),
+        }
     }
 
     /// Hands a drain worker's run of `envelope` (of `function`) to the ledger in `bucket`
@@ -58,26 +76,29 @@ impl Attempt {
         };
         let ledger = Ledger::new(aws::s3_client(aws::shared().await), bucket);
         let (at, digest) = ledger.store_attempt(&request_id, 1, envelope).await?;
+        let task = own_task_arn().await;
         let entry = Entry {
             request_id: request_id.clone(),
             function: function.to_owned(),
             attempt: 1,
             state: State::Running,
-            task: own_task_arn().await,
+            lease_until_ms: run_lease(task.as_deref()),
+            task,
             envelope: at.to_string(),
             digest,
             on_demand: false,
-            lease_until_ms: 0,
             reason: None,
             history: Vec::new(),
             revision: 0,
         };
         Ok(match ledger.create(&entry).await? {
-            Ok(_) => Some(Attempt {
-                ledger,
-                request_id,
-                number: 1,
-            }),
+            Ok(_) => {
+                let attempt = Attempt::new(ledger, request_id, 1);
+                if entry.task.is_none() {
+                    attempt.keep_renewing();
+                }
+                Some(attempt)
+            }
             Err(existing) => {
                 tracing::warn!(request_id = %request_id, state = ?existing.entry.state, "the ledger already holds this invocation; the run keeps its message");
                 None
@@ -108,15 +129,53 @@ impl Attempt {
                 }
                 entry.state = State::Running;
                 entry.task = task.clone().or(entry.task.take());
-                entry.lease_until_ms = 0;
+                entry.lease_until_ms = run_lease(entry.task.as_deref());
                 true
             })
             .await;
-        if let Err(e) = result {
+        match result {
+            Ok(Some(entry)) if verdict == Go::Run && entry.task.is_none() => self.keep_renewing(),
+            Ok(_) => {}
             // The run goes ahead: the worst case is a relaunch after it ends, not a loss.
-            tracing::warn!(error = %e, "cannot mark the attempt running in the ledger");
+            Err(e) => tracing::warn!(error = %e, "cannot mark the attempt running in the ledger"),
         }
         verdict
+    }
+
+    /// Renews the lease of this running attempt (which has no task the sweep could ask
+    /// ECS about) every [`RUN_LEASE_RENEW_MS`] until it ends or moves on.
+    fn keep_renewing(&self) {
+        let (ledger, request_id, number) = (self.ledger.clone(), self.request_id.clone(), self.number);
+        let renewal = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(RUN_LEASE_RENEW_MS)).await;
+                let mut ours = false;
+                let result = ledger
+                    .modify(&request_id, |entry| {
+                        ours = entry.attempt == number && entry.state == State::Running && entry.task.is_none();
+                        if ours {
+                            entry.lease_until_ms = now_ms() + RUN_LEASE_MS;
+                        }
+                        ours
+                    })
+                    .await;
+                match result {
+                    Ok(_) if !ours => return,
+                    Ok(_) => {}
+                    // The next renewal may succeed; five must fail before the lease lapses.
+                    Err(e) => tracing::warn!(request_id = %request_id, error = %e, "cannot renew the attempt's lease"),
+                }
+            }
+        });
+        if let Some(earlier) = self.renewal.lock().expect("renewal").replace(renewal) {
+            earlier.abort();
+        }
+    }
+
+    fn stop_renewing(&self) {
+        if let Some(renewal) = self.renewal.lock().expect("renewal").take() {
+            renewal.abort();
+        }
     }
 
     /// Settles the attempt after its run, by the one rule of [`settlement`]; an end
@@ -130,6 +189,7 @@ impl Attempt {
     /// Records how the attempt ended: `Succeeded`, `Failed` or `Interrupted` (then
     /// relaunched), with `reason`.
     pub(crate) async fn end(&self, state: State, reason: Option<String>) {
+        self.stop_renewing();
         let result = self
             .ledger
             .modify(&self.request_id, |entry| {
@@ -156,7 +216,7 @@ async fn own_task_arn() -> Option<String> {
     let base = std::env::var("ECS_CONTAINER_METADATA_URI_V4").ok()?;
     let text = reqwest::Client::new()
         .get(format!("{base}/task"))
-        .timeout(std::time::Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
         .send()
         .await
         .ok()?
