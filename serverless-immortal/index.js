@@ -155,7 +155,7 @@ class ServerlessImmortal {
             : `${JSON.stringify(this.provider.getCustomExecutionRole(fn))}, outside this service: add the statements \`serverless package\` prints`;
       lines.push(
         `  ${name} (${fn.name}): via ${chosen.via} to stack ${chosen.stack}, relaunch ${
-          chosen.relaunch ? `${chosen.relaunch.join(',')} (tag ${attach.RELAUNCH_TAG}; the forwarder applies its own setting)` : "as the stack's forwarder says"
+          chosen.relaunch ? `${chosen.relaunch.join(',')} (tag ${attach.RELAUNCH_TAG}, over the stack's setting)` : "as the stack's forwarder says"
         }, runs as ${role}`
       );
     }

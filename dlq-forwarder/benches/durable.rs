@@ -73,10 +73,8 @@ async fn main() {
     let config = Config::from_env().expect("the forwarder's settings");
     let sdk = immortal_handler_sdk::aws::load().await;
     let forwarder = Forwarder::new(config.clone(), &sdk);
-    let (triage, runtimes) = (
-        Triage::new(&sdk, &config.overflow, "bench"),
-        FunctionRuntimes::new(&sdk),
-    );
+    let triage = Triage::new(&sdk, &config.overflow, "bench");
+    let runtimes = FunctionRuntimes::new(triage.functions());
     let ecs = aws_sdk_ecs::Client::new(&sdk);
     let template: QueueMessage =
         serde_json::from_str(include_str!("../../handler-sdk/fixtures/sqs-dlq-timeout-new.json")).expect("fixture");

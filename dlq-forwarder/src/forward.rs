@@ -69,13 +69,14 @@ impl Forwarder {
     /// A forwarder with clients made from `sdk`.
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Self {
         let s3 = immortal_handler_sdk::aws::s3_client(sdk);
+        let triage = Triage::new(sdk, &config.overflow, "forwarder");
         Forwarder {
             ecs: aws_sdk_ecs::Client::new(sdk),
             images: ImageTasks::new(aws_sdk_ecs::Client::new(sdk)),
             ledger: Ledger::new(s3, config.payload_bucket.clone()),
-            triage: Triage::new(sdk, &config.overflow, "forwarder"),
+            runtimes: FunctionRuntimes::new(triage.functions()),
+            triage,
             publisher: Publisher::new(sdk, config.overflow.payload_bucket.clone()),
-            runtimes: FunctionRuntimes::new(sdk),
             config,
         }
     }

@@ -1,21 +1,15 @@
 //! Which of the runner's task definitions runs a function, and how large: its runtime,
-//! architecture and memory (GetFunctionConfiguration, remembered for a minute), matched
+//! architecture and memory (GetFunction, remembered for a minute), matched
 //! against `IMMORTAL_TASK_DEFINITIONS`. A Python function needs the runner image built on
 //! AWS's Python image; launching it anywhere else would only fail in the container.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use immortal_handler_sdk::aws::CallFailed;
 use immortal_handler_sdk::container::{TASK_DEFINITIONS_VAR, TASK_DEFINITION_VAR};
 use immortal_handler_sdk::FunctionRef;
+use immortal_overflow::functions::Functions;
 
 use crate::error::ForwardError;
-
-/// How long a function's runtime is remembered (a redeploy to another runtime is rare,
-/// and a stale answer fails loudly in the container).
-const REMEMBER: Duration = Duration::from_secs(60);
 
 /// The task definition per runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,96 +123,28 @@ pub struct FunctionRuntime {
     pub image: Option<String>,
 }
 
-/// Looks functions' runtimes up, remembering each for a minute.
+/// Looks functions' runtimes up, in the facts the triage reads too (one GetFunction a
+/// minute per function).
 pub struct FunctionRuntimes {
-    lambda: aws_sdk_lambda::Client,
-    known: Mutex<HashMap<String, (FunctionRuntime, Instant)>>,
+    functions: Arc<Functions>,
 }
 
 impl FunctionRuntimes {
-    /// A lookup with clients from `sdk`.
-    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
-        FunctionRuntimes {
-            lambda: aws_sdk_lambda::Client::new(sdk),
-            known: Mutex::new(HashMap::new()),
-        }
+    /// A lookup in `functions`.
+    pub fn new(functions: Arc<Functions>) -> Self {
+        FunctionRuntimes { functions }
     }
 
     /// The runtime of `function` (its qualified version, when the reference has one).
     pub async fn of(&self, function: &FunctionRef) -> Result<FunctionRuntime, ForwardError> {
-        let key = function.arn("", "");
-        if let Some((known, at)) = self.known.lock().expect("runtime cache").get(&key) {
-            if at.elapsed() < REMEMBER {
-                return Ok(known.clone());
-            }
-        }
-        let name = function.api_name();
-        let config = self
-            .lambda
-            .get_function_configuration()
-            .function_name(name)
-            .set_qualifier(function.qualifier.clone())
-            .send()
-            .await
-            .map_err(|e| {
-                let mut failed = CallFailed::new(format!("GetFunctionConfiguration({})", function.label()), &e);
-                failed
-                    .detail
-                    .push_str(" (the forwarder's role needs lambda:GetFunctionConfiguration on it)");
-                ForwardError::from(failed)
-            })?;
-        let image = match config.package_type.as_ref().map(|p| p.as_str()) {
-            Some("Image") => Some(self.image_of(function).await?),
-            _ => None,
-        };
-        let found = FunctionRuntime {
-            image,
-            runtime: config.runtime.map(|r| r.as_str().to_owned()),
-            architecture: config
-                .architectures
-                .and_then(|a| a.first().map(|a| a.as_str().to_owned()))
-                .unwrap_or_else(|| "x86_64".to_owned()),
-            memory_mb: config
-                .memory_size
-                .and_then(|m| u32::try_from(m).ok())
-                .unwrap_or(immortal_handler_sdk::function_ref::DEFAULT_MEMORY_MB),
-            subnets: config.vpc_config.and_then(|v| v.subnet_ids).unwrap_or_default(),
-        };
-        self.known
-            .lock()
-            .expect("runtime cache")
-            .insert(key, (found.clone(), Instant::now()));
-        Ok(found)
-    }
-
-    /// An image function's image (GetFunction: GetFunctionConfiguration does not say).
-    async fn image_of(&self, function: &FunctionRef) -> Result<String, ForwardError> {
-        let out = self
-            .lambda
-            .get_function()
-            .function_name(function.api_name())
-            .set_qualifier(function.qualifier.clone())
-            .send()
-            .await
-            .map_err(|e| {
-                let mut failed = CallFailed::new(format!("GetFunction({})", function.label()), &e);
-                failed
-                    .detail
-                    .push_str(" (the forwarder's role needs lambda:GetFunction on image functions)");
-                ForwardError::from(failed)
-            })?;
-        let code = out
-            .code
-            .unwrap_or_else(|| aws_sdk_lambda::types::FunctionCodeLocation::builder().build());
-        code.resolved_image_uri
-            .filter(|uri| uri.contains("@sha256:"))
-            .or(code.image_uri)
-            .ok_or_else(|| {
-                ForwardError::Aws(CallFailed {
-                    call: format!("GetFunction({})", function.label()),
-                    detail: "an image function with no Code.ImageUri".into(),
-                })
-            })
+        let facts = self.functions.facts(function).await?;
+        Ok(FunctionRuntime {
+            runtime: facts.runtime.clone(),
+            architecture: facts.architecture.clone(),
+            memory_mb: facts.memory_mb,
+            subnets: facts.subnets.clone(),
+            image: facts.image.clone(),
+        })
     }
 }
 

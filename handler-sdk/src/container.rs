@@ -144,6 +144,9 @@ pub const HANDOVER_AFTER_VAR: &str = "IMMORTAL_HANDOVER_AFTER";
 
 /// Queue tag naming the function whose dead-letter queue this is (name or ARN).
 pub const FUNCTION_TAG: &str = "immortal:function";
+/// A function's own relaunch setting (`timeout+error`: tag values hold no commas), over
+/// `IMMORTAL_RELAUNCH`.
+pub const RELAUNCH_TAG: &str = "immortal:relaunch";
 /// Task tag carrying the original request id.
 pub const REQUEST_ID_TAG: &str = "immortal:request-id";
 

@@ -84,10 +84,11 @@ impl Default for RelaunchPolicy {
 pub struct UnknownClass(pub String);
 
 impl RelaunchPolicy {
-    /// Parses a comma-separated list of `timeout`, `overflow`, `error`, `expired`, or `all`.
+    /// Parses a list of `timeout`, `overflow`, `error`, `expired`, or `all`, separated
+    /// by commas (`IMMORTAL_RELAUNCH`) or `+` (the `immortal:relaunch` tag).
     pub fn parse(text: &str) -> Result<Self, UnknownClass> {
         let mut classes = vec![FailureClass::Redriven];
-        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        for word in text.split([',', '+']).map(str::trim).filter(|w| !w.is_empty()) {
             let class = match word.to_ascii_lowercase().as_str() {
                 "timeout" | "timeouts" => FailureClass::Timeout,
                 "overflow" => FailureClass::Overflow,

@@ -13,16 +13,14 @@
 //! sender and the function it claimed.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 use immortal_handler_sdk::arn::Arn;
 use immortal_handler_sdk::aws::CallFailed;
 use immortal_handler_sdk::container::TRUSTED_SENDERS_VAR;
 use immortal_handler_sdk::FunctionRef;
 
-/// How long a function's role is remembered (a changed role takes effect after it).
-const ROLE_TTL: Duration = Duration::from_secs(60);
+use crate::functions::Functions;
 
 /// Why a record may not run the function it names.
 #[derive(Debug, thiserror::Error)]
@@ -58,23 +56,20 @@ impl SenderError {
 /// Checks senders against the functions they name.
 pub struct Senders {
     trusted: BTreeSet<String>,
-    lambda: aws_sdk_lambda::Client,
+    functions: Arc<Functions>,
     iam: aws_sdk_iam::Client,
-    /// Function label → (its role ARN, when read).
-    roles: Mutex<HashMap<String, (String, Instant)>>,
     /// Role ARN → its unique id (fixed for a role's life).
     role_ids: Mutex<HashMap<String, String>>,
 }
 
 impl Senders {
     /// A checker trusting `trusted` (unique ids or `ROLE_ID:SESSION`s) besides each
-    /// function's own role, with clients from `sdk`.
-    pub fn new(sdk: &aws_config::SdkConfig, trusted: BTreeSet<String>) -> Self {
+    /// function's own role (looked up in `functions`), with an IAM client from `sdk`.
+    pub fn new(sdk: &aws_config::SdkConfig, functions: Arc<Functions>, trusted: BTreeSet<String>) -> Self {
         Senders {
             trusted,
-            lambda: aws_sdk_lambda::Client::new(sdk),
+            functions,
             iam: aws_sdk_iam::Client::new(sdk),
-            roles: Mutex::new(HashMap::new()),
             role_ids: Mutex::new(HashMap::new()),
         }
     }
@@ -98,37 +93,8 @@ impl Senders {
     }
 
     async fn role_of(&self, function: &FunctionRef) -> Result<String, SenderError> {
-        let label = function.label();
-        if let Some((role, at)) = self.roles.lock().expect("roles lock").get(&label) {
-            if at.elapsed() < ROLE_TTL {
-                return Ok(role.clone());
-            }
-        }
-        // In the function's own region when its ARN names one.
-        let lambda = match &function.region {
-            Some(region) => aws_sdk_lambda::Client::from_conf(
-                self.lambda
-                    .config()
-                    .to_builder()
-                    .region(aws_sdk_lambda::config::Region::new(region.clone()))
-                    .build(),
-            ),
-            None => self.lambda.clone(),
-        };
-        let role = lambda
-            .get_function_configuration()
-            .function_name(function.api_name())
-            .set_qualifier(function.qualifier.clone())
-            .send()
-            .await
-            .map_err(|e| CallFailed::new(format!("GetFunctionConfiguration({label})"), &e))?
-            .role
-            .ok_or_else(|| SenderError::NoRole(String::new()))?;
-        self.roles
-            .lock()
-            .expect("roles lock")
-            .insert(label, (role.clone(), Instant::now()));
-        Ok(role)
+        let facts = self.functions.facts(function).await?;
+        facts.role.clone().ok_or_else(|| SenderError::NoRole(String::new()))
     }
 
     async fn role_id(&self, role: &str) -> Result<String, SenderError> {

@@ -3,13 +3,17 @@
 //! function, apply the relaunch policy, and either hand back the envelope to run or
 //! pass the record on to the failure destination.
 
-use immortal_handler_sdk::container::{FUNCTION_ATTRIBUTE, ON_FAILURE_VAR, RELAUNCH_VAR};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use immortal_handler_sdk::container::{FUNCTION_ATTRIBUTE, ON_FAILURE_VAR, RELAUNCH_TAG, RELAUNCH_VAR};
 use immortal_handler_sdk::destination::{DestinationRecord, OutcomeFacts, RunnerMarker};
 use immortal_handler_sdk::envelope::Envelope;
 use immortal_handler_sdk::function_ref::LATEST;
 use immortal_handler_sdk::record::{self, QueueMessage, Record};
 use immortal_handler_sdk::{ErrorDocument, FunctionRef};
 
+use crate::functions::Functions;
 use crate::policy::{FailureClass, RelaunchPolicy};
 use crate::publisher::{timestamp_now, Publisher, Target};
 use crate::queue_function::QueueFunctions;
@@ -109,6 +113,7 @@ pub struct Triaged {
 pub struct Triage {
     functions: QueueFunctions,
     senders: Senders,
+    facts: Arc<Functions>,
     publisher: Publisher,
     policy: RelaunchPolicy,
     on_failure: Option<Target>,
@@ -120,9 +125,11 @@ impl Triage {
     /// A triage by `settings`, with clients from `sdk`; `source` (`forwarder` or
     /// `runner`) marks the records it passes on.
     pub fn new(sdk: &aws_config::SdkConfig, settings: &OverflowSettings, source: &'static str) -> Self {
+        let facts = Arc::new(Functions::new(sdk));
         Triage {
             functions: QueueFunctions::new(settings.function_map.clone(), aws_sdk_sqs::Client::new(sdk)),
-            senders: Senders::new(sdk, settings.trusted_senders.clone()),
+            senders: Senders::new(sdk, facts.clone(), settings.trusted_senders.clone()),
+            facts,
             publisher: Publisher::new(sdk, settings.payload_bucket.clone()),
             policy: settings.relaunch.clone(),
             on_failure: settings.on_failure.clone(),
@@ -138,7 +145,7 @@ impl Triage {
         };
         let request_id = Some(record.request_id().to_owned());
         let class = FailureClass::of(&record);
-        if !self.policy.relaunches(class) {
+        if !self.policy_for(function.as_ref()).await.relaunches(class) {
             let verdict = match &self.on_failure {
                 None => Verdict::Declined { class: class.name() },
                 Some(target) => {
@@ -180,6 +187,32 @@ impl Triage {
                 request_id,
                 function,
             },
+        }
+    }
+
+    /// The functions it looks up (shared with whoever needs the same facts).
+    pub fn functions(&self) -> Arc<Functions> {
+        self.facts.clone()
+    }
+
+    /// The relaunch policy for `function`: its own (the `immortal:relaunch` tag), else
+    /// the stack's. A tag that does not parse, or a function that cannot be looked up,
+    /// gets the stack's, with a warning (the sender check then says what is wrong).
+    async fn policy_for(&self, function: Option<&FunctionRef>) -> Cow<'_, RelaunchPolicy> {
+        let Some(function) = function else {
+            return Cow::Borrowed(&self.policy);
+        };
+        match self.facts.facts(function).await.map(|facts| facts.relaunch()) {
+            Ok(Some(Ok(own))) => Cow::Owned(own),
+            Ok(Some(Err(e))) => {
+                tracing::warn!(function = %function.label(), error = %e, "the function's {RELAUNCH_TAG} tag does not parse; the stack's {RELAUNCH_VAR} applies");
+                Cow::Borrowed(&self.policy)
+            }
+            Ok(None) => Cow::Borrowed(&self.policy),
+            Err(e) => {
+                tracing::warn!(function = %function.label(), error = %e, "cannot read the function's own relaunch setting; the stack's {RELAUNCH_VAR} applies");
+                Cow::Borrowed(&self.policy)
+            }
         }
     }
 

@@ -481,3 +481,58 @@ async fn a_pointer_record_leads_only_to_a_record_immortal_stored_for_the_same_fu
         ran.stderr
     );
 }
+
+/// A function's own relaunch setting (the tag `immortal:relaunch`, as serverless-immortal
+/// writes it) wins over the stack's `IMMORTAL_RELAUNCH` (here the default,
+/// `timeout,overflow`): an error is relaunched for a function that asks for errors, and a
+/// timeout is not for one that asks only for handler overflows.
+#[tokio::test]
+async fn a_functions_own_relaunch_tag_wins_over_the_stacks_setting() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let mut outcomes = Vec::new();
+    for (own, error_message) in [
+        ("timeout+error", "Cannot read properties of undefined"),
+        ("overflow", "Task timed out after 3.00 seconds"),
+    ] {
+        let name = format!("own-relaunch-{}", uuid_like());
+        let function = deploy(&sdk, &name, &bootstrap_zip_bytes(&fixture("echo")), &[]).await;
+        lambda
+            .tag_resource()
+            .resource(&function.arn)
+            .tags("immortal:relaunch", own)
+            .send()
+            .await
+            .unwrap();
+        let (_sdk, cluster, queue) = setup(&[("immortal:function", &name)]).await;
+        let message_id = queue
+            .send_dead_letter("{}", &format!("req-{name}"), error_message)
+            .await;
+        let messages = queue.receive(10, 1).await;
+        let ran = forward(&queue.lambda_event(&messages), &cluster, &[]).await;
+        ran.expect_code(0);
+        outcomes.push((own, message_id, ran, cluster.tasks().await.len()));
+    }
+    let (_, _, relaunched, tasks) = &outcomes[0];
+    assert_eq!(
+        relaunched.json(),
+        json!({"batchItemFailures": []}),
+        "{}",
+        relaunched.stderr
+    );
+    assert_eq!(*tasks, 1, "an error, relaunched by the function's own setting");
+    let (_, message_id, declined, tasks) = &outcomes[1];
+    assert_eq!(
+        declined.json(),
+        json!({"batchItemFailures": [{"itemIdentifier": message_id}]})
+    );
+    assert!(
+        declined.stderr.contains(r#""decision":"declined""#),
+        "{}",
+        declined.stderr
+    );
+    assert_eq!(
+        *tasks, 0,
+        "a timeout, not relaunched for a function that asks only for overflows"
+    );
+}
