@@ -522,6 +522,98 @@ def bench_durable(moto_url):
         f"local emulator, {result['records']} records each, interleaved; medians")
 
 
+# ---------------------------------------------------------------- sweep
+
+SWEEP_LATENCY_S = 0.030
+
+
+class LatencyProxy(http.server.ThreadingHTTPServer):
+    """Every AWS call, after a fixed delay, to the emulator, counted; DescribeTasks is
+    answered here (every task RUNNING): the emulator's scans every task it has for each
+    ARN asked about, which at 10,000 tasks would measure the emulator, not the sweep."""
+
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self, upstream):
+        self.upstream, self.calls, self.lock = upstream, 0, threading.Lock()
+        super().__init__(("127.0.0.1", 0), LatencyHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class LatencyHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body, headers=()):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def relay(self):
+        if self.path == "/__calls":
+            return self.reply(200, str(self.server.calls).encode())
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        with self.server.lock:
+            self.server.calls += 1
+        time.sleep(SWEEP_LATENCY_S)
+        if (self.headers.get("X-Amz-Target") or "").endswith(".DescribeTasks"):
+            asked = json.loads(body or b"{}").get("tasks", [])
+            tasks = [{"taskArn": arn, "lastStatus": "RUNNING", "desiredStatus": "RUNNING"} for arn in asked]
+            return self.reply(200, json.dumps({"tasks": tasks, "failures": []}).encode(),
+                              [("Content-Type", "application/x-amz-json-1.1")])
+        request = urllib.request.Request(self.server.upstream + self.path, data=body, method=self.command)
+        for k, v in self.headers.items():
+            if k.lower() not in ("host", "content-length", "connection"):
+                request.add_header(k, v)
+        try:
+            response = urllib.request.urlopen(request)
+        except urllib.error.HTTPError as e:
+            response = e
+        data = response.read()
+        self.reply(response.status, data, [(k, v) for k, v in response.headers.items()
+                                           if k.lower() not in ("connection", "content-length", "transfer-encoding")])
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = relay
+
+
+def bench_sweep(moto_url):
+    """The sweep over 10,000 live invocations at 30 ms per AWS call, beside one-by-one."""
+    print("sweep", file=sys.stderr)
+    import boto3
+    kw = dict(endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="b", aws_secret_access_key="b")
+    boto3.client("s3", **kw).create_bucket(Bucket="bench-sweep-payloads")
+    proxy = LatencyProxy(moto_url)
+    env = aws_env(proxy.url, IMMORTAL_CLUSTER="bench-sweep", IMMORTAL_TASK_DEFINITION="bench-sweep-runner",
+                  IMMORTAL_CONTAINER_NAME="runner", IMMORTAL_SUBNETS="subnet-1", IMMORTAL_SECURITY_GROUPS="sg-1",
+                  IMMORTAL_PAYLOAD_BUCKET="bench-sweep-payloads", BENCH_DIRECT_URL=moto_url,
+                  BENCH_LIVE="10000", BENCH_REFERENCE="300")
+    out = subprocess.run(["cargo", "bench", "--quiet", "-p", "immortal-dlq-forwarder", "--bench", "sweep"],
+                         cwd=ROOT, capture_output=True, text=True, env=env)
+    proxy.shutdown()
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    per_minute = r["looked_at"] / r["sweep_s"] * 60
+    reference_per_minute = r["reference_entries"] / r["reference_s"] * 60
+    row("sweep: live invocations reconciled per 60-s sweep, 30 ms per AWS call",
+        f"{per_minute:,.0f} ({r['looked_at']:,} of {r['live']:,} in {r['sweep_s']:.1f} s; "
+        f"{r['sweep_calls'] / max(r['looked_at'], 1):.2f} AWS calls per invocation)",
+        f"{reference_per_minute:,.0f} (one by one: entry, then DescribeTasks; {r['reference_calls'] / r['reference_entries']:.2f} calls each, "
+        f"{r['reference_entries']} measured)",
+        reference_per_minute / per_minute, "≥ 10,000 per sweep, ≤ 1.1 calls each",
+        "local emulator behind a proxy adding 30 ms to every call; DescribeTasks answered by the proxy (all RUNNING)")
+
+
 # ---------------------------------------------------------------- thumbnail
 
 class CountingProxy(http.server.ThreadingHTTPServer):
@@ -797,7 +889,8 @@ def main():
         for name, fn in (("runner", bench_runner_overhead), ("extensions", bench_extensions), ("runtimes", bench_runtimes), ("fetch", bench_fetch),
                          ("forwarder", bench_forwarder), ("durable", lambda: bench_durable(f"http://127.0.0.1:{port}")),
                          ("thumbnail", lambda: bench_thumbnail(f"http://127.0.0.1:{port}")),
-                         ("drain", lambda: bench_drain(f"http://127.0.0.1:{port}")), ("sizes", bench_sizes)):
+                         ("drain", lambda: bench_drain(f"http://127.0.0.1:{port}")),
+                         ("sweep", lambda: bench_sweep(f"http://127.0.0.1:{port}")), ("sizes", bench_sizes)):
             if not only or name in only:
                 fn()
     finally:

@@ -75,6 +75,43 @@ impl CallFailed {
     }
 }
 
+/// Whether an AWS call's failure may pass by itself (after the SDK's own retries): it was
+/// throttled, AWS failed (5xx), or the request did not get an answer (timeout,
+/// connection). A refusal (access denied, not found, invalid) is not.
+pub fn is_transient<E>(err: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    use aws_sdk_s3::error::SdkError;
+    const TRANSIENT_CODES: &[&str] = &[
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "ProvisionedThroughputExceededException",
+        "SlowDown",
+        "ServiceException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    ];
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            status == 429 || status >= 500 || service.err().code().is_some_and(|code| TRANSIENT_CODES.contains(&code))
+        }
+        _ => false,
+    }
+}
+
 /// An AWS call's failure on one line: `Code: message` for service errors, the cause
 /// chain for transport errors.
 pub fn describe_error<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> String

@@ -22,6 +22,10 @@ pub(crate) enum RunnerError {
     /// The function's own role could not be assumed (exit 3: it cannot run as itself).
     #[error(transparent)]
     Credentials(#[from] crate::emulator::credentials::CredentialsError),
+    /// AWS did not answer for now, after the SDK's retries (exit 8): throttled, failing
+    /// (5xx) or unreachable. Nothing about the invocation failed.
+    #[error("{0}")]
+    Unavailable(String),
     /// The function is configured in a way the runner cannot honour (exit 3): never a
     /// silent half-run.
     #[error("{0}")]
@@ -46,7 +50,20 @@ impl RunnerError {
             | RunnerError::Credentials(_)
             | RunnerError::Configuration(_) => Exit::Code,
             RunnerError::Start(_) => Exit::Init,
+            RunnerError::Unavailable(_) => Exit::Unavailable,
         }
+    }
+
+    /// Whether another attempt may succeed where this one could not start: AWS was
+    /// unavailable, or the code's download failed after its retries (a new attempt gets a
+    /// new location). Such an attempt ends `interrupted` and is relaunched; what can
+    /// never succeed (a hash mismatch, an unsafe zip, a refused role, no runtime) ends
+    /// the invocation with its record.
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            RunnerError::Unavailable(_) | RunnerError::Code(CodeError::Download { .. })
+        )
     }
 
     /// Whether the function could run in another runner image (its runtime's, or one
@@ -74,6 +91,7 @@ impl RunnerError {
             RunnerError::Credentials(_) => "Immortal.RoleUnavailable",
             RunnerError::Configuration(_) => "Immortal.ConfigurationUnsupported",
             RunnerError::Start(_) => "Immortal.StartFailed",
+            RunnerError::Unavailable(_) => "Immortal.AwsUnavailable",
             RunnerError::Usage(_) => "Immortal.BadInput",
             RunnerError::Output { .. } => return None,
         })

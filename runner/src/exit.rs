@@ -21,6 +21,9 @@ pub enum Exit {
     Undelivered,
     /// 7: a drain worker stopped taking work: what a function left could not be cleared.
     Tainted,
+    /// 8: AWS did not answer for now (throttled, 5xx, unreachable, after retries) before
+    /// the function ran: an attempt the ledger holds is relaunched, nothing failed.
+    Unavailable,
     /// 128+N: killed by signal N (the bootstrap, or the runner itself via SIGTERM/SIGINT).
     Signal(i32),
 }
@@ -37,6 +40,7 @@ impl Exit {
             Exit::Timeout => 5,
             Exit::Undelivered => 6,
             Exit::Tainted => 7,
+            Exit::Unavailable => 8,
             Exit::Signal(n) => (128 + n.clamp(1, 127)) as u8,
         }
     }
@@ -59,6 +63,7 @@ Exit codes:
   5      timed out (--timeout)
   6      the outcome record could not be delivered (kept whole; the log says where)
   7      a drain worker stopped: what a function left could not be cleared
+  8      AWS did not answer for now (throttled, 5xx, unreachable) before the run
   128+N  killed by signal N (143: SIGTERM, 137: SIGKILL)";
 
 #[cfg(test)]

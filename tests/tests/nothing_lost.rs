@@ -25,6 +25,7 @@ use immortal_tests::fargate::{run_task, task_request, Dice, EcsProxy, Fate, Task
 use immortal_tests::lambda::{deploy, uuid_like};
 use immortal_tests::queue::Queue;
 use immortal_tests::runner::{fixture, Ran, RunnerCmd};
+use immortal_tests::server::{Reply, Seen, TestServer};
 use immortal_tests::zips::{bootstrap_zip_bytes, zip_bytes, Entry};
 use serde_json::{json, Value};
 
@@ -700,5 +701,83 @@ async fn a_storm_with_tasks_killed_and_runtask_throttled_ends_with_one_success_p
     assert!(
         ledger.live().await.unwrap().is_empty(),
         "every invocation ended in the ledger"
+    );
+}
+
+/// A Lambda endpoint in front of the emulator that throttles the first `times`
+/// GetFunction calls (429 TooManyRequestsException, as Lambda answers), then passes them
+/// on. Returns it and the number of GetFunction calls it saw.
+fn throttling_lambda(times: usize) -> (TestServer, Arc<AtomicUsize>) {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = seen.clone();
+    let server = TestServer::start(Some(Emulator::shared().url.clone()), move |req: &Seen| {
+        let get_function = req.method == "GET"
+            && req.path.starts_with("/2015-03-31/functions/")
+            && !req.path.ends_with("/configuration");
+        if !get_function {
+            return Reply::Forward;
+        }
+        if counted.fetch_add(1, Ordering::SeqCst) < times {
+            return Reply::Full {
+                status: 429,
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("x-amzn-errortype".into(), "TooManyRequestsException".into()),
+                ],
+                body: Bytes::from_static(
+                    br#"{"Type":"User","message":"Rate Exceeded.","Reason":"CallerRateLimitExceeded"}"#,
+                ),
+            };
+        }
+        Reply::Forward
+    });
+    (server, seen)
+}
+
+/// Lambda throttling the runner's GetFunction is retried within the run; when it
+/// persists past the retries, the attempt ends `interrupted` (exit 8) with no failure
+/// record, and the reconciler relaunches it: a throttle is not the invocation's failure.
+#[tokio::test]
+async fn a_throttled_get_function_is_retried_and_if_it_persists_the_attempt_is_relaunched_not_failed() {
+    let s = Setup::new("echo", 3).await;
+    s.dlq
+        .send_dead_letter(r#"{"n":1}"#, "req-throttled", "Task timed out after 3.00 seconds")
+        .await;
+    let messages = s.dlq.receive(10, 1).await;
+    no_failures(&s.forwarder(&s.dlq.lambda_event(&messages)).await);
+    let first = s.started(1).remove("req-throttled").unwrap();
+
+    let (always, _) = throttling_lambda(usize::MAX);
+    let runner = s.runner().env("AWS_ENDPOINT_URL_LAMBDA", &always.url);
+    let run = tokio::task::spawn_blocking(move || run_task(first, runner, Fate::Run, STOP_TIMEOUT))
+        .await
+        .unwrap();
+    let ran = run.ran.as_ref().unwrap();
+    ran.expect_code(8);
+    assert!(ran.stderr.contains("TooManyRequestsException"), "{}", ran.stderr);
+    let entry = s.cluster.ledger_entry("req-throttled").await.unwrap();
+    assert_eq!(entry["state"], "interrupted", "{entry}");
+    assert!(Setup::records(&s.failure).await.is_empty(), "no failure record");
+    let relaunched = s.forwarder(&run.stopped).await;
+    assert_eq!(relaunched.json()["decision"], "relaunched", "{}", relaunched.stderr);
+    let second = s.started(1).remove("req-throttled").unwrap();
+    assert_eq!(task_request(&second).unwrap().1, 2);
+
+    let (twice, calls) = throttling_lambda(2);
+    let runner = s.runner().env("AWS_ENDPOINT_URL_LAMBDA", &twice.url);
+    let run = tokio::task::spawn_blocking(move || run_task(second, runner, Fate::Run, STOP_TIMEOUT))
+        .await
+        .unwrap();
+    run.ran.as_ref().unwrap().expect_code(0);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "throttled twice, answered the third time"
+    );
+    let successes = Setup::records(&s.success).await;
+    assert_eq!(successes["req-throttled"].len(), 1);
+    assert_eq!(
+        s.cluster.ledger_entry("req-throttled").await.unwrap()["state"],
+        "succeeded"
     );
 }

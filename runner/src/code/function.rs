@@ -283,10 +283,9 @@ pub(crate) fn parse_layer_arn(arn: &str) -> Result<(String, i64), RunnerError> {
 }
 
 /// A Lambda API failure, worded with what to check.
-fn lambda_error<E, R>(call: &str, what: &str, err: SdkError<E, R>) -> RunnerError
+fn lambda_error<E>(call: &str, what: &str, err: SdkError<E, aws_sdk_lambda::config::http::HttpResponse>) -> RunnerError
 where
     E: std::error::Error + aws_sdk_lambda::error::ProvideErrorMetadata + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     let hint = match err.as_service_error().and_then(|e| e.code()) {
         Some("ResourceNotFoundException") => {
@@ -297,7 +296,14 @@ where
         }
         _ => "",
     };
-    RunnerError::Function(format!("{call}({what}) failed: {}{hint}", describe_error(&err)))
+    let failed = format!("{call}({what}) failed: {}{hint}", describe_error(&err));
+    if immortal_handler_sdk::aws::is_transient(&err) {
+        return RunnerError::Unavailable(format!(
+            "{failed}; AWS did not answer for now, after {} tries",
+            immortal_handler_sdk::aws::DEFAULT_MAX_ATTEMPTS
+        ));
+    }
+    RunnerError::Function(failed)
 }
 
 #[cfg(test)]

@@ -363,6 +363,17 @@ impl Worker {
                 }
             };
         }
+        if e.is_transient() {
+            // Not the invocation's end: SQS delivers the message again (or, once the
+            // ledger owns the run, the sweep relaunches the interrupted attempt).
+            if let Some(attempt) = handed {
+                attempt.settle(End::Unavailable(&e)).await;
+                tracing::warn!(message_id, request_id, function, error = %e, "the run could not start for now; the ledger relaunches it");
+                return Settled::HandedOver;
+            }
+            tracing::warn!(message_id, request_id, function, error = %e, "the run could not start for now; SQS will deliver the message again");
+            return Settled::Leave;
+        }
         let target = execution::function_of(envelope).ok().flatten();
         let delivered = execution::report_unrun(&self.reporter, envelope, target.as_ref(), &e).await;
         if let Some(attempt) = handed {

@@ -111,12 +111,18 @@ impl Job {
             )
             .await?;
             write_outcome(&sink, &outcome, self.output.as_deref()).await?;
-            Ok((invocation, outcome))
+            Ok::<_, RunnerError>((invocation, outcome))
         }
         .await;
         let (invocation, outcome) = match ran {
             Ok(done) => done,
             Err(err) => {
+                if let (Some(attempt), true) = (&attempt, err.is_transient()) {
+                    // Not the invocation's end: the reconciler relaunches the attempt.
+                    tracing::warn!(request_id = %attempt.request_id, attempt = attempt.number, error = %err, "the run could not start for now; the attempt is relaunched");
+                    attempt.settle(End::Unavailable(&err)).await;
+                    return Err(err);
+                }
                 let delivered = report_unrun(&reporter, &envelope, function.as_ref(), &err).await;
                 if let Some(attempt) = &attempt {
                     attempt.settle(End::Unrun { err: &err, delivered }).await;

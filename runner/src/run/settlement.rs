@@ -13,6 +13,9 @@ pub(crate) enum End<'a> {
     /// The code never ran (the code could not be fetched, the role not assumed...);
     /// `delivered` says whether the failure record that says so went out.
     Unrun { err: &'a RunnerError, delivered: bool },
+    /// The code never ran for a reason another attempt may not meet (AWS unavailable):
+    /// no record, the attempt is relaunched.
+    Unavailable(&'a RunnerError),
     /// The runner was stopped from outside (Spot, scale-in, `podman stop`) by `signal`.
     Stopped(i32),
     /// The function ran to `outcome`; `delivered` says whether its record went out.
@@ -24,6 +27,10 @@ pub(crate) enum End<'a> {
 pub(crate) fn settlement(end: &End<'_>) -> Option<(State, Option<String>)> {
     match end {
         End::Unrun { err, delivered: true } => Some((State::Failed, Some(err.to_string()))),
+        End::Unavailable(err) => Some((
+            State::Interrupted,
+            Some(format!("the run could not start for now: {err}")),
+        )),
         // Nothing about the invocation failed: the reconciler relaunches it.
         End::Stopped(signal) => Some((
             State::Interrupted,
