@@ -11,6 +11,7 @@ is the ratio to the reference measured minutes apart on the same machine.
 import base64
 import contextlib
 import hashlib
+import http.client
 import http.server
 import io
 import json
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 import zipfile
 from datetime import datetime, timezone
@@ -527,22 +529,31 @@ def bench_durable(moto_url):
 SWEEP_LATENCY_S = 0.030
 
 
-class LatencyProxy(http.server.ThreadingHTTPServer):
-    """Every AWS call, after a fixed delay, to the emulator, counted; DescribeTasks is
-    answered here (every task RUNNING): the emulator's scans every task it has for each
-    ARN asked about, which at 10,000 tasks would measure the emulator, not the sweep."""
+class BackgroundProxy(http.server.ThreadingHTTPServer):
+    """A proxy in front of the emulator (`upstream`), served from a thread of its own."""
 
     daemon_threads = True
-    request_queue_size = 256
 
-    def __init__(self, upstream):
-        self.upstream, self.calls, self.lock = upstream, 0, threading.Lock()
-        super().__init__(("127.0.0.1", 0), LatencyHandler)
+    def __init__(self, upstream, handler):
+        self.upstream, self.lock = upstream, threading.Lock()
+        super().__init__(("127.0.0.1", 0), handler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     @property
     def url(self):
         return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class LatencyProxy(BackgroundProxy):
+    """Every AWS call, after a fixed delay, to the emulator, counted; DescribeTasks is
+    answered here (every task RUNNING): the emulator's scans every task it has for each
+    ARN asked about, which at 10,000 tasks would measure the emulator, not the sweep."""
+
+    request_queue_size = 256
+
+    def __init__(self, upstream):
+        self.calls = 0
+        super().__init__(upstream, LatencyHandler)
 
 
 class LatencyHandler(http.server.BaseHTTPRequestHandler):
@@ -572,16 +583,15 @@ class LatencyHandler(http.server.BaseHTTPRequestHandler):
             tasks = [{"taskArn": arn, "lastStatus": "RUNNING", "desiredStatus": "RUNNING"} for arn in asked]
             return self.reply(200, json.dumps({"tasks": tasks, "failures": []}).encode(),
                               [("Content-Type", "application/x-amz-json-1.1")])
-        request = urllib.request.Request(self.server.upstream + self.path, data=body, method=self.command)
-        for k, v in self.headers.items():
-            if k.lower() not in ("host", "content-length", "connection"):
-                request.add_header(k, v)
-        try:
-            response = urllib.request.urlopen(request)
-        except urllib.error.HTTPError as e:
-            response = e
+        # One kept-alive connection to the emulator per client connection: the proxy's
+        # own cost stays small beside the latency it adds.
+        if not hasattr(self, "upstream_connection"):
+            self.upstream_connection = http.client.HTTPConnection(urllib.parse.urlsplit(self.server.upstream).netloc)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        self.upstream_connection.request(self.command, self.path, body=body, headers=headers)
+        response = self.upstream_connection.getresponse()
         data = response.read()
-        self.reply(response.status, data, [(k, v) for k, v in response.headers.items()
+        self.reply(response.status, data, [(k, v) for k, v in response.getheaders()
                                            if k.lower() not in ("connection", "content-length", "transfer-encoding")])
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = relay
@@ -616,19 +626,12 @@ def bench_sweep(moto_url):
 
 # ---------------------------------------------------------------- thumbnail
 
-class CountingProxy(http.server.ThreadingHTTPServer):
+class CountingProxy(BackgroundProxy):
     """Forwards to the emulator and counts the bytes of object GETs it passes back."""
 
-    daemon_threads = True
-
     def __init__(self, upstream):
-        self.upstream, self.object_bytes, self.lock = upstream, 0, threading.Lock()
-        super().__init__(("127.0.0.1", 0), CountingHandler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        self.object_bytes = 0
+        super().__init__(upstream, CountingHandler)
 
 
 class CountingHandler(http.server.BaseHTTPRequestHandler):

@@ -25,7 +25,7 @@ use crate::forward::{Forwarder, LAUNCH_LEASE_MS};
 use crate::reconcile::{log, stop_reason, Reconciled};
 
 /// Entries read at once.
-pub const READS_AT_ONCE: usize = 16;
+pub const READS_AT_ONCE: usize = 32;
 /// Relaunches (and resumed launches) at once.
 pub const RELAUNCHES_AT_ONCE: usize = 8;
 /// Entries per batch: DescribeTasks' most tasks per call.

@@ -13,6 +13,7 @@ pub mod ecs;
 pub mod emulator;
 pub mod fake_lambda;
 pub mod fargate;
+pub mod hand_off;
 pub mod image_user;
 pub mod lambda;
 pub mod osls;

@@ -10,8 +10,9 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use bytes::Bytes;
 use immortal_tests::ecs::{task_env, Cluster};
 use immortal_tests::emulator::Emulator;
+use immortal_tests::hand_off::drained_to_hand_off;
 use immortal_tests::lambda::{deploy_image, uuid_like};
-use immortal_tests::queue::{Queue, EMULATOR_SENDER};
+use immortal_tests::queue::Queue;
 use immortal_tests::registry::{manifest_for, Registry};
 use immortal_tests::runner::{fixture, Ran, RunnerCmd};
 use serde_json::{json, Value};
@@ -358,38 +359,7 @@ async fn a_drain_worker_hands_an_image_functions_record_to_a_task_of_its_own_ima
         &[(QueueAttributeName::VisibilityTimeout, "5")],
     )
     .await;
-    let hand_off = Queue::create(&sdk, &format!("hand-off-{id}"), &[], &[]).await;
-    let failures = Queue::create(&sdk, &format!("failures-{id}"), &[], &[]).await;
-    queue
-        .send_dead_letter(
-            r#"{"name":"handed"}"#,
-            "req-img-hand",
-            "Task timed out after 3.00 seconds",
-        )
-        .await;
-    let worker = RunnerCmd::new()
-        .envs(Emulator::shared().env())
-        .env("IMMORTAL_IMAGE_RUNTIME", "provided.al2023")
-        .env("IMMORTAL_HAND_OFF_QUEUE_URL", &hand_off.url)
-        .env("IMMORTAL_ON_FAILURE", &failures.url)
-        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
-        .args(["drain", "--queue", &queue.url, "--idle-timeout", "2"]);
-    let ran = run(worker).await;
-    ran.expect_code(0);
-    assert!(
-        ran.stderr.contains("handed off to a task of the right image"),
-        "{}",
-        ran.stderr
-    );
-    assert!(
-        failures.receive(10, 1).await.is_empty(),
-        "no failure record: {}",
-        ran.stderr
-    );
-    assert_eq!(queue.depth().await, 0, "deleted once handed on");
-
-    let messages = hand_off.receive(10, 1).await;
-    assert_eq!(messages.len(), 1);
+    let (hand_off, messages) = drained_to_hand_off(&queue, "req-img-hand").await;
     let forwarder = RunnerCmd::lambda("dlq-forwarder", &hand_off.lambda_event(&messages).to_string())
         .envs(Emulator::shared().env())
         .envs(cluster.forwarder_env());

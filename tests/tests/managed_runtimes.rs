@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use aws_sdk_lambda::types::Runtime;
 use immortal_tests::ecs::{task_env, Cluster};
 use immortal_tests::emulator::Emulator;
+use immortal_tests::hand_off::drained_to_hand_off;
 use immortal_tests::lambda::{deploy_as, uuid_like};
-use immortal_tests::queue::{Queue, EMULATOR_SENDER};
+use immortal_tests::queue::Queue;
 use immortal_tests::runner::{Ran, RunnerCmd};
 use immortal_tests::zips::folder_zip;
 use serde_json::{json, Value};
@@ -373,36 +374,7 @@ fn leak(name: String) -> &'static str {
 #[tokio::test]
 async fn a_drain_worker_hands_a_record_its_image_cannot_run_to_a_task_of_the_right_image() {
     let setup = python_setup(Runtime::Python312).await;
-    let sdk = Emulator::shared().sdk_config().await;
-    let hand_off = Queue::create(&sdk, &format!("{}-hand-off", setup.function), &[], &[]).await;
-    let failures = Queue::create(&sdk, &format!("{}-failures", setup.function), &[], &[]).await;
-    setup
-        .queue
-        .send_dead_letter(r#"{"name":"handed"}"#, "req-hand", "Task timed out after 3.00 seconds")
-        .await;
-    let worker = RunnerCmd::new()
-        .envs(Emulator::shared().env())
-        .env("IMMORTAL_IMAGE_RUNTIME", "provided.al2023")
-        .env("IMMORTAL_HAND_OFF_QUEUE_URL", &hand_off.url)
-        .env("IMMORTAL_ON_FAILURE", &failures.url)
-        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
-        .args(["drain", "--queue", &setup.queue.url, "--idle-timeout", "2"]);
-    let ran = run(worker).await;
-    ran.expect_code(0);
-    assert!(
-        ran.stderr.contains("handed off to a task of the right image"),
-        "{}",
-        ran.stderr
-    );
-    assert!(
-        failures.receive(10, 1).await.is_empty(),
-        "no failure record: {}",
-        ran.stderr
-    );
-    assert_eq!(setup.queue.depth().await, 0, "deleted once handed on");
-
-    let messages = hand_off.receive(10, 1).await;
-    assert_eq!(messages.len(), 1);
+    let (hand_off, messages) = drained_to_hand_off(&setup.queue, "req-hand").await;
     let named = messages[0].message_attributes().unwrap()["ImmortalFunction"]
         .string_value()
         .unwrap()
