@@ -44,6 +44,9 @@ impl RunnerError {
     /// The exit code this error ends the run with.
     pub(crate) fn exit(&self) -> Exit {
         match self {
+            RunnerError::Credentials(crate::emulator::credentials::CredentialsError::Unavailable { .. }) => {
+                Exit::Unavailable
+            }
             RunnerError::Usage(_) | RunnerError::Output { .. } => Exit::Usage,
             RunnerError::Code(_)
             | RunnerError::Function(_)
@@ -62,7 +65,9 @@ impl RunnerError {
     pub(crate) fn is_transient(&self) -> bool {
         matches!(
             self,
-            RunnerError::Unavailable(_) | RunnerError::Code(CodeError::Download { .. })
+            RunnerError::Unavailable(_)
+                | RunnerError::Code(CodeError::Download { .. })
+                | RunnerError::Credentials(crate::emulator::credentials::CredentialsError::Unavailable { .. })
         )
     }
 
@@ -88,6 +93,9 @@ impl RunnerError {
                 | CodeError::NotItsImage { .. },
             ) => "Immortal.RuntimeUnavailable",
             RunnerError::Code(_) | RunnerError::Function(_) => "Immortal.CodeUnavailable",
+            RunnerError::Credentials(crate::emulator::credentials::CredentialsError::Unavailable { .. }) => {
+                "Immortal.AwsUnavailable"
+            }
             RunnerError::Credentials(_) => "Immortal.RoleUnavailable",
             RunnerError::Configuration(_) => "Immortal.ConfigurationUnsupported",
             RunnerError::Start(_) => "Immortal.StartFailed",

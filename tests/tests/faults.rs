@@ -230,3 +230,53 @@ async fn no_spot_capacity_falls_back_to_fargate_on_demand_once() {
     );
     assert_eq!(cluster.tasks().await.len(), 1);
 }
+
+/// STS throttling the runner's AssumeRole of the function's role past the SDK's retries
+/// is "not now", not "never": exit 8, and the record (a local run has no ledger to
+/// relaunch from) says `Immortal.AwsUnavailable`, not that the role refused the runner.
+#[tokio::test]
+async fn a_throttled_assume_role_is_not_the_invocations_failure() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let name = format!("sts-throttled-{id}");
+    immortal_tests::lambda::deploy_with_role(
+        &sdk,
+        &name,
+        &bootstrap_zip_bytes(&fixture("echo")),
+        &[],
+        &format!("sts-role-{id}"),
+    )
+    .await;
+    let failures = Queue::create(&sdk, &format!("sts-failures-{id}"), &[], &[]).await;
+    // STS's query protocol: the action is in the form body; a throttle is a 400 with the
+    // code `Throttling`, as STS answers it.
+    let sts = TestServer::start(Some(Emulator::shared().url.clone()), |req: &Seen| {
+        if String::from_utf8_lossy(&req.body).contains("Action=AssumeRole") {
+            return Reply::Full {
+                status: 400,
+                headers: vec![("content-type".into(), "text/xml".into())],
+                body: Bytes::from_static(
+                    b"<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>1</RequestId></ErrorResponse>",
+                ),
+            };
+        }
+        Reply::Forward
+    });
+    let ran = run(RunnerCmd::new()
+        .envs(Emulator::shared().env())
+        .env("AWS_ENDPOINT_URL_STS", &sts.url)
+        .env("AWS_MAX_ATTEMPTS", "2")
+        .env("IMMORTAL_FUNCTION_ROLE", "assume")
+        .args(["--event", "{}", "--on-failure", &failures.url])
+        .args(["--context", &immortal_tests::lambda::context_for(&name, "req-sts")]))
+    .await;
+    ran.expect_code(8);
+    assert!(
+        ran.stderr.contains("for now") && ran.stderr.contains("Throttling"),
+        "{}",
+        ran.stderr
+    );
+    let records = failures.take_all().await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["responsePayload"]["errorType"], "Immortal.AwsUnavailable");
+}

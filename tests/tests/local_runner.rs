@@ -350,16 +350,20 @@ fn sigterm_to_the_runner_reaches_the_bootstrap_and_exits_143() {
 fn a_sigterm_ignoring_bootstrap_does_not_hold_up_a_stopped_runner() {
     let dir = tempfile::tempdir().unwrap();
     let zip = zip_of("ignore-sigterm", dir.path());
+    let pid_file = dir.path().join("pid");
+    let event = json!({"hang": true, "pid_file": pid_file});
     let running = RunnerCmd::new()
         .args([
             "--artifact".as_ref(),
             zip.as_os_str(),
             "--event".as_ref(),
-            r#"{"hang":true}"#.as_ref(),
+            event.to_string().as_ref(),
         ])
         .args(["--grace-period", "1"])
         .spawn();
-    std::thread::sleep(Duration::from_millis(700));
+    // Once the function has its event, the runner is past its start-up (a signal before
+    // its handlers are in place would end it by the default action, not as a stop).
+    wait_for_file(&pid_file);
     running.signal(libc::SIGINT);
     let ran = running.wait(Duration::from_secs(20));
     ran.expect_code(130);

@@ -71,6 +71,14 @@ pub(crate) enum CredentialsError {
         /// The statement to add.
         statement: String,
     },
+    /// STS did not answer for now (throttled, 5xx, unreachable), after the SDK's retries.
+    #[error("cannot assume the function's role {role} for now: {reason}")]
+    Unavailable {
+        /// The role.
+        role: String,
+        /// STS's answer.
+        reason: String,
+    },
     /// STS failed otherwise.
     #[error("cannot assume the function's role {role}: {reason}")]
     Failed {
@@ -249,6 +257,12 @@ async fn assume(
         Ok(out) => out,
         Err(err) => {
             let reason = describe_error(&err);
+            if immortal_handler_sdk::aws::is_transient(&err) {
+                return Err(CredentialsError::Unavailable {
+                    role: role.to_owned(),
+                    reason,
+                });
+            }
             let refused = err
                 .as_service_error()
                 .and_then(aws_sdk_sts::error::ProvideErrorMetadata::code)
