@@ -10,9 +10,9 @@ use std::time::Instant;
 use immortal_dlq_forwarder::config::Config;
 use immortal_dlq_forwarder::forward::{Decision, Forwarder};
 use immortal_dlq_forwarder::launch::{self, TaskRequest};
-use immortal_dlq_forwarder::runtimes::FunctionRuntimes;
 use immortal_dlq_forwarder::size;
 use immortal_handler_sdk::record::{MessageAttribute, QueueMessage};
+use immortal_overflow::functions::Functions;
 use immortal_overflow::{Carrier, Triage, Verdict};
 
 /// A timed-out invocation's dead-letter message, with request id `id`.
@@ -32,7 +32,7 @@ fn message(template: &QueueMessage, id: &str) -> QueueMessage {
 /// The record launched the way the forwarder did before the ledger: the envelope inline.
 async fn inline(
     triage: &Triage,
-    runtimes: &FunctionRuntimes,
+    functions: &Functions,
     ecs: &aws_sdk_ecs::Client,
     config: &Config,
     message: &QueueMessage,
@@ -42,7 +42,7 @@ async fn inline(
         panic!("relaunched")
     };
     let function = triaged.function.expect("a function");
-    let found = runtimes.of(&function).await.expect("its configuration");
+    let found = functions.facts(&function).await.expect("its configuration");
     let runtime = found.runtime.as_deref().expect("a zip function");
     let task_definition = config
         .task_definitions
@@ -74,7 +74,7 @@ async fn main() {
     let sdk = immortal_handler_sdk::aws::load().await;
     let forwarder = Forwarder::new(config.clone(), &sdk);
     let triage = Triage::new(&sdk, &config.overflow, "bench");
-    let runtimes = FunctionRuntimes::new(triage.functions());
+    let functions = triage.functions();
     let ecs = aws_sdk_ecs::Client::new(&sdk);
     let template: QueueMessage =
         serde_json::from_str(include_str!("../../handler-sdk/fixtures/sqs-dlq-timeout-new.json")).expect("fixture");
@@ -84,7 +84,7 @@ async fn main() {
     assert!(matches!(forwarder.forward(&warm).await, Decision::Launched { .. }));
     inline(
         &triage,
-        &runtimes,
+        &functions,
         &ecs,
         &config,
         &message(&template, &format!("warm-inline-{run}")),
@@ -101,7 +101,7 @@ async fn main() {
         let started = Instant::now();
         inline(
             &triage,
-            &runtimes,
+            &functions,
             &ecs,
             &config,
             &message(&template, &format!("inline-{run}-{n}")),

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::error::ForwardError;
 use crate::image_task::{ImageTaskError, ImageTasks};
 use crate::launch::{self, LaunchError, TaskRequest};
-use crate::runtimes::{FunctionRuntimes, TaskDefinitions};
+use crate::runtimes::TaskDefinitions;
 use crate::size::{self, TaskSize};
 
 /// How long one forwarder holds an attempt it is starting before another may take over
@@ -61,7 +61,7 @@ pub struct Forwarder {
     pub(crate) ledger: Ledger,
     pub(crate) triage: Triage,
     pub(crate) publisher: Publisher,
-    pub(crate) runtimes: FunctionRuntimes,
+    pub(crate) functions: std::sync::Arc<immortal_overflow::functions::Functions>,
     pub(crate) images: ImageTasks,
 }
 
@@ -74,7 +74,7 @@ impl Forwarder {
             ecs: aws_sdk_ecs::Client::new(sdk),
             images: ImageTasks::new(aws_sdk_ecs::Client::new(sdk)),
             ledger: Ledger::new(s3, config.payload_bucket.clone()),
-            runtimes: FunctionRuntimes::new(triage.functions()),
+            functions: triage.functions(),
             triage,
             publisher: Publisher::new(sdk, config.overflow.payload_bucket.clone()),
             config,
@@ -310,7 +310,11 @@ impl Forwarder {
     /// The runner's task definition for the function's runtime (or, for an image
     /// function, the one that runs its image), and the task's size for its memory.
     pub(crate) async fn task_definition(&self, function: &FunctionRef) -> Result<(String, TaskSize), Unrunnable> {
-        let found = self.runtimes.of(function).await.map_err(Unrunnable::Retry)?;
+        let found = self
+            .functions
+            .facts(function)
+            .await
+            .map_err(|e| Unrunnable::Retry(e.into()))?;
         let task_definition = match (&found.image, &found.runtime) {
             (Some(image), _) => self
                 .images

@@ -22,8 +22,8 @@ use aws_sdk_ecs::types::{
 };
 use immortal_handler_sdk::aws::CallFailed;
 use immortal_handler_sdk::container::{
-    CACHE_DIR_VAR, FUNCTION_LOGS_VAR, FUNCTION_ROLE_VAR, IMAGE_RUNNER_DIR, IMAGE_RUNTIME_VAR, OPT_DIR_VAR, OWN_TMP_VAR,
-    RUNNER_USER, RUNTIME_DIR_VAR, SANDBOX_VAR, TASK_ROOT_VAR,
+    CACHE_DIR_VAR, FUNCTION_LOGS_VAR, FUNCTION_ROLE_VAR, IMAGE_RUNNER_DIR, IMAGE_RUNTIME_VAR, LAYERS_ROOT, OPT_DIR_VAR,
+    OWN_TMP_VAR, RUNNER_USER, RUNTIME_DIR_VAR, SANDBOX_VAR, TASK_ROOT, TASK_ROOT_VAR,
 };
 use sha2::Digest;
 
@@ -38,7 +38,10 @@ pub const RUNNER_VOLUME: &str = "immortal-runner";
 /// What the init container runs (as root, in the runner image): the runner, and the
 /// sandbox helper with its setuid bit and owner, then a code cache the runner alone
 /// may open.
-pub const INIT_SCRIPT: &str = "set -e; cp -p /usr/local/bin/runner /usr/local/bin/immortal-sandbox /immortal/; mkdir -p /immortal/cache; chown 10001:10001 /immortal/cache; chmod 0700 /immortal/cache";
+pub fn init_script() -> String {
+    let dir = IMAGE_RUNNER_DIR;
+    format!("set -e; cp -p /usr/local/bin/runner /usr/local/bin/immortal-sandbox {dir}/; mkdir -p {dir}/cache; chown {RUNNER_USER} {dir}/cache; chmod 0700 {dir}/cache")
+}
 
 /// Why no task definition can run an image function.
 #[derive(Debug)]
@@ -228,7 +231,7 @@ pub fn containers(runner: &ContainerDefinition, image: &str) -> (ContainerDefini
         .user("0")
         .entry_point("/bin/sh")
         .entry_point("-c")
-        .command(INIT_SCRIPT)
+        .command(init_script())
         .mount_points(mount(false))
         // A soft limit, within any task size: it only copies two files.
         .memory_reservation(INIT_MEMORY_MB)
@@ -264,8 +267,8 @@ fn image_settings() -> Vec<(&'static str, Option<String>)> {
     vec![
         (CACHE_DIR_VAR, Some(format!("{IMAGE_RUNNER_DIR}/cache"))),
         (SANDBOX_VAR, Some(format!("{IMAGE_RUNNER_DIR}/immortal-sandbox"))),
-        (TASK_ROOT_VAR, Some("/var/task".to_owned())),
-        (OPT_DIR_VAR, Some("/opt".to_owned())),
+        (TASK_ROOT_VAR, Some(TASK_ROOT.to_owned())),
+        (OPT_DIR_VAR, Some(LAYERS_ROOT.to_owned())),
         (OWN_TMP_VAR, Some("true".to_owned())),
         (FUNCTION_ROLE_VAR, Some("assume".to_owned())),
         (FUNCTION_LOGS_VAR, Some("cloudwatch".to_owned())),
@@ -351,6 +354,6 @@ mod tests {
             !env.contains_key(IMAGE_RUNTIME_VAR),
             "the function's image is its runtime"
         );
-        assert!(INIT_SCRIPT.contains(IMAGE_RUNNER_DIR) && INIT_SCRIPT.contains(RUNNER_USER));
+        assert!(init_script().contains("chown 10001:10001 /immortal/cache"));
     }
 }

@@ -141,16 +141,31 @@ impl Forwarder {
         outcome
     }
 
-    pub(crate) async fn reconcile_entry(
+    async fn reconcile_entry(
         &self,
         request_id: &str,
         attempt: u32,
         task: Option<&str>,
         reason: &str,
     ) -> Result<Reconciled, ForwardError> {
-        let Some(mut held) = self.ledger.read(request_id).await? else {
+        let Some(held) = self.ledger.read(request_id).await? else {
             return Ok(nothing(format!("{request_id} has no ledger entry")));
         };
+        self.reconcile_held(held, attempt, task, reason).await
+    }
+
+    /// Acts on the entry as read (`held`) for the end of `attempt` (in `task`, when
+    /// known): relaunched, reported, or nothing when the entry moved on. A write that
+    /// finds it changed since is a conflict: the caller tries again later.
+    pub(crate) async fn reconcile_held(
+        &self,
+        mut held: Versioned,
+        attempt: u32,
+        task: Option<&str>,
+        reason: &str,
+    ) -> Result<Reconciled, ForwardError> {
+        let request_id = held.entry.request_id.clone();
+        let request_id = request_id.as_str();
         let entry = &held.entry;
         if entry.state.ended() {
             return Ok(nothing(format!("{request_id} ended ({:?})", entry.state)));

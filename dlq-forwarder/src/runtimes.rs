@@ -1,15 +1,9 @@
-//! Which of the runner's task definitions runs a function, and how large: its runtime,
-//! architecture and memory (GetFunction, remembered for a minute), matched
+//! Which of the runner's task definitions runs a function: its runtime and architecture
+//! (from `overflow::functions`), matched
 //! against `IMMORTAL_TASK_DEFINITIONS`. A Python function needs the runner image built on
 //! AWS's Python image; launching it anywhere else would only fail in the container.
 
-use std::sync::Arc;
-
 use immortal_handler_sdk::container::{TASK_DEFINITIONS_VAR, TASK_DEFINITION_VAR};
-use immortal_handler_sdk::FunctionRef;
-use immortal_overflow::functions::Functions;
-
-use crate::error::ForwardError;
 
 /// The task definition per runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,47 +98,6 @@ impl TaskDefinitions {
         format!(
             "no runner task definition runs {runtime} on {architecture}: add {runtime}={{TASK_DEFINITION}} (built on AWS's base image for {runtime}) to {TASK_DEFINITIONS_VAR}, or a catch-all *={{TASK_DEFINITION}}; {TASK_DEFINITION_VAR} serves custom runtimes (provided.*) only"
         )
-    }
-}
-
-/// What the forwarder needs of a function's configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FunctionRuntime {
-    /// `python3.12`...; `None` for container-image functions.
-    pub runtime: Option<String>,
-    /// `x86_64` or `arm64`.
-    pub architecture: String,
-    /// `MemorySize`.
-    pub memory_mb: u32,
-    /// `VpcConfig`'s subnets, when it runs in a VPC.
-    pub subnets: Vec<String>,
-    /// A container-image function's image, by digest when Lambda resolved one
-    /// (GetFunction's `Code.ResolvedImageUri`).
-    pub image: Option<String>,
-}
-
-/// Looks functions' runtimes up, in the facts the triage reads too (one GetFunction a
-/// minute per function).
-pub struct FunctionRuntimes {
-    functions: Arc<Functions>,
-}
-
-impl FunctionRuntimes {
-    /// A lookup in `functions`.
-    pub fn new(functions: Arc<Functions>) -> Self {
-        FunctionRuntimes { functions }
-    }
-
-    /// The runtime of `function` (its qualified version, when the reference has one).
-    pub async fn of(&self, function: &FunctionRef) -> Result<FunctionRuntime, ForwardError> {
-        let facts = self.functions.facts(function).await?;
-        Ok(FunctionRuntime {
-            runtime: facts.runtime.clone(),
-            architecture: facts.architecture.clone(),
-            memory_mb: facts.memory_mb,
-            subnets: facts.subnets.clone(),
-            image: facts.image.clone(),
-        })
     }
 }
 

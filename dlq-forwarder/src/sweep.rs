@@ -55,8 +55,7 @@ enum Action {
     /// The attempt's task stopped or is gone, or its runner stopped renewing its lease
     /// (or recorded an interruption), with no task to ask about: why.
     Stopped {
-        request_id: String,
-        attempt: u32,
+        held: Versioned,
         task: Option<String>,
         reason: String,
     },
@@ -135,29 +134,26 @@ impl Forwarder {
                 }
                 Ok(Some(held)) => match (held.entry.state, held.entry.task.clone()) {
                     (State::Launching, _) => actions.push(Action::Resume(held)),
-                    (State::Running | State::Interrupted, Some(task)) => {
-                        watched.push((held.entry.request_id.clone(), held.entry.attempt, task))
-                    }
-                    (state, None) => actions.extend(unwatched(state, &held)),
+                    (State::Running | State::Interrupted, Some(task)) => watched.push((held, task)),
+                    (state, None) => actions.extend(unwatched(state, held)),
                     _ => {}
                 },
             }
         }
         if !watched.is_empty() {
-            let tasks: Vec<String> = watched.iter().map(|(_, _, task)| task.clone()).collect();
+            let tasks: Vec<String> = watched.iter().map(|(_, task)| task.clone()).collect();
             match self.stopped_tasks(&tasks).await {
-                Ok(stopped) => actions.extend(watched.into_iter().filter_map(|(request_id, attempt, task)| {
+                Ok(stopped) => actions.extend(watched.into_iter().filter_map(|(held, task)| {
                     let reason = stopped.get(&task)?.clone();
                     Some(Action::Stopped {
-                        request_id,
-                        attempt,
+                        held,
                         task: Some(task),
                         reason,
                     })
                 })),
                 Err(e) => {
-                    for (request_id, ..) in &watched {
-                        failed(swept, request_id, &e);
+                    for (held, _) in &watched {
+                        failed(swept, &held.entry.request_id, &e);
                     }
                 }
             }
@@ -185,15 +181,10 @@ impl Forwarder {
                 let request_id = held.entry.request_id.clone();
                 (request_id, self.resume_launch(&mut held).await)
             }
-            Action::Stopped {
-                request_id,
-                attempt,
-                task,
-                reason,
-            } => {
-                let result = self
-                    .reconcile_entry(&request_id, attempt, task.as_deref(), &reason)
-                    .await;
+            Action::Stopped { held, task, reason } => {
+                // The entry as this sweep read it: a write over a newer one conflicts.
+                let (request_id, attempt) = (held.entry.request_id.clone(), held.entry.attempt);
+                let result = self.reconcile_held(held, attempt, task.as_deref(), &reason).await;
                 (request_id, result.map(Some))
             }
         }
@@ -250,7 +241,7 @@ impl Forwarder {
 /// runner marked interrupted is relaunched; one whose runner stopped renewing its lease
 /// (the worker is gone) too. (A lease of 0 was never taken: an entry of an earlier
 /// version, left to its events.)
-fn unwatched(state: State, held: &Versioned) -> Option<Action> {
+fn unwatched(state: State, held: Versioned) -> Option<Action> {
     let entry = &held.entry;
     let reason = match state {
         State::Interrupted => "the attempt was interrupted (recorded by its runner; it had no task)".to_owned(),
@@ -261,8 +252,7 @@ fn unwatched(state: State, held: &Versioned) -> Option<Action> {
         _ => return None,
     };
     Some(Action::Stopped {
-        request_id: entry.request_id.clone(),
-        attempt: entry.attempt,
+        held,
         task: None,
         reason,
     })

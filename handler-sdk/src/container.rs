@@ -122,6 +122,11 @@ pub const IMAGE_RUNTIME_VAR: &str = "IMMORTAL_IMAGE_RUNTIME";
 /// Where the function's code appears (`/var/task` in the image): a folder the runner
 /// owns and fills with the function's code before each run.
 pub const TASK_ROOT_VAR: &str = "IMMORTAL_TASK_ROOT";
+/// Where Lambda shows a function its code (`LAMBDA_TASK_ROOT`), in AWS's base images
+/// and in the runner's images alike.
+pub const TASK_ROOT: &str = "/var/task";
+/// Where Lambda shows a function its layers, and an image holds its extensions.
+pub const LAYERS_ROOT: &str = "/opt";
 /// Where the task of a container-image function mounts the runner and its sandbox
 /// helper (copied there by the runner image's init container) inside the function's
 /// own image.

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aws_sdk_lambda::types::{FunctionCodeLocation, FunctionConfiguration};
 use immortal_handler_sdk::aws::CallFailed;
 use immortal_handler_sdk::container::RELAUNCH_TAG;
 use immortal_handler_sdk::function_ref::DEFAULT_MEMORY_MB;
@@ -42,6 +43,27 @@ impl FunctionFacts {
     pub fn relaunch(&self) -> Option<Result<RelaunchPolicy, UnknownClass>> {
         self.tags.get(RELAUNCH_TAG).map(|value| RelaunchPolicy::parse(value))
     }
+}
+
+/// A function's architecture as Lambda names it (`x86_64` when it says none).
+pub fn architecture_of(config: &FunctionConfiguration) -> String {
+    config
+        .architectures
+        .as_ref()
+        .and_then(|a| a.first().map(|a| a.as_str().to_owned()))
+        .unwrap_or_else(|| "x86_64".to_owned())
+}
+
+/// A container-image function's image: by digest when Lambda resolved one
+/// (`ResolvedImageUri`), else as deployed (`ImageUri`); `None` for a zip function.
+pub fn image_of(config: &FunctionConfiguration, code: &FunctionCodeLocation) -> Option<String> {
+    if config.package_type.as_ref().map(|p| p.as_str()) != Some("Image") {
+        return None;
+    }
+    code.resolved_image_uri
+        .clone()
+        .filter(|uri| uri.contains("@sha256:"))
+        .or_else(|| code.image_uri.clone())
 }
 
 /// Looks functions up, remembering each for a minute.
@@ -93,22 +115,13 @@ impl Functions {
             })?;
         let config = out
             .configuration
-            .unwrap_or_else(|| aws_sdk_lambda::types::FunctionConfiguration::builder().build());
-        let image = match config.package_type.as_ref().map(|p| p.as_str()) {
-            Some("Image") => out.code.and_then(|code| {
-                code.resolved_image_uri
-                    .filter(|uri| uri.contains("@sha256:"))
-                    .or(code.image_uri)
-            }),
-            _ => None,
-        };
+            .unwrap_or_else(|| FunctionConfiguration::builder().build());
+        let image = out.code.as_ref().and_then(|code| image_of(&config, code));
+        let architecture = architecture_of(&config);
         let facts = Arc::new(FunctionFacts {
             role: config.role,
             runtime: config.runtime.map(|r| r.as_str().to_owned()),
-            architecture: config
-                .architectures
-                .and_then(|a| a.first().map(|a| a.as_str().to_owned()))
-                .unwrap_or_else(|| "x86_64".to_owned()),
+            architecture,
             memory_mb: config
                 .memory_size
                 .and_then(|m| u32::try_from(m).ok())

@@ -78,6 +78,28 @@ impl Cluster {
         ]
     }
 
+    /// The forwarder, as Lambda runs it, on `messages` of `queue` with this cluster's
+    /// settings and `extra`; asserts that every message may leave the queue.
+    pub async fn forward_all(
+        &self,
+        queue: &crate::queue::Queue,
+        messages: &[aws_sdk_sqs::types::Message],
+        extra: &[(&'static str, String)],
+    ) -> crate::runner::Ran {
+        let cmd = crate::runner::RunnerCmd::lambda("dlq-forwarder", &queue.lambda_event(messages).to_string())
+            .envs(crate::emulator::Emulator::shared().env())
+            .envs(self.forwarder_env())
+            .envs(extra.iter().cloned());
+        let ran = tokio::task::spawn_blocking(move || cmd.run()).await.unwrap();
+        assert_eq!(
+            ran.json(),
+            serde_json::json!({"batchItemFailures": []}),
+            "{}",
+            ran.stderr
+        );
+        ran
+    }
+
     /// The envelope `task` was started with, read from the payload bucket.
     pub async fn task_envelope(&self, task: &Task) -> serde_json::Value {
         let env = task_env(task);

@@ -14,7 +14,7 @@ use immortal_tests::emulator::Emulator;
 use immortal_tests::image_user::assert_function_user;
 use immortal_tests::lambda::{context_for, deploy, deploy_as, deploy_with_role, uuid_like};
 use immortal_tests::queue::{timeout_record, Queue, EMULATOR_SENDER};
-use immortal_tests::runner::{fixture, Ran, RunnerCmd};
+use immortal_tests::runner::{fixture, Ran};
 use immortal_tests::zips::{bootstrap_zip_bytes, folder_zip};
 use serde_json::{json, Value};
 
@@ -47,11 +47,7 @@ async fn relaunched(cluster: &Cluster, name: &str, event: &Value, request_id: &s
         .await;
     let messages = dlq.receive(10, 2).await;
     assert_eq!(messages.len(), 1);
-    let forwarder = RunnerCmd::lambda("dlq-forwarder", &dlq.lambda_event(&messages).to_string())
-        .envs(Emulator::shared().env())
-        .envs(cluster.forwarder_env());
-    let ran = tokio::task::spawn_blocking(move || forwarder.run()).await.unwrap();
-    assert_eq!(ran.json(), json!({"batchItemFailures": []}), "{}", ran.stderr);
+    cluster.forward_all(&dlq, &messages, &[]).await;
     let tasks = cluster.tasks().await;
     assert_eq!(tasks.len(), 1, "one task");
     task_env(&tasks[0]).into_iter().collect()
@@ -64,6 +60,18 @@ fn task_container(image: Image, cluster: &Cluster, overrides: Vec<(String, Strin
         .envs(Emulator::shared().env())
         .env("IMMORTAL_PAYLOAD_BUCKET", &cluster.payload_bucket)
         .envs(overrides)
+}
+
+/// A drain worker of the custom-runtime image on `queue`, its outcomes to `outcomes`,
+/// done after 3 idle seconds.
+fn drain_worker(queue: &Queue, outcomes: &Queue) -> Container {
+    Container::new(Image::Provided)
+        .envs(Emulator::shared().env())
+        .env("IMMORTAL_FUNCTION_LOGS", "stderr")
+        .env("IMMORTAL_QUEUE_URL", &queue.url)
+        .env("IMMORTAL_ON_SUCCESS", &outcomes.url)
+        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
+        .env("IMMORTAL_IDLE_TIMEOUT", "3")
 }
 
 /// The function's own log lines in CloudWatch Logs.
@@ -229,14 +237,7 @@ async fn a_drain_worker_in_the_image_runs_two_functions_one_after_the_other() {
         let record = timeout_record(request_id, function, &json!({"for": request_id}));
         queue.send(&record).await;
     }
-    let ran = run(Container::new(Image::Provided)
-        .envs(Emulator::shared().env())
-        .env("IMMORTAL_FUNCTION_LOGS", "stderr")
-        .env("IMMORTAL_QUEUE_URL", &queue.url)
-        .env("IMMORTAL_ON_SUCCESS", &outcomes.url)
-        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
-        .env("IMMORTAL_IDLE_TIMEOUT", "3"))
-    .await;
+    let ran = run(drain_worker(&queue, &outcomes)).await;
     ran.expect_code(0);
     assert!(ran.stderr.contains("drain worker done"), "{}", ran.stderr);
     let mut by_request = std::collections::BTreeMap::new();
@@ -283,14 +284,7 @@ async fn in_the_image_a_function_finds_nothing_its_predecessor_left_and_no_other
         .await;
     let look = json!({"look_for": marker, "read_path": "/var/cache/immortal/code", "rewrite": "bootstrap"});
     queue.send(&timeout_record("req-look", &looking.arn, &look)).await;
-    let ran = run(Container::new(Image::Provided)
-        .envs(Emulator::shared().env())
-        .env("IMMORTAL_FUNCTION_LOGS", "stderr")
-        .env("IMMORTAL_QUEUE_URL", &queue.url)
-        .env("IMMORTAL_ON_SUCCESS", &outcomes.url)
-        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
-        .env("IMMORTAL_IDLE_TIMEOUT", "3"))
-    .await;
+    let ran = run(drain_worker(&queue, &outcomes)).await;
     ran.expect_code(0);
     let mut by_request = std::collections::BTreeMap::new();
     for record in outcomes.take_all().await {

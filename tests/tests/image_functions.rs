@@ -70,11 +70,7 @@ async fn an_image_function_overflows_into_a_task_of_its_own_image_with_the_runne
     }
     let messages = queue.receive(10, 2).await;
     assert_eq!(messages.len(), 2);
-    let forwarder = RunnerCmd::lambda("dlq-forwarder", &queue.lambda_event(&messages).to_string())
-        .envs(Emulator::shared().env())
-        .envs(cluster.forwarder_env());
-    let ran = run(forwarder).await;
-    assert_eq!(ran.json(), json!({"batchItemFailures": []}), "{}", ran.stderr);
+    cluster.forward_all(&queue, &messages, &[]).await;
 
     let tasks = cluster.tasks().await;
     assert_eq!(tasks.len(), 2, "one task per invocation");
@@ -360,16 +356,7 @@ async fn a_drain_worker_hands_an_image_functions_record_to_a_task_of_its_own_ima
     )
     .await;
     let (hand_off, messages) = drained_to_hand_off(&queue, "req-img-hand").await;
-    let forwarder = RunnerCmd::lambda("dlq-forwarder", &hand_off.lambda_event(&messages).to_string())
-        .envs(Emulator::shared().env())
-        .envs(cluster.forwarder_env());
-    let forwarded = run(forwarder).await;
-    assert_eq!(
-        forwarded.json(),
-        json!({"batchItemFailures": []}),
-        "{}",
-        forwarded.stderr
-    );
+    cluster.forward_all(&hand_off, &messages, &[]).await;
     let tasks = cluster.tasks().await;
     assert_eq!(tasks.len(), 1, "one task");
     assert!(

@@ -380,20 +380,11 @@ async fn a_drain_worker_hands_a_record_its_image_cannot_run_to_a_task_of_the_rig
         .unwrap()
         .to_owned();
     assert!(named.ends_with(&format!(":function:{}", setup.function)), "{named}");
-    let cmd = RunnerCmd::lambda("dlq-forwarder", &hand_off.lambda_event(&messages).to_string())
-        .envs(Emulator::shared().env())
-        .envs(setup.cluster.forwarder_env())
-        .env(
-            "IMMORTAL_TASK_DEFINITIONS",
-            format!("python3.12={}", setup.python_task_definition),
-        );
-    let forwarded = run(cmd).await;
-    assert_eq!(
-        forwarded.json(),
-        json!({"batchItemFailures": []}),
-        "{}",
-        forwarded.stderr
-    );
+    let definitions = format!("python3.12={}", setup.python_task_definition);
+    setup
+        .cluster
+        .forward_all(&hand_off, &messages, &[("IMMORTAL_TASK_DEFINITIONS", definitions)])
+        .await;
     let tasks = setup.cluster.tasks().await;
     assert_eq!(tasks.len(), 1, "one task");
     assert!(

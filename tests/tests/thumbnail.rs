@@ -285,16 +285,7 @@ async fn an_early_hand_off_in_lambda_is_relaunched_by_the_forwarder_and_finishes
     let queue = Queue::create(&sdk, &format!("failures-{id}"), &[], &[]).await;
     queue.send(&record.to_string()).await;
     let messages = queue.receive(10, 1).await;
-    let cmd = RunnerCmd::lambda("dlq-forwarder", &queue.lambda_event(&messages).to_string())
-        .envs(emulator.env())
-        .envs(cluster.forwarder_env());
-    let forwarded = run(cmd).await;
-    assert_eq!(
-        forwarded.json(),
-        json!({"batchItemFailures": []}),
-        "{}",
-        forwarded.stderr
-    );
+    cluster.forward_all(&queue, &messages, &[]).await;
     let tasks = cluster.tasks().await;
     assert_eq!(tasks.len(), 1);
     let context = cluster.task_envelope(&tasks[0]).await["context"].clone();

@@ -8,6 +8,8 @@ use immortal_handler_sdk::arn::Arn;
 use immortal_handler_sdk::aws::describe_error;
 use immortal_handler_sdk::function_ref::{FunctionRef, LATEST};
 
+use immortal_overflow::functions::{architecture_of, image_of};
+
 use crate::code::image::{ImageConfig, ImageFunction};
 use crate::code::runtime::Runtime;
 use crate::emulator::invocation::FunctionFacts;
@@ -125,16 +127,14 @@ pub(crate) async fn get_function(
         memory_mb: config.memory_size.and_then(|m| u32::try_from(m).ok()),
         log_group: config.logging_config.as_ref().and_then(|l| l.log_group.clone()),
     };
+    let architecture = architecture_of(&config);
     Ok(FunctionSpec {
         facts,
         handler: config.handler,
         runtime: config.runtime.map(|r| Runtime::new(r.as_str())),
         logging: config.logging_config.map(log_settings).unwrap_or_default(),
         timeout_s: config.timeout,
-        architecture: config
-            .architectures
-            .and_then(|a| a.first().map(|a| a.as_str().to_owned()))
-            .unwrap_or_else(|| "x86_64".to_owned()),
+        architecture,
         env: config
             .environment
             .and_then(|e| e.variables)
@@ -160,10 +160,7 @@ fn package(
     config: &aws_sdk_lambda::types::FunctionConfiguration,
 ) -> Result<Package, RunnerError> {
     if config.package_type.as_ref().map(|p| p.as_str()) == Some("Image") {
-        let uri = code
-            .resolved_image_uri
-            .filter(|uri| uri.contains("@sha256:"))
-            .or(code.image_uri)
+        let uri = image_of(config, &code)
             .ok_or_else(|| RunnerError::Function(format!("GetFunction({label}) returned no Code.ImageUri")))?;
         let image_config = config
             .image_config_response

@@ -19,10 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::CodeError;
 
-/// `LAMBDA_TASK_ROOT` of an image function: where AWS's base images put the code.
-pub(crate) const TASK_ROOT: &str = "/var/task";
-/// Where an image holds its extensions (`/opt/extensions`), as Lambda looks for them.
-pub(crate) const LAYERS_ROOT: &str = "/opt";
+pub(crate) use immortal_handler_sdk::container::{LAYERS_ROOT, TASK_ROOT};
 /// The working directory when neither the function nor the image names one (Docker's).
 const DEFAULT_WORKING_DIR: &str = "/";
 /// An image configuration is a few kilobytes; more is not one.
@@ -144,7 +141,7 @@ impl ImageStart {
             vec![self.working_dir.join(first)]
         } else {
             path_var
-                .unwrap_or("/usr/local/bin:/usr/bin:/bin")
+                .unwrap_or(crate::emulator::bootstrap::LAMBDA_PATH)
                 .split(':')
                 .filter(|d| !d.is_empty())
                 .map(|d| Path::new(d).join(first))

@@ -254,7 +254,7 @@ const LOG_FORMAT: &str = "AWS_LAMBDA_LOG_FORMAT";
 const LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
 
 /// Lambda's default PATH for `provided` runtimes, used when the runner has none.
-const LAMBDA_PATH: &str = "/usr/local/bin:/usr/bin/:/bin";
+pub(crate) const LAMBDA_PATH: &str = "/usr/local/bin:/usr/bin/:/bin";
 
 /// The bootstrap's environment: what passes through of the runner's own, then the
 /// function's variables, then Lambda's reserved ones, which a function cannot override
