@@ -659,6 +659,24 @@ mod tests {
         ] {
             assert!(!Passthrough::Region.passes(name), "{name}");
         }
+        // An image function gets its image's ENV, never what ECS or the runner add.
+        for name in ["PATH", "LD_LIBRARY_PATH", "LAMBDA_RUNTIME_DIR", "MODEL_DIR", "HOME", "AWS_REGION"] {
+            assert!(Passthrough::Image.passes(name), "{name}");
+        }
+        for name in [
+            container::EVENT_VAR,
+            container::ENVELOPE_URL_VAR,
+            container::PAYLOAD_BUCKET_VAR,
+            container::SANDBOX_VAR,
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SESSION_TOKEN",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            "ECS_CONTAINER_METADATA_URI_V4",
+            "AWS_EXECUTION_ENV",
+        ] {
+            assert!(!Passthrough::Image.passes(name), "{name}");
+        }
     }
 
     fn layout(dir: &Path) -> CodeLayout {
