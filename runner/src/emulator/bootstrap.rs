@@ -660,7 +660,14 @@ mod tests {
             assert!(!Passthrough::Region.passes(name), "{name}");
         }
         // An image function gets its image's ENV, never what ECS or the runner add.
-        for name in ["PATH", "LD_LIBRARY_PATH", "LAMBDA_RUNTIME_DIR", "MODEL_DIR", "HOME", "AWS_REGION"] {
+        for name in [
+            "PATH",
+            "LD_LIBRARY_PATH",
+            "LAMBDA_RUNTIME_DIR",
+            "MODEL_DIR",
+            "HOME",
+            "AWS_REGION",
+        ] {
             assert!(Passthrough::Image.passes(name), "{name}");
         }
         for name in [
