@@ -1,9 +1,10 @@
 //! The forwarder's settings, read from the environment and validated once, at init.
 
 use immortal_handler_sdk::container::{
-    ASSIGN_PUBLIC_IP_VAR, CAPACITY_PROVIDERS_VAR, CLUSTER_VAR, CONTAINER_NAME_VAR, DRAIN_QUEUE_URL_VAR, MAX_MEMORY_VAR,
-    MAX_WORKERS_VAR, MESSAGES_PER_WORKER_VAR, MIN_MEMORY_VAR, MODE_VAR, ON_DEMAND_FALLBACK_VAR, SECURITY_GROUPS_VAR,
-    STARTED_BY_VAR, SUBNETS_VAR, TASK_DEFINITIONS_VAR, TASK_DEFINITION_VAR,
+    ASSIGN_PUBLIC_IP_VAR, CAPACITY_PROVIDERS_VAR, CLUSTER_VAR, CONTAINER_NAME_VAR, DRAIN_ATTACHED_VAR,
+    DRAIN_QUEUE_URL_VAR, MAX_MEMORY_VAR, MAX_WORKERS_VAR, MESSAGES_PER_WORKER_VAR, MIN_MEMORY_VAR, MODE_VAR,
+    ON_DEMAND_FALLBACK_VAR, SECURITY_GROUPS_VAR, STARTED_BY_VAR, SUBNETS_VAR, TASK_DEFINITIONS_VAR,
+    TASK_DEFINITION_VAR,
 };
 use immortal_handler_sdk::container::{MAX_ATTEMPTS_VAR, PAYLOAD_BUCKET_VAR};
 use immortal_overflow::settings::invalid;
@@ -43,6 +44,9 @@ pub struct DrainSettings {
     pub max_workers: u64,
     /// `IMMORTAL_MESSAGES_PER_WORKER` (default 10): queue depth one worker is started for.
     pub messages_per_worker: u64,
+    /// `IMMORTAL_DRAIN_ATTACHED` (default true): the attached functions' own dead-letter
+    /// queues (found by their tags) are counted and drained too.
+    pub attached: bool,
 }
 
 /// Everything the forwarder needs to start tasks.
@@ -126,6 +130,7 @@ impl Config {
                 )?,
                 max_workers: lookup.count(MAX_WORKERS_VAR, 10)?,
                 messages_per_worker: lookup.count(MESSAGES_PER_WORKER_VAR, 10)?,
+                attached: lookup.flag(DRAIN_ATTACHED_VAR, true)?,
             }),
         };
         let overflow = OverflowSettings::read(lookup)?;
@@ -268,6 +273,12 @@ pub(crate) mod tests {
         };
         assert_eq!((drain.max_workers, drain.messages_per_worker), (3, 10));
         assert_eq!(drain.queue_urls.len(), 2, "every overflow queue");
+        assert!(drain.attached, "attached dead-letter queues are drained by default");
+        vars.insert(DRAIN_ATTACHED_VAR, "false");
+        let Mode::Drain(drain) = load(&vars).unwrap().mode else {
+            panic!("drain mode")
+        };
+        assert!(!drain.attached);
         vars.insert(MAX_WORKERS_VAR, "0");
         assert!(load(&vars).is_err());
     }

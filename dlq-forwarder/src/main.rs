@@ -9,6 +9,7 @@ use immortal_dlq_forwarder::reconcile::{Reconciled, StoppedTask};
 use immortal_dlq_forwarder::scale;
 use immortal_handler_sdk::record::SqsBatch;
 use immortal_handler_sdk::{aws, init_error, logging};
+use immortal_overflow::attached_queues::AttachedQueues;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 
@@ -26,7 +27,8 @@ async fn main() -> Result<(), Error> {
     let sdk = aws::load().await;
     let (ecs, sqs) = (aws_sdk_ecs::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk));
     let forwarder = Forwarder::new(config.clone(), &sdk);
-    let (config, forwarder, ecs, sqs) = (&config, &forwarder, &ecs, &sqs);
+    let attached = AttachedQueues::new(sqs.clone());
+    let (config, forwarder, ecs, sqs, attached) = (&config, &forwarder, &ecs, &sqs, &attached);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let (payload, context) = event.into_parts();
         if payload.get("Records").is_some() {
@@ -50,7 +52,7 @@ async fn main() -> Result<(), Error> {
                 Mode::Drain(drain) => {
                     // A schedule event's id makes a retried tick's RunTask calls idempotent.
                     let seed = payload["id"].as_str().unwrap_or(&context.request_id).to_owned();
-                    Ok(json!({"tick": scale::tick(ecs, sqs, config, drain, &seed).await?}))
+                    Ok(json!({"tick": scale::tick((ecs, sqs), config, drain, attached, &seed).await?}))
                 }
             };
         }

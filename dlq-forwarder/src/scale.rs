@@ -1,10 +1,13 @@
 //! The scaling mode (`IMMORTAL_MODE=drain`): on a schedule, start just enough drain
 //! workers (`runner drain`) for the overflow queues' depth, counting the ones already
-//! running. Each worker drains every queue.
+//! running. Each worker drains every queue: the configured ones and (unless
+//! `IMMORTAL_DRAIN_ATTACHED=false`) the attached functions' own dead-letter queues,
+//! which it finds by their tags as the scaler does.
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use immortal_handler_sdk::aws::CallFailed;
-use immortal_handler_sdk::container::QUEUE_URL_VAR;
+use immortal_handler_sdk::container::{DRAIN_ATTACHED_VAR, QUEUE_URL_VAR};
+use immortal_overflow::attached_queues::{with_attached, AttachedQueues};
 
 use crate::config::{Config, DrainSettings};
 use crate::error::ForwardError;
@@ -28,6 +31,8 @@ pub fn workers_to_start(depth: u64, running: u64, max_workers: u64, per_worker: 
 /// What one tick did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Tick {
+    /// The queues counted: the configured ones, then the attached ones.
+    pub queues: Vec<String>,
     /// Visible plus in-flight messages, over every queue.
     pub depth: u64,
     /// Workers already running (or starting).
@@ -39,16 +44,20 @@ pub struct Tick {
 }
 
 /// One scheduled tick. `seed` (the schedule event's id) makes the RunTask calls of a
-/// retried tick idempotent.
+/// retried tick idempotent; `attached` finds the attached functions' own queues.
 pub async fn tick(
-    ecs: &aws_sdk_ecs::Client,
-    sqs: &aws_sdk_sqs::Client,
+    (ecs, sqs): (&aws_sdk_ecs::Client, &aws_sdk_sqs::Client),
     config: &Config,
     drain: &DrainSettings,
+    attached: &AttachedQueues,
     seed: &str,
 ) -> Result<Tick, ForwardError> {
+    let queues = match drain.attached {
+        true => with_attached(&drain.queue_urls, attached.list().await?),
+        false => drain.queue_urls.clone(),
+    };
     let mut depth = 0;
-    for queue_url in &drain.queue_urls {
+    for queue_url in &queues {
         let attributes = sqs
             .get_queue_attributes()
             .queue_url(queue_url)
@@ -92,8 +101,12 @@ pub async fn tick(
                 .max_memory
                 .map(|max| size::for_function(max, &config.size_limits)),
             task_definition: config.task_definitions.custom(),
-            // Every worker drains every queue.
-            environment: vec![(QUEUE_URL_VAR.to_owned(), drain.queue_urls.join(","))],
+            // Every worker drains every queue: the attached ones it finds itself (the
+            // list could outgrow ECS's 8 KiB of overrides).
+            environment: vec![
+                (QUEUE_URL_VAR.to_owned(), drain.queue_urls.join(",")),
+                (DRAIN_ATTACHED_VAR.to_owned(), drain.attached.to_string()),
+            ],
             token: launch::client_token(&format!("{seed}/{n}")),
             request_id: "drain-worker",
             function: "drain-worker",
@@ -107,12 +120,14 @@ pub async fn tick(
         }
     }
     let tick = Tick {
+        queues,
         depth,
         running,
         started: tasks.len() as u64,
         tasks,
     };
     tracing::info!(
+        queues = tick.queues.len(),
         depth = tick.depth,
         running = tick.running,
         started = tick.started,

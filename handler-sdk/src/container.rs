@@ -91,6 +91,9 @@ pub const DRAIN_QUEUE_URL_VAR: &str = "IMMORTAL_DRAIN_QUEUE_URL";
 pub const MAX_WORKERS_VAR: &str = "IMMORTAL_MAX_WORKERS";
 /// Drain mode: queued messages per worker.
 pub const MESSAGES_PER_WORKER_VAR: &str = "IMMORTAL_MESSAGES_PER_WORKER";
+/// Drain mode: whether the workers also drain every attached function's own dead-letter
+/// queue, found by its tags (default `true`; the scaler passes it on to the workers).
+pub const DRAIN_ATTACHED_VAR: &str = "IMMORTAL_DRAIN_ATTACHED";
 
 // ---- The runner's settings ----
 
@@ -149,6 +152,9 @@ pub const HANDOVER_AFTER_VAR: &str = "IMMORTAL_HANDOVER_AFTER";
 
 /// Queue tag naming the function whose dead-letter queue this is (name or ARN).
 pub const FUNCTION_TAG: &str = "immortal:function";
+/// `true` on what immortal may touch: attached functions, their roles, their
+/// dead-letter queues, their images' repositories (the stack's IAM is conditioned on it).
+pub const ENABLED_TAG: &str = "immortal:enabled";
 /// A function's own relaunch setting (`timeout+error`: tag values hold no commas), over
 /// `IMMORTAL_RELAUNCH`.
 pub const RELAUNCH_TAG: &str = "immortal:relaunch";

@@ -6,6 +6,7 @@
 //! - [`settings`]: the settings both read from the environment, validated once;
 //! - [`policy`]: the failure classes a record reports and which are relaunched;
 //! - [`queue_function`]: which function a dead-letter queue belongs to;
+//! - [`attached_queues`]: the attached functions' own dead-letter queues, found by tag;
 //! - [`functions`]: what an attached function is (one GetFunction, remembered);
 //! - [`sender`]: whether a record's sender may run the function it names;
 //! - [`triage`]: one message → run it, decline it, pass it on, or keep it queued;
@@ -18,6 +19,7 @@
 //! `immortal-handler-sdk`.
 #![deny(missing_docs)]
 
+pub mod attached_queues;
 pub mod carrier;
 pub mod functions;
 pub mod ledger;

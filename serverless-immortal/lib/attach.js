@@ -23,10 +23,15 @@ const EXPORTS = {
 const ENABLED_TAG = 'immortal:enabled';
 // A dead-letter queue's function (a DLQ message does not name it).
 const FUNCTION_TAG = 'immortal:function';
-// The function's own relaunch setting (see the README: not read by the forwarder yet).
+// The function's own relaunch setting, read by the forwarder and the drain workers.
 const RELAUNCH_TAG = 'immortal:relaunch';
 
 const imported = (stack, name) => ({ 'Fn::ImportValue': `${stack}-${name}` });
+
+// The overflow stack's mode switch, an SSM parameter (`true`: one task per message;
+// `false`: drain mode's workers read the queue), resolved when the service deploys.
+// Not an export: the overflow stack could not switch modes while a service imports it.
+const perMessageTasks = (stack) => `{{resolve:ssm:/immortal/${stack}/per-message-tasks}}`;
 
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 const list = (value) => (Array.isArray(value) ? value : [value]);
@@ -125,7 +130,8 @@ const deadLetterResources = ({ queueId, functionName, stack }) => ({
       FunctionName: imported(stack, EXPORTS.forwarder),
       BatchSize: 10,
       FunctionResponseTypes: ['ReportBatchItemFailures'],
-      Enabled: true,
+      // Off in drain mode: the drain workers read the queue (found by its tags).
+      Enabled: perMessageTasks(stack),
     },
   },
 });
@@ -149,6 +155,7 @@ module.exports = {
   FUNCTION_TAG,
   RELAUNCH_TAG,
   imported,
+  perMessageTasks,
   trustStatement,
   trust,
   tag,

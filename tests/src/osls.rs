@@ -308,7 +308,15 @@ pub struct Overflow {
     pub parking: Value,
     /// The forwarder (`ForwarderArn`).
     pub forwarder: Value,
+    /// A dead-letter queue's trigger on the forwarder, as enabled as the stack's mode says:
+    /// in the stack itself its `perMessageTasks` parameter (`true` when packaged with
+    /// the defaults); in an attached service, the SSM parameter the stack declares (not
+    /// an export: the stack must stay free to change it).
+    pub trigger_enabled: Value,
 }
+
+/// The mode parameter's name, under the stack's name.
+const MODE_PARAMETER: &str = "/immortal/{stack}/per-message-tasks";
 
 /// The exports an attached function may import, by name (after `<stack>-`).
 pub const EXPORTS: [&str; 5] = [
@@ -335,11 +343,19 @@ impl Overflow {
         for name in EXPORTS {
             export(name);
         }
+        let mode_parameter = MODE_PARAMETER.replace("{stack}", "${AWS::StackName}");
+        let declared = template["Resources"].as_object().unwrap().values().find(|r| {
+            r["Type"] == "AWS::SSM::Parameter" && r["Properties"]["Name"] == json!({"Fn::Sub": mode_parameter})
+        });
+        let declared = declared.unwrap_or_else(|| panic!("the stack declares the parameter {mode_parameter}"));
+        assert_eq!(declared["Properties"]["Type"], "String");
+        assert_eq!(declared["Properties"]["Value"], "true", "perMessageTasks by default");
         Overflow {
             queue: export("OverflowQueueArn"),
             runner_role: export("RunnerTaskRoleArn"),
             parking: export("ParkingQueueArn"),
             forwarder: export("ForwarderArn"),
+            trigger_enabled: json!(true),
         }
     }
 
@@ -351,6 +367,10 @@ impl Overflow {
             runner_role: import("RunnerTaskRoleArn"),
             parking: import("ParkingQueueArn"),
             forwarder: import("ForwarderArn"),
+            trigger_enabled: json!(format!(
+                "{{{{resolve:ssm:{}}}}}",
+                MODE_PARAMETER.replace("{stack}", stack)
+            )),
         }
     }
 }
@@ -407,9 +427,14 @@ impl Attachment {
                     && r["Properties"]["EventSourceArn"] == self.dead_letter
                     && r["Properties"]["FunctionName"] == overflow.forwarder
                     && r["Properties"]["FunctionResponseTypes"] == json!(["ReportBatchItemFailures"])
+                    // Off in drain mode, whose workers drain the queue.
+                    && r["Properties"]["Enabled"] == overflow.trigger_enabled
             })
             .count();
-        assert_eq!(triggers, 1, "{name}: its queue triggers the forwarder");
+        assert_eq!(
+            triggers, 1,
+            "{name}: its queue triggers the forwarder as the stack's mode says"
+        );
         self.assert_role(name, &self.dead_letter, &overflow.runner_role);
         queue_id.to_owned()
     }

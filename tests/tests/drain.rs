@@ -321,18 +321,9 @@ async fn drain_mode_over_both_overflow_queues_scales_on_their_depth_and_drains_b
         sent.insert(request_id);
     }
     let both = format!("{},{}", dlq.url, failures.url);
-    let tick = |event_id: &str| {
-        let event = json!({"version": "0", "id": event_id, "detail-type": "Scheduled Event", "source": "aws.events",
-                           "account": "123456789012", "time": "2026-11-22T10:00:00Z", "region": "us-east-1",
-                           "resources": ["arn:aws:events:us-east-1:123456789012:rule/immortal-scaler"], "detail": {}});
-        RunnerCmd::lambda("dlq-forwarder", &event.to_string())
-            .envs(Emulator::shared().env())
-            .envs(cluster.forwarder_env())
-            .env("IMMORTAL_MODE", "drain")
-            .env("IMMORTAL_DRAIN_QUEUE_URL", &both)
-            .env("IMMORTAL_MAX_WORKERS", "5")
-            .env("IMMORTAL_STARTED_BY", "immortal-drain")
-    };
+    // The configured queues only: the attached ones are the next test's (tests run at
+    // once, against one emulator).
+    let tick = |event_id: &str| scaler_tick(&cluster, &both, event_id).env("IMMORTAL_DRAIN_ATTACHED", "false");
     let first = tokio::task::spawn_blocking({
         let cmd = tick("tick-1");
         move || cmd.run()
@@ -355,6 +346,7 @@ async fn drain_mode_over_both_overflow_queues_scales_on_their_depth_and_drains_b
     for task in &tasks {
         assert_eq!(task.started_by(), Some("immortal-drain"));
         assert_eq!(task_env(task)["IMMORTAL_QUEUE_URL"], both, "every worker drains both");
+        assert_eq!(task_env(task)["IMMORTAL_DRAIN_ATTACHED"], "false");
     }
 
     // One of those workers, as its task runs it: both queues drained, each run once.
@@ -401,6 +393,111 @@ async fn drain_mode_over_both_overflow_queues_scales_on_their_depth_and_drains_b
         "{result}"
     );
     assert_eq!(cluster.tasks().await.len(), 5);
+}
+
+/// The scaler's scheduled tick, over the `configured` queues.
+fn scaler_tick(cluster: &Cluster, configured: &str, event_id: &str) -> RunnerCmd {
+    let event = json!({"version": "0", "id": event_id, "detail-type": "Scheduled Event", "source": "aws.events",
+                       "account": "123456789012", "time": "2026-11-22T10:00:00Z", "region": "us-east-1",
+                       "resources": ["arn:aws:events:us-east-1:123456789012:rule/immortal-scaler"], "detail": {}});
+    RunnerCmd::lambda("dlq-forwarder", &event.to_string())
+        .envs(Emulator::shared().env())
+        .envs(cluster.forwarder_env())
+        .env("IMMORTAL_MODE", "drain")
+        .env("IMMORTAL_DRAIN_QUEUE_URL", configured)
+        .env("IMMORTAL_MAX_WORKERS", "5")
+        .env("IMMORTAL_STARTED_BY", "immortal-drain")
+}
+
+/// serverless-immortal's `via: deadLetter` gives a function a dead-letter queue of its
+/// own, tagged with its name and `immortal:enabled=true` (`deadLetterResources` in
+/// serverless-immortal/lib/attach.js), which the stack's configuration does not list.
+#[tokio::test]
+async fn drain_mode_counts_and_drains_the_attached_functions_own_dead_letter_queues() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let cluster = Cluster::create(&sdk, &format!("attached-{id}")).await;
+    let name = format!("attached-{id}");
+    deploy(&sdk, &name, &bootstrap_zip_bytes(&fixture("echo")), &[]).await;
+    let configured = Queue::create(&sdk, &format!("attached-failures-{id}"), &[], &[]).await;
+    let own = Queue::create(
+        &sdk,
+        &format!("attached-dlq-{id}"),
+        &[("immortal:function", &name), ("immortal:enabled", "true")],
+        &[],
+    )
+    .await;
+    let mut sent = BTreeSet::new();
+    for n in 0..12 {
+        let request_id = format!("req-attached-{n}");
+        own.send_dead_letter(
+            &format!(r#"{{"n":{n}}}"#),
+            &request_id,
+            "Task timed out after 3.00 seconds",
+        )
+        .await;
+        sent.insert(request_id);
+    }
+
+    let ticked = tokio::task::spawn_blocking({
+        let cmd = scaler_tick(&cluster, &configured.url, "tick-attached");
+        move || cmd.run()
+    })
+    .await
+    .unwrap();
+    ticked.expect_code(0);
+    let result = &ticked.json()["tick"];
+    assert_eq!(
+        result["queues"],
+        json!([configured.url, own.url]),
+        "found by its tags: {result}"
+    );
+    assert_eq!(
+        (result["depth"].as_u64(), result["started"].as_u64()),
+        (Some(12), Some(2)),
+        "counted: {result}"
+    );
+    let tasks = cluster.tasks().await;
+    assert_eq!(tasks.len(), 2);
+    let env = task_env(&tasks[0]);
+    assert_eq!(
+        env["IMMORTAL_QUEUE_URL"], configured.url,
+        "the configured queues, named"
+    );
+    assert_eq!(
+        env["IMMORTAL_DRAIN_ATTACHED"], "true",
+        "the attached ones, found by the worker"
+    );
+
+    // One worker, as its task runs it: the function's own queue drained, each run once.
+    let outcomes = Queue::create(&sdk, &format!("attached-out-{id}"), &[], &[]).await;
+    let cache = tempfile::tempdir().unwrap();
+    let worker = RunnerCmd::new()
+        .cache(cache.path())
+        .envs(Emulator::shared().env())
+        .env("IMMORTAL_QUEUE_URL", &env["IMMORTAL_QUEUE_URL"])
+        .env("IMMORTAL_DRAIN_ATTACHED", &env["IMMORTAL_DRAIN_ATTACHED"])
+        .env("IMMORTAL_TRUSTED_SENDERS", EMULATOR_SENDER)
+        .env("IMMORTAL_ON_SUCCESS", &outcomes.url)
+        .args(["--idle-timeout", "3", "--concurrency", "4"])
+        .spawn();
+    let ran = wait(worker, Duration::from_secs(180)).await;
+    ran.expect_code(0);
+    assert_eq!(
+        log_count(
+            &ran.stderr,
+            "an attached function's dead-letter queue: draining it too",
+            "queue",
+            &own.url
+        ),
+        1,
+        "{}",
+        ran.stderr
+    );
+    let seen = outcomes_by_request(&outcomes).await;
+    assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), sent, "its queue drained");
+    assert!(seen.values().all(|n| *n == 1), "each run once: {seen:?}");
+    assert_eq!(own.depth().await, 0);
 }
 
 #[tokio::test]

@@ -140,8 +140,23 @@ pub(crate) struct InvokeArgs {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct DrainArgs {
     /// The overflow queues to drain (repeat the flag or separate with commas).
-    #[arg(long, value_name = "QUEUE_URL", env = container::QUEUE_URL_VAR, hide_env_values = true, value_delimiter = ',', required = true)]
+    #[arg(long, value_name = "QUEUE_URL", env = container::QUEUE_URL_VAR, hide_env_values = true, value_delimiter = ',', required_unless_present = "attached")]
     pub(crate) queue: Vec<String>,
+
+    /// Also drain every attached function's own dead-letter queue: each queue of the
+    /// account tagged immortal:function and immortal:enabled=true (serverless-immortal's
+    /// via: deadLetter), looked for at start and every five minutes.
+    #[arg(
+        long,
+        env = container::DRAIN_ATTACHED_VAR,
+        hide_env_values = true,
+        num_args = 0..=1,
+        value_name = "true|false",
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub(crate) attached: bool,
 
     /// Messages run at once: runs of one function version share the task; another
     /// function's message waits for them to end (its task root and layers differ).
@@ -440,6 +455,11 @@ mod tests {
         ));
         match chosen(&["drain", "--queue", "https://q/1,https://q/2", "--concurrency", "3"]) {
             Command::Drain(args) => assert_eq!((args.queue.len(), args.concurrency), (2, 3)),
+            other => panic!("{other:?}"),
+        }
+        // The attached queues alone: no --queue needed.
+        match chosen(&["drain", "--attached"]) {
+            Command::Drain(args) => assert!(args.attached && args.queue.is_empty()),
             other => panic!("{other:?}"),
         }
         assert!(matches!(

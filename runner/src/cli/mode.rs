@@ -93,6 +93,7 @@ fn drain(args: DrainArgs) -> Result<Mode, RunnerError> {
             ],
         )?,
         queue_urls: args.queue,
+        attached: args.attached,
         hand_off_queue: args.hand_off_queue,
         handover_after: Duration::from_secs_f64(args.handover_after),
         concurrency: args.concurrency.max(1),

@@ -1,6 +1,8 @@
 //! Drain-worker mode (`runner --queue URL[,URL...]`): long-poll the overflow queues and
 //! run each message exactly as a single-task run would, sharing the code cache across
-//! messages.
+//! messages. With `--attached` (the scaler's workers), the attached functions' own
+//! dead-letter queues are drained too, found by their tags at start and every five
+//! minutes.
 //!
 //! A message is deleted only once its run has an outcome (and that outcome was
 //! reported); while it runs, its visibility timeout is extended (a heartbeat). SQS
@@ -21,6 +23,7 @@ use immortal_handler_sdk::aws::{self, describe_error, CallFailed};
 use immortal_handler_sdk::container::FUNCTION_ATTRIBUTE;
 use immortal_handler_sdk::record::{MessageAttribute, QueueMessage};
 use immortal_handler_sdk::Envelope;
+use immortal_overflow::attached_queues::AttachedQueues;
 use immortal_overflow::{OverflowSettings, Triage, Verdict};
 use tokio::task::JoinSet;
 
@@ -41,6 +44,8 @@ use crate::signals::{stop_requested, StopSignal};
 pub(crate) struct DrainOptions {
     /// The queues.
     pub(crate) queue_urls: Vec<String>,
+    /// Also the attached functions' own dead-letter queues, found by their tags.
+    pub(crate) attached: bool,
     /// Messages run at once.
     pub(crate) concurrency: usize,
     /// Exit after every queue has been empty this long.
@@ -69,7 +74,6 @@ struct Queue {
 /// Everything a message's run needs, shared by the runs.
 struct Worker {
     sqs: aws_sdk_sqs::Client,
-    queues: Vec<Queue>,
     triage: Triage,
     reporter: Reporter,
     /// One function's code at a time: the task root and layers root are the task's.
@@ -106,6 +110,67 @@ impl Queue {
             visibility,
         })
     }
+
+    /// A message received from this queue, as triage reads it.
+    fn message(&self, message: &Message) -> QueueMessage {
+        QueueMessage {
+            message_id: message.message_id.clone().unwrap_or_default(),
+            body: message.body.clone().unwrap_or_default(),
+            attributes: message
+                .message_attributes
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, a)| {
+                    (
+                        name,
+                        MessageAttribute {
+                            data_type: a.data_type,
+                            string_value: a.string_value,
+                        },
+                    )
+                })
+                .collect(),
+            queue_arn: self.arn.clone(),
+            sender_id: message
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::SenderId))
+                .cloned(),
+        }
+    }
+}
+
+/// How often a worker looks for attached dead-letter queues added since it started.
+const LOOK_FOR_ATTACHED: Duration = Duration::from_secs(300);
+
+/// Adds the attached dead-letter queues not in `queues` yet. A failure is logged: the
+/// worker drains what it has and looks again later.
+async fn add_attached(
+    sqs: &aws_sdk_sqs::Client,
+    attached: &AttachedQueues,
+    queues: &mut Vec<Arc<Queue>>,
+    visibility: Option<i32>,
+) {
+    let found = match attached.list().await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list the attached dead-letter queues; looking again later");
+            return;
+        }
+    };
+    for url in found {
+        if queues.iter().any(|q| q.url == url) {
+            continue;
+        }
+        match Queue::look_up(sqs, &url, visibility).await {
+            Ok(queue) => {
+                tracing::info!(queue = %url, "an attached function's dead-letter queue: draining it too");
+                queues.push(Arc::new(queue));
+            }
+            Err(e) => tracing::error!(queue = %url, error = %e, "cannot read the attached queue; looking again later"),
+        }
+    }
 }
 
 /// Drains the queues until they stay empty or a stop is requested.
@@ -114,8 +179,18 @@ pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exi
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let mut queues = Vec::new();
     for url in &options.queue_urls {
-        queues.push(Queue::look_up(&sqs, url, options.visibility).await?);
+        queues.push(Arc::new(Queue::look_up(&sqs, url, options.visibility).await?));
     }
+    let attached = options.attached.then(|| AttachedQueues::new(sqs.clone()));
+    if let Some(attached) = &attached {
+        add_attached(&sqs, attached, &mut queues, options.visibility).await;
+        if queues.is_empty() {
+            return Err(RunnerError::Usage(
+                "no queue to drain: give --queue, or tag the attached functions' dead-letter queues immortal:function=NAME and immortal:enabled=true".to_owned(),
+            ));
+        }
+    }
+    let mut looked_for_attached = Instant::now();
     if options.overflow.payload_bucket.is_none() {
         tracing::warn!(
             "no payload bucket (IMMORTAL_PAYLOAD_BUCKET): a run longer than 12 hours cannot be handed to the ledger, and SQS will deliver its message again"
@@ -123,7 +198,6 @@ pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exi
     }
     let worker = Arc::new(Worker {
         sqs,
-        queues,
         triage: Triage::new(sdk, &options.overflow, "runner"),
         reporter: Reporter::new(&options.overflow),
         tenancy: Arc::default(),
@@ -131,7 +205,7 @@ pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exi
         options,
     });
     let (concurrency, idle) = (worker.options.concurrency, worker.options.idle);
-    for queue in &worker.queues {
+    for queue in &queues {
         tracing::info!(queue = %queue.url, concurrency, idle_s = idle.as_secs_f64(), visibility_s = queue.visibility, "draining");
     }
 
@@ -161,19 +235,26 @@ pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exi
             }
             continue;
         }
+        if let Some(attached) = attached
+            .as_ref()
+            .filter(|_| looked_for_attached.elapsed() >= LOOK_FOR_ATTACHED)
+        {
+            looked_for_attached = Instant::now();
+            add_attached(&worker.sqs, attached, &mut queues, worker.options.visibility).await;
+        }
         let room = free.len().min(10) as i32;
         // One queue per poll, in turn. Short polls while runs are in flight (so finished
         // slots refill quickly) and when there are several queues (so none waits on
         // another's long poll).
-        let queue = next % worker.queues.len();
+        let queue = queues[next % queues.len()].clone();
         next += 1;
-        let wait = if running.is_empty() && worker.queues.len() == 1 {
+        let wait = if running.is_empty() && queues.len() == 1 {
             idle.as_secs().clamp(1, 20) as i32
         } else {
             1
         };
         let received = tokio::select! {
-            received = worker.receive(queue, room, wait) => received,
+            received = worker.receive(&queue, room, wait) => received,
             _ = stop_requested(&mut stopping) => continue,
         };
         match received {
@@ -181,7 +262,7 @@ pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exi
                 idle_since = Instant::now();
                 for message in messages {
                     ran += 1;
-                    let (worker, stop) = (worker.clone(), stop.clone());
+                    let (worker, stop, queue) = (worker.clone(), stop.clone(), queue.clone());
                     let slot = free.pop().expect("no more messages than free slots are received");
                     running.spawn(async move {
                         worker.run(queue, message, stop, slot).await;
@@ -195,7 +276,7 @@ pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exi
                 }
             }
             Err(e) => {
-                tracing::error!(queue = %worker.queues[queue].url, error = %describe_error(&e), "cannot receive from the queue; retrying");
+                tracing::error!(queue = %queue.url, error = %describe_error(&e), "cannot receive from the queue; retrying");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
@@ -212,12 +293,11 @@ pub(crate) async fn drain(options: DrainOptions, stop: StopSignal) -> Result<Exi
 impl Worker {
     async fn receive(
         &self,
-        queue: usize,
+        queue: &Queue,
         max: i32,
         wait: i32,
     ) -> Result<Vec<Message>, aws_sdk_sqs::error::SdkError<aws_sdk_sqs::operation::receive_message::ReceiveMessageError>>
     {
-        let queue = &self.queues[queue];
         Ok(self
             .sqs
             .receive_message()
@@ -236,23 +316,23 @@ impl Worker {
 
     /// Runs one message to its end, with a heartbeat while it runs (until it is handed
     /// to the ledger).
-    async fn run(self: Arc<Self>, queue: usize, message: Message, stop: StopSignal, slot: Slot) {
+    async fn run(self: Arc<Self>, queue: Arc<Queue>, message: Message, stop: StopSignal, slot: Slot) {
         let receipt = message.receipt_handle.clone().unwrap_or_default();
         let message_id = message.message_id.clone().unwrap_or_default();
-        let heartbeat = tokio::spawn(self.clone().heartbeat(queue, receipt.clone()));
-        let queued = self.queue_message(queue, &message);
-        let settled = self.process(queue, &queued, &receipt, stop, slot, &heartbeat).await;
+        let heartbeat = tokio::spawn(self.clone().heartbeat(queue.clone(), receipt.clone()));
+        let queued = queue.message(&message);
+        let settled = self.process(&queue, &queued, &receipt, stop, slot, &heartbeat).await;
         heartbeat.abort();
         match settled {
-            Settled::Done => self.delete(queue, &receipt, &message_id).await,
-            Settled::Release => self.set_visibility(queue, &receipt, 0).await,
+            Settled::Done => self.delete(&queue, &receipt, &message_id).await,
+            Settled::Release => self.set_visibility(&queue, &receipt, 0).await,
             Settled::Leave | Settled::HandedOver => {}
         }
     }
 
     async fn process(
         &self,
-        queue: usize,
+        queue: &Queue,
         queued: &QueueMessage,
         receipt: &str,
         stop: StopSignal,
@@ -457,20 +537,20 @@ impl Worker {
     }
 
     /// Keeps the message invisible for as long as it runs.
-    async fn heartbeat(self: Arc<Self>, queue: usize, receipt: String) {
-        let visibility = self.queues[queue].visibility;
+    async fn heartbeat(self: Arc<Self>, queue: Arc<Queue>, receipt: String) {
+        let visibility = queue.visibility;
         let every = Duration::from_secs_f64((visibility as f64 / 3.0).max(0.5));
         loop {
             tokio::time::sleep(every).await;
-            self.set_visibility(queue, &receipt, visibility).await;
+            self.set_visibility(&queue, &receipt, visibility).await;
         }
     }
 
-    async fn set_visibility(&self, queue: usize, receipt: &str, seconds: i32) {
+    async fn set_visibility(&self, queue: &Queue, receipt: &str, seconds: i32) {
         let result = self
             .sqs
             .change_message_visibility()
-            .queue_url(&self.queues[queue].url)
+            .queue_url(&queue.url)
             .receipt_handle(receipt)
             .visibility_timeout(seconds)
             .send()
@@ -480,44 +560,16 @@ impl Worker {
         }
     }
 
-    async fn delete(&self, queue: usize, receipt: &str, message_id: &str) {
+    async fn delete(&self, queue: &Queue, receipt: &str, message_id: &str) {
         if let Err(e) = self
             .sqs
             .delete_message()
-            .queue_url(&self.queues[queue].url)
+            .queue_url(&queue.url)
             .receipt_handle(receipt)
             .send()
             .await
         {
             tracing::error!(message_id, error = %describe_error(&e), "cannot delete the message; it may run again");
-        }
-    }
-
-    fn queue_message(&self, queue: usize, message: &Message) -> QueueMessage {
-        QueueMessage {
-            message_id: message.message_id.clone().unwrap_or_default(),
-            body: message.body.clone().unwrap_or_default(),
-            attributes: message
-                .message_attributes
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(name, a)| {
-                    (
-                        name,
-                        MessageAttribute {
-                            data_type: a.data_type,
-                            string_value: a.string_value,
-                        },
-                    )
-                })
-                .collect(),
-            queue_arn: self.queues[queue].arn.clone(),
-            sender_id: message
-                .attributes
-                .as_ref()
-                .and_then(|a| a.get(&MessageSystemAttributeName::SenderId))
-                .cloned(),
         }
     }
 }
