@@ -61,7 +61,17 @@ pub enum CarrierError {
         at: S3Location,
         /// Why it is not.
         reason: String,
+        /// Whether S3 may answer later (throttled, failing, unreachable).
+        transient: bool,
     },
+}
+
+impl CarrierError {
+    /// Whether opening the envelope may succeed if tried again later: nothing is wrong
+    /// with the envelope or where it is.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CarrierError::Unreadable { transient: true, .. })
+    }
 }
 
 impl Carrier {
@@ -113,10 +123,14 @@ impl Carrier {
         match self {
             Carrier::Inline { event, context } => Ok(Envelope::from_parts(event, context)?),
             Carrier::Stored { at, digest } => {
-                let unreadable = |reason: String| CarrierError::Unreadable { at: at.clone(), reason };
+                let unreadable = |reason: String, transient: bool| CarrierError::Unreadable {
+                    at: at.clone(),
+                    reason,
+                    transient,
+                };
                 let bytes = store::get_bytes(&s3().await, at)
                     .await
-                    .map_err(|e| unreadable(e.detail().to_owned()))?;
+                    .map_err(|e| unreadable(e.detail().to_owned(), e.is_transient()))?;
                 let actual = crate::ledger::digest(&bytes);
                 if digest.as_ref().is_some_and(|expected| *expected != actual) {
                     return Err(CarrierError::Digest {
@@ -125,7 +139,7 @@ impl Carrier {
                         actual,
                     });
                 }
-                let text = String::from_utf8(bytes).map_err(|_| unreadable("not UTF-8 text".into()))?;
+                let text = String::from_utf8(bytes).map_err(|_| unreadable("not UTF-8 text".into(), false))?;
                 tracing::info!(envelope = %at, bytes = text.len(), "envelope read from S3");
                 Ok(Envelope::from_json(&text)?)
             }

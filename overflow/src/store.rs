@@ -1,7 +1,7 @@
 //! Small JSON documents in S3 (stored envelopes, oversized outcome records): written
 //! and read whole.
 
-use immortal_handler_sdk::aws::describe_error;
+use immortal_handler_sdk::aws::{self, describe_error};
 use immortal_handler_sdk::envelope::S3Location;
 
 /// Why a document could not be written or read.
@@ -22,6 +22,9 @@ pub enum StoreError {
         at: S3Location,
         /// S3's answer, described.
         detail: String,
+        /// Whether it may pass by itself: throttled, S3 failing (5xx), no answer, or the
+        /// body broke off; not a refusal or a missing object.
+        transient: bool,
     },
 }
 
@@ -31,6 +34,11 @@ impl StoreError {
         match self {
             StoreError::Write { detail, .. } | StoreError::Read { detail, .. } => detail,
         }
+    }
+
+    /// Whether a read may succeed if tried again later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Read { transient: true, .. })
     }
 }
 
@@ -52,19 +60,23 @@ pub async fn put_json(s3: &aws_sdk_s3::Client, at: &S3Location, body: Vec<u8>) -
 
 /// Reads the object at `at` whole.
 pub async fn get_bytes(s3: &aws_sdk_s3::Client, at: &S3Location) -> Result<Vec<u8>, StoreError> {
-    let read = |detail: String| StoreError::Read { at: at.clone(), detail };
+    let read = |detail: String, transient: bool| StoreError::Read {
+        at: at.clone(),
+        detail,
+        transient,
+    };
     let object = s3
         .get_object()
         .bucket(&at.bucket)
         .key(&at.key)
         .send()
         .await
-        .map_err(|e| read(describe_error(&e)))?;
+        .map_err(|e| read(describe_error(&e), aws::is_transient(&e)))?;
     Ok(object
         .body
         .collect()
         .await
-        .map_err(|e| read(e.to_string()))?
+        .map_err(|e| read(e.to_string(), true))?
         .into_bytes()
         .to_vec())
 }

@@ -280,3 +280,56 @@ async fn a_throttled_assume_role_is_not_the_invocations_failure() {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["responsePayload"]["errorType"], "Immortal.AwsUnavailable");
 }
+
+/// The task's envelope in S3, with S3 failing (503 SlowDown) past the SDK's retries: not
+/// bad input (exit 2) but "not now" (exit 8), so the attempt is relaunched rather than
+/// taken for a broken envelope; a missing envelope stays bad input.
+#[tokio::test]
+async fn an_envelope_s3_cannot_serve_for_now_is_not_bad_input() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let bucket = format!("envelopes-{}", uuid_like());
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let envelope = json!({"event": {"k": 1}, "context": {"aws_request_id": "req-slow"}});
+    s3.put_object()
+        .bucket(&bucket)
+        .key("envelopes/req-slow.json")
+        .body(envelope.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let proxy = TestServer::start(Some(Emulator::shared().url.clone()), |req: &Seen| {
+        if req.method == "GET" && req.path.contains("/envelopes/") {
+            return Reply::Full {
+                status: 503,
+                headers: vec![("content-type".into(), "application/xml".into())],
+                body: Bytes::from_static(
+                    b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+                ),
+            };
+        }
+        Reply::Forward
+    });
+    let task = |key: &str| {
+        RunnerCmd::new()
+            .envs(aws_env(&proxy.url))
+            .env("AWS_MAX_ATTEMPTS", "2")
+            .env("IMMORTAL_ENVELOPE_URL", format!("s3://{bucket}/{key}"))
+            .args(["--artifact", fixture("echo").to_str().unwrap()])
+    };
+    let slow = run(task("envelopes/req-slow.json")).await;
+    slow.expect_code(8);
+    assert!(
+        slow.stderr.contains("SlowDown") && slow.stderr.contains("for now"),
+        "{}",
+        slow.stderr
+    );
+    let reads = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/envelopes/"))
+        .count();
+    assert_eq!(reads, 2, "the SDK's tries, then no more");
+    let missing = run(task("missing/req-none.json")).await;
+    missing.expect_code(2);
+}

@@ -171,12 +171,19 @@ pub(crate) async fn report_unrun(
     reporter.deliver(&invocation, &outcome).await.is_ok()
 }
 
-/// The envelope a carrier brings (a bad one is bad input: exit 2).
+/// The envelope a carrier brings (a bad one is bad input: exit 2; S3 not answering for
+/// now is not: exit 8, and the task's attempt is relaunched).
 pub(crate) async fn open(carrier: &Carrier) -> Result<Envelope, RunnerError> {
     carrier
         .open(|| async { aws::s3_client(aws::shared().await) })
         .await
-        .map_err(|e| RunnerError::Usage(e.to_string()))
+        .map_err(|e| match e.is_transient() {
+            true => RunnerError::Unavailable(format!(
+                "{e}; S3 did not answer for now, after {} tries",
+                aws::DEFAULT_MAX_ATTEMPTS
+            )),
+            false => RunnerError::Usage(e.to_string()),
+        })
 }
 
 /// The function the envelope's context names, parsed once for everyone after.
