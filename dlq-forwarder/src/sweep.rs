@@ -65,6 +65,12 @@ impl Forwarder {
     /// Sweeps the live invocations, from where the last sweep stopped, until done or
     /// `deadline` (less [`MARGIN`]) is near.
     pub async fn sweep(&self, deadline: Option<Instant>) -> Swept {
+        self.sweep_as_of(deadline, now_ms()).await
+    }
+
+    /// [`Forwarder::sweep`], judging markers' and leases' ages as of `now_ms` (ms since
+    /// the epoch): what a sweep that much later would do.
+    pub async fn sweep_as_of(&self, deadline: Option<Instant>, now_ms: u64) -> Swept {
         let mut swept = Swept::default();
         let markers = match self.ledger.live_markers().await {
             Ok(markers) => markers,
@@ -84,7 +90,7 @@ impl Forwarder {
             if deadline.is_some_and(|d| Instant::now() + MARGIN >= d) {
                 break;
             }
-            self.sweep_batch(batch, &mut swept).await;
+            self.sweep_batch(batch, now_ms, &mut swept).await;
             swept.looked_at += batch.len();
             last = batch.last().map(|m| m.request_id.clone());
         }
@@ -105,7 +111,7 @@ impl Forwarder {
         swept
     }
 
-    async fn sweep_batch(&self, batch: &[LiveMarker], swept: &mut Swept) {
+    async fn sweep_batch(&self, batch: &[LiveMarker], now_ms: u64, swept: &mut Swept) {
         let read: Vec<_> = stream::iter(batch)
             .map(|marker| async move { (marker, self.ledger.read(&marker.request_id).await) })
             .buffer_unordered(READS_AT_ONCE)
@@ -119,7 +125,7 @@ impl Forwarder {
                 Ok(None) => {
                     // A marker whose entry's write failed (not a conflict): once older
                     // than a launch's lease, nobody will write that entry any more.
-                    if orphaned(marker, now_ms()) {
+                    if orphaned(marker, now_ms) {
                         match self.ledger.forget(&marker.request_id).await {
                             Ok(()) => swept.orphans += 1,
                             Err(e) => failed(swept, &marker.request_id, &e.into()),
@@ -135,7 +141,7 @@ impl Forwarder {
                 Ok(Some(held)) => match (held.entry.state, held.entry.task.clone()) {
                     (State::Launching, _) => actions.push(Action::Resume(held)),
                     (State::Running | State::Interrupted, Some(task)) => watched.push((held, task)),
-                    (state, None) => actions.extend(unwatched(state, held)),
+                    (state, None) => actions.extend(unwatched(state, held, now_ms)),
                     _ => {}
                 },
             }
@@ -241,11 +247,11 @@ impl Forwarder {
 /// runner marked interrupted is relaunched; one whose runner stopped renewing its lease
 /// (the worker is gone) too. (A lease of 0 was never taken: an entry of an earlier
 /// version, left to its events.)
-fn unwatched(state: State, held: Versioned) -> Option<Action> {
+fn unwatched(state: State, held: Versioned, now_ms: u64) -> Option<Action> {
     let entry = &held.entry;
     let reason = match state {
         State::Interrupted => "the attempt was interrupted (recorded by its runner; it had no task)".to_owned(),
-        State::Running if entry.lease_until_ms != 0 && entry.lease_until_ms < now_ms() => format!(
+        State::Running if entry.lease_until_ms != 0 && entry.lease_until_ms < now_ms => format!(
             "the runner of attempt {} (with no task) stopped renewing its lease: its worker is gone (found by the sweep)",
             entry.attempt
         ),

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use immortal_dlq_forwarder::config::Config;
-use immortal_dlq_forwarder::forward::Forwarder;
+use immortal_dlq_forwarder::forward::{Forwarder, LAUNCH_LEASE_MS};
 use immortal_dlq_forwarder::reconcile::{Reconciled, StoppedTask};
 use immortal_dlq_forwarder::sweep::MARGIN;
 use immortal_handler_sdk::Envelope;
-use immortal_overflow::ledger::{now_ms, Entry, Ledger, State, RUN_LEASE_MS};
+use immortal_overflow::ledger::{now_ms, Entry, Ledger, State, LIVE, RUN_LEASE_MS};
 use immortal_overflow::Lookup;
 use immortal_tests::ecs::Cluster;
 use immortal_tests::emulator::Emulator;
@@ -214,4 +214,43 @@ async fn a_taskless_attempt_is_relaunched_once_its_lease_lapses_or_it_was_interr
         lapsed.history
     );
     assert_eq!(s.entry("lease-held").await.attempt, 1, "a held lease is left alone");
+}
+
+/// A live marker whose entry was never written (the entry's PUT failed for another
+/// reason than a conflict) is left alone while a launch could still write that entry,
+/// and removed by the first sweep after the launch's lease: it is not re-read forever.
+#[tokio::test]
+async fn an_orphaned_live_marker_disappears_once_no_launch_can_still_write_its_entry() {
+    let s = Setup::new().await;
+    // The marker as the forwarder writes it before the entry (ledger/live/<request id>).
+    s.cluster
+        .s3
+        .put_object()
+        .bucket(&s.cluster.payload_bucket)
+        .key(format!("{LIVE}orphan"))
+        .body(Vec::new().into())
+        .send()
+        .await
+        .unwrap();
+    // Beside it, an invocation whose (taskless) runner holds its lease past both sweeps.
+    s.write("kept", State::Running, None, now_ms() + RUN_LEASE_MS).await;
+    let live = |ledger: &Ledger| {
+        let ledger = ledger.clone();
+        async move {
+            let mut live = ledger.live().await.unwrap();
+            live.sort();
+            live
+        }
+    };
+    assert_eq!(live(&s.ledger).await, ["kept", "orphan"]);
+
+    let young = s.forwarder.sweep_as_of(None, now_ms()).await;
+    assert_eq!(young.orphans, 0, "a launch may still write its entry");
+    assert!(live(&s.ledger).await.contains(&"orphan".to_owned()));
+
+    let later = s.forwarder.sweep_as_of(None, now_ms() + LAUNCH_LEASE_MS + 1_000).await;
+    assert_eq!(later.orphans, 1, "{later:?}");
+    assert_eq!(live(&s.ledger).await, ["kept"], "only the orphan went");
+    let again = s.forwarder.sweep(None).await;
+    assert_eq!((again.live, again.orphans), (1, 0), "never looked at again");
 }
