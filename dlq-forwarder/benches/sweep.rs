@@ -61,6 +61,10 @@ async fn main() {
                     reason: None,
                     history: Vec::new(),
                     revision: 0,
+                    created_ms: 0,
+                    failed_ms: 0,
+                    counted_from: 1,
+                    current: Default::default(),
                 };
                 writer.create(&entry).await.expect("written").expect("new");
             }

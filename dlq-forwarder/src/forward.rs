@@ -11,7 +11,8 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use immortal_handler_sdk::record::{QueueMessage, SqsBatch};
 use immortal_handler_sdk::{Envelope, FunctionRef};
-use immortal_overflow::ledger::{now_ms, Entry, Ledger, State, Versioned};
+use immortal_overflow::ledger::{now_ms, AttemptFacts, Entry, Ledger, State, Versioned};
+use immortal_overflow::metrics::{self, Metric};
 use immortal_overflow::{Carrier, Publisher, Triage, Verdict};
 
 use crate::config::Config;
@@ -105,12 +106,19 @@ impl Forwarder {
         let message_id = &message.message_id;
         match &decision {
             Decision::Launched { task_arn } => {
-                tracing::info!(message_id, request_id, function, decision = "launched", task_arn = %task_arn, "record forwarded")
+                tracing::info!(message_id, request_id, function, decision = "launched", task_arn = %task_arn, "record forwarded");
+                metrics::count(&function, Metric::Relaunched);
             }
             Decision::Held { state, attempt } => {
-                tracing::info!(message_id, request_id, function, decision = "held", state = ?state, attempt, "the ledger already holds this invocation; nothing started")
+                tracing::info!(message_id, request_id, function, decision = "held", state = ?state, attempt, "the ledger already holds this invocation; nothing started");
+                metrics::count(&function, Metric::Held);
             }
-            Decision::Settled(verdict) => verdict.log(message_id, &request_id, &function),
+            Decision::Settled(verdict) => {
+                verdict.log(message_id, &request_id, &function);
+                if matches!(verdict, Verdict::Declined { .. } | Verdict::Unauthenticated { .. }) {
+                    metrics::count(&function, Metric::Parked);
+                }
+            }
         }
         decision
     }
@@ -141,7 +149,7 @@ impl Forwarder {
             }
         };
         let decision = self
-            .first_attempt(&envelope, &target, &task_definition, size)
+            .first_attempt(&envelope, &target, &task_definition, size, message.sent_ms)
             .await
             .unwrap_or_else(|e| Decision::Settled(Verdict::Failed { reason: e.to_string() }));
         (decision, request_id, function)
@@ -154,11 +162,13 @@ impl Forwarder {
         function: &FunctionRef,
         task_definition: &str,
         size: TaskSize,
+        failed_ms: Option<u64>,
     ) -> Result<Decision, ForwardError> {
         let request_id = envelope.context.request_id.clone().ok_or(ForwardError::NoRequestId)?;
         // Created outright (a redelivery is the rare case, and then the envelope written
         // is the same bytes): one round trip fewer than reading first.
         let (at, digest) = self.ledger.store_attempt(&request_id, 1, envelope).await?;
+        let now = now_ms();
         let entry = Entry {
             request_id: request_id.clone(),
             function: function.label(),
@@ -168,10 +178,14 @@ impl Forwarder {
             envelope: at.to_string(),
             digest,
             on_demand: false,
-            lease_until_ms: now_ms() + LAUNCH_LEASE_MS,
+            lease_until_ms: now + LAUNCH_LEASE_MS,
             reason: None,
             history: Vec::new(),
             revision: 0,
+            created_ms: now,
+            failed_ms: failed_ms.unwrap_or_default(),
+            counted_from: 1,
+            current: launched_facts(now, size),
         };
         let mut existing = match self.ledger.create(&entry).await? {
             Ok(etag) => {
@@ -362,4 +376,14 @@ pub(crate) enum Unrunnable {
     Retry(ForwardError),
     /// Never here (no runner for its runtime): passed on with the reason.
     Never(String),
+}
+
+/// A new attempt's facts as its launch begins: when, and at what size.
+pub(crate) fn launched_facts(now_ms: u64, size: TaskSize) -> AttemptFacts {
+    AttemptFacts {
+        launched_ms: now_ms,
+        cpu: Some(size.cpu),
+        memory_mb: Some(size.memory),
+        ..AttemptFacts::default()
+    }
 }

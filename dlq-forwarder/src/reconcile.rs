@@ -11,14 +11,15 @@ use immortal_handler_sdk::envelope::S3Location;
 use immortal_handler_sdk::function_ref::LATEST;
 use immortal_handler_sdk::{Envelope, ErrorDocument, FunctionRef};
 use immortal_overflow::carrier::CarrierError;
-use immortal_overflow::ledger::{envelope_key_parts, now_ms, AttemptEnd, State, Versioned};
+use immortal_overflow::ledger::{envelope_key_parts, now_ms, State, Versioned};
+use immortal_overflow::metrics::{self, Metric};
 use immortal_overflow::publisher::timestamp_now;
 use immortal_overflow::Carrier;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::ForwardError;
-use crate::forward::{Forwarder, Unrunnable, LAUNCH_LEASE_MS};
+use crate::forward::{launched_facts, Forwarder, Unrunnable, LAUNCH_LEASE_MS};
 
 /// A task that stopped, as ECS tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +209,7 @@ impl Forwarder {
             what: "function",
             source,
         })?;
-        if entry.attempt >= self.config.max_attempts {
+        if entry.counted_attempts() >= self.config.max_attempts {
             return self.exhaust(&mut held, Some(&envelope), &reason).await;
         }
         let (task_definition, size) = match self.task_definition(&function).await {
@@ -227,23 +228,21 @@ impl Forwarder {
         }
         let number = held.entry.attempt + 1;
         let (at, digest) = self.ledger.store_attempt(request_id, number, &next).await?;
-        let ended = AttemptEnd {
-            attempt: held.entry.attempt,
-            task: held.entry.task.take(),
-            reason,
-        };
+        let now = now_ms();
         let entry = &mut held.entry;
-        entry.history.push(ended);
+        entry.close_attempt(reason, now);
+        entry.current = launched_facts(now, size);
         entry.attempt = number;
         entry.state = State::Launching;
         entry.envelope = at.to_string();
         entry.digest = digest;
         entry.on_demand = false;
         entry.reason = None;
-        entry.lease_until_ms = now_ms() + LAUNCH_LEASE_MS;
+        entry.lease_until_ms = now + LAUNCH_LEASE_MS;
         // A conflict: someone else (another event, the sweep) moved it on first.
         held.etag = self.ledger.update(&mut held.entry, &held.etag).await?;
         let task_arn = self.launch(&mut held, &function, &task_definition, size).await?;
+        metrics::count(&held.entry.function, Metric::Interrupted);
         Ok(Reconciled::Relaunched {
             request_id: request_id.to_owned(),
             attempt: number,
@@ -300,7 +299,11 @@ impl Forwarder {
         }
         held.entry.state = State::Exhausted;
         held.entry.reason = Some(reason.to_owned());
+        if held.entry.current.ended_ms == 0 {
+            held.entry.current.ended_ms = now_ms();
+        }
         held.etag = self.ledger.update(&mut held.entry, &held.etag).await?;
+        metrics::count(&held.entry.function, Metric::Exhausted);
         Ok(Reconciled::Exhausted {
             request_id: held.entry.request_id.clone(),
             reason: reason.to_owned(),

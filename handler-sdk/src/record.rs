@@ -31,6 +31,9 @@ pub struct QueueMessage {
     pub queue_arn: Option<String>,
     /// Who sent it (SQS's `SenderId`: a principal's unique id, or `ROLE_ID:SESSION`).
     pub sender_id: Option<String>,
+    /// When it was sent (SQS's `SentTimestamp`, ms since the epoch): for an overflow
+    /// record, about when Lambda gave up on the invocation.
+    pub sent_ms: Option<u64>,
 }
 
 /// A message attribute.
@@ -44,6 +47,8 @@ pub struct MessageAttribute {
 
 /// SQS's system attribute naming a message's sender.
 pub const SENDER_ID: &str = "SenderId";
+/// SQS's system attribute saying when a message was sent (ms since the epoch).
+pub const SENT_TIMESTAMP: &str = "SentTimestamp";
 
 /// The messages of an SQS event, as Lambda hands them to a function.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -105,6 +110,11 @@ impl<'de> serde::Deserialize<'de> for QueueMessage {
                 .get(SENDER_ID)
                 .and_then(|v| v.as_str())
                 .map(str::to_owned),
+            sent_ms: record
+                .attributes
+                .get(SENT_TIMESTAMP)
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse().ok()),
         })
     }
 }
@@ -414,6 +424,7 @@ mod tests {
             .into(),
             queue_arn: None,
             sender_id: None,
+            sent_ms: None,
         };
         assert!(parse(&msg).unwrap_err().to_string().contains("is not JSON"));
     }

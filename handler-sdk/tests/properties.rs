@@ -45,6 +45,7 @@ proptest! {
             attributes: [("RequestID".to_owned(), attr("String", request_id.clone())), ("ErrorCode".to_owned(), attr("Number", code.to_string()))].into(),
             queue_arn: Some("arn:aws:sqs:us-east-1:123456789012:q".into()),
             sender_id: None,
+            sent_ms: None,
         };
         let record = record::parse(&message).unwrap();
         prop_assert!(matches!(record, Record::DeadLetter(_)));

@@ -34,13 +34,86 @@ pub enum State {
     Failed,
     /// Its attempts ran out; reported as `RetriesExhausted`.
     Exhausted,
+    /// A person stopped it (`immortal stop`); reported as `Immortal.Stopped`.
+    Stopped,
 }
 
 impl State {
     /// Whether the invocation has ended (nothing more will run for it).
     pub fn ended(self) -> bool {
-        matches!(self, State::Succeeded | State::Failed | State::Exhausted)
+        matches!(
+            self,
+            State::Succeeded | State::Failed | State::Exhausted | State::Stopped
+        )
     }
+
+    /// Its name as the ledger writes it (`running`, `exhausted`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Launching => "launching",
+            State::Running => "running",
+            State::Interrupted => "interrupted",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::Exhausted => "exhausted",
+            State::Stopped => "stopped",
+        }
+    }
+
+    /// Every state, in the order an invocation may pass through them.
+    pub const ALL: [State; 7] = [
+        State::Launching,
+        State::Running,
+        State::Interrupted,
+        State::Succeeded,
+        State::Failed,
+        State::Exhausted,
+        State::Stopped,
+    ];
+}
+
+impl std::str::FromStr for State {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<State, String> {
+        State::ALL.into_iter().find(|s| s.name() == text).ok_or_else(|| {
+            let names: Vec<&str> = State::ALL.iter().map(|s| s.name()).collect();
+            format!("`{text}` is no state: use one of {}", names.join(", "))
+        })
+    }
+}
+
+/// What is known of one attempt's run, for people (`immortal show`, `ls`, `stats`):
+/// written where the ledger is written anyway, never with a round trip of its own on
+/// the launch path. Times are ms since the epoch; 0 is "not yet" (or an entry written
+/// before they were kept).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptFacts {
+    /// When the forwarder started launching it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub launched_ms: u64,
+    /// When its runner started running it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub started_ms: u64,
+    /// When it ended (an outcome, an interruption, a stop).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ended_ms: u64,
+    /// The task's CPU units (1024 a vCPU), when the forwarder sized it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<u32>,
+    /// The task's memory (MB), when the forwarder sized it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+    /// Where the function's own log lines of this attempt went: its log group...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_group: Option<String>,
+    /// ...and the stream the runner wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_stream: Option<String>,
+}
+
+fn is_zero<N: Default + PartialEq>(n: &N) -> bool {
+    *n == N::default()
 }
 
 /// How an earlier attempt ended.
@@ -53,6 +126,9 @@ pub struct AttemptEnd {
     pub task: Option<String>,
     /// Why it ended: the task's stop code, exit code and reason.
     pub reason: String,
+    /// Its times, size and logs.
+    #[serde(flatten)]
+    pub facts: AttemptFacts,
 }
 
 /// One invocation's record.
@@ -90,6 +166,42 @@ pub struct Entry {
     pub history: Vec<AttemptEnd>,
     /// Bumped on every write (so an unchanged-looking rewrite still changes the ETag).
     pub revision: u64,
+    /// When the ledger first held it (ms since the epoch; 0 in entries older than that).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created_ms: u64,
+    /// When Lambda gave up on the invocation: the overflow record's time (ms since the
+    /// epoch), if known.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_ms: u64,
+    /// The first attempt counted against `IMMORTAL_MAX_ATTEMPTS` (a replay starts a new
+    /// count; 0 or 1: from the first).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub counted_from: u32,
+    /// The current attempt's times, size and logs.
+    #[serde(flatten)]
+    pub current: AttemptFacts,
+}
+
+impl Entry {
+    /// Attempts counted against the limit so far, the current one included.
+    pub fn counted_attempts(&self) -> u32 {
+        self.attempt + 1 - self.counted_from.clamp(1, self.attempt.max(1))
+    }
+
+    /// Ends the current attempt's facts at `now_ms` (unless it had ended) and moves them,
+    /// with `task` and `reason`, into the history.
+    pub fn close_attempt(&mut self, reason: String, now_ms: u64) {
+        let mut facts = std::mem::take(&mut self.current);
+        if facts.ended_ms == 0 {
+            facts.ended_ms = now_ms;
+        }
+        self.history.push(AttemptEnd {
+            attempt: self.attempt,
+            task: self.task.take(),
+            reason,
+            facts,
+        });
+    }
 }
 
 /// Why the ledger could not be read or written.

@@ -12,6 +12,7 @@
 //! - [`triage`]: one message → run it, decline it, pass it on, or keep it queued;
 //! - [`carrier`]: the envelope's trip into a container and back;
 //! - [`ledger`]: the durable record of every relaunched invocation;
+//! - [`metrics`]: CloudWatch metrics in the embedded metric format;
 //! - [`publisher`]: destination records to SQS, SNS or EventBridge;
 //! - [`store`]: small JSON documents in the payload bucket.
 //!
@@ -23,6 +24,7 @@ pub mod attached_queues;
 pub mod carrier;
 pub mod functions;
 pub mod ledger;
+pub mod metrics;
 pub mod policy;
 pub mod publisher;
 pub mod queue_function;

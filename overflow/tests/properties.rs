@@ -69,6 +69,7 @@ fn destination(event: &Value, request_id: &str, error_type: &str, error: &str) -
         attributes: BTreeMap::new(),
         queue_arn: None,
         sender_id: None,
+        sent_ms: None,
     }
 }
 
@@ -85,7 +86,7 @@ proptest! {
             .into_iter()
             .map(|n| (n, MessageAttribute { data_type: "String".into(), string_value: Some(value.clone()) }))
             .collect();
-        let message = QueueMessage { message_id: "m".into(), body, attributes, queue_arn: None, sender_id: None };
+        let message = QueueMessage { message_id: "m".into(), body, attributes, queue_arn: None, sender_id: None, sent_ms: None };
         let _refused_or_parsed = record::parse(&message).is_ok();
     }
 }

@@ -102,6 +102,10 @@ impl Setup {
             reason: None,
             history: Vec::new(),
             revision: 0,
+            created_ms: 0,
+            failed_ms: 0,
+            counted_from: 1,
+            current: Default::default(),
         };
         self.ledger.create(&entry).await.unwrap().expect("a new entry");
     }

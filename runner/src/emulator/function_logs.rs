@@ -76,6 +76,8 @@ pub(crate) struct FunctionLog {
     shipper: Option<tokio::task::JoinHandle<()>>,
     readers: Vec<tokio::task::JoinHandle<()>>,
     json: bool,
+    /// The CloudWatch Logs stream the lines go to, if they go to one.
+    stream: Option<String>,
 }
 
 impl FunctionLog {
@@ -87,7 +89,13 @@ impl FunctionLog {
             shipper: None,
             readers: Vec::new(),
             json,
+            stream: None,
         }
+    }
+
+    /// The CloudWatch Logs stream the lines go to (in the function's log group).
+    pub(crate) fn stream(&self) -> Option<&str> {
+        self.stream.as_deref()
     }
 
     /// Output shipped to `group`/`stream` with `client`.
@@ -98,13 +106,14 @@ impl FunctionLog {
         json: bool,
     ) -> FunctionLog {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shipper = tokio::spawn(ship(client, group, stream, rx));
+        let shipper = tokio::spawn(ship(client, group, stream.clone(), rx));
         FunctionLog {
             lines: Some(tx),
             tap: None,
             shipper: Some(shipper),
             readers: Vec::new(),
             json,
+            stream: Some(stream),
         }
     }
 

@@ -8,8 +8,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use immortal_overflow::ledger::{
-    envelope_key_parts, now_ms, run_lease, Entry, Ledger, LedgerError, State, RUN_LEASE_MS, RUN_LEASE_RENEW_MS,
+    envelope_key_parts, now_ms, run_lease, AttemptFacts, Entry, Ledger, LedgerError, State, RUN_LEASE_MS,
+    RUN_LEASE_RENEW_MS,
 };
+use immortal_overflow::metrics::{self, Metric};
 use immortal_overflow::Carrier;
 
 use crate::run::settlement::{settlement, End};
@@ -70,6 +72,7 @@ impl Attempt {
         bucket: &str,
         envelope: &Envelope,
         function: &str,
+        failed_ms: Option<u64>,
     ) -> Result<Option<Attempt>, LedgerError> {
         let Some(request_id) = envelope.context.request_id.clone() else {
             return Ok(None);
@@ -77,6 +80,7 @@ impl Attempt {
         let ledger = Ledger::new(aws::s3_client(aws::shared().await), bucket);
         let (at, digest) = ledger.store_attempt(&request_id, 1, envelope).await?;
         let task = own_task_arn().await;
+        let now = now_ms();
         let entry = Entry {
             request_id: request_id.clone(),
             function: function.to_owned(),
@@ -90,6 +94,16 @@ impl Attempt {
             reason: None,
             history: Vec::new(),
             revision: 0,
+            created_ms: now,
+            failed_ms: failed_ms.unwrap_or_default(),
+            counted_from: 1,
+            // The run started when the worker took the message; this is when the ledger
+            // took it over.
+            current: AttemptFacts {
+                launched_ms: now,
+                started_ms: now,
+                ..AttemptFacts::default()
+            },
         };
         Ok(match ledger.create(&entry).await? {
             Ok(_) => {
@@ -128,11 +142,18 @@ impl Attempt {
                     }
                 }
                 entry.state = State::Running;
+                entry.current.started_ms = now_ms();
                 entry.task = task.clone().or(entry.task.take());
                 entry.lease_until_ms = run_lease(entry.task.as_deref());
                 true
             })
             .await;
+        if let (Ok(Some(entry)), Go::Run) = (&result, &verdict) {
+            if entry.failed_ms > 0 {
+                let waited = entry.current.started_ms.saturating_sub(entry.failed_ms);
+                metrics::emit(&entry.function, &[(Metric::TimeToStart, waited as f64)]);
+            }
+        }
         match result {
             Ok(Some(entry)) if verdict == Go::Run && entry.task.is_none() => self.keep_renewing(),
             Ok(_) => {}
@@ -140,6 +161,28 @@ impl Attempt {
             Err(e) => tracing::warn!(error = %e, "cannot mark the attempt running in the ledger"),
         }
         verdict
+    }
+
+    /// Records where the function's log lines of this attempt go, in the background (the
+    /// run does not wait for it; a failure only costs `immortal logs` this attempt).
+    pub(crate) fn logs_at(&self, group: &str, stream: &str) {
+        let (ledger, request_id, number) = (self.ledger.clone(), self.request_id.clone(), self.number);
+        let (group, stream) = (group.to_owned(), stream.to_owned());
+        tokio::spawn(async move {
+            let result = ledger
+                .modify(&request_id, |entry| {
+                    if entry.attempt != number || entry.current.log_stream.as_deref() == Some(&stream) {
+                        return false;
+                    }
+                    entry.current.log_group = Some(group.clone());
+                    entry.current.log_stream = Some(stream.clone());
+                    true
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(request_id = %request_id, error = %e, "cannot record where the attempt's logs go");
+            }
+        });
     }
 
     /// Renews the lease of this running attempt (which has no task the sweep could ask
@@ -198,6 +241,7 @@ impl Attempt {
                 }
                 entry.state = state;
                 entry.reason = reason.clone();
+                entry.current.ended_ms = now_ms();
                 true
             })
             .await;

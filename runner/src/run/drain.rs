@@ -24,6 +24,7 @@ use immortal_handler_sdk::container::FUNCTION_ATTRIBUTE;
 use immortal_handler_sdk::record::{MessageAttribute, QueueMessage};
 use immortal_handler_sdk::Envelope;
 use immortal_overflow::attached_queues::AttachedQueues;
+use immortal_overflow::metrics::{self, Metric};
 use immortal_overflow::{OverflowSettings, Triage, Verdict};
 use tokio::task::JoinSet;
 
@@ -137,6 +138,11 @@ impl Queue {
                 .as_ref()
                 .and_then(|a| a.get(&MessageSystemAttributeName::SenderId))
                 .cloned(),
+            sent_ms: message
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                .and_then(|v| v.parse().ok()),
         }
     }
 }
@@ -308,6 +314,7 @@ impl Worker {
             .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SenderId)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await?
             .messages
@@ -351,6 +358,10 @@ impl Worker {
                 return if settled.done() { Settled::Done } else { Settled::Leave };
             }
         };
+        if let Some(sent) = queued.sent_ms {
+            let waited = immortal_overflow::ledger::now_ms().saturating_sub(sent);
+            metrics::emit(&function, &[(Metric::TimeToStart, waited as f64)]);
+        }
         let run = self.execute(&envelope, stop.clone(), slot);
         tokio::pin!(run);
         let handover = tokio::time::sleep(self.options.handover_after);
@@ -361,7 +372,7 @@ impl Worker {
                 result = &mut run => break result,
                 _ = &mut handover, if !tried => {
                     tried = true;
-                    handed = self.hand_over(&envelope, &function).await;
+                    handed = self.hand_over(&envelope, &function, queued.sent_ms).await;
                     if handed.is_some() {
                         heartbeat.abort();
                         self.delete(queue, receipt, &queued.message_id).await;
@@ -370,11 +381,16 @@ impl Worker {
             }
         };
         let (invocation, outcome) = match result {
-            Ok(Ran {
-                invocation,
-                outcome,
-                swept,
-            }) => {
+            Ok(ran) => {
+                if stop.borrow().is_none() {
+                    ran.emit_metrics();
+                }
+                let Ran {
+                    invocation,
+                    outcome,
+                    swept,
+                    ..
+                } = ran;
                 if swept == Swept::Leftovers {
                     // Its user must not serve another run: no more work for this worker.
                     self.tainted.store(true, Ordering::SeqCst);
@@ -509,7 +525,7 @@ impl Worker {
             envelope,
             function.as_ref(),
             &self.options.settings,
-            slot,
+            (slot, None),
             ResponseSink::discard(),
             stop,
         )
@@ -518,12 +534,12 @@ impl Worker {
 
     /// Hands a long run to the ledger, which then owns it (`None`: not possible, and the
     /// heartbeat goes on).
-    async fn hand_over(&self, envelope: &Envelope, function: &str) -> Option<Attempt> {
+    async fn hand_over(&self, envelope: &Envelope, function: &str, sent_ms: Option<u64>) -> Option<Attempt> {
         let Some(bucket) = self.options.overflow.payload_bucket.as_deref() else {
             tracing::error!("the run nears SQS's 12-hour visibility limit and there is no payload bucket to hand it to; its message may be delivered again");
             return None;
         };
-        match Attempt::hand_over(bucket, envelope, function).await {
+        match Attempt::hand_over(bucket, envelope, function, sent_ms).await {
             Ok(Some(attempt)) => {
                 tracing::info!(request_id = %attempt.request_id, "the run is handed to the ledger; its message leaves the queue");
                 Some(attempt)

@@ -10,6 +10,7 @@ use std::time::Duration;
 use immortal_handler_sdk::aws;
 use immortal_handler_sdk::function_ref::ContextDefaults;
 use immortal_handler_sdk::{Envelope, FunctionRef};
+use immortal_overflow::metrics::{self, Metric};
 use immortal_overflow::{Carrier, OverflowSettings};
 
 use immortal_handler_sdk::container::FUNCTION_ROLE_VAR;
@@ -98,18 +99,23 @@ impl Job {
                 .prepare(function.as_ref(), &self.code_options, aws::shared)
                 .await?;
             let sink = open_sink(self.output.as_deref()).await?;
-            let Ran {
-                invocation, outcome, ..
-            } = run_envelope(
+            let ran = run_envelope(
                 prepared,
                 &envelope,
                 function.as_ref(),
                 &self.settings,
-                Slot::default(),
+                (Slot::default(), attempt.as_ref()),
                 sink.clone(),
                 stop,
             )
             .await?;
+            // A stopped run's outcome is the stop's, not the function's.
+            if attempt.is_some() && stopping.borrow().is_none() {
+                ran.emit_metrics();
+            }
+            let Ran {
+                invocation, outcome, ..
+            } = ran;
             write_outcome(&sink, &outcome, self.output.as_deref()).await?;
             Ok::<_, RunnerError>((invocation, outcome))
         }
@@ -202,7 +208,7 @@ pub(crate) async fn run_envelope(
     envelope: &Envelope,
     function: Option<&FunctionRef>,
     settings: &RunSettings,
-    slot: Slot,
+    (slot, attempt): (Slot, Option<&Attempt>),
     sink: ResponseSink,
     stop: StopSignal,
 ) -> Result<Ran, RunnerError> {
@@ -240,7 +246,13 @@ pub(crate) async fn run_envelope(
     };
     let json = options.logging.format.as_deref() == Some("JSON");
     let mut log = function_log(settings.function_logs, json, &invocation, credentials.as_ref()).await;
+    if let (Some(attempt), Some(stream)) = (attempt, log.stream()) {
+        // For `immortal logs`: while it runs, not only once it ended.
+        attempt.logs_at(&invocation.log_group, stream);
+    }
+    let began = std::time::Instant::now();
     let outcome = supervisor::invoke(&prepared.layout, invocation.clone(), &options, &mut log, sink, stop).await;
+    let took = began.elapsed();
     log.close().await;
     let swept = match &sandbox {
         Some(user) => {
@@ -257,6 +269,7 @@ pub(crate) async fn run_envelope(
         invocation,
         outcome: outcome?,
         swept,
+        took,
     })
 }
 
@@ -268,6 +281,22 @@ pub(crate) struct Ran {
     pub(crate) outcome: Outcome,
     /// Whether the function's user was left with nothing.
     pub(crate) swept: Swept,
+    /// From the bootstrap's start to the outcome.
+    pub(crate) took: Duration,
+}
+
+impl Ran {
+    /// The run's metrics (EMF): how it ended and how long it took.
+    pub(crate) fn emit_metrics(&self) {
+        let ended = match self.outcome {
+            Outcome::Response { .. } => Metric::Succeeded,
+            _ => Metric::Failed,
+        };
+        metrics::emit(
+            &self.invocation.function_name,
+            &[(ended, 1.0), (Metric::RunDuration, self.took.as_millis() as f64)],
+        );
+    }
 }
 
 /// The function's own credentials, when it runs as a role (`--function-role`):
