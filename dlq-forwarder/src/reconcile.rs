@@ -263,7 +263,35 @@ impl Forwarder {
             "RequestId: {} Error: the invocation's {} container attempts ended without an outcome; the last: {reason}",
             entry.request_id, entry.attempt
         );
-        let error = ErrorDocument::new("Immortal.AttemptsExhausted", message).to_json();
+        self.report_failure(entry, envelope, "Immortal.AttemptsExhausted", message, reason)
+            .await?;
+        held.entry.state = State::Exhausted;
+        held.entry.reason = Some(reason.to_owned());
+        if held.entry.current.ended_ms == 0 {
+            held.entry.current.ended_ms = now_ms();
+        }
+        held.etag = self.ledger.update(&mut held.entry, &held.etag).await?;
+        metrics::count(&held.entry.function, Metric::Exhausted);
+        Ok(Reconciled::Exhausted {
+            request_id: held.entry.request_id.clone(),
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// Sends the invocation's failure record (`error_type`, `message`) to the failure
+    /// destination, as Lambda's `RetriesExhausted` record of an asynchronous invocation.
+    /// Without a trustworthy `envelope` the record carries no request payload; without
+    /// a destination the envelope's location is logged (never the event). Where it
+    /// went, if anywhere.
+    pub(crate) async fn report_failure(
+        &self,
+        entry: &immortal_overflow::ledger::Entry,
+        envelope: Option<&Envelope>,
+        error_type: &str,
+        message: String,
+        reason: &str,
+    ) -> Result<Option<String>, ForwardError> {
+        let error = ErrorDocument::new(error_type, message).to_json();
         let null = serde_json::value::RawValue::from_string("null".into()).expect("null is JSON");
         let context = envelope.map(|e| &e.context);
         let arn = context
@@ -286,32 +314,26 @@ impl Forwarder {
         match &self.config.overflow.on_failure {
             Some(target) => {
                 self.publisher.publish(target, &record).await?;
+                Ok(Some(target.to_string()))
             }
             // The record holds the event: never in the logs. The envelope stays in the
             // payload bucket (under the entry's `envelope`) until the lifecycle rule.
-            None => tracing::error!(
-                request_id = %entry.request_id,
-                function = %arn,
-                envelope = %entry.envelope,
-                reason,
-                "out of attempts and no failure destination is set (IMMORTAL_ON_FAILURE): the invocation's envelope stays in the payload bucket"
-            ),
+            None => {
+                tracing::error!(
+                    request_id = %entry.request_id,
+                    function = %arn,
+                    envelope = %entry.envelope,
+                    error_type,
+                    reason,
+                    "no failure destination is set (IMMORTAL_ON_FAILURE): the invocation's envelope stays in the payload bucket"
+                );
+                Ok(None)
+            }
         }
-        held.entry.state = State::Exhausted;
-        held.entry.reason = Some(reason.to_owned());
-        if held.entry.current.ended_ms == 0 {
-            held.entry.current.ended_ms = now_ms();
-        }
-        held.etag = self.ledger.update(&mut held.entry, &held.etag).await?;
-        metrics::count(&held.entry.function, Metric::Exhausted);
-        Ok(Reconciled::Exhausted {
-            request_id: held.entry.request_id.clone(),
-            reason: reason.to_owned(),
-        })
     }
 
     /// The attempt's envelope, checked against its digest.
-    async fn envelope(&self, location: &str, digest: &str) -> Result<Envelope, CarrierError> {
+    pub(crate) async fn envelope(&self, location: &str, digest: &str) -> Result<Envelope, CarrierError> {
         let at = S3Location::parse(location).map_err(CarrierError::Location)?;
         let carrier = Carrier::Stored {
             at,

@@ -485,6 +485,45 @@ impl Ledger {
         }
     }
 
+    /// Marks an ended invocation live again (a person replays it), before its entry says
+    /// so: the sweep finds it from then on.
+    pub async fn revive(&self, request_id: &str) -> Result<(), LedgerError> {
+        self.mark_live(request_id, true).await
+    }
+
+    /// Every entry's request id, with when its entry was last written (ms since the
+    /// epoch): one List call per 1,000 invocations. Entries written before `since_ms`
+    /// are left out (an entry is last written when its invocation ends or later).
+    pub async fn entry_ids(&self, since_ms: u64) -> Result<Vec<(String, u64)>, LedgerError> {
+        let mut ids = Vec::new();
+        let mut next = None;
+        loop {
+            let page = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(LEDGER)
+                .set_continuation_token(next)
+                .send()
+                .await
+                .map_err(|e| self.error(LEDGER, describe_error(&e)))?;
+            ids.extend(page.contents().iter().filter_map(|o| {
+                let id = o.key()?.strip_prefix(LEDGER)?.strip_suffix(".json")?;
+                let written = o
+                    .last_modified()
+                    .and_then(|t| t.to_millis().ok())
+                    .and_then(|ms| u64::try_from(ms).ok())
+                    .unwrap_or_else(now_ms);
+                // Not a marker (`live/`) or the sweep's cursor.
+                (!id.contains('/') && written >= since_ms).then(|| (id.to_owned(), written))
+            }));
+            next = page.next_continuation_token;
+            if next.is_none() {
+                return Ok(ids);
+            }
+        }
+    }
+
     /// Removes the live marker of an invocation that ended.
     pub async fn forget(&self, request_id: &str) -> Result<(), LedgerError> {
         self.mark_live(request_id, false).await
