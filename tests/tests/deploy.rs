@@ -249,6 +249,42 @@ const LISTING_ACTIONS: &[&str] = &["sqs:ListQueues"];
 #[test]
 fn the_stack_keeps_a_durable_record_of_every_relaunch_and_watches_its_queues() {
     let template = packaged_template();
+    // The dashboard: every metric the forwarder and the runner write, per function, and
+    // the alarms.
+    let dashboard = &resource(template, "OverflowDashboard")["Properties"];
+    let body = dashboard["DashboardBody"]["Fn::Sub"]
+        .as_str()
+        .expect("a body made with Fn::Sub");
+    let substituted = with_placeholders(body);
+    let body: Value = serde_json::from_str(&substituted).expect("the dashboard body is JSON");
+    let text = body.to_string();
+    for metric in immortal_overflow::metrics::Metric::ALL {
+        assert!(
+            text.contains(&format!("MetricName=\\\"{}\\\"", metric.name())),
+            "the dashboard graphs {}: {text}",
+            metric.name()
+        );
+    }
+    assert!(text.contains(&format!(
+        "{{{},{}}}",
+        immortal_overflow::metrics::NAMESPACE,
+        immortal_overflow::metrics::DIMENSION
+    )));
+    for alarm in [
+        "ParkingQueueDepthAlarm",
+        "ThumbnailDlqOldestMessageAlarm",
+        "FailuresQueueOldestMessageAlarm",
+    ] {
+        assert!(
+            substituted.contains(&format!("<{alarm}.Arn>")),
+            "{alarm} on the dashboard"
+        );
+        resource(template, alarm);
+    }
+    assert_eq!(
+        template["Outputs"]["DashboardName"]["Value"],
+        json!({"Ref": "OverflowDashboard"})
+    );
     // The payload bucket: encrypted, reachable over TLS only, expiring what it keeps.
     let bucket = &resource(template, "PayloadBucket")["Properties"];
     assert_eq!(
@@ -619,4 +655,21 @@ fn the_image_runner_is_built_for_glibc_2_26_and_runs_a_python_function_as_built(
     let seen: Value = serde_json::from_slice(&ran.stdout).unwrap();
     assert_eq!(seen["request_id"], "img-1");
     assert_eq!(seen["event"]["from"], "the image binary");
+}
+
+/// `body` with each `${NAME}` of Fn::Sub replaced by `<NAME>` (what CloudFormation would
+/// put there is a plain string either way).
+fn with_placeholders(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').expect("a closed substitution") + start;
+        out.push('<');
+        out.push_str(&rest[start + 2..end]);
+        out.push('>');
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
