@@ -386,32 +386,40 @@ impl Ledger {
     /// The live markers, in key order, with when each was written: one List call per
     /// 1,000 invocations.
     pub async fn live_markers(&self) -> Result<Vec<LiveMarker>, LedgerError> {
-        let mut markers = Vec::new();
+        Ok(self
+            .list(LIVE)
+            .await?
+            .into_iter()
+            .map(|(request_id, marked_ms)| LiveMarker { request_id, marked_ms })
+            .collect())
+    }
+
+    /// The keys under `prefix` (without it), in key order, with when each was last
+    /// written (ms since the epoch; unknown: now, so never taken for old).
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, LedgerError> {
+        let mut keys = Vec::new();
         let mut next = None;
         loop {
             let page = self
                 .s3
                 .list_objects_v2()
                 .bucket(&self.bucket)
-                .prefix(LIVE)
+                .prefix(prefix)
                 .set_continuation_token(next)
                 .send()
                 .await
-                .map_err(|e| self.error(LIVE, describe_error(&e)))?;
-            markers.extend(page.contents().iter().filter_map(|o| {
-                Some(LiveMarker {
-                    request_id: o.key()?.strip_prefix(LIVE)?.to_owned(),
-                    marked_ms: o
-                        .last_modified()
-                        .and_then(|t| t.to_millis().ok())
-                        .and_then(|ms| u64::try_from(ms).ok())
-                        // Unknown: as if just written, so never taken for an orphan.
-                        .unwrap_or_else(now_ms),
-                })
+                .map_err(|e| self.error(prefix, describe_error(&e)))?;
+            keys.extend(page.contents().iter().filter_map(|o| {
+                let written = o
+                    .last_modified()
+                    .and_then(|t| t.to_millis().ok())
+                    .and_then(|ms| u64::try_from(ms).ok())
+                    .unwrap_or_else(now_ms);
+                Some((o.key()?.strip_prefix(prefix)?.to_owned(), written))
             }));
             next = page.next_continuation_token;
             if next.is_none() {
-                return Ok(markers);
+                return Ok(keys);
             }
         }
     }
@@ -495,33 +503,16 @@ impl Ledger {
     /// epoch): one List call per 1,000 invocations. Entries written before `since_ms`
     /// are left out (an entry is last written when its invocation ends or later).
     pub async fn entry_ids(&self, since_ms: u64) -> Result<Vec<(String, u64)>, LedgerError> {
-        let mut ids = Vec::new();
-        let mut next = None;
-        loop {
-            let page = self
-                .s3
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(LEDGER)
-                .set_continuation_token(next)
-                .send()
-                .await
-                .map_err(|e| self.error(LEDGER, describe_error(&e)))?;
-            ids.extend(page.contents().iter().filter_map(|o| {
-                let id = o.key()?.strip_prefix(LEDGER)?.strip_suffix(".json")?;
-                let written = o
-                    .last_modified()
-                    .and_then(|t| t.to_millis().ok())
-                    .and_then(|ms| u64::try_from(ms).ok())
-                    .unwrap_or_else(now_ms);
+        Ok(self
+            .list(LEDGER)
+            .await?
+            .into_iter()
+            .filter_map(|(key, written)| {
+                let id = key.strip_suffix(".json")?;
                 // Not a marker (`live/`) or the sweep's cursor.
                 (!id.contains('/') && written >= since_ms).then(|| (id.to_owned(), written))
-            }));
-            next = page.next_continuation_token;
-            if next.is_none() {
-                return Ok(ids);
-            }
-        }
+            })
+            .collect())
     }
 
     /// Removes the live marker of an invocation that ended.

@@ -45,6 +45,23 @@ async fn outcomes_by_request(queue: &Queue) -> BTreeMap<String, usize> {
     seen
 }
 
+/// Sends `count` dead letters of timed-out invocations (`{prefix}-0`...); their request ids.
+async fn timed_out(queue: &Queue, prefix: &str, count: usize) -> BTreeSet<String> {
+    let mut sent = BTreeSet::new();
+    for n in 0..count {
+        let request_id = format!("{prefix}-{n}");
+        queue
+            .send_dead_letter(
+                &format!(r#"{{"n":{n}}}"#),
+                &request_id,
+                "Task timed out after 3.00 seconds",
+            )
+            .await;
+        sent.insert(request_id);
+    }
+    sent
+}
+
 fn log_count(stderr: &str, message: &str, field: &str, value: &str) -> usize {
     stderr
         .lines()
@@ -302,17 +319,7 @@ async fn drain_mode_over_both_overflow_queues_scales_on_their_depth_and_drains_b
     let function = deploy(&sdk, &name, &bootstrap_zip_bytes(&fixture("echo")), &[]).await;
     let dlq = Queue::create(&sdk, &format!("scale-dlq-{id}"), &[("immortal:function", &name)], &[]).await;
     let failures = Queue::create(&sdk, &format!("scale-failures-{id}"), &[], &[]).await;
-    let mut sent = BTreeSet::new();
-    for n in 0..15 {
-        let request_id = format!("req-dlq-{n}");
-        dlq.send_dead_letter(
-            &format!(r#"{{"n":{n}}}"#),
-            &request_id,
-            "Task timed out after 3.00 seconds",
-        )
-        .await;
-        sent.insert(request_id);
-    }
+    let mut sent = timed_out(&dlq, "req-dlq", 15).await;
     for n in 0..10 {
         let request_id = format!("req-failures-{n}");
         failures
@@ -427,17 +434,7 @@ async fn drain_mode_counts_and_drains_the_attached_functions_own_dead_letter_que
         &[],
     )
     .await;
-    let mut sent = BTreeSet::new();
-    for n in 0..12 {
-        let request_id = format!("req-attached-{n}");
-        own.send_dead_letter(
-            &format!(r#"{{"n":{n}}}"#),
-            &request_id,
-            "Task timed out after 3.00 seconds",
-        )
-        .await;
-        sent.insert(request_id);
-    }
+    let sent = timed_out(&own, "req-attached", 12).await;
 
     let ticked = tokio::task::spawn_blocking({
         let cmd = scaler_tick(&cluster, &configured.url, "tick-attached");
