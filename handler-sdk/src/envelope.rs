@@ -107,6 +107,70 @@ pub struct InvocationContext {
     pub extra: Map<String, Value>,
 }
 
+/// The context's field names, as [`InvocationContext`] reads them.
+pub const CONTEXT_FIELDS: [&str; 12] = [
+    "request_id",
+    "invoked_function_arn",
+    "function_name",
+    "function_version",
+    "memory_limit_in_mb",
+    "xray_trace_id",
+    "client_context",
+    "identity",
+    "tenant_id",
+    "log_group_name",
+    "log_stream_name",
+    "overflow",
+];
+
+/// The known context field a person most likely meant by `name`, as other tools spell it
+/// (`aws_request_id` and `awsRequestId` of Python's and Node's context objects,
+/// `functionName`, `memoryLimitInMB`...), or `None`.
+///
+/// ```
+/// use immortal_handler_sdk::envelope::nearest_context_field;
+/// assert_eq!(nearest_context_field("aws_request_id"), Some("request_id"));
+/// assert_eq!(nearest_context_field("functionName"), Some("function_name"));
+/// assert_eq!(nearest_context_field("memoryLimitInMB"), Some("memory_limit_in_mb"));
+/// assert_eq!(nearest_context_field("function_nme"), Some("function_name"));
+/// assert_eq!(nearest_context_field("colour"), None);
+/// ```
+pub fn nearest_context_field(name: &str) -> Option<&'static str> {
+    let plain = |s: &str| -> String {
+        let s: String = s
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        s.strip_prefix("aws").map(str::to_owned).unwrap_or(s)
+    };
+    let wanted = plain(name);
+    let mut best: Option<(usize, &'static str)> = None;
+    for known in CONTEXT_FIELDS {
+        let distance = edit_distance(&wanted, &plain(known));
+        if distance <= 2 && best.is_none_or(|(d, _)| distance < d) {
+            best = Some((distance, known));
+        }
+    }
+    best.map(|(_, known)| known)
+}
+
+/// Levenshtein distance, for short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut last = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (last + usize::from(ca != *cb)).min(row[j] + 1).min(here + 1);
+            last = here;
+        }
+    }
+    row[b.len()]
+}
+
 impl InvocationContext {
     /// The function this context names: its `invoked_function_arn`, else its
     /// `function_name`; `None` when it names none.
@@ -200,6 +264,37 @@ impl std::fmt::Display for S3Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_known_context_fields_are_the_structs_own() {
+        let full = InvocationContext {
+            request_id: Some("r".into()),
+            invoked_function_arn: Some("a".into()),
+            function_name: Some("f".into()),
+            function_version: Some("1".into()),
+            memory_limit_in_mb: Some(1),
+            xray_trace_id: Some("x".into()),
+            client_context: Some(Value::Null),
+            identity: Some(Value::Null),
+            tenant_id: Some("t".into()),
+            log_group_name: Some("g".into()),
+            log_stream_name: Some("s".into()),
+            overflow: Some(Overflow {
+                attempt: 1,
+                error_type: None,
+                error_message: None,
+                source: OverflowSource::Manual,
+                extra: Map::new(),
+            }),
+            extra: Map::new(),
+        };
+        let written = serde_json::to_value(&full).unwrap();
+        let mut keys: Vec<&str> = written.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut known = CONTEXT_FIELDS.to_vec();
+        keys.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(keys, known);
+    }
 
     #[test]
     fn event_bytes_survive_a_round_trip() {

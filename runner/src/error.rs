@@ -142,7 +142,7 @@ pub enum CodeError {
         base_image: String,
     },
     /// The bootstrap exists but cannot be executed.
-    #[error("{path} is not executable (mode {mode:o}); set its executable bit (chmod 755) before zipping")]
+    #[error("{path} is not executable (mode {mode:o}): set its executable bit (chmod 755 bootstrap) in the function's folder, or before zipping it")]
     NotExecutable {
         /// The bootstrap found.
         path: PathBuf,

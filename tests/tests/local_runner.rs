@@ -488,7 +488,7 @@ fn bad_input_is_one_line_naming_the_problem_with_its_exit_code() {
                 args
             },
             3,
-            "is not executable (mode 644)",
+            "is not executable (mode 644): set its executable bit (chmod 755 bootstrap) in the function's folder, or before zipping it",
         ),
         (
             "a file that is not a zip",

@@ -398,3 +398,60 @@ async fn a_drain_worker_hands_a_record_its_image_cannot_run_to_a_task_of_the_rig
     assert_eq!(envelope["context"]["request_id"], "req-hand");
     assert_eq!(envelope["event"], json!({"name": "handed"}));
 }
+
+/// Mistakes a developer makes locally, named instead of failing somewhere deeper: a
+/// managed runtime without --handler (the runtime client would say `Bad handler
+/// 'bootstrap'`), and context fields spelt as another tool spells them.
+#[test]
+fn a_missing_handler_and_misspelt_context_fields_are_named_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    for (fixture, family, runtime, files, example) in [
+        (
+            "python",
+            "python",
+            "python3.12",
+            ["lambda_function.py"],
+            "--handler lambda_function.lambda_handler",
+        ),
+        (
+            "node-esm",
+            "nodejs",
+            "nodejs22.x",
+            ["index.mjs"],
+            "--handler index.handler",
+        ),
+    ] {
+        let zip = function_zip(dir.path(), fixture, &files);
+        let ran = RunnerCmd::new()
+            .args(["--artifact".as_ref(), zip.as_os_str()])
+            .args(["--runtime-dir".as_ref(), runtime_dir(family).as_os_str()])
+            .args(["--runtime", runtime, "--event", "{}"])
+            .run();
+        ran.expect_code(2);
+        assert!(
+            ran.stderr.contains(&format!("--runtime {runtime} runs a handler")) && ran.stderr.contains(example),
+            "{}",
+            ran.stderr
+        );
+    }
+    let zip = function_zip(dir.path(), "python", &["lambda_function.py"]);
+    let ran = RunnerCmd::new()
+        .args(["--artifact".as_ref(), zip.as_os_str()])
+        .args(["--runtime-dir".as_ref(), runtime_dir("python").as_os_str()])
+        .args(["--runtime", "python3.12", "--handler", "lambda_function.lambda_handler"])
+        .args([
+            "--event",
+            "{}",
+            "--context",
+            r#"{"aws_request_id":"ctx-1","functionName":"f","colour":"blue"}"#,
+        ])
+        .run();
+    ran.expect_code(0);
+    for needle in [
+        "`aws_request_id` is not one the runner reads: did you mean `request_id`?",
+        "`functionName` is not one the runner reads: did you mean `function_name`?",
+        "`colour` is not one the runner reads (it is passed on unread); it reads request_id,",
+    ] {
+        assert!(ran.stderr.contains(needle), "{needle}: {}", ran.stderr);
+    }
+}

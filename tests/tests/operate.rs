@@ -326,3 +326,53 @@ async fn an_operator_lists_shows_reads_stops_replays_and_counts_relaunched_invoc
     let no_stack = immortal(&[], &["--stack", &format!("nope-{id}"), "ls"]).await;
     no_stack.expect_code(4);
 }
+
+/// `immortal logs --follow` on an invocation that is running: its lines as they come,
+/// and the command ends once the invocation has ended and its last lines are out.
+#[tokio::test]
+async fn logs_follow_a_running_invocation_to_its_end() {
+    let sdk = Emulator::shared().sdk_config().await;
+    let id = uuid_like();
+    let cluster = Cluster::create(&sdk, &format!("follow-{id}")).await;
+    let function = format!("followed-{id}");
+    deploy(&sdk, &function, &bootstrap_zip_bytes(&fixture("sleep")), &[]).await;
+    let dlq = Queue::create(
+        &sdk,
+        &format!("follow-dlq-{id}"),
+        &[("immortal:function", &function)],
+        &[],
+    )
+    .await;
+    dlq.send_dead_letter(r#"{"seconds": 4}"#, "req-follow", "Task timed out after 3.00 seconds")
+        .await;
+    let messages = dlq.receive(10, 1).await;
+    cluster.forward_all(&dlq, &messages, &[]).await;
+    let task = task_env(&cluster.tasks().await[0]);
+    let runner = RunnerCmd::new()
+        .envs(Emulator::shared().env())
+        .envs(task.into_iter().map(|(k, v)| (&*k.leak(), v)))
+        .env("IMMORTAL_PAYLOAD_BUCKET", &cluster.payload_bucket)
+        .env("IMMORTAL_FUNCTION_LOGS", "cloudwatch")
+        .spawn();
+    // Following from before the first line: it waits for the attempt's stream.
+    let follow = RunnerCmd::with_command(Command::new(workspace_artifact("immortal")))
+        .envs(Emulator::shared().env())
+        .envs(cluster.forwarder_env())
+        .args(["logs", "req-follow", "--follow"])
+        .spawn();
+    let ran = tokio::task::spawn_blocking(move || runner.wait(std::time::Duration::from_secs(60)))
+        .await
+        .unwrap();
+    ran.expect_code(0);
+    let followed = tokio::task::spawn_blocking(move || follow.wait(std::time::Duration::from_secs(60)))
+        .await
+        .unwrap();
+    followed.expect_code(0);
+    let lines = followed.stdout_text();
+    assert!(
+        lines.contains("START RequestId: req-follow") && lines.contains("REPORT RequestId: req-follow"),
+        "every line, to the last:\n{lines}\n{}",
+        followed.stderr
+    );
+    assert!(followed.stderr.contains("== attempt 1"), "{}", followed.stderr);
+}

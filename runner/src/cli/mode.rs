@@ -11,7 +11,7 @@ use immortal_handler_sdk::container::{
     CONTEXT_VAR, ENVELOPE_URL_VAR, EVENT_VAR, FUNCTION_MAP_VAR, ON_FAILURE_VAR, ON_SUCCESS_VAR, OPT_DIR_VAR,
     PAYLOAD_BUCKET_VAR, RELAUNCH_VAR, TASK_ROOT_VAR, TRUSTED_SENDERS_VAR,
 };
-use immortal_handler_sdk::envelope::S3Location;
+use immortal_handler_sdk::envelope::{nearest_context_field, InvocationContext, S3Location, CONTEXT_FIELDS};
 use immortal_handler_sdk::{Envelope, FunctionRef};
 use immortal_overflow::{Carrier, Lookup, OverflowSettings};
 
@@ -284,13 +284,36 @@ fn envelope_carrier(
             "--event and --context cannot both read stdin (-); put one in a file".into(),
         ));
     }
+    let context = match context_source {
+        Some(source) => source.read("context")?,
+        None => String::new(),
+    };
+    warn_unknown_context_fields(&context);
     Ok(Some(Carrier::Inline {
         event: event_source.read("event")?,
-        context: match context_source {
-            Some(source) => source.read("context")?,
-            None => String::new(),
-        },
+        context,
     }))
+}
+
+/// Says which fields of a context a person wrote the runner does not know (it passes
+/// them on unread), with the field they most likely meant.
+fn warn_unknown_context_fields(context: &str) {
+    let Ok(parsed) = serde_json::from_str::<InvocationContext>(context) else {
+        return; // Said later, when the envelope is opened.
+    };
+    for field in parsed.extra.keys() {
+        match nearest_context_field(field) {
+            Some(known) => tracing::warn!(
+                field = %field,
+                "the context field `{field}` is not one the runner reads: did you mean `{known}`? (it is passed on unread)"
+            ),
+            None => tracing::warn!(
+                field = %field,
+                "the context field `{field}` is not one the runner reads (it is passed on unread); it reads {}",
+                CONTEXT_FIELDS.join(", ")
+            ),
+        }
+    }
 }
 
 /// `--context` (else the container's), read, for a run that needs nothing else.

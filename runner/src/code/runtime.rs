@@ -34,6 +34,23 @@ impl Runtime {
         self.0 == "provided" || self.0.starts_with("provided.")
     }
 
+    /// A handler as this runtime names one, the Lambda console's default for new
+    /// functions: `lambda_function.lambda_handler` (Python, Ruby), `index.handler`
+    /// (Node.js), `example.Hello::handleRequest` (Java),
+    /// `Assembly::Namespace.Function::FunctionHandler` (.NET).
+    pub(crate) fn handler_example(&self) -> &'static str {
+        let id = self.0.as_str();
+        if id.starts_with("nodejs") {
+            "index.handler"
+        } else if id.starts_with("java") {
+            "example.Hello::handleRequest"
+        } else if id.starts_with("dotnet") {
+            "Assembly::Namespace.Function::FunctionHandler"
+        } else {
+            "lambda_function.lambda_handler"
+        }
+    }
+
     /// `AWS_EXECUTION_ENV` as Lambda sets it: `AWS_Lambda_<runtime>`, and not at all
     /// for OS-only runtimes.
     pub(crate) fn execution_env(&self) -> Option<String> {

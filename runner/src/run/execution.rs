@@ -226,12 +226,16 @@ pub(crate) async fn run_envelope(
         uid: FUNCTION_UIDS.start() + slot.0,
     });
     let (scratch, _own_scratch) = scratch_folder(sandbox.as_ref())?;
+    let handler = match &settings.handler {
+        Some(handler) => handler.clone(),
+        None => default_handler(&prepared)?,
+    };
     let mut function_env = prepared.env;
     function_env.extend(settings.env.clone());
     let options = InvokeOptions {
         timeout: settings.timeout,
         grace: settings.grace,
-        handler: settings.handler.clone().unwrap_or(prepared.handler),
+        handler,
         runtime: prepared.runtime,
         logging: prepared.logging,
         function_env,
@@ -364,6 +368,23 @@ async fn function_log(
                 json,
             )
         }
+    }
+}
+
+/// The handler when `--handler` names none: the function's own (from Lambda), else
+/// `bootstrap`, which only a custom runtime's bootstrap ignores. Local code on a managed
+/// runtime that brings no bootstrap of its own would only fail inside the runtime
+/// client (`Bad handler 'bootstrap'`): refused here, naming the flag and an example.
+fn default_handler(prepared: &Prepared) -> Result<String, RunnerError> {
+    let own_bootstrap = std::iter::once(&prepared.layout.task_root)
+        .chain(prepared.layout.opt_dir.as_ref())
+        .any(|dir| dir.join(crate::emulator::bootstrap::BOOTSTRAP).is_file());
+    match &prepared.runtime {
+        Some(runtime) if prepared.local && !runtime.is_custom() && !own_bootstrap => Err(RunnerError::Usage(format!(
+            "--runtime {runtime} runs a handler the function names: give --handler (e.g. --handler {}, the Lambda console's default); without it the runner passes `bootstrap`, which only custom runtimes (provided.*) read",
+            runtime.handler_example()
+        ))),
+        _ => Ok(prepared.handler.clone()),
     }
 }
 
