@@ -44,6 +44,7 @@ use crate::signals::StopSignal;
 
 /// Runs the command line to the end and returns the exit code. Errors are logged.
 pub async fn run(cli: Cli, stop: StopSignal) -> Exit {
+    run::scratch::remove_stale(&std::env::temp_dir());
     let result = match Mode::from_cli(cli) {
         Ok(Mode::Run(job)) => job.run(stop).await,
         Ok(Mode::InProcess { library, job }) => in_process::run(&library, job, stop).await,

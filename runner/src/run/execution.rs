@@ -28,6 +28,7 @@ use crate::error::RunnerError;
 use crate::exit::Exit;
 use crate::run::attempt::{Attempt, Go};
 use crate::run::report::Reporter;
+use crate::run::scratch;
 use crate::run::settlement::End;
 use crate::signals::StopSignal;
 
@@ -225,7 +226,7 @@ pub(crate) async fn run_envelope(
         program: program.clone(),
         uid: FUNCTION_UIDS.start() + slot.0,
     });
-    let (scratch, _own_scratch) = scratch_folder(sandbox.as_ref())?;
+    let (scratch, _own_scratch) = scratch::folder(sandbox.as_ref())?;
     let handler = match &settings.handler {
         Some(handler) => handler.clone(),
         None => default_handler(&prepared)?,
@@ -327,21 +328,6 @@ async fn function_credentials(
     )
     .await?;
     Ok(Some(credentials))
-}
-
-/// The function's private scratch folder (`TMPDIR`): made by the runner, or (sandboxed)
-/// by the function's user itself, and gone after the run either way. The second value
-/// removes the runner's own folder when dropped.
-fn scratch_folder(sandbox: Option<&SandboxUser>) -> Result<(PathBuf, Option<tempfile::TempDir>), RunnerError> {
-    if let Some(user) = sandbox {
-        let name = format!("immortal-{}-{}", user.uid, uuid::Uuid::new_v4().simple());
-        return Ok((std::env::temp_dir().join(name), None));
-    }
-    let own = tempfile::Builder::new()
-        .prefix("immortal-fn-")
-        .tempdir()
-        .map_err(|e| RunnerError::Start(format!("cannot create the function's scratch folder: {e}")))?;
-    Ok((own.path().to_owned(), Some(own)))
 }
 
 /// Where the function's output goes: the runner's stderr, or its own log group written
