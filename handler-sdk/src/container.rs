@@ -114,6 +114,8 @@ pub const SANDBOX_VAR: &str = "IMMORTAL_SANDBOX";
 pub const OWN_TMP_VAR: &str = "IMMORTAL_OWN_TMP";
 /// `off`: the runner starts no extensions (as `--no-extensions`).
 pub const EXTENSIONS_VAR: &str = "IMMORTAL_EXTENSIONS";
+/// Seconds between the runner's "still running" lines during a run (0: none).
+pub const HEARTBEAT_VAR: &str = "IMMORTAL_HEARTBEAT";
 /// Where the function's logs go: `cloudwatch` or `stderr`.
 pub const FUNCTION_LOGS_VAR: &str = "IMMORTAL_FUNCTION_LOGS";
 /// The layers root.

@@ -513,3 +513,75 @@ fn bad_input_is_one_line_naming_the_problem_with_its_exit_code() {
         assert!(one_line_error(&ran.stderr).contains(message), "{case}: {}", ran.stderr);
     }
 }
+
+/// Output for a person: during a long run a "still running" line at a steady interval
+/// (`--heartbeat`), and on a terminal the response ends its line; through a pipe the
+/// response is the function's bytes, no more.
+#[test]
+fn a_long_run_says_it_is_alive_and_a_terminal_gets_a_whole_line() {
+    let sleep = fixture("sleep");
+    let ran = RunnerCmd::new()
+        .args(["--artifact".as_ref(), sleep.as_os_str()])
+        .args(["--event", r#"{"seconds": 3.5}"#, "--heartbeat", "1"])
+        .run();
+    ran.expect_code(0);
+    let alive = ran.stderr.lines().filter(|l| l.contains("still running")).count();
+    assert!(
+        (2..=4).contains(&alive),
+        "one a second, after the event: {alive}\n{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("max_memory_mb"), "{}", ran.stderr);
+    assert!(!ran.stdout_text().ends_with('\n'), "a pipe gets the bytes as returned");
+    let quiet = RunnerCmd::new()
+        .args(["--artifact".as_ref(), sleep.as_os_str()])
+        .args(["--event", r#"{"seconds": 1.5}"#, "--heartbeat", "0"])
+        .run();
+    assert!(!quiet.stderr.contains("still running"), "{}", quiet.stderr);
+
+    // On a terminal (script(1) gives the runner one): the response, then a newline.
+    let runner = immortal_tests::runner::workspace_artifact("runner");
+    let line = format!(
+        "{} --artifact {} --event '{{\"seconds\": 0}}' 2>/dev/null",
+        runner.display(),
+        sleep.display()
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("IMMORTAL_CACHE_DIR", cache.path())
+        .output()
+        .expect("script (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("}\r\n"), "the prompt starts a line of its own: {text:?}");
+}
+
+/// A runner killed with SIGKILL cannot remove its scratch folder: the next runner to
+/// start does, and leaves a live runner's alone.
+#[test]
+fn a_dead_runners_scratch_folder_is_removed_by_the_next_runner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = tmp.path().join(format!("immortal-fn-{dead}-abcdef"));
+    let live = tmp.path().join(format!("immortal-fn-{}-abcdef", std::process::id()));
+    for dir in [&stale, &live] {
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+    }
+    let ran = RunnerCmd::new()
+        .env("TMPDIR", tmp.path())
+        .args(["--artifact".as_ref(), fixture("echo").as_os_str()])
+        .args(["--event", "{}"])
+        .run();
+    ran.expect_code(0);
+    assert!(!stale.exists(), "{}", ran.stderr);
+    assert!(live.exists());
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("immortal-fn-") && !n.starts_with(&format!("immortal-fn-{}-", std::process::id())))
+        .collect();
+    assert!(left.is_empty(), "its own scratch folder went too: {left:?}");
+}

@@ -314,6 +314,11 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) no_extensions: bool,
 
+    /// Log a "still running" line (time so far, peak memory) this often during a run;
+    /// 0 for none.
+    #[arg(long, value_name = "SECONDS", default_value = "60", env = container::HEARTBEAT_VAR, hide_env_values = true, value_parser = parse_seconds)]
+    pub(crate) heartbeat: f64,
+
     /// `on` (default) or `off`: as --no-extensions.
     #[arg(long, value_name = "on|off", env = container::EXTENSIONS_VAR, hide_env_values = true, hide = true, value_parser = ["on", "off"])]
     pub(crate) extensions: Option<String>,

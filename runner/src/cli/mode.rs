@@ -197,6 +197,7 @@ fn run_settings(args: &RunArgs) -> Result<RunSettings, RunnerError> {
         env,
         function_logs: args.function_logs,
         extensions: !args.no_extensions && args.extensions.as_deref() != Some("off"),
+        heartbeat: (args.heartbeat > 0.0).then(|| Duration::from_secs_f64(args.heartbeat)),
     })
 }
 

@@ -53,6 +53,8 @@ pub(crate) struct InvokeOptions {
     pub(crate) scratch: PathBuf,
     /// Start the extensions in the layers root (`--no-extensions` turns them off).
     pub(crate) extensions: bool,
+    /// How often a long run says it is still running (`--heartbeat`).
+    pub(crate) heartbeat: Option<Duration>,
 }
 
 /// Runs `invocation` with the bootstrap found in `layout`; its output and the platform's
@@ -140,6 +142,7 @@ pub(crate) async fn invoke(
         delivered_at: None,
         deadline: None,
         report: Report::default(),
+        said_alive: None,
     };
     let outcome = run.until_outcome(log).await?;
     log_outcome(&outcome, started);
@@ -218,6 +221,8 @@ struct Supervised<'a> {
     /// The invocation's deadline, with `--timeout`.
     deadline: Option<Instant>,
     report: Report,
+    /// When the last "still running" line was written.
+    said_alive: Option<Instant>,
 }
 
 impl Supervised<'_> {
@@ -310,6 +315,18 @@ impl Supervised<'_> {
             }
         }
         self.report.max_memory_mb = self.report.max_memory_mb.max(tree_peak_rss_mb(self.child.pid()));
+        if let (Some(every), Some(delivered)) = (self.options.heartbeat, self.delivered_at) {
+            let since = self.said_alive.unwrap_or(delivered);
+            if since.elapsed() >= every {
+                self.said_alive = Some(Instant::now());
+                tracing::info!(
+                    elapsed_s = delivered.elapsed().as_secs(),
+                    max_memory_mb = self.report.max_memory_mb,
+                    request_id = %self.invocation.request_id,
+                    "still running"
+                );
+            }
+        }
     }
 
     /// The deadline passed: the bootstrap is killed, Lambda's timeout error.

@@ -55,6 +55,8 @@ pub(crate) struct RunSettings {
     pub(crate) function_logs: LogDestination,
     /// Start the extensions the layers bring.
     pub(crate) extensions: bool,
+    /// How often a long run says it is still running.
+    pub(crate) heartbeat: Option<Duration>,
 }
 
 /// Where this run's function stands among those a worker runs at once: its user id
@@ -248,6 +250,7 @@ pub(crate) async fn run_envelope(
         sandbox: sandbox.clone(),
         scratch: scratch.clone(),
         extensions: settings.extensions,
+        heartbeat: settings.heartbeat,
     };
     let json = options.logging.format.as_deref() == Some("JSON");
     let mut log = function_log(settings.function_logs, json, &invocation, credentials.as_ref()).await;
@@ -421,10 +424,18 @@ pub(crate) async fn write_outcome(
     if matches!(outcome, Outcome::Response { streamed: true, .. }) {
         return Ok(());
     }
-    sink.write(outcome.body()).await.map_err(|source| RunnerError::Output {
+    let failed = |source| RunnerError::Output {
         path: output.map(ToOwned::to_owned).unwrap_or_else(|| "stdout".into()),
         source,
-    })
+    };
+    let body = outcome.body();
+    sink.write(body).await.map_err(failed)?;
+    // On a terminal, the prompt on a line of its own; a pipe or a file gets the bytes as
+    // the function returned them.
+    if output.is_none() && !body.ends_with(b"\n") && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        sink.write(b"\n").await.map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// `--fetch-only`: the code in the cache; prints the task root.
