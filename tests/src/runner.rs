@@ -301,19 +301,43 @@ pub fn lambda_zip(binary: &str, dir: &Path) -> PathBuf {
     zip
 }
 
-/// A workspace binary packaged as a Lambda zip once per test process (zipping a debug
-/// binary takes a while), and a code cache shared by every run of this process (the
-/// cache is safe for concurrent runners by design).
+/// A workspace binary packaged as a Lambda zip once per build (zipping a debug binary
+/// takes a while), and a code cache shared by its runs (safe for concurrent runners by
+/// design). Both live in the build folder, named for the binary's build, so that test
+/// processes reuse them and leave nothing in the temp folder; a new build replaces the
+/// previous zip and empties the cache.
 pub fn shared_lambda_zip(binary: &str) -> (PathBuf, PathBuf) {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     static ZIPS: OnceLock<std::sync::Mutex<std::collections::BTreeMap<String, PathBuf>>> = OnceLock::new();
-    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path();
+    let dir = profile_dir().join("test-lambda-zips");
+    let cache = dir.join("cache");
     let mut zips = ZIPS.get_or_init(Default::default).lock().unwrap();
     let zip = zips
         .entry(binary.to_owned())
-        .or_insert_with(|| lambda_zip(binary, dir))
+        .or_insert_with(|| {
+            let built = std::fs::metadata(workspace_artifact(binary)).expect("the built binary");
+            let stamp = built
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let zip = dir.join(format!("{binary}-{}-{stamp}.zip", built.len()));
+            if !zip.is_file() {
+                std::fs::create_dir_all(&dir).expect("the zips' folder");
+                for old in std::fs::read_dir(&dir).expect("the zips' folder").flatten() {
+                    if old.file_name().to_string_lossy().starts_with(&format!("{binary}-")) {
+                        let _ = std::fs::remove_file(old.path());
+                    }
+                }
+                let _ = std::fs::remove_dir_all(&cache);
+                // Made aside and renamed: another test process may be making it too.
+                let part = tempfile::tempdir_in(&dir).expect("a scratch folder beside the zips");
+                std::fs::rename(lambda_zip(binary, part.path()), &zip).expect("publish the zip");
+            }
+            zip
+        })
         .clone();
-    (zip, dir.join("cache"))
+    (zip, cache)
 }
 
 impl RunnerCmd {

@@ -41,11 +41,21 @@ pub fn make_video(path: &Path, seconds: u32, size: &str, codec: Codec) {
 pub fn sample_videos() -> &'static (PathBuf, PathBuf) {
     static VIDEOS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     VIDEOS.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("immortal-videos-{}", std::process::id()));
+        // In the build folder, made once and reused by every test process (nothing left
+        // in the temp folder); each is made aside and renamed into place.
+        let dir = crate::runner::profile_dir().join("test-videos");
         std::fs::create_dir_all(&dir).unwrap();
         let (h264, hevc) = (dir.join("h264.mp4"), dir.join("hevc10.mp4"));
-        make_video(&h264, 10, "320x240", Codec::H264);
-        make_video(&hevc, 6, "256x144", Codec::Hevc10);
+        for (path, seconds, size, codec) in [
+            (&h264, 10, "320x240", Codec::H264),
+            (&hevc, 6, "256x144", Codec::Hevc10),
+        ] {
+            if !path.is_file() {
+                let part = tempfile::Builder::new().suffix(".mp4").tempfile_in(&dir).unwrap();
+                make_video(part.path(), seconds, size, codec);
+                part.persist(path).unwrap();
+            }
+        }
         (h264, hevc)
     })
 }

@@ -17,7 +17,11 @@ fn packaged_template() -> &'static Value {
     static TEMPLATE: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     TEMPLATE.get_or_init(|| {
         let repo = repo();
-        let service = tempfile::tempdir().unwrap().keep();
+        // In the build folder, made anew by each run of these tests (the template is read
+        // for the whole process; a temp folder kept that long would outlive it).
+        let service = immortal_tests::runner::profile_dir().join("test-packaged-service");
+        let _ = std::fs::remove_dir_all(&service);
+        std::fs::create_dir_all(&service).unwrap();
         for file in ["serverless.yml", "examples/primes/handler.py"] {
             std::fs::create_dir_all(service.join(file).parent().unwrap()).unwrap();
             std::fs::copy(repo.join(file), service.join(file)).unwrap();
