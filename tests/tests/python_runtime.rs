@@ -59,3 +59,37 @@ fn an_awslambdaric_import_error_is_an_init_error() {
         "{error}"
     );
 }
+
+/// awslambdaric joins the lines of an error record with a bare `\r` (for CloudWatch, one
+/// record per event); on a terminal the runner shows them as lines, so a traceback does
+/// not draw over itself. Through a pipe the record stays as the client wrote it.
+#[test]
+fn a_runtime_clients_multi_line_record_reads_as_lines_on_a_terminal() {
+    let runner = immortal_tests::runner::workspace_artifact("runner");
+    let cache = tempfile::tempdir().unwrap();
+    let line = format!(
+        "{} --artifact {} --handler handler.fail --event '{{\"why\":\"no key\"}}' >/dev/null",
+        runner.display(),
+        python_function().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("IMMORTAL_CACHE_DIR", cache.path())
+        .output()
+        .expect("script (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("[ERROR] ValueError: bad input: no key"), "{text:?}");
+    assert!(
+        text.contains("\r\nTraceback (most recent call last):") && !text.contains("\rTraceback"),
+        "each line of the record on a line of its own: {text:?}"
+    );
+    let piped = RunnerCmd::new()
+        .args(["--artifact".as_ref(), python_function().as_os_str()])
+        .args(["--handler", "handler.fail", "--event", r#"{"why":"no key"}"#])
+        .run();
+    assert!(
+        piped.stderr.contains("\rTraceback (most recent call last):"),
+        "{}",
+        piped.stderr
+    );
+}

@@ -78,10 +78,15 @@ pub(crate) struct FunctionLog {
     json: bool,
     /// The CloudWatch Logs stream the lines go to, if they go to one.
     stream: Option<String>,
+    /// Lines go to a person's terminal: a record's bare `\r` (the runtime clients join a
+    /// multi-line record so, for CloudWatch) becomes a line break there, or a traceback
+    /// would draw over itself.
+    terminal: bool,
 }
 
 impl FunctionLog {
-    /// Output straight to the runner's stderr (the bootstrap inherits it).
+    /// Output to the runner's stderr: inherited by the bootstrap, or, on a terminal (and
+    /// not in JSON), read line by line so that a record's lines show as lines.
     pub(crate) fn stderr(json: bool) -> FunctionLog {
         FunctionLog {
             lines: None,
@@ -90,6 +95,7 @@ impl FunctionLog {
             readers: Vec::new(),
             json,
             stream: None,
+            terminal: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         }
     }
 
@@ -114,6 +120,7 @@ impl FunctionLog {
             readers: Vec::new(),
             json,
             stream: Some(stream),
+            terminal: false,
         }
     }
 
@@ -147,7 +154,8 @@ impl FunctionLog {
     pub(crate) fn output_as(&mut self, kind: Kind) -> std::io::Result<Option<OwnedFd>> {
         let tx = self.lines.clone();
         let tap = self.tap.clone();
-        if tx.is_none() && tap.is_none() {
+        let terminal = self.terminal;
+        if tx.is_none() && tap.is_none() && !terminal {
             return Ok(None);
         }
         let (reader, writer) = std::io::pipe()?;
@@ -164,6 +172,7 @@ impl FunctionLog {
                         let line = text.trim_end_matches(['\n', '\r']);
                         match &tx {
                             Some(tx) => send_split(tx, line),
+                            None if terminal => eprintln!("{}", for_terminal(line)),
                             None => eprintln!("{line}"),
                         }
                         if let Some(tap) = &tap {
@@ -379,6 +388,19 @@ impl Sink {
     }
 }
 
+/// A record's lines as lines: a bare `\r` (not before `\n`) becomes a line break.
+///
+/// ```text
+/// "[ERROR] boom\rTraceback ...\r  File ..." → three lines
+/// ```
+fn for_terminal(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.contains('\r') {
+        std::borrow::Cow::Owned(line.replace("\r\n", "\n").replace('\r', "\n"))
+    } else {
+        std::borrow::Cow::Borrowed(line)
+    }
+}
+
 fn to_stderr(batch: &[Line]) {
     for line in batch {
         eprintln!("{}", line.text);
@@ -415,6 +437,15 @@ pub(crate) fn tree_peak_rss_mb(pid: i32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_records_bare_carriage_returns_become_lines_on_a_terminal() {
+        assert_eq!(
+            for_terminal("[ERROR] boom\rTraceback\r  File x"),
+            "[ERROR] boom\nTraceback\n  File x"
+        );
+        assert_eq!(for_terminal("plain"), "plain");
+    }
 
     #[test]
     fn long_lines_are_split_on_character_boundaries() {
