@@ -365,11 +365,19 @@ async fn function_log(
 /// runtime that brings no bootstrap of its own would only fail inside the runtime
 /// client (`Bad handler 'bootstrap'`): refused here, naming the flag and an example.
 fn default_handler(prepared: &Prepared) -> Result<String, RunnerError> {
+    let bootstrap_in = |dir: &std::path::Path| dir.join(crate::emulator::bootstrap::BOOTSTRAP).is_file();
     let own_bootstrap = std::iter::once(&prepared.layout.task_root)
         .chain(prepared.layout.opt_dir.as_ref())
-        .any(|dir| dir.join(crate::emulator::bootstrap::BOOTSTRAP).is_file());
+        .any(|dir| bootstrap_in(dir));
+    // The runtime's bootstrap is what would read the handler (without one, the missing
+    // runtime folder is the error to report).
+    let runtime_bootstrap = prepared
+        .layout
+        .runtime_dir
+        .as_ref()
+        .is_some_and(|rt| bootstrap_in(&rt.path));
     match &prepared.runtime {
-        Some(runtime) if prepared.local && !runtime.is_custom() && !own_bootstrap => Err(RunnerError::Usage(format!(
+        Some(runtime) if prepared.local && !runtime.is_custom() && !own_bootstrap && runtime_bootstrap => Err(RunnerError::Usage(format!(
             "--runtime {runtime} runs a handler the function names: give --handler (e.g. --handler {}, the Lambda console's default); without it the runner passes `bootstrap`, which only custom runtimes (provided.*) read",
             runtime.handler_example()
         ))),
