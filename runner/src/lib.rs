@@ -50,10 +50,35 @@ pub async fn run(cli: Cli, stop: StopSignal) -> Exit {
         Ok(Mode::InProcess { library, job }) => in_process::run(&library, job, stop).await,
         Ok(Mode::FetchOnly { code, carrier, options }) => execution::fetch_only(code, carrier, options).await,
         Ok(Mode::Drain(options)) => drain::drain(options, stop).await,
+        Ok(Mode::Prune { cache, rule }) => prune(&cache, &rule),
         Err(err) => Err(err),
     };
     result.unwrap_or_else(|err| {
         tracing::error!("{err}");
         err.exit()
     })
+}
+
+/// `runner cache prune`: one line per entry removed (or kept because a runner uses it),
+/// then a summary, on stdout.
+fn prune(cache: &code::artifact::Cache, rule: &code::artifact::cache::PruneRule) -> Result<Exit, error::RunnerError> {
+    let pruned = cache.prune(rule)?;
+    let verb = if rule.dry_run { "would remove" } else { "removed" };
+    let mb = |bytes: u64| bytes as f64 / 1_048_576.0;
+    for (key, bytes, age) in &pruned.removed {
+        println!("{verb} {key} ({:.1} MB, last used {}s ago)", mb(*bytes), age.as_secs());
+    }
+    for key in &pruned.in_use {
+        println!("kept {key}: a running runner uses it");
+    }
+    let total: u64 = pruned.removed.iter().map(|(_, bytes, _)| bytes).sum();
+    println!(
+        "{verb} {} entries ({:.1} MB) from {}; kept {} ({} in use)",
+        pruned.removed.len(),
+        mb(total),
+        cache.root().display(),
+        pruned.kept + pruned.in_use.len(),
+        pruned.in_use.len()
+    );
+    Ok(Exit::Success)
 }

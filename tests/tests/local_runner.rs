@@ -537,6 +537,7 @@ fn a_long_run_says_it_is_alive_and_a_terminal_gets_a_whole_line() {
         .args(["--artifact".as_ref(), sleep.as_os_str()])
         .args(["--event", r#"{"seconds": 1.5}"#, "--heartbeat", "0"])
         .run();
+    quiet.expect_code(0);
     assert!(!quiet.stderr.contains("still running"), "{}", quiet.stderr);
 
     // On a terminal (script(1) gives the runner one): the response, then a newline.
@@ -584,4 +585,80 @@ fn a_dead_runners_scratch_folder_is_removed_by_the_next_runner() {
         .filter(|n| n.starts_with("immortal-fn-") && !n.starts_with(&format!("immortal-fn-{}-", std::process::id())))
         .collect();
     assert!(left.is_empty(), "its own scratch folder went too: {left:?}");
+}
+
+/// `runner cache prune`: beyond the N most recently used of each kind, or unused for a
+/// while; never what a running runner uses; `--dry-run` removes nothing; a pruned
+/// function is unpacked again when it runs next.
+#[test]
+fn cache_prune_keeps_the_recent_and_what_a_running_runner_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let zips: Vec<PathBuf> = ["sleep", "echo", "fail"]
+        .iter()
+        .map(|n| zip_of(n, dir.path()))
+        .collect();
+    let runner = |args: &[&str]| RunnerCmd::new().cache(&cache).args(args);
+    let code_entries = || -> Vec<String> {
+        let Ok(listing) = std::fs::read_dir(cache.join("code")) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = listing
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    };
+    // The first, used longest ago, runs on while the cache is pruned.
+    let running = runner(&["--artifact", zips[0].to_str().unwrap(), "--event", r#"{"seconds": 8}"#]).spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while code_entries().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "its entry never appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for zip in &zips[1..] {
+        runner(&["--artifact", zip.to_str().unwrap(), "--event", "{}"]).run();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let all = code_entries();
+    assert_eq!(all.len(), 3);
+
+    let dry = runner(&["cache", "prune", "--older-than", "0s", "--dry-run"]).run();
+    dry.expect_code(0);
+    let said = dry.stdout_text();
+    assert!(said.contains("would remove 2 entries"), "{said}");
+    assert!(said.contains("a running runner uses it"), "{said}");
+    assert_eq!(code_entries(), all, "a dry run removes nothing");
+
+    let kept_one = runner(&["cache", "prune", "--keep", "1"]).run();
+    kept_one.expect_code(0);
+    assert!(
+        kept_one.stdout_text().contains("removed 1 entries"),
+        "{}",
+        kept_one.stdout_text()
+    );
+    assert_eq!(code_entries().len(), 2, "the most recent, and the oldest, in use");
+    let everything = runner(&["cache", "prune", "--older-than", "0s"]).run();
+    everything.expect_code(0);
+    assert_eq!(
+        code_entries().len(),
+        1,
+        "only the running one: {}",
+        everything.stdout_text()
+    );
+    let ran = running.wait(Duration::from_secs(30));
+    ran.expect_code(0);
+    runner(&["cache", "prune", "--older-than", "0s"]).run().expect_code(0);
+    assert!(code_entries().is_empty(), "nothing uses it any more");
+
+    // Pruned code is unpacked again, and runs.
+    runner(&["--artifact", zips[1].to_str().unwrap(), "--event", r#"{"again": true}"#])
+        .run()
+        .expect_code(0);
+    assert_eq!(code_entries().len(), 1);
+    let bad = runner(&["cache", "prune"]).run();
+    bad.expect_code(2);
 }

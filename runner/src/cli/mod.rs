@@ -81,6 +81,46 @@ pub(crate) enum Command {
     /// Only fetch, verify and unpack the code and layers into the cache, print the task
     /// root, and exit (e.g. to warm the cache in an image build). Needs no event.
     Fetch(FetchArgs),
+    /// Look after the code cache.
+    Cache(CacheArgs),
+}
+
+/// The code cache.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CacheArgs {
+    #[command(subcommand)]
+    pub(crate) action: CacheAction,
+}
+
+/// What to do with the code cache.
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum CacheAction {
+    /// Remove cached code, layers and layer sets: beyond the N most recently used of
+    /// each kind (--keep), or not used for a while (--older-than). What a running
+    /// runner uses is never removed.
+    Prune(PruneArgs),
+}
+
+/// `runner cache prune`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("rule").required(true).multiple(true).args(["keep", "older_than"])))]
+pub(crate) struct PruneArgs {
+    /// Keep the N most recently used entries of each kind (code, layer, layer set,
+    /// bootstrap).
+    #[arg(long, value_name = "N")]
+    pub(crate) keep: Option<usize>,
+
+    /// Remove what was not used for this long (e.g. 7d, 12h, 30m).
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub(crate) older_than: Option<std::time::Duration>,
+
+    /// Say what would be removed; remove nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+
+    /// The cache. Default: ~/.cache/immortal.
+    #[arg(long, value_name = "DIR", env = container::CACHE_DIR_VAR, hide_env_values = true)]
+    pub(crate) cache_dir: Option<PathBuf>,
 }
 
 /// One invocation.
@@ -316,7 +356,7 @@ pub(crate) struct RunArgs {
 
     /// Log a "still running" line (time so far, peak memory) this often during a run;
     /// 0 for none.
-    #[arg(long, value_name = "SECONDS", default_value = "60", env = container::HEARTBEAT_VAR, hide_env_values = true, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "60", env = container::HEARTBEAT_VAR, hide_env_values = true, value_parser = parse_seconds_or_none)]
     pub(crate) heartbeat: f64,
 
     /// `on` (default) or `off`: as --no-extensions.
@@ -406,6 +446,12 @@ pub(crate) enum BadValue {
     /// Not a positive number of seconds.
     #[error("`{0}` is not a positive number of seconds")]
     Seconds(String),
+    /// Not a number of seconds, nor 0.
+    #[error("`{0}` is not a number of seconds (0 for none)")]
+    SecondsOrNone(String),
+    /// Not an age.
+    #[error("`{0}` is not an age: a number and s, m, h or d (90s, 30m, 12h, 7d)")]
+    Age(String),
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), BadValue> {
@@ -413,6 +459,28 @@ fn parse_key_value(text: &str) -> Result<(String, String), BadValue> {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(BadValue::KeyValue(text.to_owned())),
     }
+}
+
+fn parse_seconds_or_none(text: &str) -> Result<f64, BadValue> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        _ => Err(BadValue::SecondsOrNone(text.to_owned())),
+    }
+}
+
+/// `90s`, `30m`, `12h`, `7d`.
+fn parse_age(text: &str) -> Result<std::time::Duration, BadValue> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(BadValue::Age(text.to_owned())),
+    };
+    let n: u64 = number.parse().map_err(|_| BadValue::Age(text.to_owned()))?;
+    Ok(std::time::Duration::from_secs(n * seconds))
 }
 
 fn parse_seconds(text: &str) -> Result<f64, BadValue> {

@@ -15,7 +15,10 @@ use immortal_handler_sdk::envelope::{nearest_context_field, InvocationContext, S
 use immortal_handler_sdk::{Envelope, FunctionRef};
 use immortal_overflow::{Carrier, Lookup, OverflowSettings};
 
-use crate::cli::{Cli, CodeArgs, Command, DrainArgs, FetchArgs, InvokeArgs, OutcomeArgs, RunArgs};
+use crate::cli::{
+    CacheAction, CacheArgs, Cli, CodeArgs, Command, DrainArgs, FetchArgs, InvokeArgs, OutcomeArgs, RunArgs,
+};
+use crate::code::artifact::cache::PruneRule;
 use crate::code::artifact::Cache;
 use crate::code::runtime::{Runtime, RuntimeDir};
 use crate::code::{CodeOptions, CodeSource, RuntimeOptions};
@@ -46,6 +49,13 @@ pub(crate) enum Mode {
     },
     /// Drain an overflow queue (`--queue`).
     Drain(DrainOptions),
+    /// Prune the code cache.
+    Prune {
+        /// The cache.
+        cache: Cache,
+        /// What goes.
+        rule: PruneRule,
+    },
 }
 
 impl Mode {
@@ -55,6 +65,21 @@ impl Mode {
             Command::Invoke(args) => invoke(args),
             Command::Drain(args) => drain(args),
             Command::Fetch(args) => fetch(args),
+            Command::Cache(CacheArgs {
+                action: CacheAction::Prune(args),
+            }) => Ok(Mode::Prune {
+                cache: Cache::new(
+                    args.cache_dir
+                        .as_deref()
+                        .map(absolute)
+                        .unwrap_or_else(Cache::default_root),
+                ),
+                rule: PruneRule {
+                    keep: args.keep,
+                    older_than: args.older_than,
+                    dry_run: args.dry_run,
+                },
+            }),
         }
     }
 }

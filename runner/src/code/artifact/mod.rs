@@ -37,7 +37,7 @@ pub(crate) fn local(artifact: &Path, cache: &Cache, limit: u64) -> Result<PathBu
     }
     let digest = sha256_file(artifact)?;
     let key = code_key(&digest);
-    let (dir, hit) = cache.get_or_fill(&key, |dir| unpack::unpack(artifact, dir, limit).map(|_| ()))?;
+    let (dir, hit) = cache.use_or_fill(&key, |dir| unpack::unpack(artifact, dir, limit).map(|_| ()))?;
     tracing::info!(artifact = %artifact.display(), cache = %dir.display(), cache_hit = hit, "code ready");
     Ok(dir)
 }
@@ -57,6 +57,23 @@ pub(crate) async fn obtain(
 ) -> Result<PathBuf, CodeError> {
     let digest = code.digest()?;
     let key = format!("{kind}/{}", hex(&digest));
+    loop {
+        let dir = obtain_once(fetcher, code, cache, &key, limit).await?;
+        // Held for this run; one a prune removed just before is obtained again.
+        if cache.in_use(&key) {
+            return Ok(dir);
+        }
+    }
+}
+
+async fn obtain_once(
+    fetcher: &Fetcher,
+    code: &CodeRef,
+    cache: &Cache,
+    key: &str,
+    limit: u64,
+) -> Result<PathBuf, CodeError> {
+    let key = key.to_owned();
     let hit = |dir: PathBuf, waited: bool| {
         tracing::info!(what = %code.what, cache = %dir.display(), cache_hit = true, waited, "code ready");
         Ok(dir)
@@ -128,7 +145,7 @@ pub(crate) async fn layers_root(layers: &Layers, cache: &Cache, explicit: Option
     let explicit = explicit.map(Path::to_owned);
     tokio::task::spawn_blocking(move || match explicit {
         None => cache
-            .get_or_fill(&format!("opt/{set_key}"), |root| fill_layers(&dirs, root))
+            .use_or_fill(&format!("opt/{set_key}"), |root| fill_layers(&dirs, root))
             .map(|(root, _)| root),
         Some(root) => {
             // One rebuild at a time, whoever asks (drain workers run messages at once).
@@ -268,7 +285,7 @@ fn bare_bootstrap(executable: &Path, cache: &Cache) -> Result<PathBuf, CodeError
         .canonicalize()
         .map_err(CodeError::io("cannot resolve", executable))?;
     let key = format!("exe/{}", hex(&Sha256::digest(real.as_os_str().as_encoded_bytes())));
-    let (dir, _) = cache.get_or_fill(&key, |dir| {
+    let (dir, _) = cache.use_or_fill(&key, |dir| {
         std::os::unix::fs::symlink(&real, dir.join("bootstrap")).map_err(CodeError::io("cannot link", dir))
     })?;
     Ok(dir)
