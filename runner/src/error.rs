@@ -115,6 +115,12 @@ pub enum CodeError {
         /// The path given.
         path: PathBuf,
     },
+    /// A `--layer` path does not exist.
+    #[error("the layer {path} does not exist; pass a layer zip, an unpacked layer folder (python/, nodejs/, bin/...) or a layer version ARN (arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION)")]
+    MissingLayer {
+        /// The path given.
+        path: PathBuf,
+    },
     /// The artifact is neither a folder nor a readable zip.
     #[error("the artifact {path} is not a zip archive ({reason}); pass a code zip, an unpacked folder, or the bootstrap executable itself")]
     NotAZip {

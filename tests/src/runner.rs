@@ -353,3 +353,17 @@ impl RunnerCmd {
         ])
     }
 }
+
+/// What a person sees on a terminal: `runner ARGS` (a shell command line's arguments,
+/// with any redirection) run under script(1), which gives it a terminal, with a private
+/// code cache; the terminal's text (line ends as `\r\n`).
+pub fn on_a_terminal(args: &str) -> String {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let line = format!("{} {args}", workspace_artifact("runner").display());
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("IMMORTAL_CACHE_DIR", cache.path())
+        .output()
+        .expect("script (util-linux)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -541,19 +541,10 @@ fn a_long_run_says_it_is_alive_and_a_terminal_gets_a_whole_line() {
     assert!(!quiet.stderr.contains("still running"), "{}", quiet.stderr);
 
     // On a terminal (script(1) gives the runner one): the response, then a newline.
-    let runner = immortal_tests::runner::workspace_artifact("runner");
-    let line = format!(
-        "{} --artifact {} --event '{{\"seconds\": 0}}' 2>/dev/null",
-        runner.display(),
+    let text = immortal_tests::runner::on_a_terminal(&format!(
+        "--artifact {} --event '{{\"seconds\": 0}}' 2>/dev/null",
         sleep.display()
-    );
-    let cache = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env("IMMORTAL_CACHE_DIR", cache.path())
-        .output()
-        .expect("script (util-linux)");
-    let text = String::from_utf8_lossy(&out.stdout);
+    ));
     assert!(text.ends_with("}\r\n"), "the prompt starts a line of its own: {text:?}");
 }
 
@@ -661,4 +652,85 @@ fn cache_prune_keeps_the_recent_and_what_a_running_runner_uses() {
     assert_eq!(code_entries().len(), 1);
     let bad = runner(&["cache", "prune"]).run();
     bad.expect_code(2);
+}
+
+/// `--layer`, repeated, for local code: zips and folders merged in order as Lambda
+/// merges layers into /opt (a later layer's file over an earlier one's), so a bootstrap
+/// a layer brings runs code that has none; an edited folder layer is seen at once.
+#[test]
+fn local_layers_merge_in_order_and_a_layers_bootstrap_runs_the_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = std::fs::read(fixture("echo")).unwrap();
+    let fail = std::fs::read(fixture("fail")).unwrap();
+    let layer = |name: &str, bootstrap: &[u8]| {
+        let zip = dir.path().join(name);
+        write_zip(&zip, &[Entry::File("bootstrap", bootstrap, 0o755)]);
+        zip
+    };
+    let (echo_layer, fail_layer) = (layer("echo-layer.zip", &echo), layer("fail-layer.zip", &fail));
+    let code = dir.path().join("code.zip");
+    write_zip(&code, &[Entry::File("README", b"no bootstrap here\n", 0o644)]);
+    let cache = tempfile::tempdir().unwrap();
+    let run = |layers: &[&Path]| {
+        let mut cmd = RunnerCmd::new()
+            .cache(cache.path())
+            .args(["--artifact".as_ref(), code.as_os_str()])
+            .args(["--event", r#"{"layered":true}"#]);
+        for layer in layers {
+            cmd = cmd.args(["--layer".as_ref(), layer.as_os_str()]);
+        }
+        cmd.run()
+    };
+    // The later layer's bootstrap wins.
+    let echoed = run(&[&fail_layer, &echo_layer]);
+    echoed.expect_code(0);
+    assert_eq!(echoed.json()["event"], json!({"layered": true}), "{}", echoed.stderr);
+    run(&[&echo_layer, &fail_layer]).expect_code(1);
+
+    // A folder layer, edited between runs.
+    let folder = dir.path().join("folder-layer");
+    std::fs::create_dir(&folder).unwrap();
+    let bootstrap = folder.join("bootstrap");
+    std::fs::write(&bootstrap, &fail).unwrap();
+    std::fs::set_permissions(&bootstrap, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    run(&[&echo_layer, &folder]).expect_code(1);
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::remove_file(&bootstrap).unwrap();
+    std::fs::write(&bootstrap, &echo).unwrap();
+    std::fs::set_permissions(&bootstrap, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    run(&[&fail_layer, &folder]).expect_code(0);
+
+    // A layer version ARN: GetLayerVersion, then its zip, as a function's layers are
+    // fetched (the tests' own Lambda API serves it: the emulator cannot).
+    let fake = immortal_tests::fake_lambda::FakeLambda::start(
+        vec![immortal_tests::fake_lambda::FakeFunction {
+            name: "published".into(),
+            code: std::fs::read(&code).unwrap().into(),
+            layers: vec![std::fs::read(&echo_layer).unwrap().into()],
+            ..Default::default()
+        }],
+        None,
+    );
+    let arn = "arn:aws:lambda:us-east-1:123456789012:layer:published-layers:1";
+    // A cache of its own: the same zip unpacked before would be found by its SHA-256.
+    let fresh = tempfile::tempdir().unwrap();
+    let fetched = RunnerCmd::new()
+        .cache(fresh.path())
+        .envs(immortal_tests::emulator::aws_env(&fake.server.url))
+        .args(["--artifact".as_ref(), code.as_os_str()])
+        .args(["--layer".as_ref(), fail_layer.as_os_str()])
+        .args(["--layer", arn, "--event", "{}"])
+        .run();
+    fetched.expect_code(0);
+    assert_eq!(fake.downloads("/code/published/layer-1.zip"), 1, "{}", fetched.stderr);
+
+    let missing = run(&[&dir.path().join("no-such-layer.zip")]);
+    missing.expect_code(3);
+    assert!(
+        missing
+            .stderr
+            .contains("no-such-layer.zip does not exist; pass a layer zip"),
+        "{}",
+        missing.stderr
+    );
 }

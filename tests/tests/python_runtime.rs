@@ -65,19 +65,10 @@ fn an_awslambdaric_import_error_is_an_init_error() {
 /// not draw over itself. Through a pipe the record stays as the client wrote it.
 #[test]
 fn a_runtime_clients_multi_line_record_reads_as_lines_on_a_terminal() {
-    let runner = immortal_tests::runner::workspace_artifact("runner");
-    let cache = tempfile::tempdir().unwrap();
-    let line = format!(
-        "{} --artifact {} --handler handler.fail --event '{{\"why\":\"no key\"}}' >/dev/null",
-        runner.display(),
+    let text = immortal_tests::runner::on_a_terminal(&format!(
+        "--artifact {} --handler handler.fail --event '{{\"why\":\"no key\"}}' >/dev/null",
         python_function().display()
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env("IMMORTAL_CACHE_DIR", cache.path())
-        .output()
-        .expect("script (util-linux)");
-    let text = String::from_utf8_lossy(&out.stdout);
+    ));
     assert!(text.contains("[ERROR] ValueError: bad input: no key"), "{text:?}");
     assert!(
         text.contains("\r\nTraceback (most recent call last):") && !text.contains("\rTraceback"),

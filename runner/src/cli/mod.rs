@@ -132,6 +132,12 @@ pub(crate) struct InvokeArgs {
     #[arg(long, value_name = "ZIP|DIR|EXE")]
     pub(crate) artifact: Option<PathBuf>,
 
+    /// A layer for the local code (repeat it, in the function's order): a zip, an
+    /// unpacked folder, or a layer version ARN (fetched with GetLayerVersion). Merged
+    /// as Lambda merges layers into /opt, a later one's files over an earlier one's.
+    #[arg(long = "layer", value_name = "ZIP|DIR|ARN", requires = "artifact")]
+    pub(crate) layers: Vec<String>,
+
     /// Run a handler exported from a cdylib (immortal_handler_sdk::export_handler!)
     /// in-process instead of a bootstrap: same envelope, outputs and exit codes.
     #[arg(long, value_name = "LIB.so", conflicts_with_all = ["artifact", "function", "qualifier"])]

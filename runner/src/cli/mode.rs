@@ -21,7 +21,7 @@ use crate::cli::{
 use crate::code::artifact::cache::PruneRule;
 use crate::code::artifact::Cache;
 use crate::code::runtime::{Runtime, RuntimeDir};
-use crate::code::{CodeOptions, CodeSource, RuntimeOptions};
+use crate::code::{CodeOptions, CodeSource, LayerSource, RuntimeOptions};
 use crate::error::RunnerError;
 use crate::run::drain::DrainOptions;
 use crate::run::execution::{Job, RunSettings};
@@ -95,7 +95,10 @@ fn invoke(args: InvokeArgs) -> Result<Mode, RunnerError> {
     let job = Job {
         code: code_source(args.artifact.as_ref(), args.function.as_deref(), &args.qualifier)?,
         carrier,
-        code_options: code_options(&args.code),
+        code_options: CodeOptions {
+            layers: args.layers.iter().map(|l| LayerSource::parse(l)).collect(),
+            ..code_options(&args.code)
+        },
         settings: run_settings(&args.run)?,
         output: args.output,
         overflow: overflow_settings(&args.outcomes, [])?,
@@ -193,6 +196,7 @@ fn code_options(args: &CodeArgs) -> CodeOptions {
                 .unwrap_or_else(Cache::default_root),
         ),
         opt_dir: args.opt_dir.as_deref().map(absolute),
+        layers: Vec::new(),
         max_unpacked: args.max_unpacked_size,
         runtime: RuntimeOptions {
             dir: RuntimeDir {

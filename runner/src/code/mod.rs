@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use immortal_handler_sdk::aws;
 use immortal_handler_sdk::function_ref::{FunctionRef, LATEST};
+use sha2::Digest as _;
 
 use crate::code::artifact::{fetch::Fetcher, Cache};
 use crate::code::function::{LogSettings, Package};
@@ -50,6 +51,8 @@ pub(crate) struct CodeOptions {
     pub(crate) cache: Cache,
     /// An explicit layers root.
     pub(crate) opt_dir: Option<PathBuf>,
+    /// Layers for local code (`--layer`), in order.
+    pub(crate) layers: Vec<LayerSource>,
     /// Per-archive unpacked size limit.
     pub(crate) max_unpacked: u64,
     /// Where managed runtimes come from, and where the code appears.
@@ -84,14 +87,37 @@ impl CodeOptions {
     }
 }
 
-/// A local artifact: a zip (unpacked into the cache) or a folder.
+/// A layer of local code (`--layer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LayerSource {
+    /// A zip or an unpacked folder on this machine.
+    Path(PathBuf),
+    /// A layer version in Lambda.
+    Arn(String),
+}
+
+impl LayerSource {
+    /// `arn:...` is a layer version ARN; anything else a path.
+    pub(crate) fn parse(text: &str) -> LayerSource {
+        match text.starts_with("arn:") {
+            true => LayerSource::Arn(text.to_owned()),
+            false => LayerSource::Path(PathBuf::from(text)),
+        }
+    }
+}
+
+/// A local artifact: a zip (unpacked into the cache) or a folder, with its layers.
 pub(crate) async fn local(artifact: &Path, options: &CodeOptions) -> Result<Prepared, RunnerError> {
     let (path, cache, limit) = (artifact.to_owned(), options.cache.clone(), options.max_unpacked);
     let task_root = tokio::task::spawn_blocking(move || artifact::local(&path, &cache, limit))
         .await
         .map_err(|e| RunnerError::Start(format!("unpacking panicked: {e}")))??;
+    let opt_dir = match options.layers.is_empty() {
+        true => options.opt_dir.clone(),
+        false => Some(local_layers(&options.layers, options).await?),
+    };
     Ok(Prepared {
-        layout: options.layout(task_root, options.opt_dir.clone())?,
+        layout: options.layout(task_root, opt_dir)?,
         facts: FunctionFacts {
             name: Some(artifact_name(artifact)),
             ..Default::default()
@@ -322,6 +348,39 @@ impl Fetched {
             local: false,
         })
     }
+}
+
+/// The layers root for local code's `--layer`s: each unpacked (zips into the cache, by
+/// their SHA-256; ARNs fetched as a function's layers are), then merged in order.
+async fn local_layers(layers: &[LayerSource], options: &CodeOptions) -> Result<PathBuf, RunnerError> {
+    let mut dirs = Vec::with_capacity(layers.len());
+    let mut identities = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let (dir, identity) = match layer {
+            LayerSource::Path(path) => {
+                let (path, cache, limit) = (path.clone(), options.cache.clone(), options.max_unpacked);
+                tokio::task::spawn_blocking(move || artifact::local_layer(&path, &cache, limit))
+                    .await
+                    .map_err(|e| RunnerError::Start(format!("unpacking panicked: {e}")))??
+            }
+            LayerSource::Arn(arn) => {
+                let sdk = aws::shared().await;
+                let lambda = aws_sdk_lambda::Client::new(sdk);
+                let code = function::get_layer(&lambda, arn).await?;
+                let fetcher = Fetcher::new(Some(aws::s3_client(sdk)), aws::endpoint_override("S3"));
+                let dir = artifact::obtain(&fetcher, &code, &options.cache, "layer", options.max_unpacked).await?;
+                (dir, code.sha256.clone())
+            }
+        };
+        dirs.push(dir);
+        identities.push(identity);
+    }
+    let layers = artifact::Layers {
+        dirs,
+        set_key: artifact::hex(&sha2::Sha256::digest(identities.join(",").as_bytes())),
+    };
+    tracing::info!(layers = layers.dirs.len(), "layers ready");
+    Ok(artifact::layers_root(&layers, &options.cache, options.opt_dir.as_deref()).await?)
 }
 
 /// Lambda's name for this machine's CPU.

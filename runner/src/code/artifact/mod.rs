@@ -42,6 +42,48 @@ pub(crate) fn local(artifact: &Path, cache: &Cache, limit: u64) -> Result<PathBu
     Ok(dir)
 }
 
+/// A local layer (`--layer`): a folder as it is, or a zip unpacked into the cache (by its
+/// SHA-256). With what identifies its content: the zip's SHA-256, or the folder's path,
+/// names, sizes and times (so an edited folder makes a new layers root).
+pub(crate) fn local_layer(layer: &Path, cache: &Cache, limit: u64) -> Result<(PathBuf, String), CodeError> {
+    let meta = std::fs::metadata(layer).map_err(|_| CodeError::MissingLayer { path: layer.to_owned() })?;
+    if meta.is_dir() {
+        let dir = layer.canonicalize().map_err(CodeError::io("cannot resolve", layer))?;
+        let mut hasher = Sha256::new();
+        fingerprint(&dir, &mut hasher);
+        return Ok((dir, hex(&hasher.finalize())));
+    }
+    let digest = sha256_file(layer)?;
+    let key = format!("layer/{}", hex(&digest));
+    let (dir, hit) = cache.use_or_fill(&key, |dir| unpack::unpack(layer, dir, limit).map(|_| ()))?;
+    tracing::info!(layer = %layer.display(), cache = %dir.display(), cache_hit = hit, "layer ready");
+    Ok((dir, hex(&digest)))
+}
+
+/// Feeds each entry's path, size and time under `dir` (links not followed) to `hasher`.
+fn fingerprint(dir: &Path, hasher: &mut Sha256) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        hasher.update(path.as_os_str().as_encoded_bytes());
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            hasher.update(meta.len().to_le_bytes());
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            hasher.update(modified.map(|d| d.as_nanos()).unwrap_or_default().to_le_bytes());
+            if meta.is_dir() {
+                fingerprint(&path, hasher);
+            }
+        }
+    }
+}
+
 /// The folder holding `code` unpacked: from the cache when its CodeSha256 was seen
 /// before (nothing is downloaded), else downloaded, verified, unpacked and cached.
 /// `kind` is `code` or `layer`.
