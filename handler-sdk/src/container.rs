@@ -171,6 +171,9 @@ pub const OVERFLOW_ERROR_TYPE: &str = "Immortal.Overflow";
 pub const TIMEOUT_ERROR_TYPE: &str = "Sandbox.Timedout";
 /// The phrase in Lambda's timeout messages, in both the old and new formats.
 pub const TIMEOUT_PHRASE: &str = "Task timed out after";
+/// What a task's runner answers when it was stopped from outside (Spot, scale-in, a
+/// signal) mid-run: not the invocation's outcome; the attempt is relaunched.
+pub const INTERRUPTED_ERROR_TYPE: &str = "Immortal.Interrupted";
 
 #[cfg(test)]
 mod tests {

@@ -189,6 +189,16 @@ async fn tasks_that_stop_without_an_outcome_are_relaunched_once_as_the_next_atte
     );
     let entry = s.cluster.ledger_entry("req-interrupted").await.unwrap();
     assert_eq!(entry["state"], "interrupted", "{entry}");
+    // One answer: stdout says what the ledger says, not the bootstrap's end under the signal.
+    let said = interrupted.ran.as_ref().unwrap().json();
+    assert_eq!(said["errorType"], "Immortal.Interrupted", "{said}");
+    assert!(
+        said["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("the runner was stopped (terminated); attempt 1 is interrupted"),
+        "{said}"
+    );
     assert_eq!(s.cluster.ledger_entry("req-killed").await.unwrap()["state"], "running");
 
     // EventBridge delivers each stop to the forwarder: each relaunched once, as attempt 2.

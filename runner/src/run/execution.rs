@@ -13,7 +13,7 @@ use immortal_handler_sdk::{Envelope, FunctionRef};
 use immortal_overflow::metrics::{self, Metric};
 use immortal_overflow::{Carrier, OverflowSettings};
 
-use immortal_handler_sdk::container::FUNCTION_ROLE_VAR;
+use immortal_handler_sdk::container::{FUNCTION_ROLE_VAR, INTERRUPTED_ERROR_TYPE};
 use immortal_sandbox::FUNCTION_UIDS;
 
 use crate::code::{CodeOptions, CodeSource, Prepared};
@@ -21,7 +21,7 @@ use crate::emulator::bootstrap::{Passthrough, SandboxUser, Swept};
 use crate::emulator::credentials::{FunctionCredentials, FunctionRole};
 use crate::emulator::function_logs::{FunctionLog, LogDestination};
 use crate::emulator::invocation::{FunctionFacts, Invocation};
-use crate::emulator::outcome::{Failure, Outcome};
+use crate::emulator::outcome::{signal_name, Failure, Outcome};
 use crate::emulator::runtime_api::ResponseSink;
 use crate::emulator::supervisor::{self, InvokeOptions};
 use crate::error::RunnerError;
@@ -119,7 +119,21 @@ impl Job {
             let Ran {
                 invocation, outcome, ..
             } = ran;
-            write_outcome(&sink, &outcome, self.output.as_deref()).await?;
+            match (&attempt, *stopping.borrow()) {
+                // The same answer as the ledger's: interrupted, to be relaunched (the
+                // bootstrap's own end under the signal is not the invocation's).
+                (Some(attempt), Some(signal)) => {
+                    let message = format!(
+                        "RequestId: {} Error: the runner was stopped ({}); attempt {} is interrupted and the reconciler relaunches it",
+                        invocation.request_id,
+                        signal_name(signal),
+                        attempt.number
+                    );
+                    let answer = Outcome::failed(Failure::Function, INTERRUPTED_ERROR_TYPE, &message);
+                    write_outcome(&sink, &answer, self.output.as_deref()).await?;
+                }
+                _ => write_outcome(&sink, &outcome, self.output.as_deref()).await?,
+            }
             Ok::<_, RunnerError>((invocation, outcome))
         }
         .await;
