@@ -5,7 +5,7 @@
 //! `IMMORTAL_MAX_ATTEMPTS`, then reports it `RetriesExhausted` with the reason. The
 //! periodic sweep ([`crate::sweep`]) catches what the events missed.
 
-use immortal_handler_sdk::container::ENVELOPE_URL_VAR;
+use immortal_handler_sdk::container::{ATTEMPTS_EXHAUSTED_ERROR_TYPE, ENVELOPE_URL_VAR};
 use immortal_handler_sdk::destination::{DestinationRecord, OutcomeFacts};
 use immortal_handler_sdk::envelope::S3Location;
 use immortal_handler_sdk::function_ref::LATEST;
@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use crate::error::ForwardError;
 use crate::forward::{launched_facts, Forwarder, Unrunnable, LAUNCH_LEASE_MS};
+use crate::size::TaskSize;
 
 /// A task that stopped, as ECS tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,30 +222,52 @@ impl Forwarder {
                     .await
             }
         };
-        // The next attempt: the same request id, event and context, one attempt on.
+        let relaunched = self
+            .next_attempt(&mut held, envelope, &function, (&task_definition, size), reason, false)
+            .await?;
+        metrics::count(&held.entry.function, Metric::Interrupted);
+        Ok(relaunched)
+    }
+
+    /// Starts the invocation's next attempt from `envelope` (the same request id, event
+    /// and context, `overflow.attempt` one on): the envelope stored, the ended attempt
+    /// (`why` it ended) moved into the history, the entry written over the version read
+    /// (a conflict: someone else moved it on first), then launched with its own token.
+    /// `fresh_count`: the attempts are counted against the limit from this one (a replay).
+    pub(crate) async fn next_attempt(
+        &self,
+        held: &mut Versioned,
+        envelope: Envelope,
+        function: &FunctionRef,
+        (task_definition, size): (&str, TaskSize),
+        why: String,
+        fresh_count: bool,
+    ) -> Result<Reconciled, ForwardError> {
+        let request_id = held.entry.request_id.clone();
         let mut next = envelope;
         if let Some(overflow) = next.context.overflow.as_mut() {
             overflow.attempt += 1;
         }
         let number = held.entry.attempt + 1;
-        let (at, digest) = self.ledger.store_attempt(request_id, number, &next).await?;
+        let (at, digest) = self.ledger.store_attempt(&request_id, number, &next).await?;
         let now = now_ms();
         let entry = &mut held.entry;
-        entry.close_attempt(reason, now);
+        entry.close_attempt(why, now);
         entry.current = launched_facts(now, size);
         entry.attempt = number;
+        if fresh_count {
+            entry.counted_from = number;
+        }
         entry.state = State::Launching;
         entry.envelope = at.to_string();
         entry.digest = digest;
         entry.on_demand = false;
         entry.reason = None;
         entry.lease_until_ms = now + LAUNCH_LEASE_MS;
-        // A conflict: someone else (another event, the sweep) moved it on first.
         held.etag = self.ledger.update(&mut held.entry, &held.etag).await?;
-        let task_arn = self.launch(&mut held, &function, &task_definition, size).await?;
-        metrics::count(&held.entry.function, Metric::Interrupted);
+        let task_arn = self.launch(held, function, task_definition, size).await?;
         Ok(Reconciled::Relaunched {
-            request_id: request_id.to_owned(),
+            request_id,
             attempt: number,
             task_arn,
         })
@@ -263,7 +286,7 @@ impl Forwarder {
             "RequestId: {} Error: the invocation's {} container attempts ended without an outcome; the last: {reason}",
             entry.request_id, entry.attempt
         );
-        self.report_failure(entry, envelope, "Immortal.AttemptsExhausted", message, reason)
+        self.report_failure(entry, envelope, ATTEMPTS_EXHAUSTED_ERROR_TYPE, message, reason)
             .await?;
         held.entry.state = State::Exhausted;
         held.entry.reason = Some(reason.to_owned());

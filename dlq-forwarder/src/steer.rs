@@ -3,12 +3,13 @@
 //! relaunched, and a replayed one runs as exactly one new attempt.
 
 use immortal_handler_sdk::aws::CallFailed;
+use immortal_handler_sdk::container::STOPPED_ERROR_TYPE;
 use immortal_handler_sdk::FunctionRef;
 use immortal_overflow::ledger::{now_ms, State};
 use serde::Serialize;
 
 use crate::error::ForwardError;
-use crate::forward::{launched_facts, Forwarder, Unrunnable, LAUNCH_LEASE_MS};
+use crate::forward::{Forwarder, Unrunnable};
 use crate::reconcile::Reconciled;
 
 /// Why a person's request could not be done.
@@ -66,9 +67,6 @@ pub struct Stopped {
     /// Where the `Immortal.Stopped` failure record went (none: no failure destination).
     pub record_sent_to: Option<String>,
 }
-
-/// The error type of the failure record of an invocation a person stopped.
-pub const STOPPED_ERROR_TYPE: &str = "Immortal.Stopped";
 
 impl Forwarder {
     /// Stops `request_id`: ends it in the ledger first (so neither the task's STOPPED
@@ -164,35 +162,22 @@ impl Forwarder {
             Err(Unrunnable::Retry(e)) => return Err(e.into()),
             Err(Unrunnable::Never(why)) => return Err(unrunnable(why)),
         };
-        let mut next = envelope;
-        if let Some(overflow) = next.context.overflow.as_mut() {
-            overflow.attempt += 1;
-        }
-        let number = held.entry.attempt + 1;
-        let (at, digest) = self.ledger.store_attempt(request_id, number, &next).await?;
         // Live again before the entry says so, so that the sweep finds it whatever happens
         // after the update.
         self.ledger.revive(request_id).await?;
-        let now = now_ms();
-        let entry = &mut held.entry;
-        let ended = entry.reason.take().unwrap_or_else(|| state.name().to_owned());
-        entry.close_attempt(format!("{ended}; replayed (immortal replay)"), now);
-        entry.current = launched_facts(now, size);
-        entry.attempt = number;
-        entry.counted_from = number;
-        entry.state = State::Launching;
-        entry.envelope = at.to_string();
-        entry.digest = digest;
-        entry.on_demand = false;
-        entry.lease_until_ms = now + LAUNCH_LEASE_MS;
+        let ended = held.entry.reason.clone().unwrap_or_else(|| state.name().to_owned());
         // A conflict: someone else replayed it first.
-        held.etag = self.ledger.update(&mut held.entry, &held.etag).await?;
-        let task_arn = self.launch(&mut held, &function, &task_definition, size).await?;
-        tracing::warn!(request_id, attempt = number, task_arn = %task_arn, "replayed");
-        Ok(Reconciled::Relaunched {
-            request_id: request_id.to_owned(),
-            attempt: number,
-            task_arn,
-        })
+        let replayed = self
+            .next_attempt(
+                &mut held,
+                envelope,
+                &function,
+                (&task_definition, size),
+                format!("{ended}; replayed (immortal replay)"),
+                true,
+            )
+            .await?;
+        tracing::warn!(request_id, outcome = ?replayed, "replayed");
+        Ok(replayed)
     }
 }

@@ -171,6 +171,10 @@ pub const OVERFLOW_ERROR_TYPE: &str = "Immortal.Overflow";
 pub const TIMEOUT_ERROR_TYPE: &str = "Sandbox.Timedout";
 /// The phrase in Lambda's timeout messages, in both the old and new formats.
 pub const TIMEOUT_PHRASE: &str = "Task timed out after";
+/// The failure record's error type when an invocation's container attempts ran out.
+pub const ATTEMPTS_EXHAUSTED_ERROR_TYPE: &str = "Immortal.AttemptsExhausted";
+/// The failure record's error type of an invocation a person stopped (`immortal stop`).
+pub const STOPPED_ERROR_TYPE: &str = "Immortal.Stopped";
 /// What a task's runner answers when it was stopped from outside (Spot, scale-in, a
 /// signal) mid-run: not the invocation's outcome; the attempt is relaunched.
 pub const INTERRUPTED_ERROR_TYPE: &str = "Immortal.Interrupted";

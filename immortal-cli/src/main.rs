@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand};
 use immortal_dlq_forwarder::forward::Forwarder;
 use immortal_dlq_forwarder::reconcile::Reconciled;
 use immortal_handler_sdk::aws;
+use immortal_handler_sdk::container::STOPPED_ERROR_TYPE;
 use immortal_overflow::ledger::{now_ms, Ledger, State};
 
 use crate::error::CliError;
@@ -112,6 +113,13 @@ enum Command {
     },
 }
 
+/// The time `since` ago (ms since the epoch), 0 for "since always".
+fn since_ms(since: Option<Duration>) -> u64 {
+    since
+        .map(|d| now_ms().saturating_sub(d.as_millis() as u64))
+        .unwrap_or(0)
+}
+
 /// `90s`, `30m`, `24h`, `7d`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -167,9 +175,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             since,
             json,
         } => {
-            let since_ms = since
-                .map(|d| now_ms().saturating_sub(d.as_millis() as u64))
-                .unwrap_or(0);
+            let since_ms = since_ms(since);
             let entries = view::entries(&ledger()?, since_ms).await?;
             let rows: Vec<Row> = entries
                 .iter()
@@ -302,7 +308,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print(
                 &mut out,
                 format!(
-                    "stopped {} at attempt {}{}; failure record (Immortal.Stopped) {}",
+                    "stopped {} at attempt {}{}; failure record ({STOPPED_ERROR_TYPE}) {}",
                     stopped.request_id,
                     stopped.attempt,
                     stopped
@@ -339,9 +345,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             other => Err(CliError::Failed(format!("unexpected: {other:?}"))),
         },
         Command::Stats { since, json } => {
-            let since_ms = since
-                .map(|d| now_ms().saturating_sub(d.as_millis() as u64))
-                .unwrap_or(0);
+            let since_ms = since_ms(since);
             let entries = view::entries(&ledger()?, since_ms).await?;
             let stats = stats::of(&entries, &stats::FARGATE_US_EAST_1);
             if json {
