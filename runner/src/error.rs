@@ -30,6 +30,10 @@ pub(crate) enum RunnerError {
     /// silent half-run.
     #[error("{0}")]
     Configuration(String),
+    /// A local runtime folder could not be made (exit 2 for a runtime it cannot make,
+    /// else 3: what the folder needs is missing or would not install).
+    #[error(transparent)]
+    RuntimeInstall(#[from] crate::code::runtime_folder::InstallError),
     /// A local I/O failure writing the result (exit 1 would lie; reported as usage of a bad --output).
     #[error("cannot write the result to {path}: {source}")]
     Output {
@@ -47,7 +51,10 @@ impl RunnerError {
             RunnerError::Credentials(crate::emulator::credentials::CredentialsError::Unavailable { .. }) => {
                 Exit::Unavailable
             }
-            RunnerError::Usage(_) | RunnerError::Output { .. } => Exit::Usage,
+            RunnerError::Usage(_)
+            | RunnerError::Output { .. }
+            | RunnerError::RuntimeInstall(crate::code::runtime_folder::InstallError::Unsupported { .. }) => Exit::Usage,
+            RunnerError::RuntimeInstall(_) => Exit::Code,
             RunnerError::Code(_)
             | RunnerError::Function(_)
             | RunnerError::Credentials(_)
@@ -89,6 +96,7 @@ impl RunnerError {
             RunnerError::Code(
                 CodeError::NoBootstrap { .. }
                 | CodeError::WrongRuntime { .. }
+                | CodeError::WrongRuntimeFolder { .. }
                 | CodeError::NoEntryPoint { .. }
                 | CodeError::NotItsImage { .. },
             ) => "Immortal.RuntimeUnavailable",
@@ -101,7 +109,7 @@ impl RunnerError {
             RunnerError::Start(_) => "Immortal.StartFailed",
             RunnerError::Unavailable(_) => "Immortal.AwsUnavailable",
             RunnerError::Usage(_) => "Immortal.BadInput",
-            RunnerError::Output { .. } => return None,
+            RunnerError::Output { .. } | RunnerError::RuntimeInstall(_) => return None,
         })
     }
 }
@@ -146,6 +154,16 @@ pub enum CodeError {
         image_runtime: String,
         /// AWS's base image for the function's runtime.
         base_image: String,
+    },
+    /// A local runtime folder made for another runtime than the function's.
+    #[error("the function runs on {runtime}, but the runtime folder {folder} was made for {made_for}; make one for {runtime} with `runner runtime install {runtime}` (and pass its --dir as --runtime-dir, if not the default), or pass --runtime {made_for} if that is the function's runtime")]
+    WrongRuntimeFolder {
+        /// The function's runtime.
+        runtime: String,
+        /// The folder.
+        folder: PathBuf,
+        /// The runtime it holds.
+        made_for: String,
     },
     /// The bootstrap exists but cannot be executed.
     #[error("{path} is not executable (mode {mode:o}): set its executable bit (chmod 755 bootstrap) in the function's folder, or before zipping it")]

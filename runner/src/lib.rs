@@ -51,6 +51,7 @@ pub async fn run(cli: Cli, stop: StopSignal) -> Exit {
         Ok(Mode::FetchOnly { code, carrier, options }) => execution::fetch_only(code, carrier, options).await,
         Ok(Mode::Drain(options)) => drain::drain(options, stop).await,
         Ok(Mode::Prune { cache, rule }) => prune(&cache, &rule),
+        Ok(Mode::RuntimeInstall(request)) => runtime_install(&request),
         Err(err) => Err(err),
     };
     result.unwrap_or_else(|err| {
@@ -80,5 +81,23 @@ fn prune(cache: &code::artifact::Cache, rule: &code::artifact::cache::PruneRule)
         pruned.kept + pruned.in_use.len(),
         pruned.in_use.len()
     );
+    Ok(Exit::Success)
+}
+
+/// `runner runtime install`: what it makes on stderr, the folder on stdout.
+fn runtime_install(request: &code::runtime_folder::InstallRequest) -> Result<Exit, error::RunnerError> {
+    use code::runtime_folder::{install, InstallOutcome};
+    let (installed, verb) = match install(request)? {
+        InstallOutcome::Made(installed) => (installed, "made"),
+        InstallOutcome::AlreadyThere(installed) => (installed, "already there"),
+    };
+    eprintln!(
+        "{verb}: {} on {} {}, with {}",
+        installed.runtime,
+        installed.interpreter.display(),
+        installed.interpreter_version,
+        installed.packages.join(", ")
+    );
+    println!("{}", request.dir.display());
     Ok(Exit::Success)
 }

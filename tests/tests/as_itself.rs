@@ -400,7 +400,13 @@ async fn two_functions_in_one_drain_worker_share_nothing() {
         seen.insert(request, record["responsePayload"].clone());
     }
     assert_eq!(seen.len(), 2, "both ran: {}", ran.stderr);
-    let allowed = ["IMMORTAL_RUNNER", "IMMORTAL_NO_DEADLINE", "IMMORTAL_OVERFLOW"];
+    // The runner's version, the run's facts, and where its layers are (not /opt here).
+    let allowed = [
+        "IMMORTAL_RUNNER",
+        "IMMORTAL_NO_DEADLINE",
+        "IMMORTAL_OVERFLOW",
+        "IMMORTAL_OPT_DIR",
+    ];
     for (me, response) in &seen {
         for place in ["in_tmp", "closed_in_tmp", "in_var_tmp", "in_dev_shm"] {
             assert_eq!(

@@ -83,6 +83,58 @@ pub(crate) enum Command {
     Fetch(FetchArgs),
     /// Look after the code cache.
     Cache(CacheArgs),
+    /// Local runtime folders for managed runtimes (what /var/runtime is in AWS's base
+    /// images).
+    Runtime(RuntimeArgs),
+}
+
+/// Local runtime folders.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RuntimeArgs {
+    #[command(subcommand)]
+    pub(crate) action: RuntimeAction,
+}
+
+/// What to do with a runtime folder.
+#[derive(Debug, Clone, Subcommand)]
+pub(crate) enum RuntimeAction {
+    /// Make a runtime folder for python3.X or nodejsNN.x from the package registries:
+    /// the runtime interface client, the SDK Lambda's runtime ships (boto3; for Node.js
+    /// the @aws-sdk/* packages given with --with), and a bootstrap that puts the
+    /// layers' python/ or nodejs/ folders on the import path as Lambda does. Needs the
+    /// runtime's interpreter (python3.X, node NN) and pip or npm. Prints the folder.
+    #[command(
+        after_help = "Examples:\n  runner runtime install python3.12\n  runner --artifact fn.zip --runtime python3.12 --handler lambda_function.lambda_handler --event '{}'\n  runner runtime install nodejs20.x --with @aws-sdk/client-sqs --dir ./rt-node\n  runner --artifact fn.zip --runtime-dir ./rt-node --handler index.handler --event '{}'"
+    )]
+    Install(InstallArgs),
+}
+
+/// `runner runtime install`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct InstallArgs {
+    /// The runtime: python3.X (e.g. python3.12) or nodejsNN.x (e.g. nodejs20.x).
+    #[arg(value_name = "RUNTIME")]
+    pub(crate) runtime: String,
+
+    /// The folder to make (replaced when it holds something else). Default:
+    /// runtimes/RUNTIME in the code cache, which a run of `--runtime RUNTIME` uses
+    /// without --runtime-dir.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+
+    /// One more package for the folder (repeat it): a pip requirement for Python, an
+    /// npm package for Node.js (e.g. @aws-sdk/client-sqs@3.1164.0).
+    #[arg(long = "with", value_name = "PACKAGE")]
+    pub(crate) with: Vec<String>,
+
+    /// The interpreter the bootstrap starts (python3.X, node). Default: the first one
+    /// of the runtime's version on PATH (or, for Python, installed by pyenv).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) interpreter: Option<PathBuf>,
+
+    /// The code cache (for the default --dir). Default: ~/.cache/immortal.
+    #[arg(long, value_name = "DIR", env = container::CACHE_DIR_VAR, hide_env_values = true)]
+    pub(crate) cache_dir: Option<PathBuf>,
 }
 
 /// The code cache.

@@ -17,10 +17,12 @@ use immortal_overflow::{Carrier, Lookup, OverflowSettings};
 
 use crate::cli::{
     CacheAction, CacheArgs, Cli, CodeArgs, Command, DrainArgs, FetchArgs, InvokeArgs, OutcomeArgs, RunArgs,
+    RuntimeAction, RuntimeArgs,
 };
 use crate::code::artifact::cache::PruneRule;
 use crate::code::artifact::Cache;
-use crate::code::runtime::{Runtime, RuntimeDir};
+use crate::code::runtime::{Runtime, RuntimeDir, DEFAULT_RUNTIME_DIR};
+use crate::code::runtime_folder;
 use crate::code::{CodeOptions, CodeSource, LayerSource, RuntimeOptions};
 use crate::error::RunnerError;
 use crate::run::drain::DrainOptions;
@@ -49,6 +51,8 @@ pub(crate) enum Mode {
     },
     /// Drain an overflow queue (`--queue`).
     Drain(DrainOptions),
+    /// Make a local runtime folder.
+    RuntimeInstall(runtime_folder::InstallRequest),
     /// Prune the code cache.
     Prune {
         /// The cache.
@@ -80,6 +84,28 @@ impl Mode {
                     dry_run: args.dry_run,
                 },
             }),
+            Command::Runtime(RuntimeArgs {
+                action: RuntimeAction::Install(args),
+            }) => {
+                let runtime = Runtime::new(args.runtime);
+                let dir = match &args.dir {
+                    Some(dir) => absolute(dir),
+                    None => runtime_folder::default_dir(
+                        &args
+                            .cache_dir
+                            .as_deref()
+                            .map(absolute)
+                            .unwrap_or_else(Cache::default_root),
+                        &runtime,
+                    ),
+                };
+                Ok(Mode::RuntimeInstall(runtime_folder::InstallRequest {
+                    runtime,
+                    dir,
+                    with: args.with,
+                    interpreter: args.interpreter,
+                }))
+            }
         }
     }
 }
@@ -188,24 +214,43 @@ fn keep_the_cache_private(run: &RunArgs, code: &CodeArgs) -> Result<(), RunnerEr
 }
 
 fn code_options(args: &CodeArgs) -> CodeOptions {
+    let cache_root = args
+        .cache_dir
+        .as_deref()
+        .map(absolute)
+        .unwrap_or_else(Cache::default_root);
+    let runtime_dir = runtime_dir(args, &cache_root);
     CodeOptions {
-        cache: Cache::new(
-            args.cache_dir
-                .as_deref()
-                .map(absolute)
-                .unwrap_or_else(Cache::default_root),
-        ),
+        cache: Cache::new(cache_root),
         opt_dir: args.opt_dir.as_deref().map(absolute),
         layers: Vec::new(),
         max_unpacked: args.max_unpacked_size,
         runtime: RuntimeOptions {
-            dir: RuntimeDir {
-                path: absolute(&args.runtime_dir),
-                image_runtime: args.image_runtime.clone().map(Runtime::new),
-            },
+            dir: RuntimeDir::new(runtime_dir, args.image_runtime.clone().map(Runtime::new)),
             runtime: args.runtime.clone().map(Runtime::new),
             task_root: args.task_root.as_deref().map(absolute),
         },
+    }
+}
+
+/// The runtime directory: as given, else /var/runtime (AWS's base images), else, for a
+/// local run of a `--runtime` that /var/runtime does not hold, the folder
+/// `runner runtime install` makes for it by default.
+fn runtime_dir(args: &CodeArgs, cache_root: &Path) -> PathBuf {
+    let given = absolute(&args.runtime_dir);
+    if given != Path::new(DEFAULT_RUNTIME_DIR) || given.join(crate::emulator::bootstrap::BOOTSTRAP).exists() {
+        return given;
+    }
+    match &args.runtime {
+        Some(runtime) => {
+            let installed = runtime_folder::default_dir(cache_root, &Runtime::new(runtime.clone()));
+            if installed.join(runtime_folder::MARKER).is_file() {
+                installed
+            } else {
+                given
+            }
+        }
+        None => given,
     }
 }
 

@@ -5,6 +5,7 @@ pub(crate) mod artifact;
 pub(crate) mod function;
 pub(crate) mod image;
 pub(crate) mod runtime;
+pub(crate) mod runtime_folder;
 pub(crate) mod task_root;
 
 use std::collections::BTreeMap;
@@ -127,7 +128,7 @@ pub(crate) async fn local(artifact: &Path, options: &CodeOptions) -> Result<Prep
             .runtime
             .runtime
             .clone()
-            .or_else(|| options.runtime.dir.image_runtime.clone()),
+            .or_else(|| options.runtime.dir.declared_runtime().cloned()),
         logging: LogSettings::default(),
         env: BTreeMap::new(),
         role: None,

@@ -94,19 +94,39 @@ pub(crate) struct RuntimeDir {
     /// The runtime the image was built for (`IMMORTAL_IMAGE_RUNTIME`), when known:
     /// a function of another managed runtime is refused, naming the image to use.
     pub(crate) image_runtime: Option<Runtime>,
+    /// The runtime a local folder was made for by `runner runtime install` (its
+    /// marker), when it was.
+    pub(crate) installed_runtime: Option<Runtime>,
 }
 
 impl RuntimeDir {
+    /// The runtime directory at `path`, holding `image_runtime` when the image says so;
+    /// a folder `runner runtime install` made says which runtime it holds itself.
+    pub(crate) fn new(path: PathBuf, image_runtime: Option<Runtime>) -> Self {
+        let installed_runtime = crate::code::runtime_folder::Installed::read(&path).map(|i| Runtime::new(i.runtime));
+        RuntimeDir {
+            path,
+            image_runtime,
+            installed_runtime,
+        }
+    }
+
     /// The runtime's `bootstrap` in this directory.
     pub(crate) fn bootstrap(&self) -> PathBuf {
         self.path.join(crate::emulator::bootstrap::BOOTSTRAP)
     }
 
+    /// The runtime this directory says it holds: the image's, else the one it was
+    /// installed for.
+    pub(crate) fn declared_runtime(&self) -> Option<&Runtime> {
+        self.image_runtime.as_ref().or(self.installed_runtime.as_ref())
+    }
+
     /// Whether this directory can serve a managed `runtime` (unknown runtimes and
     /// directories without a declared runtime are trusted: a local run names its own).
     pub(crate) fn serves(&self, runtime: Option<&Runtime>) -> bool {
-        match (&self.image_runtime, runtime) {
-            (Some(image), Some(wanted)) => image == wanted,
+        match (self.declared_runtime(), runtime) {
+            (Some(declared), Some(wanted)) => declared == wanted,
             _ => true,
         }
     }
@@ -147,6 +167,7 @@ mod tests {
         let dir = RuntimeDir {
             path: DEFAULT_RUNTIME_DIR.into(),
             image_runtime: Some(Runtime::new("python3.12")),
+            installed_runtime: None,
         };
         assert!(dir.serves(Some(&Runtime::new("python3.12"))));
         assert!(!dir.serves(Some(&Runtime::new("python3.13"))));

@@ -116,10 +116,15 @@ impl CodeLayout {
             return Err(no_bootstrap(searched, custom_hint.to_owned()));
         };
         if !dir.serves(runtime) {
-            let (wanted, image) = (
-                runtime.expect("served unless named"),
-                dir.image_runtime.as_ref().expect("served unless declared"),
-            );
+            let wanted = runtime.expect("served unless named");
+            let Some(image) = dir.image_runtime.as_ref() else {
+                let made_for = dir.installed_runtime.as_ref().expect("served unless declared");
+                return Err(CodeError::WrongRuntimeFolder {
+                    runtime: wanted.to_string(),
+                    folder: dir.path.clone(),
+                    made_for: made_for.to_string(),
+                });
+            };
             return Err(CodeError::WrongRuntime {
                 runtime: wanted.to_string(),
                 image_runtime: image.to_string(),
@@ -310,6 +315,18 @@ pub(crate) fn environment(cfg: &LaunchConfig<'_>) -> BTreeMap<String, String> {
         };
     }
     env.entry("LANG".to_owned()).or_insert_with(|| "en_US.UTF-8".to_owned());
+    // Where the layers are when they are not at /opt (outside the image): a local
+    // runtime folder's bootstrap puts their python/ and nodejs/ folders on the import
+    // path from there. Only a path the function can list itself.
+    env.remove(container::OPT_DIR_VAR);
+    if let Some(opt) = cfg
+        .layout
+        .opt_dir
+        .as_ref()
+        .filter(|opt| *opt != Path::new(container::LAYERS_ROOT))
+    {
+        env.insert(container::OPT_DIR_VAR.to_owned(), opt.display().to_string());
+    }
     env.remove(container::NO_DEADLINE_VAR);
     env.remove(container::OVERFLOW_VAR);
     if cfg.unlimited {
@@ -740,6 +757,7 @@ mod tests {
             runtime_dir: Some(RuntimeDir {
                 path: runtime.path().to_owned(),
                 image_runtime: Some(python.clone()),
+                installed_runtime: None,
             }),
             image: None,
         };
