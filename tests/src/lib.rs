@@ -19,6 +19,7 @@ pub mod lambda;
 pub mod osls;
 pub mod queue;
 pub mod registry;
+pub mod rehearsal;
 pub mod runner;
 pub mod s3;
 pub mod server;

@@ -26,7 +26,10 @@ pub fn workspace_artifact(artifact: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--workspace"]);
+        // From any folder (the rehearsal runs where its user is).
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        cmd.args(["build", "--quiet", "--workspace", "--manifest-path"])
+            .arg(manifest);
         without_cargo_test_env(&mut cmd);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
