@@ -193,6 +193,28 @@ async fn unknown_paths_and_methods() {
         .await
         .unwrap();
     assert_eq!(res.status(), 405);
+    // The Extensions, Telemetry and Logs APIs answer alike, with the same error document.
+    let base = format!("http://{}", api.address());
+    let client = reqwest::Client::new();
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/2020-01-01/extension/nope", 404),
+        (reqwest::Method::GET, "/2022-07-01/telemetry/more", 404),
+        (reqwest::Method::GET, "/2020-01-01/extension/register", 405),
+        (reqwest::Method::POST, "/2020-01-01/extension/event/next", 405),
+        (reqwest::Method::GET, "/2022-07-01/telemetry", 405),
+    ] {
+        let res = client
+            .request(method.clone(), format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{method} {path}");
+        let body: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+        assert!(
+            body["errorType"].is_string() && body["errorMessage"].is_string(),
+            "{body}"
+        );
+    }
     next(&api).await;
     let (status, body) = {
         let res = reqwest::Client::new()

@@ -162,6 +162,11 @@ async fn a_python_function_gets_its_layers_dependency_and_the_runtimes_boto3() {
         seen["wrapped"], "wrapper",
         "AWS_LAMBDA_EXEC_WRAPPER started the runtime"
     );
+    assert!(
+        ran.stderr.contains("INIT_START Runtime Version: python:3.11"),
+        "Lambda's first line of an init: {}",
+        ran.stderr
+    );
     let written = s3
         .get_object()
         .bucket(&bucket)
@@ -376,4 +381,35 @@ fn a_zip_is_rehearsed_through_the_whole_overflow_path_with_one_command() {
     ] {
         assert!(stdout.contains(stage), "no `{stage}` in:\n{stdout}");
     }
+}
+
+/// `Max Memory Used` is the peak of the runtime's processes even when the run ends
+/// sooner than the once-a-second sample: the runtime is measured as it answers.
+#[test]
+fn max_memory_used_is_the_runs_peak_however_short_the_run() {
+    let runtime = python_folder();
+    let dir = tempfile::tempdir().unwrap();
+    let code = dir.path().join("fn.zip");
+    write_zip(
+        &code,
+        &[Entry::File(
+            "lambda_function.py",
+            b"def lambda_handler(event, context):\n    block = b'x' * (150 * 1024 * 1024)\n    return len(block)\n",
+            0o644,
+        )],
+    );
+    let ran = RunnerCmd::new()
+        .args(["--artifact".as_ref(), code.as_os_str()])
+        .args(["--runtime-dir".as_ref(), runtime.as_os_str()])
+        .args(["--handler", "lambda_function.lambda_handler", "--event", "{}"])
+        .run();
+    ran.expect_code(0);
+    let used: u64 = ran
+        .stderr
+        .split("Max Memory Used: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a REPORT line: {}", ran.stderr));
+    assert!(used >= 150, "the 150 MB block counts: {used} MB");
 }

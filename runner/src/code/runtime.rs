@@ -60,6 +60,21 @@ impl Runtime {
     /// AWS's base image for this runtime (`public.ecr.aws/lambda/python:3.12`), when the
     /// identifier has a known shape.
     pub(crate) fn base_image(&self) -> Option<String> {
+        let (family, version) = self.family_version()?;
+        Some(format!("public.ecr.aws/lambda/{family}:{version}"))
+    }
+
+    /// The runtime as Lambda's `INIT_START` line names its version (`python:3.12`,
+    /// `nodejs:20`, `provided:al2023`), without the release suffix (`.v38`) only Lambda
+    /// knows; the identifier itself when its shape is unknown.
+    pub(crate) fn version_label(&self) -> String {
+        self.family_version()
+            .map(|(family, version)| format!("{family}:{version}"))
+            .unwrap_or_else(|| self.0.clone())
+    }
+
+    /// The base image's repository and tag (`python`, `3.12`).
+    fn family_version(&self) -> Option<(&'static str, String)> {
         let id = self.0.as_str();
         let (family, version) = if let Some(v) = id.strip_prefix("provided.") {
             ("provided", v.to_owned())
@@ -76,7 +91,7 @@ impl Runtime {
         } else {
             return None;
         };
-        (!version.is_empty()).then(|| format!("public.ecr.aws/lambda/{family}:{version}"))
+        (!version.is_empty()).then_some((family, version))
     }
 }
 
@@ -160,6 +175,10 @@ mod tests {
             Some("public.ecr.aws/lambda/provided:al2023")
         );
         assert_eq!(Runtime::new("cobol").base_image(), None);
+        assert_eq!(python.version_label(), "python:3.12");
+        assert_eq!(Runtime::new("nodejs20.x").version_label(), "nodejs:20");
+        assert_eq!(custom.version_label(), "provided:al2023");
+        assert_eq!(Runtime::new("cobol").version_label(), "cobol");
     }
 
     #[test]

@@ -48,8 +48,12 @@ pub(crate) struct Start {
 /// What a started process is to the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
-    /// The runtime (the bootstrap).
+    /// The runtime (the bootstrap): when it ends, the sandbox ends whatever its user left.
     Runtime,
+    /// The runtime with extensions beside it: when it ends (a crash, a timeout, a
+    /// stop), the extensions live on to get SHUTDOWN, as in Lambda; the runner's sweep
+    /// after the run ends what the user left.
+    RuntimeWithExtensions,
     /// A process beside it, as its user (an extension).
     Beside,
 }
@@ -491,7 +495,7 @@ impl Bootstrap {
                 command
                     .arg(match role {
                         Role::Runtime => immortal_sandbox::EXEC,
-                        Role::Beside => immortal_sandbox::JOIN,
+                        Role::RuntimeWithExtensions | Role::Beside => immortal_sandbox::JOIN,
                     })
                     .args([user.uid.to_string(), user.uid.to_string()])
                     .env_clear();

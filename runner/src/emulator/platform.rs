@@ -64,7 +64,8 @@ pub(crate) enum Platform<'a> {
         function_name: &'a str,
         /// Its version.
         function_version: &'a str,
-        /// The runtime's identifier (`provided` for a custom one).
+        /// The runtime, as Lambda names its version (`python:3.12`; `provided` for
+        /// local code of no declared runtime).
         runtime_version: &'a str,
     },
     /// The runtime finished its init (asked for its first event).
@@ -178,6 +179,10 @@ impl Platform<'_> {
     /// `None` for the events it does not write there (in either format).
     pub(crate) fn text_lines(&self) -> Option<Vec<String>> {
         match self {
+            // Lambda's line also names the runtime version's ARN, which only Lambda knows.
+            Platform::InitStart { runtime_version, .. } => {
+                Some(vec![format!("INIT_START Runtime Version: {runtime_version}")])
+            }
             Platform::Start {
                 request_id, version, ..
             } => Some(vec![format!("START RequestId: {request_id} Version: {version}")]),
@@ -285,5 +290,12 @@ mod tests {
         assert_eq!(start.log_lines(false), ["START RequestId: r Version: $LATEST"]);
         assert_eq!(start.record()["tracing"]["value"], "Root=1-x");
         assert!(Platform::InitRuntimeDone.log_lines(true).is_empty(), "telemetry only");
+        let init = Platform::InitStart {
+            function_name: "f",
+            function_version: "$LATEST",
+            runtime_version: "python:3.12",
+        };
+        assert_eq!(init.log_lines(false), ["INIT_START Runtime Version: python:3.12"]);
+        assert_eq!(init.record()["runtimeVersion"], "python:3.12");
     }
 }

@@ -97,11 +97,22 @@ pub(crate) async fn invoke(
         scratch: &options.scratch,
     });
     let started = Instant::now();
-    extensions.telemetry.platform_event(&Platform::InitStart {
+    let runtime_version = options
+        .runtime
+        .as_ref()
+        .map(Runtime::version_label)
+        .unwrap_or_else(|| "provided".to_owned());
+    let init_start = Platform::InitStart {
         function_name: &invocation.function_name,
         function_version: &invocation.function_version,
-        runtime_version: options.runtime.as_ref().map(Runtime::id).unwrap_or("provided"),
-    });
+        runtime_version: &runtime_version,
+    };
+    // Lambda writes INIT_START for functions on a runtime it manages, not for images.
+    if layout.image.is_none() {
+        platform(log, &extensions, &init_start);
+    } else {
+        extensions.telemetry.platform_event(&init_start);
+    }
     let processes = match start_extensions(layout, options, &extensions, &env, log).await? {
         Ok(processes) => processes,
         Err(failure) => return Ok(extension_failure(&invocation, &failure, Failure::Init)),
@@ -109,8 +120,13 @@ pub(crate) async fn invoke(
     let output = log
         .output()
         .map_err(|e| RunnerError::Start(format!("cannot open a pipe for the function's logs: {e}")))?;
+    let role = if processes.is_empty() {
+        Role::Runtime
+    } else {
+        Role::RuntimeWithExtensions
+    };
     let child = Bootstrap::spawn(
-        Role::Runtime,
+        role,
         &start.argv,
         &start.cwd,
         &env,
@@ -130,6 +146,12 @@ pub(crate) async fn invoke(
         function = %invocation.function_name,
         "bootstrap started"
     );
+    // With a time limit, the extensions' init ends within Lambda's: registered, they
+    // must also ask for their first event in time.
+    let init_deadline = options
+        .timeout
+        .filter(|_| !processes.is_empty())
+        .map(|_| started + extensions::INIT_LIMIT);
     let mut run = Supervised {
         invocation,
         options,
@@ -141,6 +163,7 @@ pub(crate) async fn invoke(
         started,
         delivered_at: None,
         deadline: None,
+        init_deadline,
         report: Report::default(),
         said_alive: None,
     };
@@ -180,7 +203,8 @@ async fn start_extensions(
         || log.output_as(Kind::Extension),
     )
     .map_err(|e| RunnerError::Start(e.to_string()))?;
-    if let Err(failure) = processes.wait_init(extensions, extensions::INIT_LIMIT).await {
+    let limit = options.timeout.map(|_| extensions::INIT_LIMIT);
+    if let Err(failure) = processes.wait_init(extensions, limit).await {
         processes
             .shut_down(extensions, "failure", extensions::SHUTDOWN_LIMIT)
             .await;
@@ -218,6 +242,8 @@ struct Supervised<'a> {
     started: Instant,
     /// When the runtime took the event (`None`: it never did).
     delivered_at: Option<Instant>,
+    /// When the extensions' init must be done, with `--timeout` (until the event goes out).
+    init_deadline: Option<Instant>,
     /// The invocation's deadline, with `--timeout`.
     deadline: Option<Instant>,
     report: Report,
@@ -234,9 +260,20 @@ impl Supervised<'_> {
         loop {
             tokio::select! {
                 event = self.api.events.recv() => match event {
-                    Some(ApiEvent::Delivered) => self.delivered(log),
-                    Some(ApiEvent::Finished(outcome)) => return Ok(outcome),
-                    Some(ApiEvent::InitError(body)) => return Ok(Outcome::Failed { kind: Failure::Init, body }),
+                    Some(ApiEvent::Delivered) => {
+                        self.memory_peak();
+                        self.delivered(log);
+                    }
+                    // The runtime is still alive when it answers: its peak so far is the
+                    // run's, even when that came sooner than the next sample.
+                    Some(ApiEvent::Finished(outcome)) => {
+                        self.memory_peak();
+                        return Ok(outcome);
+                    }
+                    Some(ApiEvent::InitError(body)) => {
+                        self.memory_peak();
+                        return Ok(Outcome::Failed { kind: Failure::Init, body });
+                    }
                     Some(ApiEvent::Abandoned) => return Ok(Outcome::failed(
                         Failure::Function,
                         "Runtime.InvalidState",
@@ -258,6 +295,12 @@ impl Supervised<'_> {
                         .unwrap_or_else(|| exited(&self.invocation.request_id, status, self.delivered_at.is_some())));
                 }
                 _ = sleep_until(self.deadline) => return Ok(self.timed_out().await),
+                _ = sleep_until(self.init_deadline), if self.delivered_at.is_none() => {
+                    self.init_deadline = None;
+                    if let Some(outcome) = self.extensions_late().await {
+                        return Ok(outcome);
+                    }
+                }
                 Some(signal) = stop_requested(&mut self.stop) => return Ok(self.stopped(signal).await),
             }
         }
@@ -270,6 +313,8 @@ impl Supervised<'_> {
         self.report.init = Some(init);
         self.deadline = self.options.timeout.map(|t| Instant::now() + t);
         let telemetry = &self.extensions.telemetry;
+        // Lambda takes no subscription after the init.
+        telemetry.close_subscriptions();
         telemetry.platform_event(&Platform::InitRuntimeDone);
         telemetry.platform_event(&Platform::InitReport { duration: init });
         platform(
@@ -282,6 +327,25 @@ impl Supervised<'_> {
             },
         );
         tracing::info!(init_ms = init.as_millis() as u64, "event delivered");
+    }
+
+    /// Lambda's init limit passed: an extension that registered but has not asked for
+    /// its first event fails the init (the runtime's own init is not bounded here).
+    async fn extensions_late(&mut self) -> Option<Outcome> {
+        let waiting = self.extensions.not_ready();
+        if waiting.is_empty() {
+            return None;
+        }
+        let failure = ExtensionFailure {
+            error_type: "Extension.InitTimeout".into(),
+            message: format!(
+                "extensions did not finish their init within Lambda's {} s (register, then ask for the next event): {waiting:?}",
+                extensions::INIT_LIMIT.as_secs()
+            ),
+        };
+        tracing::error!(error_type = %failure.error_type, "{}", failure.message);
+        let _ = self.child.kill().await;
+        Some(extension_failure(&self.invocation, &failure, Failure::Init))
     }
 
     /// An extension failed the run (reported an error, or exited): the outcome, with the
@@ -302,6 +366,11 @@ impl Supervised<'_> {
         Some(extension_failure(&self.invocation, &failure, kind))
     }
 
+    /// The peak memory of the runtime's process tree (each process's high-water mark).
+    fn memory_peak(&mut self) {
+        self.report.max_memory_mb = self.report.max_memory_mb.max(tree_peak_rss_mb(self.child.pid()));
+    }
+
     /// Once a second: the peak memory, and whether an extension died.
     fn sample(&mut self) {
         if !self.processes.is_empty() {
@@ -314,7 +383,7 @@ impl Supervised<'_> {
                 self.extensions.failed(extensions::crash(&name, &how, when));
             }
         }
-        self.report.max_memory_mb = self.report.max_memory_mb.max(tree_peak_rss_mb(self.child.pid()));
+        self.memory_peak();
         if let (Some(every), Some(delivered)) = (self.options.heartbeat, self.delivered_at) {
             let since = self.said_alive.unwrap_or(delivered);
             // Sampled once a second: half a tick early is on time.

@@ -255,8 +255,22 @@ impl Attempt {
     }
 }
 
-/// This task's ARN, from ECS's task metadata endpoint (none outside ECS).
+/// This task's ARN, from ECS's task metadata endpoint (none outside ECS), asked once
+/// per process: a task's ARN does not change, and a drain worker starts many attempts.
+/// An endpoint that did not answer is asked again next time.
 async fn own_task_arn() -> Option<String> {
+    static ARN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if let Some(known) = ARN.get() {
+        return known.clone();
+    }
+    let asked = ask_task_arn().await;
+    if asked.is_some() || std::env::var_os("ECS_CONTAINER_METADATA_URI_V4").is_none() {
+        let _ = ARN.set(asked.clone());
+    }
+    asked
+}
+
+async fn ask_task_arn() -> Option<String> {
     let base = std::env::var("ECS_CONTAINER_METADATA_URI_V4").ok()?;
     let text = reqwest::Client::new()
         .get(format!("{base}/task"))

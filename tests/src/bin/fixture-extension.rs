@@ -2,7 +2,8 @@
 //! of ours in it: it registers for INVOKE and SHUTDOWN and appends what it gets to the
 //! file `EXTENSION_LOG` names (`INVOKE <request id>`, then `INVOKE-DONE` after
 //! `EXTENSION_DELAY_MS`, and `SHUTDOWN <reason>`); with `EXTENSION_NOTE_UID`, its user
-//! id first (`UID <n>`).
+//! id first (`UID <n>`); with `EXTENSION_REGISTER_DELAY_MS`, it registers that late
+//! (noting `REGISTERING`).
 
 use std::io::Write;
 
@@ -37,6 +38,13 @@ async fn main() -> Result<(), Error> {
     if std::env::var_os("EXTENSION_NOTE_UID").is_some() {
         // SAFETY: a plain id query.
         note(&format!("UID {}", unsafe { libc::getuid() }))?;
+    }
+    if let Some(delay) = std::env::var("EXTENSION_REGISTER_DELAY_MS")
+        .ok()
+        .and_then(|d| d.parse().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        note("REGISTERING")?;
     }
     lambda_extension::run(service_fn(extension)).await
 }

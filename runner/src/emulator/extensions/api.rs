@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::telemetry::{Api, Subscription};
 use super::{ApiError, Extensions};
+use crate::emulator::runtime_api::reply;
 
 /// The Extensions API's prefix.
 pub(crate) const EXTENSION_PREFIX: &str = "/2020-01-01/extension/";
@@ -22,6 +23,20 @@ const ID_HEADER: &str = "Lambda-Extension-Identifier";
 const NAME_HEADER: &str = "Lambda-Extension-Name";
 const ERROR_TYPE_HEADER: &str = "Lambda-Extension-Function-Error-Type";
 const ACCEPT_FEATURE_HEADER: &str = "Lambda-Extension-Accept-Feature";
+
+const REGISTER_PATH: &str = "/2020-01-01/extension/register";
+const NEXT_PATH: &str = "/2020-01-01/extension/event/next";
+const INIT_ERROR_PATH: &str = "/2020-01-01/extension/init/error";
+const EXIT_ERROR_PATH: &str = "/2020-01-01/extension/exit/error";
+/// Every endpoint of these APIs: another method on one of them is 405, any other path 404.
+const ENDPOINTS: [&str; 6] = [
+    REGISTER_PATH,
+    NEXT_PATH,
+    INIT_ERROR_PATH,
+    EXIT_ERROR_PATH,
+    TELEMETRY_PATH,
+    LOGS_PATH,
+];
 
 /// Whether `path` belongs to one of these APIs.
 pub(crate) fn serves(path: &str) -> bool {
@@ -46,27 +61,20 @@ pub(crate) async fn route(extensions: &Extensions, req: Request<Incoming>) -> Re
         }
     };
     let result = match (method, path.as_str()) {
-        (Method::POST, "/2020-01-01/extension/register") => register(extensions, name, features, &body),
-        (Method::GET, "/2020-01-01/extension/event/next") => match id {
+        (Method::POST, REGISTER_PATH) => register(extensions, name, features, &body),
+        (Method::GET, NEXT_PATH) => match id {
             Some(id) => match extensions.next(&id).await {
-                Ok(event) => Ok(with_id(json_response(StatusCode::OK, event), &id)),
+                Ok(event) => Ok(with_id(reply::json_bytes(StatusCode::OK, event), &id)),
                 Err(e) => Err(e),
             },
             None => Err(missing_id()),
         },
-        (Method::POST, "/2020-01-01/extension/init/error") => failure(extensions, id, error_type, "init", &body),
-        (Method::POST, "/2020-01-01/extension/exit/error") => failure(extensions, id, error_type, "exit", &body),
+        (Method::POST, INIT_ERROR_PATH) => failure(extensions, id, error_type, "init", &body),
+        (Method::POST, EXIT_ERROR_PATH) => failure(extensions, id, error_type, "exit", &body),
         (Method::PUT, TELEMETRY_PATH) => subscribe(extensions, Api::Telemetry, id, &body),
         (Method::PUT, LOGS_PATH) => subscribe(extensions, Api::Logs, id, &body),
-        (method, _) => Err(ApiError::new(
-            if [TELEMETRY_PATH, LOGS_PATH].contains(&path.as_str()) || path.starts_with(EXTENSION_PREFIX) {
-                405
-            } else {
-                404
-            },
-            "InvalidRequest",
-            format!("{method} {path} is not part of the Extensions, Telemetry or Logs API"),
-        )),
+        (method, known) if ENDPOINTS.contains(&known) => return reply::method_not_allowed(&method),
+        _ => return reply::not_found(&path),
     };
     result.unwrap_or_else(|e| error(&e))
 }
@@ -95,10 +103,7 @@ fn register(
             answer["accountId"] = json!(account);
         }
     }
-    Ok(with_id(
-        json_response(StatusCode::OK, Bytes::from(answer.to_string())),
-        &id,
-    ))
+    Ok(with_id(reply::json(StatusCode::OK, &answer), &id))
 }
 
 fn failure(
@@ -120,10 +125,7 @@ fn failure(
         .ok()
         .and_then(|v| v["errorMessage"].as_str().map(str::to_owned));
     extensions.fail(&id, &error_type, phase, detail)?;
-    Ok(with_id(
-        json_response(StatusCode::ACCEPTED, Bytes::from_static(br#"{"status":"OK"}"#)),
-        &id,
-    ))
+    Ok(with_id(reply::accepted(), &id))
 }
 
 fn subscribe(
@@ -145,7 +147,7 @@ fn subscribe(
     let subscription = Subscription::parse(api, &name, &request)
         .map_err(|why| ApiError::new(400, "ValidationError", why.to_string()))?;
     extensions.telemetry.subscribe(subscription);
-    Ok(json_response(StatusCode::OK, Bytes::from_static(b"\"OK\"")))
+    Ok(reply::json(StatusCode::OK, &"OK"))
 }
 
 fn missing_id() -> ApiError {
@@ -156,14 +158,6 @@ fn missing_id() -> ApiError {
     )
 }
 
-fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
-        .expect("valid response parts")
-}
-
 fn with_id(mut response: Response<Full<Bytes>>, id: &str) -> Response<Full<Bytes>> {
     if let Ok(value) = HeaderValue::from_str(id) {
         response.headers_mut().insert(ID_HEADER, value);
@@ -172,9 +166,9 @@ fn with_id(mut response: Response<Full<Bytes>>, id: &str) -> Response<Full<Bytes
 }
 
 fn error(e: &ApiError) -> Response<Full<Bytes>> {
-    let body = json!({"errorType": e.error_type, "errorMessage": e.message}).to_string();
-    json_response(
+    reply::error(
         StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        Bytes::from(body),
+        e.error_type,
+        &e.message,
     )
 }

@@ -332,14 +332,26 @@ impl Extensions {
             .collect()
     }
 
-    /// Whether every external extension started has registered and asked for its first
-    /// event (their init is done).
-    pub(crate) fn externals_ready(&self) -> bool {
+    /// Whether every external extension started has registered: as in Lambda, the
+    /// runtime starts then, while the extensions finish their init.
+    pub(crate) fn externals_registered(&self) -> bool {
         let external = self.external.lock().expect("lock").clone();
         let state = self.state.lock().expect("lock");
         external
             .iter()
-            .all(|name| state.registered.iter().any(|r| &r.name == name && r.ready()))
+            .all(|name| state.registered.iter().any(|r| &r.name == name))
+    }
+
+    /// The registered extensions that have not yet asked for their first event (their
+    /// init is not done).
+    pub(crate) fn not_ready(&self) -> Vec<String> {
+        let state = self.state.lock().expect("lock");
+        state
+            .registered
+            .iter()
+            .filter(|r| !r.ready() && !r.got_invoke && !r.got_shutdown)
+            .map(|r| r.name.clone())
+            .collect()
     }
 
     /// Whether every extension registered for INVOKE has asked for its next event since
@@ -514,22 +526,27 @@ impl Processes {
             .collect()
     }
 
-    /// Waits until every extension has registered and asked for its first event, one
-    /// exits or reports an init error, or `limit` passes.
-    pub(crate) async fn wait_init(&mut self, extensions: &Extensions, limit: Duration) -> Result<(), ExtensionFailure> {
-        let deadline = tokio::time::Instant::now() + limit;
+    /// Waits until every external extension has registered (Lambda then starts the
+    /// runtime), failed or exited; within `limit` (Lambda's 10 s init limit, with a
+    /// time limit; none without one: an overflow run waits as long as it takes).
+    pub(crate) async fn wait_init(
+        &mut self,
+        extensions: &Extensions,
+        limit: Option<Duration>,
+    ) -> Result<(), ExtensionFailure> {
+        let deadline = limit.map(|limit| tokio::time::Instant::now() + limit);
         let mut changes = extensions.subscribe();
         loop {
             if let Some(failure) = extensions.failure() {
                 return Err(failure);
             }
-            if extensions.externals_ready() {
+            if extensions.externals_registered() {
                 return Ok(());
             }
             if let Some((name, how)) = self.exited() {
                 return Err(crash(&name, &how, "during init"));
             }
-            if tokio::time::Instant::now() >= deadline {
+            if let Some(limit) = limit.filter(|_| deadline.is_some_and(|d| tokio::time::Instant::now() >= d)) {
                 let waiting: Vec<String> = self
                     .running
                     .iter()
@@ -539,7 +556,7 @@ impl Processes {
                 return Err(ExtensionFailure {
                     error_type: "Extension.InitTimeout".into(),
                     message: format!(
-                        "extensions did not finish their init within {} s (register, then ask for the next event); not registered: {waiting:?}",
+                        "extensions did not register within Lambda's {} s init limit (it applies with --timeout); not registered: {waiting:?}",
                         limit.as_secs()
                     ),
                 });

@@ -161,23 +161,58 @@ struct Subscriber {
 
 #[derive(Default)]
 struct Inner {
-    history: Vec<(Kind, Value)>,
+    /// The records so far, for a subscription still to come; `None` once none can
+    /// come any more (the init is over: Lambda closes subscriptions then).
+    history: Option<History>,
     subscribers: Vec<Subscriber>,
 }
 
-/// The run's telemetry streams.
+/// Records kept for subscriptions still to come, bounded in number and bytes.
 #[derive(Default)]
+struct History {
+    records: Vec<(Kind, Value)>,
+    bytes: usize,
+}
+
+/// The run's telemetry streams.
 pub(crate) struct Telemetry {
     inner: Mutex<Inner>,
 }
 
-/// Records kept for late subscribers, at most.
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            inner: Mutex::new(Inner {
+                history: Some(History::default()),
+                subscribers: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// Records kept for subscriptions still to come, at most...
 const HISTORY: usize = 10_000;
+/// ...and bytes (as serialized JSON).
+const HISTORY_BYTES: usize = 4 * 1024 * 1024;
 
 impl Telemetry {
     /// No subscribers yet.
     pub(crate) fn new() -> Arc<Telemetry> {
         Arc::new(Telemetry::default())
+    }
+
+    /// The init is over: no subscription can come any more (Lambda closes the Telemetry
+    /// and Logs APIs' subscriptions then), so the records kept for one are dropped, and
+    /// with no subscriber nothing is kept or built from here on.
+    pub(crate) fn close_subscriptions(&self) {
+        self.inner.lock().expect("telemetry lock").history = None;
+    }
+
+    /// How many records are kept for subscriptions still to come.
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        let inner = self.inner.lock().expect("telemetry lock");
+        inner.history.as_ref().map_or(0, |h| h.records.len())
     }
 
     /// A typed platform event, as its record.
@@ -201,15 +236,23 @@ impl Telemetry {
     }
 
     fn emit(&self, kind: Kind, event_type: &str, record: Value) {
-        let event = json!({"time": timestamp_now(), "type": event_type, "record": record});
         let mut inner = self.inner.lock().expect("telemetry lock");
+        let wanted = inner.subscribers.iter().any(|s| s.kinds.contains(&kind));
+        if !wanted && inner.history.is_none() {
+            return;
+        }
+        let event = json!({"time": timestamp_now(), "type": event_type, "record": record});
         for subscriber in inner.subscribers.iter().filter(|s| s.kinds.contains(&kind)) {
             if let Some(shaped) = shape(subscriber.api, &event) {
                 let _ = subscriber.commands.send(Command::Record(shaped));
             }
         }
-        if inner.history.len() < HISTORY {
-            inner.history.push((kind, event));
+        if let Some(history) = &mut inner.history {
+            let size = event.to_string().len();
+            if history.records.len() < HISTORY && history.bytes + size <= HISTORY_BYTES {
+                history.bytes += size;
+                history.records.push((kind, event));
+            }
         }
     }
 
@@ -228,7 +271,8 @@ impl Telemetry {
             .collect();
         {
             let mut inner = self.inner.lock().expect("telemetry lock");
-            for (kind, event) in &inner.history {
+            let kept = inner.history.as_ref().map(|h| h.records.as_slice()).unwrap_or_default();
+            for (kind, event) in kept {
                 if subscription.kinds.contains(kind) {
                     if let Some(shaped) = shape(subscription.api, event) {
                         let _ = commands.send(Command::Record(shaped));
@@ -361,6 +405,22 @@ async fn post(client: &reqwest::Client, subscription: &Subscription, batch: Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_are_kept_for_a_subscription_only_while_one_may_come_and_within_bounds() {
+        let t = Telemetry::new();
+        t.line(Kind::Function, "during init");
+        assert_eq!(t.kept(), 1);
+        let big = "x".repeat(1024 * 1024);
+        for _ in 0..10 {
+            t.line(Kind::Function, &big);
+        }
+        assert_eq!(t.kept(), 4, "at most 4 MiB are kept");
+        t.close_subscriptions();
+        assert_eq!(t.kept(), 0, "the init is over: no subscription can come");
+        t.line(Kind::Function, "during the invocation");
+        assert_eq!(t.kept(), 0, "a run without subscribers keeps nothing");
+    }
 
     #[test]
     fn sandbox_destinations_are_delivered_on_loopback() {

@@ -8,7 +8,7 @@
 mod error;
 mod init_error;
 mod next;
-mod reply;
+pub(crate) mod reply;
 mod response;
 mod sink;
 mod state;

@@ -16,6 +16,15 @@ pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Respons
         .expect("static response parts are valid")
 }
 
+/// A JSON reply whose body is already JSON (an event, as it came).
+pub(crate) fn json_bytes(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .expect("static response parts are valid")
+}
+
 /// `202 {"status":"OK"}`: the runtime's report was accepted.
 pub(crate) fn accepted() -> Response<Full<Bytes>> {
     json(StatusCode::ACCEPTED, &serde_json::json!({ "status": "OK" }))
@@ -47,12 +56,12 @@ pub(crate) fn refused() -> Response<Full<Bytes>> {
     )
 }
 
-/// `404`: not a Runtime API path.
+/// `404`: not a path of the Runtime, Extensions, Telemetry or Logs API.
 pub(crate) fn not_found(path: &str) -> Response<Full<Bytes>> {
     error(
         StatusCode::NOT_FOUND,
         "NotFound",
-        &format!("no Runtime API endpoint at {path}"),
+        &format!("no Runtime, Extensions, Telemetry or Logs API endpoint at {path}"),
     )
 }
 
