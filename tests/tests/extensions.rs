@@ -491,3 +491,26 @@ async fn the_lambda_web_adapter_serves_an_http_api_event_and_an_sqs_event() {
         }
     }
 }
+
+/// An internal extension (registered from inside the runtime's process, with no
+/// external extension in the layers) gets the function's output as `function` records,
+/// as in Lambda.
+#[tokio::test]
+async fn an_internal_extension_gets_the_functions_output_as_telemetry() {
+    let cmd = RunnerCmd::new()
+        .args([
+            "--artifact".as_ref(),
+            fixtures().join("functions/python-internal").as_os_str(),
+        ])
+        .args(["--runtime-dir".as_ref(), fixtures().join("runtimes/python").as_os_str()])
+        .args(["--runtime", "python3.12", "--handler", "lambda_function.lambda_handler"])
+        .args(["--event", "{}"]);
+    let ran = run(cmd).await;
+    ran.expect_code(0);
+    assert_eq!(ran.json()["received"], true, "{}\n{}", ran.json(), ran.stderr);
+    assert!(
+        ran.stderr.contains("a line of "),
+        "the line is in the log too: {}",
+        ran.stderr
+    );
+}

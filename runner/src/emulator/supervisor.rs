@@ -189,10 +189,14 @@ async fn start_extensions(
         (Some(opt), true) => extensions::executables(opt),
         _ => Vec::new(),
     };
+    // The function's output goes to the Telemetry API's subscribers, internal
+    // extensions' included (they register from inside the runtime, unannounced).
+    if options.extensions {
+        log.tap(extensions.telemetry.clone());
+    }
     if programs.is_empty() {
         return Ok(Ok(extensions::Processes::default()));
     }
-    log.tap(extensions.telemetry.clone());
     let mut processes = extensions::Processes::start(
         extensions,
         &programs,
