@@ -214,16 +214,6 @@ async fn start_extensions(
             .await;
         return Ok(Err(failure));
     }
-    for (name, events) in extensions.registered() {
-        platform(
-            log,
-            extensions,
-            &Platform::Extension {
-                name: &name,
-                events: &events,
-            },
-        );
-    }
     Ok(Ok(processes))
 }
 
@@ -320,6 +310,18 @@ impl Supervised<'_> {
         // Lambda takes no subscription after the init.
         telemetry.close_subscriptions();
         telemetry.platform_event(&Platform::InitRuntimeDone);
+        // Each extension's state, once the init is done (as the Runtime Interface
+        // Emulator writes it, between runtimeDone and initReport), internal ones too.
+        for (name, events) in self.extensions.registered() {
+            platform(
+                log,
+                &self.extensions,
+                &Platform::Extension {
+                    name: &name,
+                    events: &events,
+                },
+            );
+        }
         telemetry.platform_event(&Platform::InitReport { duration: init });
         platform(
             log,
