@@ -8,7 +8,7 @@
 //! of yours; `scripts/demo` is the thumbnail's rehearsal.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context as _, Result};
@@ -20,7 +20,7 @@ use crate::ecs::{task_env, Cluster};
 use crate::emulator::aws_env;
 use crate::lambda::deploy_as;
 use crate::queue::Queue;
-use crate::runner::{lambda_zip, workspace_artifact};
+use crate::runner::{lambda_zip, workspace_artifact, Ran};
 
 /// Numbered, timed lines on stdout, one per stage.
 pub struct Stages {
@@ -49,25 +49,9 @@ impl Stages {
     }
 }
 
-/// What a child process did.
-#[derive(Debug, Clone)]
-pub struct Ran {
-    /// Its exit code.
-    pub code: Option<i32>,
-    /// Its stdout.
-    pub stdout: String,
-    /// Its stderr.
-    pub stderr: String,
-}
-
 /// Runs `cmd` to its end.
-pub fn run(mut cmd: Command) -> Result<Ran> {
-    let out = cmd.stdin(Stdio::null()).output().context("start a child process")?;
-    Ok(Ran {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+fn run(cmd: Command) -> Result<Ran> {
+    Ran::of(cmd).context("start a child process")
 }
 
 /// The `message` fields of the runner's JSON log lines that start with one of `keep`,
@@ -132,7 +116,7 @@ pub struct Spec {
 }
 
 /// What a rehearsal ended with.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Rehearsed {
     /// The invocation's request id.
     pub request_id: String,
@@ -175,7 +159,7 @@ fn runtime_dir(spec: &Spec, runner: &Path) -> Result<Option<PathBuf>> {
         "runner runtime install {runtime} failed: {}",
         ran.stderr
     );
-    Ok(Some(PathBuf::from(ran.stdout.trim())))
+    Ok(Some(PathBuf::from(ran.stdout_text().trim())))
 }
 
 /// The runner's code options for the function: its runtime folder, runtime and handler.
@@ -248,15 +232,15 @@ pub async fn rehearse(spec: &Spec, emulator_url: &str, stages: &mut Stages) -> R
             "the invocation ended within Lambda's {} s (exit {:?}), so nothing overflows: rehearse with a smaller --lambda-timeout. It said:\n{}",
             spec.lambda_timeout,
             lambda.code,
-            lambda.stdout
+            lambda.stdout_text()
         ),
         other => bail!(
             "the function could not run locally (exit {other:?}); fix that first (runner --artifact ... shows the same):\n{}\n{}",
-            lambda.stdout,
+            lambda.stdout_text(),
             lambda.stderr
         ),
     }
-    let timeout: Value = serde_json::from_str(&lambda.stdout)?;
+    let timeout: Value = serde_json::from_slice(&lambda.stdout)?;
     stages.say(&format!(
         "Lambda (emulated by the runner, {} s limit) timed out: {timeout}",
         spec.lambda_timeout
@@ -293,7 +277,7 @@ pub async fn rehearse(spec: &Spec, emulator_url: &str, stages: &mut Stages) -> R
         .args(["--event", &sqs_event.to_string()]);
     let forwarded = run(cmd)?;
     let response: Value =
-        serde_json::from_str(&forwarded.stdout).with_context(|| format!("forwarder output: {}", forwarded.stderr))?;
+        serde_json::from_slice(&forwarded.stdout).with_context(|| format!("forwarder output: {}", forwarded.stderr))?;
     ensure!(
         response == json!({"batchItemFailures": []}),
         "the forwarder did not launch the task: {response}\n{}",
@@ -332,7 +316,7 @@ pub async fn rehearse(spec: &Spec, emulator_url: &str, stages: &mut Stages) -> R
         matches!(task.code, Some(0 | 1)),
         "the task's runner could not run the function (exit {:?}):\n{}\n{}",
         task.code,
-        task.stdout,
+        task.stdout_text(),
         task.stderr
     );
     stages.say(&format!(

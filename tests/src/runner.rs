@@ -78,6 +78,18 @@ pub struct Ran {
 }
 
 impl Ran {
+    /// Runs `cmd` to its end (stdin empty), as it was set up.
+    pub fn of(mut cmd: Command) -> std::io::Result<Ran> {
+        let started = Instant::now();
+        let out = cmd.stdin(Stdio::null()).output()?;
+        Ok(Ran {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        })
+    }
+
     /// stdout as text.
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()

@@ -72,12 +72,7 @@ impl Mode {
             Command::Cache(CacheArgs {
                 action: CacheAction::Prune(args),
             }) => Ok(Mode::Prune {
-                cache: Cache::new(
-                    args.cache_dir
-                        .as_deref()
-                        .map(absolute)
-                        .unwrap_or_else(Cache::default_root),
-                ),
+                cache: Cache::new(cache_root(args.cache_dir.as_deref())),
                 rule: PruneRule {
                     keep: args.keep,
                     older_than: args.older_than,
@@ -90,14 +85,7 @@ impl Mode {
                 let runtime = Runtime::new(args.runtime);
                 let dir = match &args.dir {
                     Some(dir) => absolute(dir),
-                    None => runtime_folder::default_dir(
-                        &args
-                            .cache_dir
-                            .as_deref()
-                            .map(absolute)
-                            .unwrap_or_else(Cache::default_root),
-                        &runtime,
-                    ),
+                    None => runtime_folder::default_dir(&cache_root(args.cache_dir.as_deref()), &runtime),
                 };
                 Ok(Mode::RuntimeInstall(runtime_folder::InstallRequest {
                     runtime,
@@ -214,11 +202,7 @@ fn keep_the_cache_private(run: &RunArgs, code: &CodeArgs) -> Result<(), RunnerEr
 }
 
 fn code_options(args: &CodeArgs) -> CodeOptions {
-    let cache_root = args
-        .cache_dir
-        .as_deref()
-        .map(absolute)
-        .unwrap_or_else(Cache::default_root);
+    let cache_root = cache_root(args.cache_dir.as_deref());
     let runtime_dir = runtime_dir(args, &cache_root);
     CodeOptions {
         cache: Cache::new(cache_root),
@@ -231,6 +215,11 @@ fn code_options(args: &CodeArgs) -> CodeOptions {
             task_root: args.task_root.as_deref().map(absolute),
         },
     }
+}
+
+/// The code cache: `--cache-dir` (made absolute), else ~/.cache/immortal.
+fn cache_root(dir: Option<&Path>) -> PathBuf {
+    dir.map(absolute).unwrap_or_else(Cache::default_root)
 }
 
 /// The runtime directory: as given, else /var/runtime (AWS's base images), else, for a

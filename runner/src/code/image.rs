@@ -9,7 +9,7 @@
 //! runner runs inside that image (the forwarder's task definition for the image puts it
 //! there), so there is nothing to present either.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_sdk_ecr::types::ImageIdentifier;
@@ -140,11 +140,7 @@ impl ImageStart {
         let candidates: Vec<PathBuf> = if first.contains('/') {
             vec![self.working_dir.join(first)]
         } else {
-            path_var
-                .unwrap_or(crate::emulator::bootstrap::LAMBDA_PATH)
-                .split(':')
-                .filter(|d| !d.is_empty())
-                .map(|d| Path::new(d).join(first))
+            crate::emulator::bootstrap::on_path(path_var.unwrap_or(crate::emulator::bootstrap::LAMBDA_PATH), first)
                 .collect()
         };
         for candidate in &candidates {
@@ -400,6 +396,7 @@ fn parse_config(blob: &[u8]) -> Result<OwnConfig, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn strings(v: &[&str]) -> Option<Vec<String>> {
         Some(v.iter().map(|s| (*s).to_owned()).collect())

@@ -73,8 +73,8 @@ impl Runtime {
             .unwrap_or_else(|| self.0.clone())
     }
 
-    /// The base image's repository and tag (`python`, `3.12`).
-    fn family_version(&self) -> Option<(&'static str, String)> {
+    /// The base image's repository and tag (`python`, `3.12`; `nodejs`, `20`).
+    pub(crate) fn family_version(&self) -> Option<(&'static str, String)> {
         let id = self.0.as_str();
         let (family, version) = if let Some(v) = id.strip_prefix("provided.") {
             ("provided", v.to_owned())

@@ -15,6 +15,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use crate::code::runtime::Runtime;
+use crate::emulator::bootstrap::BOOTSTRAP;
 
 /// The marker a runtime folder made by `runner runtime install` holds.
 pub(crate) const MARKER: &str = "immortal-runtime.json";
@@ -113,19 +114,14 @@ impl Language {
     fn of(runtime: &Runtime) -> Result<Language, InstallError> {
         let id = runtime.id();
         let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
-        if let Some(minor) = id.strip_prefix("python3.").filter(|m| digits(m)) {
-            return Ok(Language::Python {
-                version: format!("3.{minor}"),
-            });
-        }
-        if let Some(major) = id
-            .strip_prefix("nodejs")
-            .and_then(|v| v.strip_suffix(".x"))
-            .filter(|m| digits(m))
-        {
-            return Ok(Language::Node {
-                major: major.to_owned(),
-            });
+        match runtime.family_version() {
+            Some(("python", version)) if version.strip_prefix("3.").is_some_and(digits) => {
+                return Ok(Language::Python { version });
+            }
+            Some(("nodejs", major)) if digits(&major) && id.ends_with(".x") => {
+                return Ok(Language::Node { major });
+            }
+            _ => {}
         }
         let hint = if runtime.is_custom() {
             "a custom runtime needs no runtime folder: its function brings its own bootstrap".to_owned()
@@ -179,7 +175,7 @@ pub(crate) fn install(request: &InstallRequest) -> Result<InstallOutcome, Instal
         interpreter_version: interpreter.version.clone(),
         packages,
     };
-    if Installed::read(&request.dir).as_ref() == Some(&wanted) && request.dir.join(BOOTSTRAP_NAME).is_file() {
+    if Installed::read(&request.dir).as_ref() == Some(&wanted) && request.dir.join(BOOTSTRAP).is_file() {
         return Ok(InstallOutcome::AlreadyThere(wanted));
     }
     tracing::info!(
@@ -215,7 +211,7 @@ pub(crate) fn install(request: &InstallRequest) -> Result<InstallOutcome, Instal
             node_bootstrap(&request.runtime, major, &interpreter.path, &request.dir)
         }
     };
-    write_executable(&partial.path().join(BOOTSTRAP_NAME), &bootstrap).map_err(io)?;
+    write_executable(&partial.path().join(BOOTSTRAP), &bootstrap).map_err(io)?;
     let marker = serde_json::to_vec_pretty(&wanted).expect("a marker serializes");
     std::fs::write(partial.path().join(MARKER), marker).map_err(io)?;
     if request.dir.exists() {
@@ -225,8 +221,6 @@ pub(crate) fn install(request: &InstallRequest) -> Result<InstallOutcome, Instal
     std::fs::rename(&made, &request.dir).map_err(io)?;
     Ok(InstallOutcome::Made(wanted))
 }
-
-const BOOTSTRAP_NAME: &str = crate::emulator::bootstrap::BOOTSTRAP;
 
 /// The packages a folder for `language` holds: the runtime interface client, the SDK
 /// (Python's whole boto3; Node.js's v3 SDK is hundreds of packages, so only those given
@@ -276,11 +270,11 @@ fn fits(version: &str, language: &Language) -> bool {
     }
 }
 
-/// `name` on PATH, as an absolute path.
+/// `name` on this process's PATH.
 fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    let path = std::env::var("PATH").ok()?;
+    let found = crate::emulator::bootstrap::on_path(&path, name).find(|p| p.is_file());
+    found
 }
 
 /// The interpreter for `language`: the one given, else the first of the usual places

@@ -265,6 +265,14 @@ const LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
 /// Lambda's default PATH for `provided` runtimes, used when the runner has none.
 pub(crate) const LAMBDA_PATH: &str = "/usr/local/bin:/usr/bin/:/bin";
 
+/// Where `program` would be in each folder of `path_var` (a PATH value), in order.
+pub(crate) fn on_path<'a>(path_var: &'a str, program: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
+    path_var
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(move |d| Path::new(d).join(program))
+}
+
 /// The bootstrap's environment: what passes through of the runner's own, then the
 /// function's variables, then Lambda's reserved ones, which a function cannot override
 /// in Lambda either. Nothing else: no runner setting, no ECS URI, no runner credential.

@@ -97,6 +97,9 @@ pub(crate) async fn invoke(
         scratch: &options.scratch,
     });
     let started = Instant::now();
+    // With a time limit, the extensions' init ends within Lambda's: they register, then
+    // ask for their first event, in time.
+    let init_deadline = options.timeout.map(|_| started + extensions::INIT_LIMIT);
     let runtime_version = options
         .runtime
         .as_ref()
@@ -113,7 +116,7 @@ pub(crate) async fn invoke(
     } else {
         extensions.telemetry.platform_event(&init_start);
     }
-    let processes = match start_extensions(layout, options, &extensions, &env, log).await? {
+    let processes = match start_extensions(layout, options, &extensions, &env, init_deadline, log).await? {
         Ok(processes) => processes,
         Err(failure) => return Ok(extension_failure(&invocation, &failure, Failure::Init)),
     };
@@ -146,12 +149,6 @@ pub(crate) async fn invoke(
         function = %invocation.function_name,
         "bootstrap started"
     );
-    // With a time limit, the extensions' init ends within Lambda's: registered, they
-    // must also ask for their first event in time.
-    let init_deadline = options
-        .timeout
-        .filter(|_| !processes.is_empty())
-        .map(|_| started + extensions::INIT_LIMIT);
     let mut run = Supervised {
         invocation,
         options,
@@ -183,6 +180,7 @@ async fn start_extensions(
     options: &InvokeOptions,
     extensions: &Arc<Extensions>,
     env: &BTreeMap<String, String>,
+    init_deadline: Option<Instant>,
     log: &mut FunctionLog,
 ) -> Result<Result<extensions::Processes, ExtensionFailure>, RunnerError> {
     let programs = match (&layout.opt_dir, options.extensions) {
@@ -207,8 +205,7 @@ async fn start_extensions(
         || log.output_as(Kind::Extension),
     )
     .map_err(|e| RunnerError::Start(e.to_string()))?;
-    let limit = options.timeout.map(|_| extensions::INIT_LIMIT);
-    if let Err(failure) = processes.wait_init(extensions, limit).await {
+    if let Err(failure) = processes.wait_init(extensions, init_deadline).await {
         processes
             .shut_down(extensions, "failure", extensions::SHUTDOWN_LIMIT)
             .await;
@@ -342,13 +339,7 @@ impl Supervised<'_> {
         if waiting.is_empty() {
             return None;
         }
-        let failure = ExtensionFailure {
-            error_type: "Extension.InitTimeout".into(),
-            message: format!(
-                "extensions did not finish their init within Lambda's {} s (register, then ask for the next event): {waiting:?}",
-                extensions::INIT_LIMIT.as_secs()
-            ),
-        };
+        let failure = extensions::init_timeout("ask for their first event", &waiting);
         tracing::error!(error_type = %failure.error_type, "{}", failure.message);
         let _ = self.child.kill().await;
         Some(extension_failure(&self.invocation, &failure, Failure::Init))

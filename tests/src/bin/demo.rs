@@ -105,11 +105,11 @@ async fn main() -> Result<()> {
         bail!(
             "the runner failed (exit {:?}):\n{}\n{}",
             task.code,
-            task.stdout,
+            task.stdout_text(),
             task.stderr
         );
     }
-    let response: Value = serde_json::from_str(&task.stdout)?;
+    let response: Value = serde_json::from_slice(&task.stdout)?;
     let written = &response["thumbnails"][0];
     let (bucket, key) = (
         written["bucket"].as_str().unwrap_or_default(),

@@ -97,7 +97,7 @@ async fn run(args: Args) -> Result<std::process::ExitCode> {
     let done = rehearse(&spec, &emulator.url, &mut stages).await?;
     stages.say(&format!(
         "the function's answer in the task: {}",
-        done.task.stdout.trim()
+        done.task.stdout_text().trim()
     ));
     let mut shown = done.record.clone();
     shown["requestPayload"] = serde_json::json!("(the event, unchanged)");

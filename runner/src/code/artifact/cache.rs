@@ -96,11 +96,16 @@ impl Cache {
         gate.lock_owned().await
     }
 
+    /// Where the lock file of `key` is.
+    fn lock_path(&self, key: &str) -> PathBuf {
+        self.root.join(".locks").join(format!("{}.lock", key.replace('/', "-")))
+    }
+
     /// The lock file of `key`, opened (and created, with its folder, when missing).
     fn lock_file(&self, key: &str) -> Result<std::fs::File, CodeError> {
+        let path = self.lock_path(key);
         let dir = self.root.join(".locks");
         std::fs::create_dir_all(&dir).map_err(CodeError::io("cannot create the cache folder", &dir))?;
-        let path = dir.join(format!("{}.lock", key.replace('/', "-")));
         std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -188,7 +193,6 @@ impl Cache {
     /// the cache. On a file system without locks, fills are not collapsed but stay
     /// safe (each publishes atomically).
     pub(crate) fn lock(&self, key: &str) -> Result<FillLock, CodeError> {
-        let path = self.root.join(".locks").join(format!("{}.lock", key.replace('/', "-")));
         // This process's own shared hold would block its exclusive lock (another open
         // file): released; whoever uses the entry after the fill holds it again.
         held()
@@ -199,7 +203,7 @@ impl Cache {
         let file = match file.lock() {
             Ok(()) => Some(file),
             Err(e) => {
-                tracing::warn!(lock = %path.display(), error = %e, "cannot lock the cache entry; filling it without a lock");
+                tracing::warn!(lock = %self.lock_path(key).display(), error = %e, "cannot lock the cache entry; filling it without a lock");
                 None
             }
         };

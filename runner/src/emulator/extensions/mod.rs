@@ -527,14 +527,13 @@ impl Processes {
     }
 
     /// Waits until every external extension has registered (Lambda then starts the
-    /// runtime), failed or exited; within `limit` (Lambda's 10 s init limit, with a
-    /// time limit; none without one: an overflow run waits as long as it takes).
+    /// runtime), failed or exited; until `deadline` (the end of Lambda's init limit, with
+    /// a time limit; none without one: an overflow run waits as long as it takes).
     pub(crate) async fn wait_init(
         &mut self,
         extensions: &Extensions,
-        limit: Option<Duration>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<(), ExtensionFailure> {
-        let deadline = limit.map(|limit| tokio::time::Instant::now() + limit);
         let mut changes = extensions.subscribe();
         loop {
             if let Some(failure) = extensions.failure() {
@@ -546,20 +545,14 @@ impl Processes {
             if let Some((name, how)) = self.exited() {
                 return Err(crash(&name, &how, "during init"));
             }
-            if let Some(limit) = limit.filter(|_| deadline.is_some_and(|d| tokio::time::Instant::now() >= d)) {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 let waiting: Vec<String> = self
                     .running
                     .iter()
                     .map(|(n, _)| n.clone())
                     .filter(|n| !extensions.registered().iter().any(|(r, _)| r == n))
                     .collect();
-                return Err(ExtensionFailure {
-                    error_type: "Extension.InitTimeout".into(),
-                    message: format!(
-                        "extensions did not register within Lambda's {} s init limit (it applies with --timeout); not registered: {waiting:?}",
-                        limit.as_secs()
-                    ),
-                });
+                return Err(init_timeout("register", &waiting));
             }
             tokio::select! {
                 _ = changes.changed() => {}
@@ -593,6 +586,18 @@ impl Processes {
             }
             let _ = child.kill().await;
         }
+    }
+}
+
+/// Lambda's `Extension.InitTimeout`: the extensions `waiting` did not `what` (register,
+/// or ask for their first event) within its init limit.
+pub(crate) fn init_timeout(what: &str, waiting: &[String]) -> ExtensionFailure {
+    ExtensionFailure {
+        error_type: "Extension.InitTimeout".into(),
+        message: format!(
+            "extensions did not {what} within Lambda's {} s init limit (it applies with --timeout): {waiting:?}",
+            INIT_LIMIT.as_secs()
+        ),
     }
 }
 
