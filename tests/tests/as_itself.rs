@@ -686,3 +686,68 @@ async fn another_users_process_cannot_take_a_functions_event_from_its_runtime_ap
         ran.stderr
     );
 }
+
+/// The attacker: a function that leaves a detached process behind (its own session, so
+/// no signal to the runtime's reaches it), beside an extension. The runtime's end no
+/// longer ends its user's processes when extensions run beside it (they must get
+/// SHUTDOWN), so the runner's sweep after the run must: nothing of it is left.
+#[tokio::test]
+async fn a_process_a_function_leaves_behind_does_not_outlive_the_run_beside_an_extension() {
+    let emulator = Emulator::shared();
+    let image = ImageUser::new();
+    let shared = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::set_permissions(shared.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let notes = shared.path().join("extension.log");
+    std::fs::write(&notes, "").unwrap();
+    std::fs::set_permissions(&notes, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let marker = format!("planted-{}", uuid_like());
+    // A custom runtime in sh: plant, then answer the event through the Runtime API.
+    let bootstrap = format!(
+        r#"#!/bin/sh
+setsid sh -c 'sleep 300; :' {marker} </dev/null >/dev/null 2>&1 &
+api="http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/invocation"
+id=$(curl -sS -D - -o /dev/null "$api/next" | tr -d '\r' | awk -F': ' 'tolower($1)=="lambda-runtime-aws-request-id" {{print $2}}')
+curl -sS -X POST -d '{{"planted":true}}' "$api/$id/response" >/dev/null
+curl -sS "$api/next" >/dev/null
+"#
+    );
+    let program = std::fs::read(fixture("extension")).unwrap();
+    let fake = FakeLambda::start(
+        vec![FakeFunction {
+            name: "planter".into(),
+            code: Bytes::from(zip_bytes(&[Entry::File("bootstrap", bootstrap.as_bytes(), 0o755)])),
+            layers: vec![Bytes::from(zip_bytes(&[
+                Entry::Dir("extensions/"),
+                Entry::File("extensions/fixture-extension", &program, 0o755),
+            ]))],
+            configuration: json!({"Environment": {"Variables": {"EXTENSION_LOG": notes.display().to_string()}}}),
+        }],
+        Some(emulator.url.clone()),
+    );
+    let cmd = image
+        .runner()
+        .envs(emulator.env())
+        .env("AWS_ENDPOINT_URL_LAMBDA", &fake.server.url)
+        .args(["--event", "{}", "--context", &context_for("planter", "req-planter")]);
+    let ran = run(cmd).await;
+    ran.expect_code(0);
+    assert_eq!(ran.json(), json!({"planted": true}));
+    assert!(
+        std::fs::read_to_string(&notes).unwrap().contains("SHUTDOWN spindown"),
+        "the extension was beside it: {}",
+        ran.stderr
+    );
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the planted process outlived the run: {left:?}\n{}",
+        ran.stderr
+    );
+}
